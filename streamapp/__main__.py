@@ -1,0 +1,5 @@
+"""``python -m streamapp``."""
+
+from streamapp.cli import main
+
+raise SystemExit(main())

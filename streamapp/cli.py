@@ -1,0 +1,224 @@
+"""The ``streamapp`` command line: run, demo, train-source, produce, topics, models."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from streamapp import __version__
+from streamapp.errors import StreamappError
+from streamapp.settings import Settings
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+
+def _kv(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _add_kafka_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bootstrap-servers", "-b", help="Kafka bootstrap servers")
+    parser.add_argument(
+        "-X",
+        dest="kafka",
+        type=_kv,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="librdkafka property for every client (repeatable), e.g. -X security.protocol=SSL",
+    )
+
+
+def _add_worker_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bundle", type=Path, help="model bundle directory")
+    parser.add_argument("--group-id", help="consumer group")
+    parser.add_argument("--device", choices=["cpu", "cuda"])
+    parser.add_argument("--max-batch", type=int, help="micro-batch size limit")
+    parser.add_argument("--max-wait-ms", type=int, help="micro-batch wait limit")
+    parser.add_argument("--drift-window", type=int, help="events per drift report")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Environment first, then the flags that were given."""
+    base = Settings()
+    kafka = {**base.kafka, **dict(getattr(args, "kafka", []))}
+    return base.with_overrides(
+        **{
+            "bootstrap_servers": getattr(args, "bootstrap_servers", None),
+            "kafka": kafka,
+            "bundle": getattr(args, "bundle", None),
+            "group_id": getattr(args, "group_id", None),
+            "device": getattr(args, "device", None),
+            "batch.max_size": getattr(args, "max_batch", None),
+            "batch.max_wait_ms": getattr(args, "max_wait_ms", None),
+            "drift.window_events": getattr(args, "drift_window", None),
+        }
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamapp", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"streamapp {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the streaming worker until SIGTERM/SIGINT")
+    _add_kafka_args(run)
+    _add_worker_args(run)
+    run.add_argument("--create-topics", action="store_true", help="create missing topics first")
+    run.add_argument("--partitions", type=int, default=1, help="partitions for --create-topics")
+
+    demo = sub.add_parser("demo", help="broker + producer + worker, end to end, with live progress")
+    _add_kafka_args(demo)
+    _add_worker_args(demo)
+    demo.add_argument("--scenario", default="digits-shift")
+    demo.add_argument("--events", type=int, default=20_000)
+    demo.add_argument("--rate", type=float, default=2_000.0, help="events per second")
+    demo.add_argument("--label-delay", type=float, default=2.0, help="seconds until a label")
+    demo.add_argument("--label-fraction", type=float, default=1.0)
+    demo.add_argument("--partitions", type=int, default=2)
+
+    train = sub.add_parser("train-source", help="train the source model and write a bundle")
+    train.add_argument("--scenario", default="digits-shift")
+    train.add_argument("--out", type=Path, required=True, help="bundle directory to create")
+    train.add_argument("--name", help="model name (default: the scenario's)")
+    train.add_argument("--version", dest="model_version", default="1")
+    train.add_argument("--epochs", type=int, default=40)
+    train.add_argument("--seed", type=int, default=0)
+
+    produce = sub.add_parser("produce", help="produce a scenario's events and delayed feedback")
+    _add_kafka_args(produce)
+    produce.add_argument("--scenario", default="digits-shift")
+    produce.add_argument("--events", type=int, default=10_000)
+    produce.add_argument("--rate", type=float, default=1_000.0, help="events per second")
+    produce.add_argument("--label-delay", type=float, default=2.0)
+    produce.add_argument("--label-fraction", type=float, default=1.0)
+    produce.add_argument("--seed", type=int, default=0)
+    produce.add_argument("--id-prefix", default="e")
+    produce.add_argument("--realtime", action="store_true", help="pace records at --rate")
+    produce.add_argument("--create-topics", action="store_true")
+    produce.add_argument("--partitions", type=int, default=1)
+
+    topics = sub.add_parser("topics", help="create the worker's topics")
+    _add_kafka_args(topics)
+    topics.add_argument("--partitions", type=int, default=1)
+
+    models = sub.add_parser("models", help="inspect model bundles")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    verify = models_sub.add_parser("verify", help="verify a bundle's checksums and shapes")
+    verify.add_argument("path", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(COMMANDS[args.command](args) or 0)
+    except StreamappError as exc:
+        logger.error("%s", exc)
+        return 2
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from streamapp.kafka.admin import ensure_topics
+    from streamapp.worker import Worker
+
+    settings = _settings(args)
+    if args.create_topics:
+        ensure_topics(settings, partitions=args.partitions)
+    worker = Worker(settings)
+    try:
+        summary = worker.run()
+    finally:
+        worker.close()
+    logger.info("processed %d messages, %d events scored", summary.messages, summary.events_scored)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streamapp.demo import run_demo
+
+    return run_demo(_settings(args), args)
+
+
+def cmd_train_source(args: argparse.Namespace) -> int:
+    from streamapp.model.training import train_source_bundle
+    from streamapp.scenarios import get_scenario
+
+    manifest = train_source_bundle(
+        get_scenario(args.scenario, seed=args.seed),
+        args.out,
+        name=args.name,
+        version=args.model_version,
+        epochs=args.epochs,
+        seed=args.seed,
+    )
+    print(f"wrote {args.out}: {manifest.name} {manifest.version} {manifest.source_metrics}")
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from streamapp.kafka.admin import ensure_topics
+    from streamapp.scenarios import get_scenario, stream
+    from streamapp.scenarios.produce import produce_records
+
+    settings = _settings(args)
+    if args.create_topics:
+        ensure_topics(settings, partitions=args.partitions)
+    records = stream(
+        get_scenario(args.scenario, seed=args.seed),
+        args.events,
+        rate=args.rate,
+        label_delay_s=args.label_delay,
+        label_fraction=args.label_fraction,
+        seed=args.seed,
+        id_prefix=args.id_prefix,
+    )
+    sent = produce_records(settings, records, realtime=args.realtime)
+    print(f"produced {sent} records ({args.events} events) to {settings.bootstrap_servers}")
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from streamapp.kafka.admin import ensure_topics
+
+    settings = _settings(args)
+    ensure_topics(settings, partitions=args.partitions)
+    print("topics ready:", ", ".join(settings.topics.inputs() + settings.topics.outputs()))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from streamapp.model.bundle import load_bundle
+
+    bundle = load_bundle(args.path)
+    m = bundle.manifest
+    print(
+        f"OK {m.name} {m.version}: {m.input_dim} features -> {m.embedding_dim}-d embedding, "
+        f"{len(m.classes)} classes, source metrics {m.source_metrics}"
+    )
+    return 0
+
+
+COMMANDS: dict[str, Any] = {
+    "run": cmd_run,
+    "demo": cmd_demo,
+    "train-source": cmd_train_source,
+    "produce": cmd_produce,
+    "topics": cmd_topics,
+    "models": cmd_models,
+}

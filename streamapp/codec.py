@@ -1,0 +1,264 @@
+"""Bytes <-> events with orjson, validated against ``schemas/``.
+
+Decoding never raises on bad input: every message becomes either part of the batch or a
+:class:`~streamapp.events.DeadLetter` with its reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import fastjsonschema
+import numpy as np
+import orjson
+
+from streamapp.events import (
+    DeadLetter,
+    FeatureBlock,
+    Feedback,
+    PredictionBlock,
+    Reason,
+    SourcePosition,
+)
+from streamapp.schemas import validator
+
+__all__ = ["Codec", "DecodedBatch", "Message", "encode_dead_letter", "encode_json"]
+
+logger = logging.getLogger(__name__)
+
+
+class Message(Protocol):
+    """The part of ``confluent_kafka.Message`` the codec reads."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+class _RejectError(Exception):
+    """Internal: carries a dead-letter reason out of the per-message checks."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class DecodedBatch:
+    """One polled batch after decoding: feature columns, feedback, rejects, next offsets."""
+
+    features: FeatureBlock
+    feedback: list[Feedback] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.features) + len(self.feedback) + len(self.dead_letters)
+
+
+def encode_json(value: Any) -> bytes:
+    """orjson with numpy support; the one encoder for every output topic."""
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def encode_dead_letter(dead: DeadLetter, now: float | None = None) -> bytes:
+    """The dead-letter record for ``dead`` (payload as text, or base64 when not UTF-8)."""
+    if dead.payload is None:
+        payload, encoding = None, "none"
+    else:
+        try:
+            payload, encoding = dead.payload.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            payload, encoding = base64.b64encode(dead.payload).decode("ascii"), "base64"
+    return encode_json(
+        {
+            "source": {
+                "topic": dead.source.topic,
+                "partition": dead.source.partition,
+                "offset": dead.source.offset,
+            },
+            "error": {"type": dead.reason.value, "message": dead.message},
+            "payload": payload,
+            "payload_encoding": encoding,
+            "ts": time.time() if now is None else now,
+        }
+    )
+
+
+class Codec:
+    """Decodes input messages for one model's feature layout and classes.
+
+    Parameters
+    ----------
+    feature_names
+        The model's input features, in order.
+    classes
+        The model's classes; labels are matched by their string form.
+    features_topic, feedback_topic
+        Which topic carries which kind of message.
+    max_abs_value
+        Feature values beyond this magnitude are rejected (``value_range``).
+    max_payload_bytes
+        Larger messages are rejected before parsing (``oversized``).
+    """
+
+    def __init__(
+        self,
+        feature_names: Sequence[str],
+        classes: Sequence[str],
+        *,
+        features_topic: str = "features",
+        feedback_topic: str = "feedback",
+        max_abs_value: float = 1e6,
+        max_payload_bytes: int = 262_144,
+    ) -> None:
+        self.feature_names = list(feature_names)
+        self.classes = [str(c) for c in classes]
+        self.features_topic = features_topic
+        self.feedback_topic = feedback_topic
+        self.max_abs_value = max_abs_value
+        self.max_payload_bytes = max_payload_bytes
+        self._feature_index = {name: i for i, name in enumerate(self.feature_names)}
+        self._label_index = {name: i for i, name in enumerate(self.classes)}
+        self._validate_feature = validator("feature-event")
+        self._validate_feedback = validator("feedback")
+
+    # -- decoding ---------------------------------------------------------------------------
+
+    def decode_batch(self, messages: Iterable[Message], now: float | None = None) -> DecodedBatch:
+        """Split ``messages`` into feature columns, feedback and dead letters."""
+        now = time.time() if now is None else now
+        n_features = len(self.feature_names)
+        rows: list[np.ndarray | list[float]] = []
+        ids: list[str] = []
+        keys: list[bytes | None] = []
+        ts: list[float] = []
+        sources: list[SourcePosition] = []
+        batch = DecodedBatch(FeatureBlock.empty(n_features))
+        for msg in messages:
+            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+            source = SourcePosition(topic, partition, offset)
+            batch.offsets[(topic, partition)] = max(
+                batch.offsets.get((topic, partition), 0), offset + 1
+            )
+            value = msg.value()
+            try:
+                doc = self._parse(value)
+                event_ts = _event_time(doc.get("ts") if isinstance(doc, dict) else None, msg, now)
+                if topic == self.feedback_topic:
+                    self._validate(self._validate_feedback, doc)
+                    batch.feedback.append(self._feedback(doc, event_ts))
+                else:
+                    self._validate(self._validate_feature, doc)
+                    rows.append(self._feature_row(doc["features"]))
+                    ids.append(str(doc["event_id"]))
+                    keys.append(msg.key())
+                    ts.append(event_ts)
+                    sources.append(source)
+            except _RejectError as reject:
+                logger.debug("reject %s[%d]@%d: %s", topic, partition, offset, reject)
+                batch.dead_letters.append(
+                    DeadLetter(source, msg.key(), reject.reason, str(reject), value)
+                )
+        if rows:
+            X = np.asarray(rows, dtype=np.float32).reshape(len(rows), n_features)
+            batch.features = FeatureBlock(ids, keys, X, np.asarray(ts, dtype=np.float64), sources)
+        return batch
+
+    def _parse(self, value: bytes | None) -> Any:
+        if value is None:
+            raise _RejectError(Reason.DECODE, "empty message (tombstone)")
+        if len(value) > self.max_payload_bytes:
+            raise _RejectError(
+                Reason.OVERSIZED,
+                f"{len(value)} bytes exceeds max_payload_bytes={self.max_payload_bytes}",
+            )
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            try:
+                text = value.decode("utf-8")
+            except UnicodeDecodeError as not_text:
+                raise _RejectError(Reason.ENCODING, f"not UTF-8: {not_text}") from None
+            try:
+                # NaN/Infinity tokens (Python's json, JavaScript) parse here and are then
+                # rejected as non_finite, which says more than "invalid JSON"
+                return json.loads(text)
+            except ValueError:
+                raise _RejectError(Reason.DECODE, f"invalid JSON: {exc}") from None
+
+    @staticmethod
+    def _validate(check: Any, doc: Any) -> None:
+        try:
+            check(doc)
+        except fastjsonschema.JsonSchemaException as exc:
+            raise _RejectError(Reason.SCHEMA, str(exc)) from None
+
+    def _feature_row(self, features: list[float] | dict[str, float]) -> np.ndarray | list[float]:
+        n = len(self.feature_names)
+        if isinstance(features, dict):
+            if features.keys() != self._feature_index.keys():
+                missing = sorted(self._feature_index.keys() - features.keys())[:5]
+                extra = sorted(features.keys() - self._feature_index.keys())[:5]
+                raise _RejectError(Reason.FEATURE_NAMES, f"missing {missing}, unexpected {extra}")
+            row = np.fromiter((features[name] for name in self.feature_names), np.float64, n)
+        else:
+            if len(features) != n:
+                got = len(features)
+                raise _RejectError(Reason.FEATURE_COUNT, f"expected {n} features, got {got}")
+            row = np.asarray(features, dtype=np.float64)
+        if not np.isfinite(row).all():
+            raise _RejectError(Reason.NON_FINITE, "features contain NaN or infinity")
+        if np.abs(row).max() > self.max_abs_value:
+            raise _RejectError(Reason.VALUE_RANGE, f"a feature exceeds |{self.max_abs_value:g}|")
+        return row
+
+    def _feedback(self, doc: dict[str, Any], ts: float) -> Feedback:
+        label = self._label_index.get(str(doc["label"]))
+        if label is None:
+            raise _RejectError(
+                Reason.UNKNOWN_LABEL, f"label {doc['label']!r} is not one of {self.classes}"
+            )
+        return Feedback(str(doc["event_id"]), label, ts)
+
+    # -- encoding ---------------------------------------------------------------------------
+
+    def encode_predictions(
+        self, block: PredictionBlock, model_name: str, model_version: str
+    ) -> list[tuple[bytes | None, bytes]]:
+        """``(key, value)`` pairs for the predictions topic."""
+        model = {"name": model_name, "version": model_version, "head_seq": block.head_seq}
+        classes = self.classes
+        probabilities = block.proba.astype(np.float64).tolist()
+        out = []
+        for i, event_id in enumerate(block.ids):
+            value = encode_json(
+                {
+                    "event_id": event_id,
+                    "label": classes[int(block.labels[i])],
+                    "probabilities": dict(zip(classes, probabilities[i], strict=True)),
+                    "model": model,
+                    "event_ts": float(block.event_ts[i]),
+                    "scored_ts": block.scored_ts,
+                }
+            )
+            out.append((block.keys[i], value))
+        return out
+
+
+def _event_time(ts: Any, msg: Message, now: float) -> float:
+    """The payload's ``ts``, else the Kafka timestamp, else ``now``."""
+    if isinstance(ts, int | float) and not isinstance(ts, bool) and math.isfinite(ts):
+        return float(ts)
+    kind, millis = msg.timestamp()
+    return millis / 1000.0 if kind != 0 and millis > 0 else now

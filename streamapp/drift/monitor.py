@@ -1,0 +1,161 @@
+"""The drift monitor: window statistics against the bundle's reference, reported when due."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from streamapp.drift.performance import ErrorDetectors, RollingPerformance
+from streamapp.drift.stats import ReferenceProfile, compare_binned
+
+__all__ = ["DriftMonitor"]
+
+logger = logging.getLogger(__name__)
+
+
+class DriftMonitor:
+    """Accumulates a tumbling window of scored events and a rolling window of labels.
+
+    A report is due every ``window_events`` scored events, or every ``interval_s`` seconds
+    once at least ``min_events`` were scored.
+
+    Parameters
+    ----------
+    profile
+        The source domain's reference profile.
+    feature_names, classes
+        For naming the report's entries.
+    """
+
+    def __init__(
+        self,
+        profile: ReferenceProfile,
+        feature_names: Sequence[str],
+        classes: Sequence[str],
+        *,
+        window_events: int = 1000,
+        interval_s: float = 30.0,
+        min_events: int = 50,
+        alpha: float = 0.01,
+        dataset_drift_share: float = 0.25,
+        performance_window: int = 1000,
+    ) -> None:
+        self.profile = profile
+        self.feature_names = list(feature_names)
+        self.classes = list(classes)
+        self.window_events = window_events
+        self.interval_s = interval_s
+        self.min_events = min_events
+        self.alpha = alpha
+        self.dataset_drift_share = dataset_drift_share
+        self.performance = RollingPerformance(len(self.classes), performance_window)
+        self.detectors = ErrorDetectors()
+        self.reports = 0
+        self.alarms = 0
+        self._start_window(time.time())
+
+    def _start_window(self, now: float) -> None:
+        self._feature_counts = np.zeros_like(self.profile.counts)
+        self._class_counts = np.zeros(len(self.classes))
+        self._sum = np.zeros(len(self.feature_names))
+        self._sumsq = np.zeros(len(self.feature_names))
+        self._events = 0
+        self._labels = 0
+        self._window_start = now
+        self._first_ts = np.inf
+        self._last_ts = -np.inf
+
+    def update_events(self, X: np.ndarray, predicted: np.ndarray, event_ts: np.ndarray) -> None:
+        """Add scored events: one vectorized binning per batch."""
+        if len(X) == 0:
+            return
+        self._feature_counts += self.profile.bin_counts(X)
+        self._class_counts += np.bincount(predicted, minlength=len(self.classes))
+        X64 = X.astype(np.float64)
+        self._sum += X64.sum(axis=0)
+        self._sumsq += (X64 * X64).sum(axis=0)
+        self._events += len(X)
+        self._first_ts = min(self._first_ts, float(event_ts.min()))
+        self._last_ts = max(self._last_ts, float(event_ts.max()))
+
+    def update_labels(
+        self, y_true: np.ndarray, proba: np.ndarray, source_pred: np.ndarray, delays: np.ndarray
+    ) -> None:
+        """Add joined labels with the served probabilities and the frozen source head's guess."""
+        if len(y_true) == 0:
+            return
+        self.performance.update(y_true, proba, source_pred, delays)
+        self.detectors.update(proba.argmax(axis=1) != y_true)
+        self._labels += len(y_true)
+
+    def due(self, now: float) -> bool:
+        if self._events >= self.window_events:
+            return True
+        return self._events >= self.min_events and now - self._window_start >= self.interval_s
+
+    def report(self, now: float) -> dict[str, Any]:
+        """The report of the current window; starts the next one."""
+        n = self._events
+        features = compare_binned(self.profile.counts, self._feature_counts, self.profile.n_bins)
+        drifted = features.drifted(self.alpha) if n else np.zeros(len(self.feature_names), bool)
+        mean = self._sum / max(n, 1)
+        std = np.sqrt(np.maximum(self._sumsq / max(n, 1) - mean**2, 0.0))
+        ref_std = np.where(self.profile.std > 0, self.profile.std, 1.0)
+        predictions = compare_binned(self.profile.prediction_counts, self._class_counts)
+        share = float(drifted.mean()) if len(drifted) else 0.0
+        prediction_drifted = bool(n and predictions.p_value[0] < self.alpha)
+        detectors = self.detectors.summary()
+        dataset_drifted = share >= self.dataset_drift_share
+        self.reports += 1
+        self.alarms += int(dataset_drifted or prediction_drifted) + sum(
+            len(d["change_points"]) for d in detectors.values()
+        )
+        report = {
+            "report_seq": self.reports,
+            "ts": now,
+            "window": {
+                "events": n,
+                "labels": self._labels,
+                "started_ts": self._window_start,
+                "first_event_ts": self._first_ts if n else None,
+                "last_event_ts": self._last_ts if n else None,
+            },
+            "features": [
+                {
+                    "name": name,
+                    "psi": float(features.psi[j]),
+                    "js": float(features.js[j]),
+                    "ks": float(features.ks[j]),
+                    "ks_p_value": float(features.ks_p_value[j]),
+                    "p_value": float(features.p_value[j]),
+                    "drifted": bool(drifted[j]),
+                    "mean_shift": float((mean[j] - self.profile.mean[j]) / ref_std[j]),
+                    "std_ratio": float(std[j] / ref_std[j]),
+                }
+                for j, name in enumerate(self.feature_names)
+            ],
+            "dataset": {
+                "drifted_share": share,
+                "drifted_features": int(drifted.sum()),
+                "threshold_share": self.dataset_drift_share,
+                "alpha": self.alpha,
+                "drifted": dataset_drifted,
+            },
+            "prediction": {
+                "counts": dict(
+                    zip(self.classes, self._class_counts.astype(int).tolist(), strict=True)
+                ),
+                "psi": float(predictions.psi[0]),
+                "js": float(predictions.js[0]),
+                "p_value": float(predictions.p_value[0]),
+                "drifted": prediction_drifted,
+            },
+            "performance": self.performance.summary(),
+            "detectors": detectors,
+        }
+        self._start_window(now)
+        return report

@@ -1,0 +1,154 @@
+"""Prequential performance on delayed labels, and change detectors on the error stream."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ErrorDetectors", "RollingPerformance"]
+
+logger = logging.getLogger(__name__)
+
+_EPS = 1e-15
+
+
+class RollingPerformance:
+    """Metrics over the last ``window`` joined labels (a ring buffer, O(1) memory).
+
+    >>> perf = RollingPerformance(n_classes=2, window=3)
+    >>> proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    >>> perf.update(np.array([0, 1, 1, 1]), proba, np.zeros(4, int), np.array([1.0, 2.0, 3.0, 4.0]))
+    >>> summary = perf.summary()
+    >>> summary["labels"], round(summary["accuracy"], 3), round(summary["source_accuracy"], 3)
+    (3, 0.667, 0.0)
+    """
+
+    def __init__(self, n_classes: int, window: int) -> None:
+        self.n_classes = n_classes
+        self.window = window
+        self._reset()
+
+    def _reset(self) -> None:
+        self._true = np.zeros(self.window, np.int64)
+        self._pred = np.zeros(self.window, np.int64)
+        self._source_pred = np.zeros(self.window, np.int64)
+        self._loss = np.zeros(self.window)
+        self._delay = np.zeros(self.window)
+        self._size = 0
+        self._next = 0
+        self.total = 0
+
+    def update(
+        self, y_true: np.ndarray, proba: np.ndarray, source_pred: np.ndarray, delays: np.ndarray
+    ) -> None:
+        """Add labels with the probabilities that were served and the source head's guess."""
+        k = len(y_true)
+        if k == 0:
+            return
+        self.total += k
+        if k > self.window:  # only the newest fit
+            y_true, proba, source_pred, delays = (
+                y_true[-self.window :],
+                proba[-self.window :],
+                source_pred[-self.window :],
+                delays[-self.window :],
+            )
+            k = self.window
+        idx = (self._next + np.arange(k)) % self.window
+        self._true[idx] = y_true
+        self._pred[idx] = proba.argmax(axis=1)
+        self._source_pred[idx] = source_pred
+        self._loss[idx] = -np.log(np.clip(proba[np.arange(k), y_true], _EPS, 1.0))
+        self._delay[idx] = delays
+        self._next = (self._next + k) % self.window
+        self._size = min(self._size + k, self.window)
+
+    def confusion(self) -> np.ndarray:
+        """Rows are true classes, columns predicted classes."""
+        c = self.n_classes
+        t, p = self._true[: self._size], self._pred[: self._size]
+        return np.bincount(t * c + p, minlength=c * c).reshape(c, c)
+
+    def summary(self) -> dict[str, Any]:
+        n = self._size
+        if n == 0:
+            return {"labels": 0, "labels_total": self.total}
+        cm = self.confusion()
+        tp = np.diag(cm).astype(np.float64)
+        support = cm.sum(axis=1)
+        predicted = cm.sum(axis=0)
+        # macro averages over the classes present in the window (truth or prediction)
+        present = (support + predicted) > 0
+        precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+        recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+        denom = precision + recall
+        f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+        delays = self._delay[:n]
+        return {
+            "labels": n,
+            "labels_total": self.total,
+            "accuracy": float(tp.sum() / n),
+            "source_accuracy": float((self._source_pred[:n] == self._true[:n]).mean()),
+            "macro_precision": float(precision[present].mean()),
+            "macro_recall": float(recall[present].mean()),
+            "macro_f1": float(f1[present].mean()),
+            "log_loss": float(self._loss[:n].mean()),
+            "confusion": cm.tolist(),
+            "label_delay_s": {
+                f"p{q}": float(v)
+                for q, v in zip((50, 95, 99), np.percentile(delays, [50, 95, 99]), strict=True)
+            },
+        }
+
+
+class ErrorDetectors:
+    """river's ``ADWIN`` and ``PageHinkley`` on the 0/1 error stream of joined labels.
+
+    Change points are reported as the cumulative label count at which a detector fired.
+
+    >>> det = ErrorDetectors()
+    >>> det.update(np.array([False] * 600 + [True] * 600))
+    >>> det.summary()["adwin"]["total"] >= 1
+    True
+    """
+
+    def __init__(self, adwin_delta: float = 0.002, ph_threshold: float = 50.0) -> None:
+        self.adwin_delta = adwin_delta
+        self.ph_threshold = ph_threshold
+        self._reset()
+
+    def _reset(self) -> None:
+        from river import drift
+
+        self._detectors = {
+            "adwin": drift.ADWIN(delta=self.adwin_delta),
+            "page_hinkley": drift.PageHinkley(threshold=self.ph_threshold),
+        }
+        self._changes: dict[str, list[int]] = {name: [] for name in self._detectors}
+        self._totals = dict.fromkeys(self._detectors, 0)
+        self._seen = 0
+
+    def update(self, errors: np.ndarray) -> None:
+        for error in errors.tolist():
+            self._seen += 1
+            for name, detector in self._detectors.items():
+                detector.update(float(error))
+                if detector.drift_detected:
+                    self._changes[name].append(self._seen)
+                    self._totals[name] += 1
+
+    def summary(self, reset_window: bool = True) -> dict[str, Any]:
+        """Change points since the last summary, and totals."""
+        out = {
+            name: {
+                "drift_detected": bool(self._changes[name]),
+                "change_points": list(self._changes[name]),
+                "total": self._totals[name],
+            }
+            for name in self._detectors
+        }
+        if reset_window:
+            self._changes = {name: [] for name in self._detectors}
+        return out

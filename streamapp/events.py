@@ -1,0 +1,120 @@
+"""The values that flow through the pipeline.
+
+Per-event objects exist only at the edges (feedback, dead letters); feature events travel as
+columns (:class:`FeatureBlock`) because the hot path scores them as one matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+__all__ = [
+    "DeadLetter",
+    "FeatureBlock",
+    "Feedback",
+    "Outputs",
+    "PredictionBlock",
+    "Reason",
+    "SourcePosition",
+]
+
+
+class Reason(StrEnum):
+    """Why an input went to the dead-letter topic (the ``error.type`` field)."""
+
+    ENCODING = "encoding"
+    DECODE = "decode"
+    OVERSIZED = "oversized"
+    SCHEMA = "schema"
+    FEATURE_COUNT = "feature_count"
+    FEATURE_NAMES = "feature_names"
+    NON_FINITE = "non_finite"
+    VALUE_RANGE = "value_range"
+    UNKNOWN_LABEL = "unknown_label"
+    DUPLICATE_EVENT = "duplicate_event"
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePosition:
+    """Where an input message came from."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An input that could not be processed, with its reason."""
+
+    source: SourcePosition
+    key: bytes | None
+    reason: Reason
+    message: str
+    payload: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """A true label for an earlier event; ``label`` is the class index."""
+
+    event_id: str
+    label: int
+    ts: float
+
+
+@dataclass(slots=True)
+class FeatureBlock:
+    """Valid feature events of one batch as columns; row ``i`` of ``X`` is event ``ids[i]``."""
+
+    ids: list[str]
+    keys: list[bytes | None]
+    X: np.ndarray  # (n, n_features) float32
+    ts: np.ndarray  # (n,) float64 event time, seconds
+    sources: list[SourcePosition]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def select(self, mask: np.ndarray) -> FeatureBlock:
+        """The rows where ``mask`` is true."""
+        keep = np.flatnonzero(mask)
+        return FeatureBlock(
+            ids=[self.ids[i] for i in keep],
+            keys=[self.keys[i] for i in keep],
+            X=self.X[keep],
+            ts=self.ts[keep],
+            sources=[self.sources[i] for i in keep],
+        )
+
+    @classmethod
+    def empty(cls, n_features: int) -> FeatureBlock:
+        return cls([], [], np.empty((0, n_features), np.float32), np.empty(0), [])
+
+
+@dataclass(slots=True)
+class PredictionBlock:
+    """Predictions of one batch as columns, ready to encode."""
+
+    ids: list[str]
+    keys: list[bytes | None]
+    proba: np.ndarray  # (n, n_classes)
+    labels: np.ndarray  # (n,) class index
+    event_ts: np.ndarray
+    scored_ts: float
+    head_seq: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(slots=True)
+class Outputs:
+    """What one processed batch publishes."""
+
+    predictions: PredictionBlock | None = None
+    drift_reports: list[dict[str, object]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)

@@ -1,0 +1,97 @@
+"""The input consumer: one subscription over ``features`` and ``feedback``, polled in batches."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from streamapp.batching import BatchPolicy
+from streamapp.errors import BrokerError
+
+__all__ = ["BatchConsumer", "PartitionsCallback"]
+
+logger = logging.getLogger(__name__)
+
+PartitionsCallback = Callable[[list[TopicPartition]], None]
+
+
+class BatchConsumer:
+    """A ``confluent_kafka.Consumer`` that hands out micro-batches and reports rebalances.
+
+    ``on_revoke`` runs before partitions go (commit what is done there); ``on_lost`` when
+    they are already gone (nothing may be committed for them).
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        topics: Sequence[str],
+        *,
+        on_assign: PartitionsCallback | None = None,
+        on_revoke: PartitionsCallback | None = None,
+        on_lost: PartitionsCallback | None = None,
+    ) -> None:
+        self._consumer = Consumer(config)
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._on_lost = on_lost
+        self.assignment: set[tuple[str, int]] = set()
+        self._consumer.subscribe(
+            list(topics), on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
+        )
+
+    def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assignment |= {(tp.topic, tp.partition) for tp in partitions}
+        logger.info("assigned %s", _describe(partitions))
+        if self._on_assign:
+            self._on_assign(partitions)
+
+    def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.info("revoking %s", _describe(partitions))
+        if self._on_revoke:
+            self._on_revoke(partitions)
+        self.assignment -= {(tp.topic, tp.partition) for tp in partitions}
+
+    def _lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.warning("lost %s", _describe(partitions))
+        if self._on_lost:
+            self._on_lost(partitions)
+        self.assignment -= {(tp.topic, tp.partition) for tp in partitions}
+
+    def poll_batch(self, policy: BatchPolicy) -> list[Message]:
+        """Up to ``policy.max_size`` messages within ``policy.max_wait_s``; errors filtered."""
+        return policy.collect(self._consume)
+
+    def _consume(self, max_items: int, timeout: float) -> list[Message]:
+        messages = self._consumer.consume(num_messages=max_items, timeout=timeout)
+        good = []
+        for msg in messages:
+            err = msg.error()
+            if err is None:
+                good.append(msg)
+            elif err.code() == KafkaError._PARTITION_EOF:
+                continue
+            elif err.fatal():
+                raise BrokerError(f"fatal consumer error: {err}")
+            else:
+                logger.warning("consumer error on %s[%s]: %s", msg.topic(), msg.partition(), err)
+        return good
+
+    def commit(self, offsets: list[TopicPartition]) -> None:
+        """Synchronously commit ``offsets`` (next offsets to read)."""
+        self._consumer.commit(offsets=offsets, asynchronous=False)
+
+    def committed(
+        self, partitions: list[TopicPartition], timeout: float = 10.0
+    ) -> list[TopicPartition]:
+        return self._consumer.committed(partitions, timeout=timeout)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _describe(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"

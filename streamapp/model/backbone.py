@@ -1,0 +1,70 @@
+"""The frozen feature extractor and the batched, no-grad embedding call around it."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["ARCHITECTURES", "Embedder", "MLPBackbone"]
+
+logger = logging.getLogger(__name__)
+
+
+class MLPBackbone(nn.Module):
+    """A plain MLP ``input -> hidden... -> embedding`` with ReLU after every layer.
+
+    >>> net = MLPBackbone(input_dim=4, hidden=[8], embedding_dim=3)
+    >>> tuple(net(torch.zeros(2, 4)).shape)
+    (2, 3)
+    """
+
+    def __init__(self, input_dim: int, hidden: Sequence[int], embedding_dim: int) -> None:
+        super().__init__()
+        dims = [input_dim, *hidden, embedding_dim]
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in itertools.pairwise(dims):
+            layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+# Named architectures a bundle may reference; state_dicts load into these with weights_only=True.
+ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLPBackbone}
+
+
+class Embedder:
+    """Standardizes a feature matrix and runs the frozen backbone once per batch.
+
+    Parameters
+    ----------
+    backbone
+        The frozen network; it is put in eval mode and moved to ``device``.
+    mean, std
+        Source-data standardization, applied before the forward pass.
+    device
+        ``"cpu"`` or ``"cuda"``; on CUDA the host batch is pinned and copied once.
+    """
+
+    def __init__(
+        self, backbone: nn.Module, mean: np.ndarray, std: np.ndarray, device: str = "cpu"
+    ) -> None:
+        self.device = torch.device(device)
+        self.backbone = backbone.eval().requires_grad_(False).to(self.device)
+        self._mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device)
+        self._inv_std = 1.0 / torch.as_tensor(std, dtype=torch.float32, device=self.device)
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        """Embeddings ``(n, embedding_dim)`` float32 for features ``X`` ``(n, input_dim)``."""
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+            if self.device.type != "cpu":
+                x = x.pin_memory().to(self.device, non_blocking=True)
+            z = self.backbone((x - self._mean) * self._inv_std)
+            return z.cpu().numpy()

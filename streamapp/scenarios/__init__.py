@@ -1,0 +1,30 @@
+"""Reproducible source/target streams for the demo, the tests and the benchmarks.
+
+Each scenario has a *source* dataset (to train the transfer model on) and a *target*
+stream (what the deployed model sees, shifted away from the source). :func:`stream`
+turns a target stream into time-ordered feature events and delayed feedback.
+"""
+
+from streamapp.scenarios.base import Record, Scenario, stream
+from streamapp.scenarios.digits import DigitsShift
+from streamapp.scenarios.hyperplane import HyperplaneDrift
+
+__all__ = [
+    "SCENARIOS",
+    "DigitsShift",
+    "HyperplaneDrift",
+    "Record",
+    "Scenario",
+    "get_scenario",
+    "stream",
+]
+
+SCENARIOS: dict[str, type[Scenario]] = {"digits-shift": DigitsShift, "hyperplane": HyperplaneDrift}
+
+
+def get_scenario(name: str, seed: int = 0) -> Scenario:
+    """The scenario called ``name`` (``digits-shift`` or ``hyperplane``)."""
+    try:
+        return SCENARIOS[name](seed=seed)
+    except KeyError:
+        raise ValueError(f"unknown scenario {name!r}; choose from {sorted(SCENARIOS)}") from None

@@ -1,0 +1,143 @@
+"""Typed configuration, resolved once. The only module that reads environment variables.
+
+Every field can be set as ``STREAMAPP_<FIELD>`` (nested fields with ``__``, e.g.
+``STREAMAPP_BATCH__MAX_SIZE=1000``); CLI flags override the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "BatchSettings",
+    "DriftSettings",
+    "HeadSettings",
+    "LedgerSettings",
+    "Settings",
+    "TopicNames",
+]
+
+logger = logging.getLogger(__name__)
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class TopicNames(BaseModel):
+    """Names of the topics the worker reads and writes."""
+
+    model_config = _FROZEN
+
+    features: str = "features"
+    feedback: str = "feedback"
+    predictions: str = "predictions"
+    drift: str = "drift"
+    dead_letter: str = "dead-letter"
+
+    def inputs(self) -> list[str]:
+        return [self.features, self.feedback]
+
+    def outputs(self) -> list[str]:
+        return [self.predictions, self.drift, self.dead_letter]
+
+
+class BatchSettings(BaseModel):
+    """Micro-batching: a batch closes at ``max_size`` messages or after ``max_wait_ms``."""
+
+    model_config = _FROZEN
+
+    max_size: int = Field(500, ge=1, le=100_000)
+    max_wait_ms: int = Field(50, ge=0, le=60_000)
+
+
+class LedgerSettings(BaseModel):
+    """The pending ledger of served embeddings waiting for their labels."""
+
+    model_config = _FROZEN
+
+    max_entries: int = Field(100_000, ge=1)
+    ttl_s: float = Field(3600.0, gt=0, description="labels later than this (event time) are late")
+    early_label_ttl_s: float = Field(
+        60.0, ge=0, description="how long a label that beat its event waits for it"
+    )
+
+
+class DriftSettings(BaseModel):
+    """Drift reports: every ``window_events`` scored events or ``interval_s`` seconds."""
+
+    model_config = _FROZEN
+
+    window_events: int = Field(1000, ge=10)
+    interval_s: float = Field(30.0, gt=0)
+    min_events: int = Field(50, ge=1, description="a timed report needs at least this many events")
+    alpha: float = Field(0.01, gt=0, lt=1, description="per-feature false-alarm rate")
+    dataset_drift_share: float = Field(0.25, gt=0, le=1)
+    performance_window: int = Field(1000, ge=10, description="labels in the rolling metrics")
+
+
+class HeadSettings(BaseModel):
+    """The online head: scikit-learn ``SGDClassifier(loss="log_loss")`` hyperparameters."""
+
+    model_config = _FROZEN
+
+    kind: Literal["sgd", "river"] = "sgd"
+    learning_rate: Literal["constant", "invscaling", "adaptive", "optimal"] = "constant"
+    eta0: float = Field(0.003, gt=0)
+    alpha: float = Field(1e-4, ge=0)
+    seed: int = 0
+
+
+class Settings(BaseSettings):
+    """All of streamapp's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMAPP_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    bootstrap_servers: str | None = Field(
+        None, description="Kafka bootstrap servers; unset means the embedded broker (demo)"
+    )
+    kafka: dict[str, str] = Field(
+        default_factory=dict,
+        description="librdkafka passthrough for every client, e.g. security.protocol, sasl.*",
+    )
+    group_id: str = "streamapp"
+    client_id: str = "streamapp"
+    topics: TopicNames = TopicNames()
+    batch: BatchSettings = BatchSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    drift: DriftSettings = DriftSettings()
+    head: HeadSettings = HeadSettings()
+    bundle: Path = Field(Path("models/digits/1"), description="model bundle directory")
+    device: Literal["cpu", "cuda"] = "cpu"
+    torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's")
+    commit_interval_ms: int = Field(1000, ge=0)
+    max_payload_bytes: int = Field(262_144, ge=64, description="larger inputs are dead-lettered")
+    max_abs_value: float = Field(1e6, gt=0, description="larger feature values are dead-lettered")
+
+    @field_validator("kafka", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        # librdkafka wants strings; env JSON may carry numbers or booleans
+        if isinstance(value, dict):
+            return {
+                str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()
+            }
+        return value
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with the non-``None`` values of ``changes`` applied (dotted keys reach nested)."""
+        data = self.model_dump()
+        for dotted, value in changes.items():
+            if value is None:
+                continue
+            *parents, leaf = dotted.split(".")
+            node = data
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        return Settings.model_validate(data)

@@ -1,0 +1,119 @@
+"""Shared fixtures: a trained source bundle, a real broker, topic factories, schema checks."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from streamapp.kafka import LocalBroker, ensure_topics
+from streamapp.model.training import train_source_bundle
+from streamapp.scenarios import get_scenario
+from streamapp.schemas import load_schema
+from streamapp.settings import Settings, TopicNames
+
+EXTERNAL_BROKER_ENV = "STREAMAPP_TEST_BOOTSTRAP"
+
+
+@pytest.fixture(scope="session")
+def digits_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits-shift source model, trained once per session."""
+    path = tmp_path_factory.mktemp("models") / "digits-shift" / "1"
+    train_source_bundle(get_scenario("digits-shift"), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def bootstrap_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Kafka-protocol broker: ``$STREAMAPP_TEST_BOOTSTRAP`` or an embedded noida-db."""
+    external = os.environ.get(EXTERNAL_BROKER_ENV)
+    if external:
+        yield external
+        return
+    with LocalBroker(data_dir=tmp_path_factory.mktemp("broker")) as broker:
+        yield broker.bootstrap_servers
+
+
+@pytest.fixture
+def make_settings(bootstrap_servers: str, digits_bundle: Path) -> Callable[..., Settings]:
+    """Settings on fresh, uniquely named topics (created) and a fresh group."""
+
+    def factory(partitions: int = 1, **overrides: object) -> Settings:
+        suffix = uuid.uuid4().hex[:8]
+        topics = TopicNames(
+            features=f"features-{suffix}",
+            feedback=f"feedback-{suffix}",
+            predictions=f"predictions-{suffix}",
+            drift=f"drift-{suffix}",
+            dead_letter=f"dead-letter-{suffix}",
+        )
+        settings = Settings(
+            bootstrap_servers=bootstrap_servers,
+            topics=topics,
+            group_id=f"group-{suffix}",
+            bundle=digits_bundle,
+            kafka={"session.timeout.ms": "6000"},
+            commit_interval_ms=200,
+        ).with_overrides(**overrides)
+        ensure_topics(settings, partitions=partitions)
+        return settings
+
+    return factory
+
+
+def read_topic(
+    settings: Settings,
+    topic: str,
+    expected: int | None = None,
+    timeout: float = 30.0,
+    idle: float = 3.0,
+) -> list[tuple[bytes | None, dict]]:
+    """Every committed record of ``topic`` from the beginning: until ``expected`` are read,
+    or nothing new arrived for ``idle`` seconds, or ``timeout``."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "session.timeout.ms": 6000,
+        }
+    )
+    consumer.subscribe([topic])
+    out: list[tuple[bytes | None, dict]] = []
+    deadline = time.monotonic() + timeout
+    last_new = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            if expected is not None and len(out) >= expected:
+                break
+            if expected is None and out and time.monotonic() - last_new > idle:
+                break
+            for msg in consumer.consume(1000, 0.5):
+                if msg.error() is None:
+                    out.append((msg.key(), orjson.loads(msg.value())))
+                    last_new = time.monotonic()
+    finally:
+        consumer.close()
+    return out
+
+
+def produce_raw(settings: Settings, records: list[tuple[str, bytes | None, bytes]]) -> None:
+    """Produce ``(topic, key, value)`` as they are."""
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    for topic, key, value in records:
+        producer.produce(topic, value, key)
+    assert producer.flush(30) == 0
+
+
+def assert_valid(schema_name: str, document: object) -> None:
+    """Validate with the reference implementation (not the worker's compiled validator)."""
+    jsonschema.Draft202012Validator(load_schema(schema_name)).validate(document)

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from streamapp.errors import BundleError
+from streamapp.model.bundle import load_bundle
+
+
+@pytest.fixture
+def bundle_copy(digits_bundle: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "bundle"
+    shutil.copytree(digits_bundle, target)
+    return target
+
+
+def test_bundle_loads_with_consistent_parts(digits_bundle: Path) -> None:
+    bundle = load_bundle(digits_bundle)
+    m = bundle.manifest
+    assert (m.name, m.version, m.input_dim, m.embedding_dim) == ("digits-shift", "1", 64, 32)
+    assert m.classes == [str(i) for i in range(10)]
+    assert bundle.head_coef.shape == (10, 32)
+    assert m.source_metrics["test_accuracy"] > 0.9
+    assert set(m.files) == {"backbone.pt", "head.npz", "reference.npz"}
+    assert bundle.reference.prediction_counts.sum() == m.source_metrics["train_size"]
+
+
+@pytest.mark.parametrize("name", ["backbone.pt", "head.npz", "reference.npz"])
+def test_a_tampered_file_is_refused(bundle_copy: Path, name: str) -> None:
+    with (bundle_copy / name).open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(BundleError, match=re.escape(f"checksum mismatch for {name}")):
+        load_bundle(bundle_copy)
+
+
+def test_a_missing_file_is_refused(bundle_copy: Path) -> None:
+    (bundle_copy / "head.npz").unlink()
+    with pytest.raises(BundleError, match=r"head\.npz is missing"):
+        load_bundle(bundle_copy)
+
+
+def test_a_manifest_that_lies_about_shapes_is_refused(bundle_copy: Path) -> None:
+    manifest = orjson.loads((bundle_copy / "manifest.json").read_bytes())
+    manifest["embedding_dim"] = 16
+    (bundle_copy / "manifest.json").write_bytes(orjson.dumps(manifest))
+    with pytest.raises(BundleError, match="backbone does not match"):
+        load_bundle(bundle_copy)
+
+
+def test_a_head_of_the_wrong_shape_is_refused_even_with_a_valid_checksum(bundle_copy: Path) -> None:
+    from streamapp.model.bundle import sha256_file
+
+    np.savez(bundle_copy / "head.npz", coef=np.zeros((3, 32)), intercept=np.zeros(3))
+    manifest = orjson.loads((bundle_copy / "manifest.json").read_bytes())
+    manifest["files"]["head.npz"] = sha256_file(bundle_copy / "head.npz")
+    (bundle_copy / "manifest.json").write_bytes(orjson.dumps(manifest))
+    with pytest.raises(BundleError, match="head"):
+        load_bundle(bundle_copy)
+
+
+def test_not_a_bundle_and_garbage_manifest_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match=r"no manifest\.json"):
+        load_bundle(tmp_path)
+    (tmp_path / "manifest.json").write_bytes(b"{")
+    with pytest.raises(BundleError, match="not a valid manifest"):
+        load_bundle(tmp_path)
+
+
+def test_pickled_backbone_is_refused(bundle_copy: Path) -> None:
+    """weights_only=True: a pickled object does not load, even with a valid checksum."""
+    import pickle
+
+    from streamapp.model.bundle import sha256_file
+
+    (bundle_copy / "backbone.pt").write_bytes(pickle.dumps(print, protocol=2))
+    manifest = orjson.loads((bundle_copy / "manifest.json").read_bytes())
+    manifest["files"]["backbone.pt"] = sha256_file(bundle_copy / "backbone.pt")
+    (bundle_copy / "manifest.json").write_bytes(orjson.dumps(manifest))
+    with pytest.raises(BundleError):
+        load_bundle(bundle_copy)
+
+
+def test_bundles_are_immutable(digits_bundle: Path) -> None:
+    from streamapp.model.bundle import write_bundle
+
+    bundle = load_bundle(digits_bundle)
+    with pytest.raises(BundleError, match="already exists"):
+        write_bundle(
+            digits_bundle,
+            bundle.manifest,
+            bundle.backbone,
+            bundle.head_coef,
+            bundle.head_intercept,
+            bundle.reference,
+        )

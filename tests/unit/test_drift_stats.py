@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+from streamapp.drift.monitor import DriftMonitor
+from streamapp.drift.performance import ErrorDetectors, RollingPerformance
+from streamapp.drift.stats import ReferenceProfile, compare_binned, cut_points
+from streamapp.scenarios import get_scenario
+
+
+def test_psi_matches_the_hand_formula_on_smoothed_proportions() -> None:
+    ref, win = np.array([[40.0, 30.0, 30.0]]), np.array([[10.0, 5.0, 15.0]])
+    q = (ref + 0.5) / (100 + 1.5)
+    p = (win + 0.5) / (30 + 1.5)
+    expected = ((p - q) * np.log(p / q)).sum()
+    result = compare_binned(ref, win)
+    assert result.psi[0] == pytest.approx(expected, rel=1e-12)
+    scale = 1 / 30 + 1 / 100
+    assert result.p_value[0] == pytest.approx(stats.chi2.sf(expected / scale, 2), rel=1e-12)
+
+
+def test_js_matches_scipy_in_bits() -> None:
+    ref, win = np.array([[40.0, 30.0, 30.0, 0.0]]), np.array([[10.0, 5.0, 10.0, 5.0]])
+    expected = jensenshannon(ref[0] / 100, win[0] / 30, base=2) ** 2
+    assert compare_binned(ref, win).js[0] == pytest.approx(expected, rel=1e-10)
+
+
+def test_binned_ks_equals_scipy_ks_when_each_value_has_its_own_bin() -> None:
+    rng = np.random.default_rng(1)
+    reference = rng.integers(0, 6, 2000).astype(float)
+    window = rng.integers(1, 7, 150).astype(float)
+    profile = ReferenceProfile.from_data(reference[:, None], np.zeros(2000, int), 1)
+    result = compare_binned(profile.counts, profile.bin_counts(window[:, None]), profile.n_bins)
+    assert result.ks[0] == pytest.approx(stats.ks_2samp(reference, window).statistic, abs=1e-12)
+
+
+def test_cut_points_are_monotone_and_bins_cover_everything() -> None:
+    rng = np.random.default_rng(2)
+    X = np.column_stack([rng.normal(size=500), np.zeros(500), rng.integers(0, 3, 500)])
+    profile = ReferenceProfile.from_data(X, np.zeros(500, int), 2, max_bins=10)
+    assert profile.counts.sum(axis=1).tolist() == [500.0, 500.0, 500.0]
+    for j in range(3):
+        cuts = profile.cuts[j, : profile.n_bins[j] - 1]
+        assert np.all(np.diff(cuts) > 0)
+    assert profile.n_bins.tolist() == [10, 3, 3]
+    # a value the constant feature never took lands in an empty reference bin
+    assert profile.bin_counts(np.array([[0.0, 5.0, 1.0]]))[1].tolist()[:3] == [0, 0, 1]
+    assert cut_points(np.array([1.0, 2.0])).tolist() == [1.5]
+
+
+@pytest.mark.parametrize("window", [100, 500])
+def test_false_alarm_rate_stays_near_alpha_for_small_windows(window: int) -> None:
+    """Under no drift, per-feature alarms at alpha=0.05 occur about 5% of the time."""
+    rng = np.random.default_rng(3)
+    reference = np.column_stack(
+        [rng.normal(size=20_000), rng.exponential(size=20_000), rng.integers(0, 5, 20_000)]
+    )
+    profile = ReferenceProfile.from_data(reference, np.zeros(20_000, int), 2)
+    alarms = []
+    for _ in range(400):
+        sample = np.column_stack(
+            [rng.normal(size=window), rng.exponential(size=window), rng.integers(0, 5, window)]
+        )
+        result = compare_binned(profile.counts, profile.bin_counts(sample), profile.n_bins)
+        alarms.append(result.drifted(0.05))
+    rate = np.mean(alarms)
+    assert 0.02 <= rate <= 0.09, rate
+    # an uncalibrated rule of thumb ("PSI > 0.1 means drift") cries wolf far more often here
+    naive = []
+    for _ in range(100):
+        sample = rng.normal(size=(window, 1))
+        naive.append(
+            compare_binned(
+                profile.counts[:1],
+                profile.bin_counts(np.column_stack([sample, np.zeros((window, 2))]))[:1],
+                profile.n_bins[:1],
+            ).psi[0]
+            > 0.1
+        )
+    if window == 100:
+        assert np.mean(naive) > 0.2
+
+
+def test_a_mean_shift_is_detected_in_a_100_event_window() -> None:
+    rng = np.random.default_rng(4)
+    profile = ReferenceProfile.from_data(rng.normal(size=(5000, 1)), np.zeros(5000, int), 2)
+    shifted = rng.normal(0.5, 1.0, size=(100, 1))
+    result = compare_binned(profile.counts, profile.bin_counts(shifted), profile.n_bins)
+    assert result.drifted(0.01)[0]
+
+
+def test_digits_shift_is_detected_and_the_source_holdout_is_not(digits_bundle) -> None:
+    from streamapp.model.bundle import load_bundle
+
+    bundle = load_bundle(digits_bundle)
+    scenario = get_scenario("digits-shift")
+    monitor = DriftMonitor(
+        bundle.reference, scenario.feature_names, scenario.classes, window_events=100, alpha=0.01
+    )
+    X_source, _ = scenario.source_data()
+    rng = np.random.default_rng(5)
+    monitor.update_events(
+        X_source[rng.choice(len(X_source), 100)], np.zeros(100, int), np.zeros(100)
+    )
+    calm = monitor.report(0.0)
+    X_target, _, _ = scenario.target_data(400)
+    monitor.update_events(X_target[:100], np.zeros(100, int), np.zeros(100))
+    drifted = monitor.report(1.0)
+    assert not calm["dataset"]["drifted"]
+    assert calm["dataset"]["drifted_share"] < 0.15
+    assert drifted["dataset"]["drifted"]
+    assert drifted["dataset"]["drifted_share"] > 0.5
+
+
+def test_rolling_performance_matches_hand_counts() -> None:
+    perf = RollingPerformance(n_classes=3, window=4)
+    y = np.array([0, 1, 2, 2, 1])
+    proba = np.eye(3)[[0, 1, 1, 2, 0]] * 0.8 + 0.2 / 3
+    perf.update(y, proba, source_pred=np.array([0, 0, 0, 0, 0]), delays=np.array([1, 2, 3, 4, 5.0]))
+    s = perf.summary()
+    # the window keeps the last 4: truths [1, 2, 2, 1], predictions [1, 1, 2, 0]
+    assert s["labels"] == 4 and s["labels_total"] == 5
+    assert s["accuracy"] == pytest.approx(0.5)
+    assert s["source_accuracy"] == 0.0
+    assert s["confusion"] == [[0, 0, 0], [1, 1, 0], [0, 1, 1]]
+    expected_loss = -np.mean(np.log([0.8 + 0.2 / 3, 0.2 / 3, 0.8 + 0.2 / 3, 0.2 / 3]))
+    assert s["log_loss"] == pytest.approx(expected_loss)
+    assert s["label_delay_s"]["p50"] == pytest.approx(3.5)
+
+
+def test_error_detectors_fire_after_a_change_and_not_before() -> None:
+    rng = np.random.default_rng(6)
+    detectors = ErrorDetectors()
+    detectors.update(rng.random(2000) < 0.1)
+    calm = detectors.summary()
+    detectors.update(rng.random(2000) < 0.6)
+    changed = detectors.summary()
+    assert calm["adwin"]["total"] == 0
+    assert changed["adwin"]["drift_detected"]
+    assert all(2000 < point <= 4000 for point in changed["adwin"]["change_points"])
+    assert changed["page_hinkley"]["total"] >= 1
