@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -45,14 +46,16 @@ def stream(
     rate: float = 1000.0,
     label_delay_s: float = 2.0,
     label_fraction: float = 1.0,
-    start_ts: float = 1_700_000_000.0,
+    start_ts: float | None = None,
     seed: int = 0,
     id_prefix: str = "e",
 ) -> Iterator[Record]:
     """Feature events at ``rate`` per second of event time, each labeled with probability
     ``label_fraction`` after a delay drawn uniformly from ``[0.5, 1.5] * label_delay_s``.
 
-    Records come out in timestamp order, so producing them in order is realistic.
+    Records come out in timestamp order, so producing them in order is realistic. Event time
+    starts at ``start_ts`` (default: now; brokers delete records older than their retention,
+    so a stream stamped in the distant past can vanish before it is read).
 
     >>> from streamapp.scenarios import HyperplaneDrift
     >>> records = list(stream(HyperplaneDrift(seed=1), 3, rate=10, label_delay_s=0.01))
@@ -60,6 +63,7 @@ def stream(
     [('features', 'e0'), ('feedback', 'e0'), ('features', 'e1'), ('feedback', 'e1'),
      ('features', 'e2'), ('feedback', 'e2')]
     """
+    start_ts = time.time() if start_ts is None else start_ts
     rng = np.random.default_rng(seed)
     X, y, _ = scenario.target_data(n_events)
     classes = scenario.classes
