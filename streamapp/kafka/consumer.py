@@ -10,6 +10,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from streamapp.batching import BatchPolicy
 from streamapp.errors import BrokerError
+from streamapp.ordering import TimestampMerger
 
 __all__ = ["BatchConsumer", "PartitionsCallback"]
 
@@ -19,8 +20,11 @@ PartitionsCallback = Callable[[list[TopicPartition]], None]
 
 
 class BatchConsumer:
-    """A ``confluent_kafka.Consumer`` that hands out micro-batches and reports rebalances.
+    """A ``confluent_kafka.Consumer`` that hands out micro-batches in event-time order and
+    reports rebalances.
 
+    Messages of all assigned partitions are merged by timestamp (see
+    :mod:`streamapp.ordering`); a partition whose buffer fills up is paused until it drains.
     ``on_revoke`` runs before partitions go (commit what is done there); ``on_lost`` when
     they are already gone (nothing may be committed for them).
     """
@@ -33,8 +37,17 @@ class BatchConsumer:
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
         on_lost: PartitionsCallback | None = None,
+        max_idle_s: float = 0.5,
+        max_buffered: int = 5_000,
     ) -> None:
-        self._consumer = Consumer(config)
+        # end-of-partition events tell the merger a partition holds nothing back
+        self._consumer = Consumer({**config, "enable.partition.eof": True})
+        self._merger = TimestampMerger(
+            {topic: rank for rank, topic in enumerate(topics)},
+            max_idle_s=max_idle_s,
+            max_buffered=max_buffered,
+        )
+        self._paused: set[tuple[str, int]] = set()
         self._on_assign = on_assign
         self._on_revoke = on_revoke
         self._on_lost = on_lost
@@ -45,6 +58,7 @@ class BatchConsumer:
 
     def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assignment |= {(tp.topic, tp.partition) for tp in partitions}
+        self._merger.assign((tp.topic, tp.partition) for tp in partitions)
         logger.info("assigned %s", _describe(partitions))
         if self._on_assign:
             self._on_assign(partitions)
@@ -53,19 +67,27 @@ class BatchConsumer:
         logger.info("revoking %s", _describe(partitions))
         if self._on_revoke:
             self._on_revoke(partitions)
-        self.assignment -= {(tp.topic, tp.partition) for tp in partitions}
+        self._forget(partitions)
 
     def _lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         logger.warning("lost %s", _describe(partitions))
         if self._on_lost:
             self._on_lost(partitions)
-        self.assignment -= {(tp.topic, tp.partition) for tp in partitions}
+        self._forget(partitions)
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self.assignment -= gone
+        self._paused -= gone
+        # buffered but unprocessed: never committed, so the next owner reads them again
+        self._merger.revoke(gone)
 
     def poll_batch(self, policy: BatchPolicy) -> list[Message]:
         """Up to ``policy.max_size`` messages within ``policy.max_wait_s``; errors filtered."""
         return policy.collect(self._consume)
 
     def _consume(self, max_items: int, timeout: float) -> list[Message]:
+        """Fetch into the merger, then release what is safe in timestamp order."""
         messages = self._consumer.consume(num_messages=max_items, timeout=timeout)
         good = []
         for msg in messages:
@@ -73,12 +95,23 @@ class BatchConsumer:
             if err is None:
                 good.append(msg)
             elif err.code() == KafkaError._PARTITION_EOF:
-                continue
+                self._merger.caught_up((msg.topic() or "", msg.partition() or 0))
             elif err.fatal():
                 raise BrokerError(f"fatal consumer error: {err}")
             else:
                 logger.warning("consumer error on %s[%s]: %s", msg.topic(), msg.partition(), err)
-        return good
+        self._merger.add(good)
+        self._apply_backpressure()
+        return self._merger.take(max_items)
+
+    def _apply_backpressure(self) -> None:
+        full = set(self._merger.full())
+        drained = {tp for tp in self._paused if tp not in full}
+        if full - self._paused:
+            self._consumer.pause([TopicPartition(t, p) for t, p in full - self._paused])
+        if drained:
+            self._consumer.resume([TopicPartition(t, p) for t, p in drained])
+        self._paused = (self._paused | full) - drained
 
     def commit(self, offsets: list[TopicPartition]) -> None:
         """Synchronously commit ``offsets`` (next offsets to read)."""

@@ -20,8 +20,8 @@ def test_events_and_delayed_feedback_become_predictions_drift_and_learning(
     make_settings: Callable[..., Settings],
 ) -> None:
     settings = make_settings(partitions=2, **{"drift.window_events": 500})
-    n = 3000
-    records = list(stream(get_scenario("digits-shift"), n, rate=500, label_delay_s=2.0))
+    n = 4000
+    records = list(stream(get_scenario("digits-shift"), n, rate=1000, label_delay_s=0.5))
     produce_records(settings, records)
 
     with Worker(settings) as worker:
@@ -45,8 +45,10 @@ def test_events_and_delayed_feedback_become_predictions_drift_and_learning(
     assert max(head_seqs) >= n // 4
     assert len(set(head_seqs)) > 3
 
-    reports = [doc for _, doc in read_topic(settings, settings.topics.drift, expected=n // 500)]
-    assert len(reports) >= n // 500
+    # a report closes the first batch that fills the 500-event window, so windows overshoot
+    reports = [doc for _, doc in read_topic(settings, settings.topics.drift, idle=2)]
+    assert len(reports) >= n // 500 - 2
+    assert sum(r["window"]["events"] for r in reports) <= n
     for report in reports:
         assert_valid("drift-report", report)
     assert all(r["dataset"]["drifted"] for r in reports)  # target differs from the source

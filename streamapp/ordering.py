@@ -1,0 +1,150 @@
+"""Event-time alignment of input partitions. Pure: no Kafka here.
+
+A consumer reads partitions in whatever order the fetcher returns them. After downtime (a
+backlog) that can mean all features first and all feedback later, so events would be
+scored before any label is learned: not what happened, and not reproducible. Like Kafka
+Streams, the worker releases buffered messages in timestamp order across its partitions,
+waiting for a partition with nothing buffered until it is known to be caught up (end of
+partition reached) or has been quiet for ``max_idle_s``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+__all__ = ["TimestampedMessage", "TimestampMerger"]
+
+logger = logging.getLogger(__name__)
+
+Partition = tuple[str, int]
+
+
+class TimestampedMessage(Protocol):
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+class TimestampMerger:
+    """Per-partition buffers, released in (timestamp, topic rank, partition, offset) order.
+
+    Parameters
+    ----------
+    topic_rank
+        Tie-breaker between topics, e.g. ``{"features": 0, "feedback": 1}`` so an event is
+        processed before a label with the same timestamp.
+    max_idle_s
+        How long an empty, not-caught-up partition may hold back the others.
+    max_buffered
+        Per-partition buffer size above which :meth:`full` reports it (to pause fetching).
+
+    >>> class M:
+    ...     def __init__(self, topic, ts, offset): self.t, self.ts, self.o = topic, ts, offset
+    ...     def topic(self): return self.t
+    ...     def partition(self): return 0
+    ...     def offset(self): return self.o
+    ...     def timestamp(self): return (1, self.ts)
+    >>> merger = TimestampMerger({"features": 0, "feedback": 1}, max_idle_s=1.0)
+    >>> merger.assign([("features", 0), ("feedback", 0)])
+    >>> merger.add([M("features", 10, 0), M("features", 30, 1)])
+    >>> merger.take(10)  # feedback[0] may still hold earlier records: wait
+    []
+    >>> merger.add([M("feedback", 20, 0)]); merger.caught_up(("feedback", 0))
+    >>> [(m.topic(), m.ts) for m in merger.take(10)]
+    [('features', 10), ('feedback', 20), ('features', 30)]
+    """
+
+    def __init__(
+        self,
+        topic_rank: dict[str, int] | None = None,
+        *,
+        max_idle_s: float = 0.5,
+        max_buffered: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.topic_rank = dict(topic_rank or {})
+        self.max_idle_s = max_idle_s
+        self.max_buffered = max_buffered
+        self._clock = clock
+        self._buffers: dict[Partition, deque[TimestampedMessage]] = {}
+        self._caught_up: set[Partition] = set()
+        self._empty_since: dict[Partition, float] = {}
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._buffers.values())
+
+    def assign(self, partitions: Iterable[Partition]) -> None:
+        now = self._clock()
+        for tp in partitions:
+            self._buffers.setdefault(tp, deque())
+            self._empty_since.setdefault(tp, now)
+
+    def revoke(self, partitions: Iterable[Partition]) -> list[TimestampedMessage]:
+        """Forget partitions; returns what was buffered for them (never processed)."""
+        dropped: list[TimestampedMessage] = []
+        for tp in partitions:
+            dropped.extend(self._buffers.pop(tp, ()))
+            self._caught_up.discard(tp)
+            self._empty_since.pop(tp, None)
+        return dropped
+
+    def add(self, messages: Iterable[TimestampedMessage]) -> None:
+        for msg in messages:
+            tp = (msg.topic() or "", msg.partition() or 0)
+            self._buffers.setdefault(tp, deque()).append(msg)
+            self._caught_up.discard(tp)
+
+    def caught_up(self, tp: Partition) -> None:
+        """The consumer reached the end of ``tp``: it holds nothing back any more."""
+        self._caught_up.add(tp)
+
+    def full(self) -> list[Partition]:
+        """Partitions whose buffer is over ``max_buffered``."""
+        return [tp for tp, buffer in self._buffers.items() if len(buffer) > self.max_buffered]
+
+    def _key(self, msg: TimestampedMessage) -> tuple[int, int, int, int]:
+        topic = msg.topic() or ""
+        return (
+            msg.timestamp()[1],
+            self.topic_rank.get(topic, 99),
+            msg.partition() or 0,
+            msg.offset() or 0,
+        )
+
+    def take(self, max_items: int) -> list[TimestampedMessage]:
+        """Up to ``max_items`` messages that are safe to process, in timestamp order."""
+        now = self._clock()
+        for tp, buffer in self._buffers.items():
+            if buffer:
+                self._empty_since.pop(tp, None)
+            else:
+                self._empty_since.setdefault(tp, now)
+        heads = [(self._key(b[0]), tp) for tp, b in self._buffers.items() if b]
+        heapq.heapify(heads)
+        out: list[TimestampedMessage] = []
+        while heads and len(out) < max_items:
+            _, tp = heapq.heappop(heads)
+            if self._blocked(now):
+                break
+            buffer = self._buffers[tp]
+            out.append(buffer.popleft())
+            if buffer:
+                heapq.heappush(heads, (self._key(buffer[0]), tp))
+            else:
+                self._empty_since[tp] = now
+        return out
+
+    def _blocked(self, now: float) -> bool:
+        """True while an empty partition might still deliver something earlier."""
+        for tp, buffer in self._buffers.items():
+            if buffer or tp in self._caught_up:
+                continue
+            if now - self._empty_since.get(tp, now) < self.max_idle_s:
+                return True
+        return False

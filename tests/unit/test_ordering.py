@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from streamapp.ordering import TimestampMerger
+
+
+class Msg:
+    def __init__(self, topic: str, partition: int, offset: int, ts: int) -> None:
+        self.t, self.p, self.o, self.ts = topic, partition, offset, ts
+
+    def topic(self) -> str:
+        return self.t
+
+    def partition(self) -> int:
+        return self.p
+
+    def offset(self) -> int:
+        return self.o
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self.ts)
+
+    def __repr__(self) -> str:
+        return f"{self.t}[{self.p}]@{self.o}"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_backlog_of_two_topics_is_interleaved_by_timestamp() -> None:
+    merger = TimestampMerger({"features": 0, "feedback": 1})
+    merger.assign([("features", 0), ("feedback", 0)])
+    merger.add([Msg("features", 0, i, 10 * i) for i in range(5)])  # fetched first, all of it
+    merger.add([Msg("feedback", 0, i, 10 * i + 15) for i in range(5)])
+    merger.caught_up(("features", 0))
+    merger.caught_up(("feedback", 0))
+    order = [(m.topic()[0:4], m.ts) for m in merger.take(100)]
+    assert [ts for _, ts in order] == sorted(ts for _, ts in order)
+    assert order[:3] == [("feat", 0), ("feat", 10), ("feed", 15)]
+
+
+def test_equal_timestamps_put_the_event_before_its_label() -> None:
+    merger = TimestampMerger({"features": 0, "feedback": 1})
+    merger.assign([("features", 0), ("feedback", 0)])
+    merger.add([Msg("feedback", 0, 0, 5), Msg("features", 0, 0, 5)])
+    assert [m.topic() for m in merger.take(10)] == ["features", "feedback"]
+
+
+def test_a_quiet_partition_holds_others_back_only_for_max_idle() -> None:
+    clock = Clock()
+    merger = TimestampMerger(max_idle_s=0.5, clock=clock)
+    merger.assign([("a", 0), ("b", 0)])
+    merger.add([Msg("a", 0, 0, 1)])
+    assert merger.take(10) == []
+    clock.now = 0.6
+    assert len(merger.take(10)) == 1
+
+
+def test_per_partition_offset_order_is_kept_even_with_out_of_order_timestamps() -> None:
+    merger = TimestampMerger()
+    merger.assign([("a", 0)])
+    merger.add([Msg("a", 0, 0, 50), Msg("a", 0, 1, 10)])
+    merger.caught_up(("a", 0))
+    assert [m.offset() for m in merger.take(10)] == [0, 1]
+
+
+def test_revoke_returns_unprocessed_messages_and_unblocks() -> None:
+    merger = TimestampMerger()
+    merger.assign([("a", 0), ("b", 0)])
+    merger.add([Msg("a", 0, 0, 1), Msg("b", 0, 0, 2)])
+    dropped = merger.revoke([("b", 0)])
+    assert [m.offset() for m in dropped] == [0]
+    merger.caught_up(("a", 0))
+    assert len(merger.take(10)) == 1
+    assert len(merger) == 0
+
+
+def test_full_partitions_are_reported_for_backpressure() -> None:
+    merger = TimestampMerger(max_buffered=3)
+    merger.assign([("a", 0), ("b", 0)])
+    merger.add([Msg("a", 0, i, i) for i in range(5)])
+    assert merger.full() == [("a", 0)]
