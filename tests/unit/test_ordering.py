@@ -47,6 +47,7 @@ def test_equal_timestamps_put_the_event_before_its_label() -> None:
     merger = TimestampMerger({"features": 0, "feedback": 1})
     merger.assign([("features", 0), ("feedback", 0)])
     merger.add([Msg("feedback", 0, 0, 5), Msg("features", 0, 0, 5)])
+    merger.caught_up(("features", 0))
     assert [m.topic() for m in merger.take(10)] == ["features", "feedback"]
 
 
