@@ -72,7 +72,7 @@ def _table(worker: Worker, progress: _Progress, produced: int, done: bool) -> Ta
     elapsed = time.monotonic() - progress.started
     scored = pipeline.stats.events_scored
     table = Table(title="streamapp demo" + (" - done" if done else ""), show_header=False)
-    table.add_column(style="bold")
+    table.add_column(style="bold", no_wrap=True)
     table.add_column(justify="right")
     rows = [
         (
@@ -81,14 +81,19 @@ def _table(worker: Worker, progress: _Progress, produced: int, done: bool) -> Ta
         ),
         ("records produced", f"{produced:,}"),
         ("events scored", f"{scored:,}"),
-        ("offered load", f"{scored / elapsed:,.0f} events/s" if elapsed > 0 else "-"),
+        ("events/s (wall clock)", f"{scored / elapsed:,.0f}" if elapsed > 0 else "-"),
         (
             "worker capacity (busy time)",
             f"{scored / worker.busy_s:,.0f} events/s" if worker.busy_s > 0 else "-",
         ),
         ("labels joined", f"{pipeline.ledger.counts.joined:,} (pending {len(pipeline.ledger):,})"),
-        ("accuracy, adapted head", _pct(perf.get("accuracy"))),
-        ("accuracy, frozen source head", _pct(perf.get("source_accuracy"))),
+        ("accuracy, adapted head (all labels)", _pct(perf.get("accuracy_total"))),
+        ("accuracy, frozen source head (all labels)", _pct(perf.get("source_accuracy_total"))),
+        (f"accuracy, adapted head (last {perf.get('labels', 0)})", _pct(perf.get("accuracy"))),
+        (
+            f"accuracy, frozen source head (last {perf.get('labels', 0)})",
+            _pct(perf.get("source_accuracy")),
+        ),
         ("drift reports", str(progress.reports)),
         ("windows with dataset drift", str(progress.feature_alarms)),
         ("ADWIN/PageHinkley change points", str(progress.change_points)),
@@ -160,6 +165,10 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
 
         producer_thread = threading.Thread(target=feed, name="scenario-producer", daemon=True)
         worker = Worker(settings, bundle, on_batch=on_batch)
+        # the live table replaces per-report log lines; warnings still show
+        quiet = logging.getLogger("streamapp")
+        level = quiet.level
+        quiet.setLevel(max(level, logging.WARNING))
         with Live(console=console, refresh_per_second=4, transient=False) as live:
             producer_thread.start()
             progress.started = time.monotonic()
@@ -170,4 +179,5 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 worker.close()
                 producer_thread.join(timeout=30)
             live.update(_table(worker, progress, produced[0], done=True))
+        quiet.setLevel(level)
     return 0

@@ -39,6 +39,8 @@ class RollingPerformance:
         self._size = 0
         self._next = 0
         self.total = 0
+        self.correct_total = 0  # since start, for the prequential accuracy of the whole run
+        self.source_correct_total = 0
 
     def update(
         self, y_true: np.ndarray, proba: np.ndarray, source_pred: np.ndarray, delays: np.ndarray
@@ -48,6 +50,8 @@ class RollingPerformance:
         if k == 0:
             return
         self.total += k
+        self.correct_total += int((proba.argmax(axis=1) == y_true).sum())
+        self.source_correct_total += int((source_pred == y_true).sum())
         if k > self.window:  # only the newest fit
             y_true, proba, source_pred, delays = (
                 y_true[-self.window :],
@@ -75,6 +79,10 @@ class RollingPerformance:
         n = self._size
         if n == 0:
             return {"labels": 0, "labels_total": self.total}
+        cumulative = {
+            "accuracy_total": self.correct_total / self.total,
+            "source_accuracy_total": self.source_correct_total / self.total,
+        }
         cm = self.confusion()
         tp = np.diag(cm).astype(np.float64)
         support = cm.sum(axis=1)
@@ -91,6 +99,7 @@ class RollingPerformance:
             "labels_total": self.total,
             "accuracy": float(tp.sum() / n),
             "source_accuracy": float((self._source_pred[:n] == self._true[:n]).mean()),
+            **cumulative,
             "macro_precision": float(precision[present].mean()),
             "macro_recall": float(recall[present].mean()),
             "macro_f1": float(f1[present].mean()),
