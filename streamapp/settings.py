@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = LedgerSettings()
     drift: DriftSettings = DriftSettings()
     head: HeadSettings = HeadSettings()
-    bundle: Path = Field(Path("models/digits/1"), description="model bundle directory")
+    bundle: Path = Field(Path("models/digits-shift/1"), description="model bundle directory")
     device: Literal["cpu", "cuda"] = "cpu"
     torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's")
     commit_interval_ms: int = Field(1000, ge=0)
