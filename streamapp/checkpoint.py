@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 class _Committer(Protocol):
-    def commit(self, offsets: list[TopicPartition]) -> None: ...
+    def commit(self, offsets: list[TopicPartition]) -> bool: ...
 
 
 class _Flusher(Protocol):
@@ -36,6 +36,7 @@ class Checkpoint:
     ...     def flush(self, timeout=30.0): self.log.append("flush")
     ...     def commit(self, offsets):
     ...         self.log.append([(o.topic, o.partition, o.offset) for o in offsets])
+    ...         return True
     >>> fake = Fake()
     >>> checkpoint = Checkpoint(fake, fake, interval_s=0)
     >>> checkpoint.store({("features", 0): 10}); checkpoint.store({("features", 0): 12})
@@ -82,7 +83,9 @@ class Checkpoint:
         if not selected:
             return
         self._producer.flush()
-        self._consumer.commit([TopicPartition(t, p, o) for (t, p), o in sorted(selected.items())])
+        offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(selected.items())]
+        if not self._consumer.commit(offsets):
+            return  # the group is rebalancing: still pending, committed on revoke or next time
         for tp in list(selected):
             del self._pending[tp]
         self._last_commit = self._clock()

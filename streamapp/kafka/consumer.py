@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streamapp.batching import BatchPolicy
 from streamapp.errors import BrokerError
@@ -17,6 +17,14 @@ __all__ = ["BatchConsumer", "PartitionsCallback"]
 logger = logging.getLogger(__name__)
 
 PartitionsCallback = Callable[[list[TopicPartition]], None]
+
+# a commit refused for these reasons is retried after the rebalance, not fatal
+_REBALANCING = {
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError._STATE,
+}
 
 
 class BatchConsumer:
@@ -113,9 +121,21 @@ class BatchConsumer:
             self._consumer.resume([TopicPartition(t, p) for t, p in drained])
         self._paused = (self._paused | full) - drained
 
-    def commit(self, offsets: list[TopicPartition]) -> None:
-        """Synchronously commit ``offsets`` (next offsets to read)."""
-        self._consumer.commit(offsets=offsets, asynchronous=False)
+    def commit(self, offsets: list[TopicPartition]) -> bool:
+        """Synchronously commit ``offsets`` (next offsets to read).
+
+        Returns False when the group is rebalancing (the offsets stay the caller's to commit
+        on revoke or later); raises on any other failure.
+        """
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.code() not in _REBALANCING:
+                raise
+            logger.info("commit deferred: %s", error.str())
+            return False
+        return True
 
     def committed(
         self, partitions: list[TopicPartition], timeout: float = 10.0
