@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from confluent_kafka import TopicPartition
 
-__all__ = ["Checkpoint"]
+from streamapp.errors import TransactionError
+
+__all__ = ["Checkpoint", "TransactionalCheckpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,3 +98,151 @@ class Checkpoint:
         """Drop stored offsets of partitions that were lost (they must not be committed)."""
         for tp in partitions:
             self._pending.pop(tp, None)
+
+
+class _TransactionalProducer(Protocol):
+    def begin_transaction(self) -> None: ...
+    def send_offsets_to_transaction(
+        self, offsets: list[TopicPartition], group_metadata: Any, timeout: float = ...
+    ) -> None: ...
+    def commit_transaction(self, timeout: float = ...) -> None: ...
+    def abort_transaction(self, timeout: float = ...) -> None: ...
+
+
+class _GroupMember(Protocol):
+    def group_metadata(self) -> Any: ...
+
+
+class _SnapshotWriter(Protocol):
+    def write(
+        self, producer: Any, seq: int, blob: bytes, offsets: dict[tuple[str, int], int]
+    ) -> None: ...
+
+
+class TransactionalCheckpoint:
+    """Exactly-once: outputs, input offsets of both topics and (when due) a learning-state
+    snapshot are committed in one Kafka transaction.
+
+    1. ``store`` records the next offsets of a processed batch; its outputs are already in
+       the open transaction.
+    2. ``commit`` writes a snapshot when ``snapshot_interval_s`` has passed (or when asked),
+       adds the offsets above the group's committed ones with
+       ``send_offsets_to_transaction``, and commits.
+    3. On failure the transaction is aborted and :class:`TransactionError` raised: the
+       caller restores the last snapshot and replays (nothing of the aborted transaction is
+       visible to ``read_committed`` readers).
+
+    A ``fault_hook`` is called just before the commit (tests inject failures there).
+    """
+
+    def __init__(
+        self,
+        consumer: _GroupMember,
+        producer: _TransactionalProducer,
+        store: _SnapshotWriter,
+        snapshot: Callable[[], bytes],
+        *,
+        interval_s: float = 1.0,
+        snapshot_interval_s: float = 30.0,
+        first_seq: int = 0,
+        fault_hook: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._consumer = consumer
+        self._producer = producer
+        self._store = store
+        self._snapshot = snapshot
+        self.interval_s = interval_s
+        self.snapshot_interval_s = snapshot_interval_s
+        self.seq = first_seq
+        self._fault_hook = fault_hook
+        self._clock = clock
+        self.processed: dict[tuple[str, int], int] = {}
+        self.committed: dict[tuple[str, int], int] = {}
+        self._dirty = False
+        self._last_commit = self._last_snapshot = clock()
+        # every committed partition must be covered by a snapshot, or a restore could not
+        # rebuild the state that its committed offset stands for
+        self.snapshot_partitions: set[tuple[str, int]] = set()
+        self.commits = 0
+        self.aborts = 0
+        self._producer.begin_transaction()
+
+    @property
+    def pending(self) -> dict[tuple[str, int], int]:
+        return {tp: o for tp, o in self.processed.items() if o > self.committed.get(tp, -1)}
+
+    def reset(
+        self,
+        processed: dict[tuple[str, int], int],
+        committed: dict[tuple[str, int], int],
+        snapshot_partitions: set[tuple[str, int]],
+    ) -> None:
+        """Positions after a restore: the snapshot's offsets and the group's commits."""
+        self.processed = dict(processed)
+        self.committed = dict(committed)
+        self.snapshot_partitions = set(snapshot_partitions)
+        self._dirty = False
+
+    def store(self, offsets: dict[tuple[str, int], int]) -> None:
+        for tp, offset in offsets.items():
+            if offset > self.processed.get(tp, -1):
+                self.processed[tp] = offset
+        self._dirty = True
+
+    def commit_if_due(self) -> None:
+        now = self._clock()
+        if self._dirty and now - self._last_commit >= self.interval_s:
+            self.commit(snapshot=now - self._last_snapshot >= self.snapshot_interval_s)
+
+    def commit(self, only: Iterable[tuple[str, int]] | None = None, snapshot: bool = False) -> None:
+        """Commit the open transaction (``only`` is accepted for symmetry: a transaction
+        always covers every partition)."""
+        del only
+        offsets = self.pending
+        if not self._dirty and not offsets and not snapshot:
+            return
+        snapshot = snapshot or bool(offsets.keys() - self.snapshot_partitions)
+        try:
+            if snapshot:
+                self.seq += 1
+                self._store.write(self._producer, self.seq, self._snapshot(), dict(self.processed))
+            if offsets:
+                self._producer.send_offsets_to_transaction(
+                    [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())],
+                    self._consumer.group_metadata(),
+                )
+            if self._fault_hook is not None:
+                self._fault_hook("commit")
+            self._producer.commit_transaction()
+        except TransactionError as exc:
+            if not exc.abortable:
+                raise
+            self.abort()
+            raise
+        except Exception as exc:  # an injected fault or a bug: never leave the transaction open
+            self.abort()
+            raise TransactionError(f"transaction aborted: {exc}") from exc
+        self.committed.update(offsets)
+        now = self._clock()
+        self._last_commit = now
+        if snapshot:
+            self._last_snapshot = now
+            self.snapshot_partitions = set(self.processed)
+        self._dirty = False
+        self.commits += 1
+        self._producer.begin_transaction()
+        logger.debug("committed transaction: offsets %s, snapshot %s", offsets, snapshot)
+
+    def abort(self) -> None:
+        """Abort the open transaction and open a new one; outputs since the last commit are void."""
+        self.aborts += 1
+        logger.warning("aborting the open transaction")
+        self._producer.abort_transaction()
+        self._producer.begin_transaction()
+        self._dirty = False
+
+    def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
+        for tp in partitions:
+            self.processed.pop(tp, None)
+            self.committed.pop(tp, None)

@@ -5,7 +5,9 @@ __all__ = [
     "BundleError",
     "ConfigError",
     "DeliveryError",
+    "FencedError",
     "StreamappError",
+    "TransactionError",
 ]
 
 
@@ -27,3 +29,15 @@ class BrokerError(StreamappError):
 
 class DeliveryError(StreamappError):
     """The producer could not deliver an output record."""
+
+
+class TransactionError(StreamappError):
+    """A transaction failed; if ``abortable`` it was (or must be) aborted and retried."""
+
+    def __init__(self, message: str, abortable: bool = True) -> None:
+        super().__init__(message)
+        self.abortable = abortable
+
+
+class FencedError(StreamappError):
+    """Another instance with this transactional.id took over; this one must stop."""

@@ -106,9 +106,24 @@ class PredictionBlock:
     event_ts: np.ndarray
     scored_ts: float
     head_seq: int
+    sources: list[SourcePosition] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def select(self, mask: np.ndarray) -> PredictionBlock:
+        """The rows where ``mask`` is true."""
+        keep = np.flatnonzero(mask)
+        return PredictionBlock(
+            ids=[self.ids[i] for i in keep],
+            keys=[self.keys[i] for i in keep],
+            proba=self.proba[keep],
+            labels=self.labels[keep],
+            event_ts=self.event_ts[keep],
+            scored_ts=self.scored_ts,
+            head_seq=self.head_seq,
+            sources=[self.sources[i] for i in keep],
+        )
 
 
 @dataclass(slots=True)

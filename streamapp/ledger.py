@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
@@ -191,6 +192,40 @@ class PendingLedger:
                 break
             del self._early[event_id]
             self.counts.orphan += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """Pending rows in insertion order, the memory of finished ids, parked labels."""
+        cap = self.max_entries
+        slots = [s % cap for s in range(self._oldest, self._next) if self._ids[s % cap] is not None]
+        index = np.asarray(slots, dtype=np.int64)
+        early = list(self._early.values())
+        return {
+            "ids": [self._ids[s] for s in slots],
+            "emb": self._emb[index],
+            "proba": self._proba[index],
+            "ts": self._ts[index],
+            "gone_ids": list(self._gone),
+            "gone_why": [why.value for why in self._gone.values()],
+            "early_ids": [fb.event_id for fb in early],
+            "early_labels": np.array([fb.label for fb in early], np.int64),
+            "early_ts": np.array([fb.ts for fb in early], np.float64),
+            "counts": self.counts.as_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._reset()
+        self.add(state["ids"], state["emb"], state["proba"], state["ts"])
+        self._gone = OrderedDict(
+            (event_id, _Gone(why))
+            for event_id, why in zip(state["gone_ids"], state["gone_why"], strict=True)
+        )
+        self._early = OrderedDict(
+            (event_id, Feedback(event_id, int(label), float(ts)))
+            for event_id, label, ts in zip(
+                state["early_ids"], state["early_labels"], state["early_ts"], strict=True
+            )
+        )
+        self.counts = LabelCounts(**state["counts"])
 
     def _drop(self, slot: int, why: _Gone) -> None:
         event_id = self._ids[slot]

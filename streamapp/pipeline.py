@@ -137,6 +137,7 @@ class Pipeline:
             event_ts=block.ts,
             scored_ts=now,
             head_seq=self.head.n_learned,
+            sources=block.sources,
         )
         return prediction, waiting
 
@@ -166,6 +167,29 @@ class Pipeline:
         if latest > self.stream_time:
             self.stream_time = latest
             self.ledger.expire(latest)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The learning state: head, ledger, drift, counters and stream clock (arrays + JSON)."""
+        return {
+            "head": self.head.state_dict(),
+            "ledger": self.ledger.state_dict(),
+            "monitor": self.monitor.state_dict(),
+            "stats": self.stats.as_dict(),
+            "stream_time": self.stream_time,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.head.load_state_dict(state["head"])
+        self.ledger.load_state_dict(state["ledger"])
+        self.monitor.load_state_dict(state["monitor"])
+        stats = state["stats"]
+        self.stats = PipelineStats(
+            stats["batches"],
+            stats["events_scored"],
+            stats["feedback_received"],
+            Counter(stats["dead_letters"]),
+        )
+        self.stream_time = float(state["stream_time"])
 
     def report(self, now: float) -> dict[str, Any]:
         """A drift report of the window so far (and the start of the next window)."""

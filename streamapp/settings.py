@@ -7,6 +7,7 @@ Every field can be set as ``STREAMAPP_<FIELD>`` (nested fields with ``__``, e.g.
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +38,7 @@ class TopicNames(BaseModel):
     predictions: str = "predictions"
     drift: str = "drift"
     dead_letter: str = "dead-letter"
+    state: str = "streamapp-state"
 
     def inputs(self) -> list[str]:
         return [self.features, self.feedback]
@@ -98,6 +100,16 @@ class Settings(BaseSettings):
         env_prefix="STREAMAPP_", env_nested_delimiter="__", frozen=True, extra="forbid"
     )
 
+    processing_guarantee: Literal["at-least-once", "exactly-once"] = "at-least-once"
+    instance_id: str = Field(
+        default_factory=socket.gethostname,
+        description="stable id of this worker: its transactional.id and state key (exactly-once)",
+    )
+    snapshot_interval_s: float = Field(
+        30.0, gt=0, description="learning-state snapshot interval (exactly-once)"
+    )
+    transaction_timeout_ms: int = Field(60_000, ge=1000)
+    max_poll_interval_ms: int = Field(300_000, ge=1000)
     bootstrap_servers: str | None = Field(
         None, description="Kafka bootstrap servers; unset means the embedded broker (demo)"
     )
@@ -128,6 +140,14 @@ class Settings(BaseSettings):
                 str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()
             }
         return value
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly-once"
+
+    @property
+    def transactional_id(self) -> str:
+        return f"{self.group_id}.{self.instance_id}"
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with the non-``None`` values of ``changes`` applied (dotted keys reach nested)."""

@@ -13,23 +13,32 @@ from types import FrameType
 
 import numpy as np
 import torch
-from confluent_kafka import TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_STORED, TopicPartition
 
 from streamapp.batching import BatchPolicy
-from streamapp.checkpoint import Checkpoint
+from streamapp.checkpoint import Checkpoint, TransactionalCheckpoint
 from streamapp.codec import Codec, encode_dead_letter, encode_json
 from streamapp.drift.monitor import DriftMonitor
+from streamapp.errors import TransactionError
 from streamapp.events import Outputs
 from streamapp.kafka.admin import partition_counts
-from streamapp.kafka.config import consumer_config, producer_config
+from streamapp.kafka.config import (
+    consumer_config,
+    producer_config,
+    transactional_producer_config,
+    validate_timing,
+)
 from streamapp.kafka.consumer import BatchConsumer
 from streamapp.kafka.producer import OutputProducer
+from streamapp.kafka.state_store import StateStore
 from streamapp.ledger import PendingLedger
 from streamapp.model.backbone import Embedder
 from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.model.head import make_head
 from streamapp.pipeline import Pipeline
+from streamapp.replay import ReplayGate
 from streamapp.settings import Settings
+from streamapp.state import decode_state, encode_state
 
 __all__ = ["RunSummary", "Worker", "build_pipeline"]
 
@@ -103,6 +112,11 @@ class Worker:
 
     ``run(count=, timeout=)`` bounds the loop, which makes it testable; without bounds it
     runs until SIGTERM/SIGINT (a second signal forces the exit).
+
+    With ``processing_guarantee="exactly-once"`` outputs, input offsets and learning-state
+    snapshots are committed in one transaction; on start, on assignment and after an aborted
+    transaction the last snapshot is restored and the inputs after it are replayed without
+    publishing (see :mod:`streamapp.replay`).
     """
 
     def __init__(
@@ -111,6 +125,7 @@ class Worker:
         bundle: Bundle | None = None,
         *,
         on_batch: Callable[[Worker, Outputs], None] | None = None,
+        fault_hook: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.bundle = bundle or load_bundle(settings.bundle)
@@ -128,33 +143,64 @@ class Worker:
         self.pipeline = build_pipeline(settings, self.bundle)
         self.policy = BatchPolicy(settings.batch.max_size, settings.batch.max_wait_ms / 1000.0)
         self.on_batch = on_batch
+        self.fault_hook = fault_hook
         self.messages = 0
         self.busy_s = 0.0  # time spent decoding, scoring, learning and publishing
+        self.recoveries = 0
         self._running = False
         self._stopping = False
         self._consumer: BatchConsumer | None = None
         self._producer: OutputProducer | None = None
-        self._checkpoint: Checkpoint | None = None
+        self._checkpoint: Checkpoint | TransactionalCheckpoint | None = None
+        self._store: StateStore | None = None
+        self._gate = ReplayGate()
+        self._restored_offsets: dict[tuple[str, int], int] = {}
+        self._needs_recovery = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         s = self.settings
+        validate_timing(s)
         self._check_copartitioning()
-        self._producer = OutputProducer(producer_config(s))
+        if s.exactly_once:
+            self._producer = OutputProducer(transactional_producer_config(s))
+            # fences an earlier instance with our transactional.id and aborts its open
+            # transaction, so the state topic reads up to date below
+            self._producer.init_transactions()
+            self._store = StateStore(s.topics.state, s.transactional_id, consumer_config(s))
+            first_seq = self._restore()
+        else:
+            self._producer = OutputProducer(producer_config(s))
         self._consumer = BatchConsumer(
             consumer_config(s),
             s.topics.inputs(),
+            on_assign=self._on_assign if s.exactly_once else None,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
-        self._checkpoint = Checkpoint(self._consumer, self._producer, s.commit_interval_ms / 1000.0)
+        interval = s.commit_interval_ms / 1000.0
+        if s.exactly_once:
+            self._checkpoint = TransactionalCheckpoint(
+                self._consumer,
+                self._producer,
+                self._store_required(),
+                lambda: encode_state(self.pipeline.state_dict()),
+                interval_s=interval,
+                snapshot_interval_s=s.snapshot_interval_s,
+                first_seq=first_seq,
+                fault_hook=self.fault_hook,
+            )
+            self._checkpoint.snapshot_partitions = set(self._restored_offsets)
+        else:
+            self._checkpoint = Checkpoint(self._consumer, self._producer, interval)
         logger.info(
-            "worker started: model %s %s, group %s, inputs %s",
+            "worker started: model %s %s, group %s, inputs %s, %s",
             self.bundle.name,
             self.bundle.version,
             s.group_id,
             s.topics.inputs(),
+            s.processing_guarantee,
         )
 
     def stop(self) -> None:
@@ -174,22 +220,28 @@ class Worker:
         try:
             while self._running:
                 messages = self._consumer.poll_batch(self.policy)
+                if self._needs_recovery:
+                    self._recover()
+                    continue
                 if messages:
                     began = time.perf_counter()
                     decoded = self.codec.decode_batch(messages)
+                    replaying = self._gate.any_replayed(messages)
                     outputs = self.pipeline.process(decoded)
-                    self._publish(outputs)
+                    self._publish(outputs, replaying)
                     self._checkpoint.store(decoded.offsets)
                     self.messages += len(messages)
                     self.busy_s += time.perf_counter() - began
+                    if self._gate.active and isinstance(self._checkpoint, TransactionalCheckpoint):
+                        self._gate.advance(self._checkpoint.processed)
                     if self.on_batch:
                         self.on_batch(self, outputs)
-                self._checkpoint.commit_if_due()
+                self._commit(final=False)
                 if count is not None and self.messages - messages_before >= count:
                     break
                 if timeout is not None and time.monotonic() - started >= timeout:
                     break
-            self._checkpoint.commit()
+            self._commit(final=True)
         finally:
             restore()
         return RunSummary(
@@ -202,12 +254,12 @@ class Worker:
         """Commit what is done, then leave the group and flush the producer."""
         if self._checkpoint is not None:
             try:
-                self._checkpoint.commit()
+                self._commit(final=True)
             except Exception:
                 logger.exception("final commit failed; the uncommitted inputs will be re-read")
         if self._consumer is not None:
             self._consumer.close()
-        if self._producer is not None:
+        if self._producer is not None and not self.settings.exactly_once:
             self._producer.flush()
         self._consumer = self._producer = self._checkpoint = None
         logger.info("worker stopped after %d messages", self.messages)
@@ -221,17 +273,43 @@ class Worker:
 
     # -- the loop's parts ------------------------------------------------------------------
 
-    def _publish(self, outputs: Outputs) -> None:
+    def _commit(self, final: bool) -> None:
+        assert self._checkpoint is not None
+        try:
+            if isinstance(self._checkpoint, TransactionalCheckpoint):
+                if final:
+                    # a snapshot on the way out: a restart needs no replay
+                    self._checkpoint.commit(snapshot=True)
+                else:
+                    self._checkpoint.commit_if_due()
+            elif final:
+                self._checkpoint.commit()
+            else:
+                self._checkpoint.commit_if_due()
+        except TransactionError as exc:
+            logger.warning("transaction aborted (%s): restoring the last snapshot", exc)
+            self._recover()
+            if final:
+                raise
+
+    def _publish(self, outputs: Outputs, replaying: bool = False) -> None:
         assert self._producer is not None
         topics = self.settings.topics
-        if outputs.predictions is not None:
+        predictions = outputs.predictions
+        dead_letters = outputs.dead_letters
+        if replaying:  # these inputs were published before the restore
+            if predictions is not None:
+                live = np.fromiter((self._gate.is_live(s) for s in predictions.sources), bool)
+                predictions = predictions.select(live)
+            dead_letters = [d for d in dead_letters if self._gate.is_live(d.source)]
+        if predictions is not None and len(predictions):
             records = self.codec.encode_predictions(
-                outputs.predictions, self.bundle.name, self.bundle.version
+                predictions, self.bundle.name, self.bundle.version
             )
             self._producer.produce_many(topics.predictions, records)
-        for dead in outputs.dead_letters:
+        for dead in dead_letters:
             self._producer.produce(topics.dead_letter, encode_dead_letter(dead), dead.key)
-        for report in outputs.drift_reports:
+        for report in [] if replaying else outputs.drift_reports:
             self._producer.produce(topics.drift, encode_json(report), self.bundle.name.encode())
             logger.info(
                 "drift report %d: %d events, drifted share %.2f, accuracy %s",
@@ -241,14 +319,116 @@ class Worker:
                 report["performance"].get("accuracy"),
             )
 
+    # -- exactly-once: restore and replay ----------------------------------------------------
+
+    def _store_required(self) -> StateStore:
+        assert self._store is not None
+        return self._store
+
+    def _restore(self) -> int:
+        """Load the latest snapshot into a fresh pipeline; returns its sequence number."""
+        snapshot = self._store_required().read_latest()
+        self.pipeline = build_pipeline(self.settings, self.bundle)
+        if snapshot is None:
+            self._restored_offsets = {}
+            logger.info(
+                "no learning-state snapshot for %s: starting from the source head",
+                self.settings.transactional_id,
+            )
+            return 0
+        self.pipeline.load_state_dict(decode_state(snapshot.blob))
+        self._restored_offsets = dict(snapshot.offsets)
+        logger.info(
+            "restored snapshot %d (head_seq %d, %d pending labels)",
+            snapshot.seq,
+            self.pipeline.head.n_learned,
+            len(self.pipeline.ledger),
+        )
+        return snapshot.seq
+
+    def _start_positions(
+        self, partitions: list[tuple[str, int]]
+    ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+        """Where each partition resumes (the snapshot's offset, else the committed one), and
+        the committed offsets up to which that is a replay."""
+        assert self._consumer is not None
+        committed = {
+            (tp.topic, tp.partition): tp.offset
+            for tp in self._consumer.committed([TopicPartition(t, p) for t, p in partitions])
+            if tp.offset >= 0
+        }
+        starts = {}
+        for tp in partitions:
+            restored = self._restored_offsets.get(tp)
+            if restored is not None and restored < committed.get(tp, restored + 1):
+                starts[tp] = restored
+                self._gate.replay_until(tp, committed[tp])
+            elif tp in committed:
+                starts[tp] = committed[tp]
+        return starts, committed
+
+    def _on_assign(self, partitions: list[TopicPartition]) -> list[TopicPartition] | None:
+        starts, committed = self._start_positions([(tp.topic, tp.partition) for tp in partitions])
+        if isinstance(self._checkpoint, TransactionalCheckpoint):
+            self._checkpoint.committed.update(committed)
+            for tp, offset in starts.items():
+                self._checkpoint.processed.setdefault(tp, offset)
+        return [
+            TopicPartition(
+                tp.topic, tp.partition, starts.get((tp.topic, tp.partition), OFFSET_STORED)
+            )
+            for tp in partitions
+        ]
+
+    def _recover(self) -> None:
+        """After an aborted transaction: the in-memory state includes work whose outputs were
+        discarded, so restore the last snapshot and rewind to replay from it."""
+        assert self._consumer is not None and isinstance(self._checkpoint, TransactionalCheckpoint)
+        self._needs_recovery = False
+        self.recoveries += 1
+        first_seq = self._restore()
+        self._checkpoint.seq = max(self._checkpoint.seq, first_seq)
+        assigned = sorted(self._consumer.assignment)
+        self._gate = ReplayGate()
+        starts, committed = self._start_positions(assigned)
+        for tp in assigned:  # never committed: back to where the group started reading
+            starts.setdefault(tp, self._reset_offset())
+        self._checkpoint.reset(starts, committed, set(self._restored_offsets))
+        self._consumer.rewind(starts)
+        logger.info("rewound to %s (committed %s)", starts, committed)
+
+    def _reset_offset(self) -> int:
+        reset = str(consumer_config(self.settings).get("auto.offset.reset", "earliest"))
+        return OFFSET_BEGINNING if reset in ("earliest", "smallest", "beginning") else OFFSET_END
+
+    # -- rebalancing -----------------------------------------------------------------------
+
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         # commit what is done before the partitions go to another worker
-        if self._checkpoint is not None:
-            self._checkpoint.commit(only=[(tp.topic, tp.partition) for tp in partitions])
+        if self._checkpoint is None:
+            return
+        gone = [(tp.topic, tp.partition) for tp in partitions]
+        if isinstance(self._checkpoint, TransactionalCheckpoint):
+            try:
+                self._checkpoint.commit(snapshot=True)
+            except TransactionError as exc:
+                logger.warning("commit on revoke failed (%s); recovering after the rebalance", exc)
+                self._needs_recovery = True
+            self._checkpoint.forget(gone)
+            self._gate.forget(gone)
+        else:
+            self._checkpoint.commit(only=gone)
 
     def _on_lost(self, partitions: list[TopicPartition]) -> None:
-        if self._checkpoint is not None:
-            self._checkpoint.forget((tp.topic, tp.partition) for tp in partitions)
+        if self._checkpoint is None:
+            return
+        gone = [(tp.topic, tp.partition) for tp in partitions]
+        if isinstance(self._checkpoint, TransactionalCheckpoint):
+            # the open transaction holds outputs of partitions we no longer own
+            self._checkpoint.abort()
+            self._needs_recovery = True
+            self._gate.forget(gone)
+        self._checkpoint.forget(gone)
 
     def _check_copartitioning(self) -> None:
         topics = self.settings.topics

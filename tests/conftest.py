@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -112,6 +114,67 @@ def produce_raw(settings: Settings, records: list[tuple[str, bytes | None, bytes
     for topic, key, value in records:
         producer.produce(topic, value, key)
     assert producer.flush(30) == 0
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as STREAMAPP_* environment variables, for a worker subprocess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAPP_")}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        if name == "kafka":
+            env["STREAMAPP_KAFKA"] = orjson.dumps(value).decode()
+        elif isinstance(value, dict):
+            for sub, sub_value in value.items():
+                env[f"STREAMAPP_{name.upper()}__{sub.upper()}"] = str(sub_value)
+        else:
+            env[f"STREAMAPP_{name.upper()}"] = str(value)
+    return env
+
+
+class WorkerProcesses:
+    """``streamapp run`` subprocesses with their logs; whatever still runs is killed at the end."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, settings: Settings, name: str = "worker") -> subprocess.Popen[bytes]:
+        with (self.log_dir / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "streamapp", "--log-level", "INFO", "run"],
+                env=settings_env(settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.started.append(process)
+        return process
+
+    def log(self, name: str = "worker") -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text() if path.exists() else ""
+
+    def wait_for(self, name: str, text: str, count: int = 1, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.log(name).count(text) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} never logged {text!r}:\n{self.log(name)[-3000:]}")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[WorkerProcesses]:
+    processes = WorkerProcesses(tmp_path)
+    yield processes
+    processes.close()
+    for log in sorted(tmp_path.glob("*.log")):  # shown by pytest when a test fails
+        sys.stderr.write(f"--- {log.name}\n{log.read_text()[-4000:]}")
 
 
 def assert_valid(schema_name: str, document: object) -> None:

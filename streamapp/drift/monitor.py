@@ -92,6 +92,24 @@ class DriftMonitor:
         self.detectors.update(proba.argmax(axis=1) != y_true)
         self._labels += len(y_true)
 
+    _WINDOW = ("_feature_counts", "_class_counts", "_sum", "_sumsq")
+    _SCALARS = ("_events", "_labels", "_window_start", "_first_ts", "_last_ts", "reports", "alarms")
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {name: getattr(self, name).copy() for name in self._WINDOW}
+        state.update({name: getattr(self, name) for name in self._SCALARS})
+        state["performance"] = self.performance.state_dict()
+        state["detectors"] = self.detectors.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in self._WINDOW:
+            setattr(self, name, np.asarray(state[name], np.float64).copy())
+        for name in self._SCALARS:
+            setattr(self, name, type(getattr(self, name))(state[name]))
+        self.performance.load_state_dict(state["performance"])
+        self.detectors.load_state_dict(state["detectors"])
+
     def due(self, now: float) -> bool:
         if self._events >= self.window_events:
             return True

@@ -69,6 +69,28 @@ class RollingPerformance:
         self._next = (self._next + k) % self.window
         self._size = min(self._size + k, self.window)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "true": self._true.copy(),
+            "pred": self._pred.copy(),
+            "source_pred": self._source_pred.copy(),
+            "loss": self._loss.copy(),
+            "delay": self._delay.copy(),
+            "size": self._size,
+            "next": self._next,
+            "total": self.total,
+            "correct_total": self.correct_total,
+            "source_correct_total": self.source_correct_total,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._true, self._pred = state["true"].copy(), state["pred"].copy()
+        self._source_pred, self._loss = state["source_pred"].copy(), state["loss"].copy()
+        self._delay = state["delay"].copy()
+        self._size, self._next = int(state["size"]), int(state["next"])
+        self.total, self.correct_total = int(state["total"]), int(state["correct_total"])
+        self.source_correct_total = int(state["source_correct_total"])
+
     def confusion(self) -> np.ndarray:
         """Rows are true classes, columns predicted classes."""
         c = self.n_classes
@@ -123,9 +145,12 @@ class ErrorDetectors:
     True
     """
 
-    def __init__(self, adwin_delta: float = 0.002, ph_threshold: float = 50.0) -> None:
+    def __init__(
+        self, adwin_delta: float = 0.002, ph_threshold: float = 50.0, history: int = 10_000
+    ) -> None:
         self.adwin_delta = adwin_delta
         self.ph_threshold = ph_threshold
+        self.history = history
         self._reset()
 
     def _reset(self) -> None:
@@ -138,8 +163,13 @@ class ErrorDetectors:
         self._changes: dict[str, list[int]] = {name: [] for name in self._detectors}
         self._totals = dict.fromkeys(self._detectors, 0)
         self._seen = 0
+        # river's ADWIN keeps its window in a native object that cannot be saved without
+        # pickle; a checkpoint keeps the recent errors instead and replays them on restore
+        self._recent = np.zeros(self.history, np.bool_)
 
     def update(self, errors: np.ndarray) -> None:
+        errors = np.asarray(errors, np.bool_)
+        self._recent[np.arange(self._seen, self._seen + len(errors)) % self.history] = errors
         for error in errors.tolist():
             self._seen += 1
             for name, detector in self._detectors.items():
@@ -147,6 +177,21 @@ class ErrorDetectors:
                 if detector.drift_detected:
                     self._changes[name].append(self._seen)
                     self._totals[name] += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        kept = min(self._seen, self.history)
+        order = np.arange(self._seen - kept, self._seen) % self.history
+        return {"recent": self._recent[order], "seen": self._seen, "totals": dict(self._totals)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Approximate: fresh detectors replay the last ``history`` errors."""
+        self._reset()
+        recent = np.asarray(state["recent"], np.bool_)
+        self.update(recent)
+        self._seen = int(state["seen"])
+        self._recent[np.arange(self._seen - len(recent), self._seen) % self.history] = recent
+        self._totals = {k: int(v) for k, v in state["totals"].items()}
+        self._changes = {name: [] for name in self._detectors}
 
     def summary(self, reset_window: bool = True) -> dict[str, Any]:
         """Change points since the last summary, and totals."""

@@ -25,6 +25,10 @@ def ensure_topics(
     topics = settings.topics
     wanted = [NewTopic(name, partitions, replication_factor) for name in topics.inputs()]
     wanted += [NewTopic(name, partitions, replication_factor) for name in topics.outputs()]
+    # learning-state snapshots: compacted, the latest per key is all that matters
+    wanted.append(
+        NewTopic(topics.state, 1, replication_factor, config={"cleanup.policy": "compact"})
+    )
     for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
         try:
             future.result(timeout=timeout)

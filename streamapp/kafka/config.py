@@ -11,7 +11,13 @@ from typing import Any
 from streamapp.errors import ConfigError
 from streamapp.settings import Settings
 
-__all__ = ["admin_config", "consumer_config", "producer_config"]
+__all__ = [
+    "admin_config",
+    "consumer_config",
+    "producer_config",
+    "transactional_producer_config",
+    "validate_timing",
+]
 
 
 _LIBRDKAFKA_LOG = logging.getLogger("streamapp.kafka.librdkafka")
@@ -37,6 +43,7 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         "session.timeout.ms": 10_000,
+        "max.poll.interval.ms": settings.max_poll_interval_ms,
         **settings.kafka,
         **overrides,
     }
@@ -57,6 +64,45 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         },
         **overrides,
     }
+
+
+def transactional_producer_config(settings: Settings) -> dict[str, Any]:
+    """One stable ``transactional.id`` per worker instance: a restarted instance fences its
+    predecessor's producer and aborts its open transaction."""
+    return producer_config(
+        settings,
+        **{
+            "transactional.id": settings.transactional_id,
+            "transaction.timeout.ms": settings.transaction_timeout_ms,
+        },
+    )
+
+
+def validate_timing(settings: Settings) -> None:
+    """Refuse limits under which a batch or a checkpoint could outlive the broker's patience.
+
+    A transaction stays open for up to one commit interval plus one batch; a poll comes at
+    least once per batch wait plus one checkpoint. Both must fit in half of the timeouts that
+    would otherwise abort the transaction or evict the consumer from its group.
+    """
+    consumer = consumer_config(settings)
+    poll_limit = int(consumer["max.poll.interval.ms"])
+    open_for = settings.commit_interval_ms + settings.batch.max_wait_ms
+    problems = []
+    if open_for * 2 > poll_limit:
+        problems.append(
+            f"commit_interval_ms + batch.max_wait_ms = {open_for} ms must be at most half of "
+            f"max.poll.interval.ms ({poll_limit} ms)"
+        )
+    if settings.exactly_once:
+        txn_limit = int(transactional_producer_config(settings)["transaction.timeout.ms"])
+        if open_for * 2 > txn_limit:
+            problems.append(
+                f"commit_interval_ms + batch.max_wait_ms = {open_for} ms must be at most half of "
+                f"transaction.timeout.ms ({txn_limit} ms)"
+            )
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def admin_config(settings: Settings) -> dict[str, Any]:

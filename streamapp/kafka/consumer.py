@@ -142,6 +142,17 @@ class BatchConsumer:
     ) -> list[TopicPartition]:
         return self._consumer.committed(partitions, timeout=timeout)
 
+    def group_metadata(self) -> Any:
+        return self._consumer.consumer_group_metadata()
+
+    def rewind(self, positions: dict[tuple[str, int], int]) -> None:
+        """Drop everything buffered and continue each partition from ``positions``."""
+        self._merger.revoke(list(self.assignment))
+        self._merger.assign(self.assignment)
+        for (topic, partition), offset in positions.items():
+            if (topic, partition) in self.assignment:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+
     def close(self) -> None:
         self._consumer.close()
 

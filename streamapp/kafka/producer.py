@@ -6,11 +6,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from streamapp.errors import DeliveryError
+from streamapp.errors import DeliveryError, FencedError, TransactionError
 
 __all__ = ["OutputProducer"]
+
+# records of an aborted transaction are purged: void by design, not a delivery failure
+_PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
+
+# another instance with our transactional.id took over: stop, never write outside a transaction
+_FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +32,7 @@ class _FirstError:
         self.topic: str | None = None
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None and self.error is None:
+        if err is not None and self.error is None and err.code() not in _PURGED:
             self.error, self.topic = err, msg.topic()
 
 
@@ -67,3 +73,34 @@ class OutputProducer:
 
     def poll(self, timeout: float = 0.0) -> None:
         self._producer.poll(timeout)
+
+    # -- transactions (a producer configured with a transactional.id) -------------------------
+
+    def init_transactions(self, timeout: float = 30.0) -> None:
+        self._call(self._producer.init_transactions, timeout)
+
+    def begin_transaction(self) -> None:
+        self._call(self._producer.begin_transaction)
+
+    def send_offsets_to_transaction(
+        self, offsets: list[TopicPartition], group_metadata: Any, timeout: float = 30.0
+    ) -> None:
+        self._call(self._producer.send_offsets_to_transaction, offsets, group_metadata, timeout)
+
+    def commit_transaction(self, timeout: float = 30.0) -> None:
+        self._call(self._producer.commit_transaction, timeout)
+        self._raise_if_failed()
+
+    def abort_transaction(self, timeout: float = 30.0) -> None:
+        self._failed.error = None  # records of an aborted transaction are void anyway
+        self._call(self._producer.abort_transaction, timeout)
+
+    @staticmethod
+    def _call(method: Any, *args: Any) -> None:
+        try:
+            method(*args)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.code() in _FENCED or error.fatal():
+                raise FencedError(f"producer fenced or failed fatally: {error.str()}") from exc
+            raise TransactionError(error.str(), abortable=error.txn_requires_abort()) from exc

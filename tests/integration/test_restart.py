@@ -2,69 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
 from streamapp.settings import Settings
-from tests.conftest import read_topic
+from tests.conftest import WorkerProcesses, read_topic
 
 pytestmark = pytest.mark.integration
-
-
-def worker_env(settings: Settings) -> dict[str, str]:
-    t = settings.topics
-    return {
-        **os.environ,
-        "STREAMAPP_BOOTSTRAP_SERVERS": settings.bootstrap_servers or "",
-        "STREAMAPP_GROUP_ID": settings.group_id,
-        "STREAMAPP_BUNDLE": str(settings.bundle),
-        "STREAMAPP_KAFKA": '{"session.timeout.ms": "6000"}',
-        "STREAMAPP_COMMIT_INTERVAL_MS": "200",
-        "STREAMAPP_BATCH__MAX_SIZE": "100",
-        "STREAMAPP_TOPICS__FEATURES": t.features,
-        "STREAMAPP_TOPICS__FEEDBACK": t.feedback,
-        "STREAMAPP_TOPICS__PREDICTIONS": t.predictions,
-        "STREAMAPP_TOPICS__DRIFT": t.drift,
-        "STREAMAPP_TOPICS__DEAD_LETTER": t.dead_letter,
-    }
-
-
-def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "streamapp", "--log-level", "INFO", "run"],
-            env=worker_env(settings),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Callable[[Settings], subprocess.Popen[bytes]]]:
-    """Starts worker processes; kills any still running at the end and shows their logs."""
-    started: list[subprocess.Popen[bytes]] = []
-    log = tmp_path / "worker.log"
-
-    def start(settings: Settings) -> subprocess.Popen[bytes]:
-        started.append(start_worker(settings, log))
-        return started[-1]
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    sys.stderr.write(log.read_text()[-4000:] if log.exists() else "")
 
 
 def wait_for_predictions(settings: Settings, at_least: int, timeout: float = 60) -> int:
@@ -77,21 +27,19 @@ def wait_for_predictions(settings: Settings, at_least: int, timeout: float = 60)
 
 
 def test_graceful_stop_mid_stream_and_restart_loses_nothing(
-    make_settings: Callable[..., Settings],
-    workers: Callable[[Settings], subprocess.Popen[bytes]],
-    tmp_path: Path,
+    make_settings: Callable[..., Settings], workers: WorkerProcesses
 ) -> None:
-    settings = make_settings(partitions=2)
+    settings = make_settings(partitions=2, **{"batch.max_size": 100})
     n = 4000
     produce_records(settings, stream(get_scenario("digits-shift"), n, rate=1000, label_delay_s=1.0))
 
-    first = workers(settings)
+    first = workers.start(settings)
     wait_for_predictions(settings, at_least=200)
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=60) == 0
-    assert "finishing the batch and shutting down" in (tmp_path / "worker.log").read_text()
+    assert "finishing the batch and shutting down" in workers.log()
 
-    second = workers(settings)
+    second = workers.start(settings)
     predictions = read_topic(settings, settings.topics.predictions, timeout=90, idle=8)
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=60) == 0
@@ -100,9 +48,9 @@ def test_graceful_stop_mid_stream_and_restart_loses_nothing(
 
 
 def test_a_second_signal_forces_exit(
-    make_settings: Callable[..., Settings], workers: Callable[[Settings], subprocess.Popen[bytes]]
+    make_settings: Callable[..., Settings], workers: WorkerProcesses
 ) -> None:
-    worker = workers(make_settings())
+    worker = workers.start(make_settings())
     time.sleep(4)  # let it join the group
     worker.send_signal(signal.SIGINT)
     worker.send_signal(signal.SIGINT)
