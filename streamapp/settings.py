@@ -105,6 +105,11 @@ class Settings(BaseSettings):
         default_factory=socket.gethostname,
         description="stable id of this worker: its transactional.id and state key (exactly-once)",
     )
+    static_membership: bool | None = Field(
+        None,
+        description="join the group as static member instance_id (KIP-345); default: on in "
+        "exactly-once mode, so a restarted instance gets its partitions back at once",
+    )
     snapshot_interval_s: float = Field(
         30.0, gt=0, description="learning-state snapshot interval (exactly-once)"
     )
@@ -144,6 +149,11 @@ class Settings(BaseSettings):
     @property
     def exactly_once(self) -> bool:
         return self.processing_guarantee == "exactly-once"
+
+    @property
+    def group_instance_id(self) -> str | None:
+        static = self.exactly_once if self.static_membership is None else self.static_membership
+        return self.instance_id if static else None
 
     @property
     def transactional_id(self) -> str:

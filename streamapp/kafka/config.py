@@ -44,6 +44,7 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "isolation.level": "read_committed",
         "session.timeout.ms": 10_000,
         "max.poll.interval.ms": settings.max_poll_interval_ms,
+        **({"group.instance.id": settings.group_instance_id} if settings.group_instance_id else {}),
         **settings.kafka,
         **overrides,
     }

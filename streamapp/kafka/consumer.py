@@ -17,6 +17,8 @@ __all__ = ["BatchConsumer", "PartitionsCallback"]
 logger = logging.getLogger(__name__)
 
 PartitionsCallback = Callable[[list[TopicPartition]], None]
+# may return the partitions with start offsets to assign instead of the committed ones
+AssignCallback = Callable[[list[TopicPartition]], list[TopicPartition] | None]
 
 # a commit refused for these reasons is retried after the rebalance, not fatal
 _REBALANCING = {
@@ -42,7 +44,7 @@ class BatchConsumer:
         config: dict[str, Any],
         topics: Sequence[str],
         *,
-        on_assign: PartitionsCallback | None = None,
+        on_assign: AssignCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
         on_lost: PartitionsCallback | None = None,
         max_idle_s: float = 0.5,
@@ -69,7 +71,9 @@ class BatchConsumer:
         self._merger.assign((tp.topic, tp.partition) for tp in partitions)
         logger.info("assigned %s", _describe(partitions))
         if self._on_assign:
-            self._on_assign(partitions)
+            positioned = self._on_assign(partitions)
+            if positioned is not None:
+                self._consumer.assign(positioned)
 
     def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         logger.info("revoking %s", _describe(partitions))

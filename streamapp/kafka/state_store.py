@@ -67,6 +67,7 @@ class StateStore:
             "isolation.level": "read_committed",
         }
         config["enable.partition.eof"] = True  # the end of the topic ends the scan
+        config.pop("group.instance.id", None)
         consumer = Consumer(config)
         try:
             metadata = consumer.list_topics(self.topic, timeout=timeout)
