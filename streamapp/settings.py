@@ -54,6 +54,12 @@ class BatchSettings(BaseModel):
 
     max_size: int = Field(500, ge=1, le=100_000)
     max_wait_ms: int = Field(50, ge=0, le=60_000)
+    align_max_idle_ms: int = Field(
+        1000,
+        ge=0,
+        description="how long an input partition with nothing fetched may hold "
+        "back the others' event-time order (it never does once it reached its end)",
+    )
 
 
 class LedgerSettings(BaseModel):

@@ -178,6 +178,7 @@ class Worker:
             on_assign=self._on_assign if s.exactly_once else None,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
+            max_idle_s=s.batch.align_max_idle_ms / 1000.0,
         )
         interval = s.commit_interval_ms / 1000.0
         if s.exactly_once:

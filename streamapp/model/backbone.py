@@ -50,15 +50,32 @@ class Embedder:
         Source-data standardization, applied before the forward pass.
     device
         ``"cpu"`` or ``"cuda"``; on CUDA the host batch is pinned and copied once.
+    exact
+        Compute in float64 (CPU default). A float32 matrix product may round differently
+        depending on how many rows share the batch, so an event replayed in another batch
+        after a restart could get a slightly different embedding; in float64 that difference
+        vanishes when the result is stored as float32, and replays learn bitwise the same.
+
+    >>> embed = Embedder(MLPBackbone(3, [4], 2), np.zeros(3), np.ones(3))
+    >>> X = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    >>> bool((embed(X)[2:3] == embed(X[2:3])).all())  # the same row, alone or in a batch
+    True
     """
 
     def __init__(
-        self, backbone: nn.Module, mean: np.ndarray, std: np.ndarray, device: str = "cpu"
+        self,
+        backbone: nn.Module,
+        mean: np.ndarray,
+        std: np.ndarray,
+        device: str = "cpu",
+        exact: bool | None = None,
     ) -> None:
         self.device = torch.device(device)
-        self.backbone = backbone.eval().requires_grad_(False).to(self.device)
-        self._mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device)
-        self._inv_std = 1.0 / torch.as_tensor(std, dtype=torch.float32, device=self.device)
+        self.exact = self.device.type == "cpu" if exact is None else exact
+        self.dtype = torch.float64 if self.exact else torch.float32
+        self.backbone = backbone.eval().requires_grad_(False).to(self.device, self.dtype)
+        self._mean = torch.as_tensor(mean, dtype=self.dtype, device=self.device)
+        self._inv_std = 1.0 / torch.as_tensor(std, dtype=self.dtype, device=self.device)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """Embeddings ``(n, embedding_dim)`` float32 for features ``X`` ``(n, input_dim)``."""
@@ -66,5 +83,5 @@ class Embedder:
             x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
             if self.device.type != "cpu":
                 x = x.pin_memory().to(self.device, non_blocking=True)
-            z = self.backbone((x - self._mean) * self._inv_std)
-            return z.cpu().numpy()
+            z = self.backbone((x.to(self.dtype) - self._mean) * self._inv_std)
+            return z.to(torch.float32).cpu().numpy()
