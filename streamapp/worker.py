@@ -19,7 +19,7 @@ from streamapp.batching import BatchPolicy
 from streamapp.checkpoint import Checkpoint, TransactionalCheckpoint
 from streamapp.codec import Codec, encode_dead_letter, encode_json
 from streamapp.drift.monitor import DriftMonitor
-from streamapp.errors import TransactionError
+from streamapp.errors import FencedError, TransactionError
 from streamapp.events import Outputs
 from streamapp.kafka.admin import partition_counts
 from streamapp.kafka.config import (
@@ -156,6 +156,7 @@ class Worker:
         self._gate = ReplayGate()
         self._restored_offsets: dict[tuple[str, int], int] = {}
         self._needs_recovery = False
+        self._fenced = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -243,6 +244,12 @@ class Worker:
                 if timeout is not None and time.monotonic() - started >= timeout:
                     break
             self._commit(final=True)
+        except FencedError:
+            self._fenced = True  # another instance owns our transactional.id now: write nothing
+            logger.error(
+                "fenced by a newer instance of %s: stopping", self.settings.transactional_id
+            )
+            raise
         finally:
             restore()
         return RunSummary(
@@ -253,7 +260,7 @@ class Worker:
 
     def close(self) -> None:
         """Commit what is done, then leave the group and flush the producer."""
-        if self._checkpoint is not None:
+        if self._checkpoint is not None and not self._fenced:
             try:
                 self._commit(final=True)
             except Exception:

@@ -70,13 +70,10 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
 def transactional_producer_config(settings: Settings) -> dict[str, Any]:
     """One stable ``transactional.id`` per worker instance: a restarted instance fences its
     predecessor's producer and aborts its open transaction."""
-    return producer_config(
-        settings,
-        **{
-            "transactional.id": settings.transactional_id,
-            "transaction.timeout.ms": settings.transaction_timeout_ms,
-        },
-    )
+    return {
+        "transaction.timeout.ms": settings.transaction_timeout_ms,  # the passthrough may override
+        **producer_config(settings, **{"transactional.id": settings.transactional_id}),
+    }
 
 
 def validate_timing(settings: Settings) -> None:

@@ -58,6 +58,12 @@ class OutputProducer:
                 return
             except BufferError:
                 self._producer.poll(0.05)  # queue full: serve delivery reports, then retry
+            except KafkaException as exc:
+                error = exc.args[0]
+                # e.g. fenced by a newer instance with our transactional.id
+                if error.fatal() or error.code() in (*_FENCED, KafkaError._FATAL):
+                    raise FencedError(f"producer failed fatally: {error.str()}") from exc
+                raise
 
     def produce_many(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
         for key, value in records:
@@ -101,6 +107,6 @@ class OutputProducer:
             method(*args)
         except KafkaException as exc:
             error = exc.args[0]
-            if error.code() in _FENCED or error.fatal():
+            if error.code() in (*_FENCED, KafkaError._FATAL) or error.fatal():
                 raise FencedError(f"producer fenced or failed fatally: {error.str()}") from exc
             raise TransactionError(error.str(), abortable=error.txn_requires_abort()) from exc

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from streamapp.errors import TransactionError
+from streamapp.errors import FencedError, TransactionError
 from streamapp.kafka.admin import ensure_topics
 from streamapp.kafka.config import consumer_config
 from streamapp.kafka.state_store import StateStore
@@ -202,3 +203,55 @@ def test_a_survivor_takes_over_a_killed_workers_partitions_exactly_once(
 def test_transaction_errors_say_whether_to_abort() -> None:
     assert TransactionError("x").abortable
     assert not TransactionError("x", abortable=False).abortable
+
+
+def test_a_second_worker_joining_causes_no_duplicates(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(partitions=4, **EOS)
+    n = 6000
+    produce_scenario(settings, n)
+    first = Worker(settings.with_overrides(instance_id="w1"))
+    second = Worker(settings.with_overrides(instance_id="w2"))
+    threads = [threading.Thread(target=w.run, kwargs={"timeout": 60}) for w in (first, second)]
+    threads[0].start()
+    while first.pipeline.stats.events_scored < 500:
+        time.sleep(0.05)
+    threads[1].start()
+    counts = exactly_once(settings, n)
+    for worker, thread in zip((first, second), threads, strict=True):
+        worker.stop()
+        thread.join()
+        worker.close()
+    assert second.pipeline.stats.events_scored > 0
+    assert max(counts.values()) == 1
+
+
+def test_a_zombie_with_the_same_transactional_id_is_fenced_and_stops(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(partitions=2, **EOS)
+    n = 4000
+    produce_scenario(settings, n)
+    zombie = Worker(settings)
+    failure: list[BaseException] = []
+
+    def run_zombie() -> None:
+        try:
+            zombie.run(timeout=60)
+        except BaseException as exc:  # the fencing error is the point of the test
+            failure.append(exc)
+
+    thread = threading.Thread(target=run_zombie)
+    thread.start()
+    while zombie.pipeline.stats.events_scored < 500:
+        time.sleep(0.05)
+    with Worker(settings) as successor:  # same instance id: fences the zombie
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+        deadline = time.monotonic() + 60
+        while successor.pipeline.head.n_learned < n and time.monotonic() < deadline:
+            successor.run(timeout=2)
+    assert failure and isinstance(failure[0], FencedError), failure
+    counts = exactly_once(settings, n)
+    assert max(counts.values()) == 1

@@ -47,3 +47,32 @@ def test_invalid_values_are_refused_with_a_clear_error() -> None:
 def test_clients_need_bootstrap_servers() -> None:
     with pytest.raises(ConfigError, match="bootstrap"):
         consumer_config(Settings())
+
+
+def test_timing_limits_are_validated_against_the_kafka_timeouts() -> None:
+    from streamapp.kafka.config import validate_timing
+
+    ok = Settings(bootstrap_servers="b:9092", processing_guarantee="exactly-once")
+    validate_timing(ok)
+    slow_commits = ok.with_overrides(commit_interval_ms=40_000)
+    with pytest.raises(ConfigError, match=r"transaction\.timeout\.ms"):
+        validate_timing(slow_commits)
+    with pytest.raises(ConfigError, match=r"max\.poll\.interval\.ms"):
+        validate_timing(ok.with_overrides(max_poll_interval_ms=10_000, commit_interval_ms=6_000))
+    # the passthrough is what the clients get, so it is what is checked
+    with pytest.raises(ConfigError, match=r"transaction\.timeout\.ms"):
+        validate_timing(ok.with_overrides(kafka={"transaction.timeout.ms": "1500"}))
+
+
+def test_exactly_once_uses_a_stable_transactional_id_and_static_membership() -> None:
+    from streamapp.kafka.config import transactional_producer_config
+
+    settings = Settings(
+        bootstrap_servers="b:9092", processing_guarantee="exactly-once", instance_id="w7"
+    )
+    assert transactional_producer_config(settings)["transactional.id"] == "streamapp.w7"
+    assert consumer_config(settings)["group.instance.id"] == "w7"
+    assert "group.instance.id" not in consumer_config(
+        settings.with_overrides(static_membership=False)
+    )
+    assert "group.instance.id" not in consumer_config(Settings(bootstrap_servers="b:9092"))
