@@ -61,6 +61,8 @@ def _settings(args: argparse.Namespace) -> Settings:
             "batch.max_size": getattr(args, "max_batch", None),
             "batch.max_wait_ms": getattr(args, "max_wait_ms", None),
             "drift.window_events": getattr(args, "drift_window", None),
+            "processing_guarantee": getattr(args, "processing_guarantee", None),
+            "instance_id": getattr(args, "instance_id", None),
         }
     )
 
@@ -76,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker_args(run)
     run.add_argument("--create-topics", action="store_true", help="create missing topics first")
     run.add_argument("--partitions", type=int, default=1, help="partitions for --create-topics")
+    run.add_argument(
+        "--processing-guarantee", choices=["at-least-once", "exactly-once"], default=None
+    )
+    run.add_argument("--instance-id", help="stable worker id (transactional.id, state key)")
 
     demo = sub.add_parser("demo", help="broker + producer + worker, end to end, with live progress")
     _add_kafka_args(demo)
@@ -111,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="create the worker's topics")
     _add_kafka_args(topics)
     topics.add_argument("--partitions", type=int, default=1)
+
+    bench = sub.add_parser("bench", help="benchmarks (ratios measured within one run)")
+    _add_kafka_args(bench)
+    _add_worker_args(bench)
+    bench.add_argument(
+        "suite", choices=["delivery"], help="delivery: exactly-once vs at-least-once"
+    )
+    bench.add_argument("--events", type=int, default=20_000)
+    bench.add_argument("--repeat", type=int, default=3)
+    bench.add_argument("--out", type=Path, default=Path("bench-results"))
 
     models = sub.add_parser("models", help="inspect model bundles")
     models_sub = models.add_subparsers(dest="models_command", required=True)
@@ -202,6 +218,20 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from streamapp.bench import run_delivery_bench
+
+    result = run_delivery_bench(
+        _settings(args), events=args.events, repeat=args.repeat, out=args.out
+    )
+    median = result["median_events_per_second"]
+    print(f"| mode | events/s (median of {args.repeat}) |\n|---|---|")
+    for mode, rate in median.items():
+        print(f"| {mode} | {rate:,.0f} |")
+    print(f"exactly-once / at-least-once = {result['exactly_once_over_at_least_once']:.2f}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from streamapp.model.bundle import load_bundle
 
@@ -221,4 +251,5 @@ COMMANDS: dict[str, Any] = {
     "produce": cmd_produce,
     "topics": cmd_topics,
     "models": cmd_models,
+    "bench": cmd_bench,
 }
