@@ -6,12 +6,10 @@ same broker, alternating runs, each with its own consumer group and output topic
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import statistics
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import orjson
 
 from streamapp.events import Outputs
 from streamapp.kafka.admin import ensure_topics
-from streamapp.kafka.local_broker import LocalBroker
+from streamapp.kafka.local_broker import configured_or_embedded
 from streamapp.model.bundle import load_bundle
 from streamapp.model.training import train_source_bundle
 from streamapp.scenarios import get_scenario, stream
@@ -30,18 +28,6 @@ from streamapp.worker import Worker
 __all__ = ["run_delivery_bench"]
 
 logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def _cluster(settings: Settings) -> Iterator[Settings]:
-    if settings.bootstrap_servers:
-        yield settings
-        return
-    with LocalBroker() as broker:
-        yield settings.with_overrides(
-            bootstrap_servers=broker.bootstrap_servers,
-            kafka={"session.timeout.ms": "6000", **settings.kafka},
-        )
 
 
 def _timed_run(settings: Settings, total: int) -> float:
@@ -64,7 +50,7 @@ def _timed_run(settings: Settings, total: int) -> float:
 def run_delivery_bench(
     settings: Settings, events: int = 20_000, repeat: int = 3, out: Path | None = None
 ) -> dict[str, Any]:
-    with _cluster(settings) as settings:
+    with configured_or_embedded(settings) as settings:
         bundle_path = Path(settings.bundle)
         if not (bundle_path / "manifest.json").exists():
             train_source_bundle(get_scenario("digits-shift"), bundle_path)

@@ -75,8 +75,13 @@ class Checkpoint:
         if self._pending and self._clock() - self._last_commit >= self.interval_s:
             self.commit()
 
-    def commit(self, only: Iterable[tuple[str, int]] | None = None) -> None:
-        """Steps 2 and 3: flush outputs, then commit the stored offsets (of ``only``, if given)."""
+    def commit(self, only: Iterable[tuple[str, int]] | None = None, snapshot: bool = False) -> None:
+        """Steps 2 and 3: flush outputs, then commit the stored offsets (of ``only``, if given).
+
+        ``snapshot`` is accepted for symmetry with :class:`TransactionalCheckpoint`:
+        at-least-once keeps no learning-state snapshots.
+        """
+        del snapshot
         selected = (
             self._pending
             if only is None

@@ -7,11 +7,9 @@ the configured cluster. Progress is shown live with rich and summed up at the en
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from rich.table import Table
 
 from streamapp.events import Outputs
 from streamapp.kafka.admin import ensure_topics
-from streamapp.kafka.local_broker import LocalBroker
+from streamapp.kafka.local_broker import configured_or_embedded
 from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.model.training import train_source_bundle
 from streamapp.scenarios import get_scenario, stream
@@ -43,19 +41,6 @@ class _Progress:
     change_points: int = 0
     last_report: dict[str, object] = field(default_factory=dict)
     last_render: float = 0.0
-
-
-@contextlib.contextmanager
-def _cluster(settings: Settings) -> Iterator[Settings]:
-    if settings.bootstrap_servers:
-        yield settings
-        return
-    with LocalBroker() as broker:
-        logger.info("embedded broker (noida-db) on %s", broker.bootstrap_servers)
-        yield settings.with_overrides(
-            bootstrap_servers=broker.bootstrap_servers,
-            kafka={"session.timeout.ms": "6000", **settings.kafka},
-        )
 
 
 def _bundle(settings: Settings, scenario_name: str) -> Bundle:
@@ -113,7 +98,7 @@ def _pct(value: object) -> str:
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     console = Console()
-    with _cluster(settings) as settings:
+    with configured_or_embedded(settings) as settings:
         ensure_topics(settings, partitions=args.partitions)
         bundle = _bundle(settings, args.scenario)
         scenario = get_scenario(args.scenario)

@@ -15,20 +15,14 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Protocol
 
-__all__ = ["TimestampedMessage", "TimestampMerger"]
+from streamapp.codec import Message
+
+__all__ = ["TimestampMerger"]
 
 logger = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
-
-
-class TimestampedMessage(Protocol):
-    def topic(self) -> str | None: ...
-    def partition(self) -> int | None: ...
-    def offset(self) -> int | None: ...
-    def timestamp(self) -> tuple[int, int]: ...
 
 
 class TimestampMerger:
@@ -72,7 +66,7 @@ class TimestampMerger:
         self.max_idle_s = max_idle_s
         self.max_buffered = max_buffered
         self._clock = clock
-        self._buffers: dict[Partition, deque[TimestampedMessage]] = {}
+        self._buffers: dict[Partition, deque[Message]] = {}
         self._caught_up: set[Partition] = set()
         self._empty_since: dict[Partition, float] = {}
         self.idle_releases = 0  # releases that did not wait for a quiet partition
@@ -86,16 +80,16 @@ class TimestampMerger:
             self._buffers.setdefault(tp, deque())
             self._empty_since.setdefault(tp, now)
 
-    def revoke(self, partitions: Iterable[Partition]) -> list[TimestampedMessage]:
+    def revoke(self, partitions: Iterable[Partition]) -> list[Message]:
         """Forget partitions; returns what was buffered for them (never processed)."""
-        dropped: list[TimestampedMessage] = []
+        dropped: list[Message] = []
         for tp in partitions:
             dropped.extend(self._buffers.pop(tp, ()))
             self._caught_up.discard(tp)
             self._empty_since.pop(tp, None)
         return dropped
 
-    def add(self, messages: Iterable[TimestampedMessage]) -> None:
+    def add(self, messages: Iterable[Message]) -> None:
         for msg in messages:
             tp = (msg.topic() or "", msg.partition() or 0)
             self._buffers.setdefault(tp, deque()).append(msg)
@@ -109,7 +103,7 @@ class TimestampMerger:
         """Partitions whose buffer is over ``max_buffered``."""
         return [tp for tp, buffer in self._buffers.items() if len(buffer) > self.max_buffered]
 
-    def _key(self, msg: TimestampedMessage) -> tuple[int, int, int, int]:
+    def _key(self, msg: Message) -> tuple[int, int, int, int]:
         topic = msg.topic() or ""
         return (
             msg.timestamp()[1],
@@ -118,7 +112,7 @@ class TimestampMerger:
             msg.offset() or 0,
         )
 
-    def take(self, max_items: int) -> list[TimestampedMessage]:
+    def take(self, max_items: int) -> list[Message]:
         """Up to ``max_items`` messages that are safe to process, in timestamp order."""
         now = self._clock()
         for tp, buffer in self._buffers.items():
@@ -128,7 +122,7 @@ class TimestampMerger:
                 self._empty_since.setdefault(tp, now)
         heads = [(self._key(b[0]), tp) for tp, b in self._buffers.items() if b]
         heapq.heapify(heads)
-        out: list[TimestampedMessage] = []
+        out: list[Message] = []
         while heads and len(out) < max_items:
             _, tp = heapq.heappop(heads)
             if self._blocked(now):

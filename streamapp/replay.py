@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Protocol
 
+from streamapp.codec import Message
 from streamapp.events import SourcePosition
 
 __all__ = ["ReplayGate"]
@@ -16,12 +16,6 @@ __all__ = ["ReplayGate"]
 logger = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
-
-
-class _Positioned(Protocol):
-    def topic(self) -> str | None: ...
-    def partition(self) -> int | None: ...
-    def offset(self) -> int | None: ...
 
 
 class ReplayGate:
@@ -50,7 +44,7 @@ class ReplayGate:
         until = self._until.get((source.topic, source.partition))
         return until is None or source.offset >= until
 
-    def any_replayed(self, messages: Iterable[_Positioned]) -> bool:
+    def any_replayed(self, messages: Iterable[Message]) -> bool:
         if not self._until:
             return False
         return any(

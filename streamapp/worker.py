@@ -284,14 +284,8 @@ class Worker:
     def _commit(self, final: bool) -> None:
         assert self._checkpoint is not None
         try:
-            if isinstance(self._checkpoint, TransactionalCheckpoint):
-                if final:
-                    # a snapshot on the way out: a restart needs no replay
-                    self._checkpoint.commit(snapshot=True)
-                else:
-                    self._checkpoint.commit_if_due()
-            elif final:
-                self._checkpoint.commit()
+            if final:  # with a snapshot on the way out, a restart needs no replay
+                self._checkpoint.commit(snapshot=True)
             else:
                 self._checkpoint.commit_if_due()
         except TransactionError as exc:

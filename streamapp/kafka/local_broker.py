@@ -6,6 +6,7 @@ would orphan it when killed), on a free port, and stopped by its own PID.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import logging
 import os
@@ -15,12 +16,14 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
 from streamapp.errors import BrokerError
+from streamapp.settings import Settings
 
-__all__ = ["LocalBroker", "free_port"]
+__all__ = ["LocalBroker", "free_port", "configured_or_embedded"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,3 +160,18 @@ class LocalBroker:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def configured_or_embedded(settings: Settings) -> Iterator[Settings]:
+    """``settings`` as they are when bootstrap servers are configured; otherwise with an
+    embedded broker started for the duration of the block."""
+    if settings.bootstrap_servers:
+        yield settings
+        return
+    with LocalBroker() as broker:
+        logger.info("embedded broker (noida-db) on %s", broker.bootstrap_servers)
+        yield settings.with_overrides(
+            bootstrap_servers=broker.bootstrap_servers,
+            kafka={"session.timeout.ms": "6000", **settings.kafka},
+        )
