@@ -169,6 +169,7 @@ class TransactionalCheckpoint:
         # every committed partition must be covered by a snapshot, or a restore could not
         # rebuild the state that its committed offset stands for
         self.snapshot_partitions: set[tuple[str, int]] = set()
+        self._snapshot_current = False  # the last commit wrote a snapshot of the current state
         self.commits = 0
         self.aborts = 0
         self._producer.begin_transaction()
@@ -194,6 +195,7 @@ class TransactionalCheckpoint:
             if offset > self.processed.get(tp, -1):
                 self.processed[tp] = offset
         self._dirty = True
+        self._snapshot_current = False
 
     def commit_if_due(self) -> None:
         now = self._clock()
@@ -205,8 +207,8 @@ class TransactionalCheckpoint:
         always covers every partition)."""
         del only
         offsets = self.pending
-        if not self._dirty and not offsets and not snapshot:
-            return
+        if not self._dirty and not offsets and (not snapshot or self._snapshot_current):
+            return  # nothing new since the last commit (e.g. a revoke right after shutdown)
         snapshot = snapshot or bool(offsets.keys() - self.snapshot_partitions)
         try:
             if snapshot:
@@ -234,6 +236,7 @@ class TransactionalCheckpoint:
         if snapshot:
             self._last_snapshot = now
             self.snapshot_partitions = set(self.processed)
+            self._snapshot_current = True
         self._dirty = False
         self.commits += 1
         self._producer.begin_transaction()
