@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kafka_args(bench)
     _add_worker_args(bench)
     bench.add_argument(
-        "suite", choices=["delivery"], help="delivery: exactly-once vs at-least-once"
+        "suite",
+        choices=["throughput", "delivery"],
+        help="throughput: the worker vs simpler loops; delivery: exactly-once vs at-least-once",
     )
     bench.add_argument("--events", type=int, default=20_000)
     bench.add_argument("--repeat", type=int, default=3)
@@ -219,7 +221,15 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from streamapp.bench import run_delivery_bench
+    from streamapp.bench import run_delivery_bench, run_throughput_bench
+
+    if args.suite == "throughput":
+        result = run_throughput_bench(_settings(args), events=args.events, out=args.out)
+        worker = result["events_per_second"]["streamapp worker"]
+        print("| loop | events/s | streamapp worker / loop |\n|---|---|---|")
+        for name, rate in result["events_per_second"].items():
+            print(f"| {name} | {rate:,.0f} | {worker / rate:.2f} |")
+        return 0
 
     result = run_delivery_bench(
         _settings(args), events=args.events, repeat=args.repeat, out=args.out

@@ -137,7 +137,12 @@ class Settings(BaseSettings):
     head: HeadSettings = HeadSettings()
     bundle: Path = Field(Path("models/digits-shift/1"), description="model bundle directory")
     device: Literal["cpu", "cuda"] = "cpu"
-    torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's")
+    torch_threads: int = Field(
+        1,
+        ge=0,
+        description="torch intra-op threads (0: torch's default). One is fastest for a small "
+        "backbone: more threads spin against the broker client's threads for the cores",
+    )
     commit_interval_ms: int = Field(1000, ge=0)
     max_payload_bytes: int = Field(262_144, ge=64, description="larger inputs are dead-lettered")
     max_abs_value: float = Field(1e6, gt=0, description="larger feature values are dead-lettered")

@@ -180,6 +180,8 @@ class Worker:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
             max_idle_s=s.batch.align_max_idle_ms / 1000.0,
+            # a small buffer pauses a partition early, so the fetcher serves the others
+            max_buffered=4 * s.batch.max_size,
         )
         interval = s.commit_interval_ms / 1000.0
         if s.exactly_once:

@@ -48,7 +48,7 @@ class BatchConsumer:
         on_revoke: PartitionsCallback | None = None,
         on_lost: PartitionsCallback | None = None,
         max_idle_s: float = 0.5,
-        max_buffered: int = 5_000,
+        max_buffered: int = 2_000,
     ) -> None:
         # end-of-partition events tell the merger a partition holds nothing back
         self._consumer = Consumer({**config, "enable.partition.eof": True})
