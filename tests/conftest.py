@@ -116,6 +116,45 @@ def produce_raw(settings: Settings, records: list[tuple[str, bytes | None, bytes
     assert producer.flush(30) == 0
 
 
+def wait_caught_up(settings: Settings, timeout: float = 120) -> None:
+    """Until the worker group has committed every input partition up to its end."""
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": settings.group_id,
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in settings.topics.inputs()
+            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ]
+        deadline = time.monotonic() + timeout
+        while True:
+            committed = {
+                (tp.topic, tp.partition): tp.offset
+                for tp in consumer.committed(partitions, timeout=10)
+            }
+            ends = {
+                (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1]
+                for tp in partitions
+            }
+            if all(committed[tp] >= end for tp, end in ends.items()):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"group {settings.group_id} not caught up: {committed} < {ends}"
+                )
+            time.sleep(0.5)
+    finally:
+        consumer.close()
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """``settings`` as STREAMAPP_* environment variables, for a worker subprocess."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAPP_")}

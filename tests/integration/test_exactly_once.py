@@ -26,7 +26,7 @@ from streamapp.scenarios.produce import produce_records
 from streamapp.settings import Settings
 from streamapp.state import decode_state
 from streamapp.worker import Worker
-from tests.conftest import EXTERNAL_BROKER_ENV, WorkerProcesses, read_topic
+from tests.conftest import EXTERNAL_BROKER_ENV, WorkerProcesses, read_topic, wait_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -117,6 +117,7 @@ def test_kill_9_five_times_nothing_lost_nothing_duplicated_same_head(
     survivor = workers.start(settings)
     workers.wait_for("worker", "assigned", count=6, timeout=90)
     counts = exactly_once(settings, n)
+    wait_caught_up(settings)  # the labels after the last event are learned too
     survivor.send_signal(signal.SIGTERM)
     assert survivor.wait(timeout=60) == 0
 
@@ -145,7 +146,9 @@ def test_at_least_once_kill_9_loses_nothing(
         process.send_signal(signal.SIGKILL)
         process.wait()
     last = workers.start(settings)
+    workers.wait_for("worker", "assigned", count=4, timeout=90)
     counts = exactly_once(settings, n)  # every event at least once
+    wait_caught_up(settings)
     last.send_signal(signal.SIGTERM)
     assert last.wait(timeout=60) == 0
     duplicates = sum(c - 1 for c in counts.values())

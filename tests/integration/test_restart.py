@@ -34,12 +34,14 @@ def test_graceful_stop_mid_stream_and_restart_loses_nothing(
     produce_records(settings, stream(get_scenario("digits-shift"), n, rate=1000, label_delay_s=1.0))
 
     first = workers.start(settings)
+    workers.wait_for("worker", "assigned")
     wait_for_predictions(settings, at_least=200)
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=60) == 0
     assert "finishing the batch and shutting down" in workers.log()
 
     second = workers.start(settings)
+    workers.wait_for("worker", "assigned", count=2)
     predictions = read_topic(settings, settings.topics.predictions, timeout=90, idle=8)
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=60) == 0
@@ -51,7 +53,7 @@ def test_a_second_signal_forces_exit(
     make_settings: Callable[..., Settings], workers: WorkerProcesses
 ) -> None:
     worker = workers.start(make_settings())
-    time.sleep(4)  # let it join the group
+    workers.wait_for("worker", "assigned")  # running its loop, signal handlers installed
     worker.send_signal(signal.SIGINT)
     worker.send_signal(signal.SIGINT)
     assert worker.wait(timeout=30) in (0, 128 + signal.SIGINT)
