@@ -22,6 +22,36 @@ __all__ = [
 
 _LIBRDKAFKA_LOG = logging.getLogger("streamapp.kafka.librdkafka")
 
+# passthrough keys that only one side understands (librdkafka warns about the others)
+_CONSUMER_ONLY = (
+    "session.",
+    "group.",
+    "isolation.",
+    "fetch.",
+    "max.partition.fetch",
+    "max.poll",
+    "auto.offset",
+    "enable.auto",
+    "enable.partition.eof",
+    "heartbeat.",
+    "partition.assignment",
+    "queued.",
+    "check.crcs",
+)
+_PRODUCER_ONLY = (
+    "acks",
+    "linger.ms",
+    "batch.",
+    "compression.",
+    "enable.idempotence",
+    "transaction",
+    "message.timeout",
+    "queue.buffering",
+    "retries",
+    "retry.backoff",
+    "delivery.timeout",
+)
+
 
 def _common(settings: Settings) -> dict[str, Any]:
     if not settings.bootstrap_servers:
@@ -45,7 +75,7 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "session.timeout.ms": 10_000,
         "max.poll.interval.ms": settings.max_poll_interval_ms,
         **({"group.instance.id": settings.group_instance_id} if settings.group_instance_id else {}),
-        **settings.kafka,
+        **{k: v for k, v in settings.kafka.items() if not k.startswith(_PRODUCER_ONLY)},
         **overrides,
     }
 
@@ -58,11 +88,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "acks": "all",
         "linger.ms": 5,
         "batch.num.messages": 10_000,
-        **{
-            k: v
-            for k, v in settings.kafka.items()
-            if not k.startswith(("session.", "group.", "isolation."))
-        },
+        **{k: v for k, v in settings.kafka.items() if not k.startswith(_CONSUMER_ONLY)},
         **overrides,
     }
 

@@ -76,3 +76,14 @@ def test_exactly_once_uses_a_stable_transactional_id_and_static_membership() -> 
         settings.with_overrides(static_membership=False)
     )
     assert "group.instance.id" not in consumer_config(Settings(bootstrap_servers="b:9092"))
+
+
+def test_passthrough_reaches_only_the_clients_that_understand_it() -> None:
+    settings = Settings(
+        bootstrap_servers="b:9092",
+        kafka={"session.timeout.ms": "6000", "linger.ms": "20", "security.protocol": "SSL"},
+    )
+    consumer, producer = consumer_config(settings), producer_config(settings)
+    assert consumer["session.timeout.ms"] == "6000" and "linger.ms" not in consumer
+    assert producer["linger.ms"] == "20" and "session.timeout.ms" not in producer
+    assert consumer["security.protocol"] == producer["security.protocol"] == "SSL"
