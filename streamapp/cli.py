@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     models_sub = models.add_subparsers(dest="models_command", required=True)
     verify = models_sub.add_parser("verify", help="verify a bundle's checksums and shapes")
     verify.add_argument("path", type=Path)
+    export = models_sub.add_parser(
+        "export", help="export the backbone to ONNX inside the bundle (for variant=onnx)"
+    )
+    export.add_argument("path", type=Path)
     return parser
 
 
@@ -245,6 +249,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from streamapp.model.bundle import load_bundle
 
+    if args.models_command == "export":
+        from streamapp.model.variants import export_onnx
+
+        print(f"wrote {export_onnx(args.path)}; its checksum is in the manifest")
+        return 0
     bundle = load_bundle(args.path)
     m = bundle.manifest
     print(

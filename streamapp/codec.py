@@ -136,44 +136,110 @@ class Codec:
     # -- decoding ---------------------------------------------------------------------------
 
     def decode_batch(self, messages: Iterable[Message], now: float | None = None) -> DecodedBatch:
-        """Split ``messages`` into feature columns, feedback and dead letters."""
+        """Split ``messages`` into feature columns, feedback and dead letters.
+
+        Feature values are written straight into one preallocated matrix; the finite and
+        range checks then run on the whole matrix at once.
+        """
         now = time.time() if now is None else now
-        n_features = len(self.feature_names)
-        rows: list[np.ndarray | list[float]] = []
+        messages = list(messages)
+        X = np.empty((len(messages), len(self.feature_names)), np.float64)
+        rows: list[Message] = []  # the message behind each filled row of X
         ids: list[str] = []
-        keys: list[bytes | None] = []
         ts: list[float] = []
-        sources: list[SourcePosition] = []
-        batch = DecodedBatch(FeatureBlock.empty(n_features))
+        batch = DecodedBatch(FeatureBlock.empty(len(self.feature_names)))
+        offsets = batch.offsets
         for msg in messages:
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-            source = SourcePosition(topic, partition, offset)
-            batch.offsets[(topic, partition)] = max(
-                batch.offsets.get((topic, partition), 0), offset + 1
-            )
+            if offsets.get((topic, partition), 0) <= offset:
+                offsets[(topic, partition)] = offset + 1
             value = msg.value()
             try:
                 doc = self._parse(value)
                 event_ts = _event_time(doc.get("ts") if isinstance(doc, dict) else None, msg, now)
                 if topic == self.feedback_topic:
-                    self._validate(self._validate_feedback, doc)
+                    if not self._is_plain_feedback(doc):
+                        self._validate(self._validate_feedback, doc)
                     batch.feedback.append(self._feedback(doc, event_ts))
                 else:
-                    self._validate(self._validate_feature, doc)
-                    rows.append(self._feature_row(doc["features"]))
+                    features = doc.get("features") if isinstance(doc, dict) else None
+                    if not self._is_plain_feature_event(doc, features):
+                        self._validate(self._validate_feature, doc)
+                    self._fill_row(X[len(rows)], features)
+                    rows.append(msg)
                     ids.append(str(doc["event_id"]))
-                    keys.append(msg.key())
                     ts.append(event_ts)
-                    sources.append(source)
             except _RejectError as reject:
-                logger.debug("reject %s[%d]@%d: %s", topic, partition, offset, reject)
-                batch.dead_letters.append(
-                    DeadLetter(source, msg.key(), reject.reason, str(reject), value)
-                )
+                self._reject(batch, msg, reject)
         if rows:
-            X = np.asarray(rows, dtype=np.float32).reshape(len(rows), n_features)
-            batch.features = FeatureBlock(ids, keys, X, np.asarray(ts, dtype=np.float64), sources)
+            rejected = len(batch.dead_letters)
+            batch.features = self._feature_block(X[: len(rows)], rows, ids, ts, batch)
+            if len(batch.dead_letters) > rejected:  # keep dead letters in input order
+                order = {_position(m): i for i, m in enumerate(messages)}
+                batch.dead_letters.sort(key=lambda dead: order[dead.source])
         return batch
+
+    def _feature_block(
+        self,
+        X: np.ndarray,
+        rows: list[Message],
+        ids: list[str],
+        ts: list[float],
+        batch: DecodedBatch,
+    ) -> FeatureBlock:
+        """The valid rows as a block; rows with NaN/inf or out-of-range values are rejected."""
+        finite = np.isfinite(X).all(axis=1)
+        in_range = (np.abs(np.where(np.isfinite(X), X, 0.0)) <= self.max_abs_value).all(axis=1)
+        good = finite & in_range
+        for i in np.flatnonzero(~good):
+            reject = (
+                _RejectError(Reason.NON_FINITE, "features contain NaN or infinity")
+                if not finite[i]
+                else _RejectError(Reason.VALUE_RANGE, f"a feature exceeds |{self.max_abs_value:g}|")
+            )
+            self._reject(batch, rows[i], reject)
+        if not good.all():
+            X, keep = X[good], np.flatnonzero(good)
+            rows, ids, ts = [rows[i] for i in keep], [ids[i] for i in keep], [ts[i] for i in keep]
+        sources = [
+            SourcePosition(m.topic() or "", m.partition() or 0, m.offset() or 0) for m in rows
+        ]
+        return FeatureBlock(
+            ids,
+            [m.key() for m in rows],
+            X.astype(np.float32),
+            np.asarray(ts, dtype=np.float64),
+            sources,
+        )
+
+    @staticmethod
+    def _reject(batch: DecodedBatch, msg: Message, reject: _RejectError) -> None:
+        source = _position(msg)
+        logger.debug("reject %s[%d]@%d: %s", source.topic, source.partition, source.offset, reject)
+        batch.dead_letters.append(
+            DeadLetter(source, msg.key(), reject.reason, str(reject), msg.value())
+        )
+
+    def _is_plain_feature_event(self, doc: Any, features: Any) -> bool:
+        """The common shape, checked without the schema validator (whose ``oneOf`` costs
+        more than everything else in decoding): a list of exactly the model's number of
+        JSON numbers, a valid ``event_id`` and ``ts``. Anything else takes the full check."""
+        return (
+            type(features) is list
+            and len(features) == len(self.feature_names)
+            and set(map(type, features)) <= _NUMBER_TYPES
+            and _is_event_id(doc.get("event_id"))
+            and _is_timestamp(doc.get("ts", 0))
+        )
+
+    @staticmethod
+    def _is_plain_feedback(doc: Any) -> bool:
+        return (
+            isinstance(doc, dict)
+            and _is_event_id(doc.get("event_id"))
+            and type(doc.get("label")) in (str, int)
+            and _is_timestamp(doc.get("ts", 0))
+        )
 
     def _parse(self, value: bytes | None) -> Any:
         if value is None:
@@ -204,24 +270,21 @@ class Codec:
         except fastjsonschema.JsonSchemaException as exc:
             raise _RejectError(Reason.SCHEMA, str(exc)) from None
 
-    def _feature_row(self, features: list[float] | dict[str, float]) -> np.ndarray | list[float]:
+    def _fill_row(self, row: np.ndarray, features: list[float] | dict[str, float]) -> None:
         n = len(self.feature_names)
         if isinstance(features, dict):
             if features.keys() != self._feature_index.keys():
                 missing = sorted(self._feature_index.keys() - features.keys())[:5]
                 extra = sorted(features.keys() - self._feature_index.keys())[:5]
                 raise _RejectError(Reason.FEATURE_NAMES, f"missing {missing}, unexpected {extra}")
-            row = np.fromiter((features[name] for name in self.feature_names), np.float64, n)
+            row[:] = np.fromiter((features[name] for name in self.feature_names), np.float64, n)
+        elif len(features) != n:
+            raise _RejectError(Reason.FEATURE_COUNT, f"expected {n} features, got {len(features)}")
         else:
-            if len(features) != n:
-                got = len(features)
-                raise _RejectError(Reason.FEATURE_COUNT, f"expected {n} features, got {got}")
-            row = np.asarray(features, dtype=np.float64)
-        if not np.isfinite(row).all():
-            raise _RejectError(Reason.NON_FINITE, "features contain NaN or infinity")
-        if np.abs(row).max() > self.max_abs_value:
-            raise _RejectError(Reason.VALUE_RANGE, f"a feature exceeds |{self.max_abs_value:g}|")
-        return row
+            try:
+                row[:] = features
+            except OverflowError:  # an integer beyond float range (parsed by the json fallback)
+                raise _RejectError(Reason.VALUE_RANGE, "a feature exceeds float range") from None
 
     def _feedback(self, doc: dict[str, Any], ts: float) -> Feedback:
         label = self._label_index.get(str(doc["label"]))
@@ -254,6 +317,22 @@ class Codec:
             )
             out.append((block.keys[i], value))
         return out
+
+
+_NUMBER_TYPES = {int, float}  # bool is not a JSON number: type(True) is bool
+
+
+def _position(msg: Message) -> SourcePosition:
+    return SourcePosition(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+
+
+def _is_event_id(value: Any) -> bool:
+    kind = type(value)
+    return (kind is str and 0 < len(value) <= 256) or kind is int
+
+
+def _is_timestamp(value: Any) -> bool:
+    return type(value) in _NUMBER_TYPES and value >= 0
 
 
 def _event_time(ts: Any, msg: Message, now: float) -> float:

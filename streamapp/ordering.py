@@ -135,7 +135,11 @@ class TimestampMerger:
                 self._empty_since[tp] = now
         return out
 
-    def _blocked(self, now: float) -> bool:
+    def ready(self) -> bool:
+        """True when :meth:`take` would release something now (so fetching need not wait)."""
+        return any(self._buffers.values()) and not self._blocked(self._clock(), count=False)
+
+    def _blocked(self, now: float, count: bool = True) -> bool:
         """True while an empty partition might still deliver something earlier."""
         idle = False
         for tp, buffer in self._buffers.items():
@@ -144,7 +148,7 @@ class TimestampMerger:
             if now - self._empty_since.get(tp, now) < self.max_idle_s:
                 return True
             idle = True
-        if idle:
+        if idle and count:
             self.idle_releases += 1
             logger.debug("releasing without a quiet partition (event-time order not guaranteed)")
         return False

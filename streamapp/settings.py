@@ -48,12 +48,22 @@ class TopicNames(BaseModel):
 
 
 class BatchSettings(BaseModel):
-    """Micro-batching: a batch closes at ``max_size`` messages or after ``max_wait_ms``."""
+    """Adaptive micro-batching: a batch is what has arrived, up to ``max_size`` (see
+    :mod:`streamapp.batching`)."""
 
     model_config = _FROZEN
 
-    max_size: int = Field(500, ge=1, le=100_000)
-    max_wait_ms: int = Field(50, ge=0, le=60_000)
+    max_size: int = Field(500, ge=1, le=100_000, description="a batch never holds more")
+    max_wait_ms: int = Field(
+        0,
+        ge=0,
+        le=60_000,
+        description="how long a batch that holds something waits for more (0: take what "
+        "has arrived; batches still grow under load)",
+    )
+    idle_wait_ms: int = Field(
+        100, ge=1, le=60_000, description="how long an idle loop waits for a message"
+    )
     align_max_idle_ms: int = Field(
         1000,
         ge=0,
@@ -137,6 +147,12 @@ class Settings(BaseSettings):
     head: HeadSettings = HeadSettings()
     bundle: Path = Field(Path("models/digits-shift/1"), description="model bundle directory")
     device: Literal["cpu", "cuda"] = "cpu"
+    variant: Literal["torch", "int8", "onnx"] = Field(
+        "torch",
+        description="how the backbone runs: torch (float64 on CPU, exact replays), int8 "
+        "(dynamic quantization), onnx (onnxruntime; needs `streamapp models export`)",
+    )
+    half: bool = Field(False, description="float16 backbone on CUDA")
     torch_threads: int = Field(
         1,
         ge=0,

@@ -32,9 +32,9 @@ from streamapp.kafka.consumer import BatchConsumer
 from streamapp.kafka.producer import OutputProducer
 from streamapp.kafka.state_store import StateStore
 from streamapp.ledger import PendingLedger
-from streamapp.model.backbone import Embedder
 from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.model.head import make_head
+from streamapp.model.variants import make_embedder
 from streamapp.pipeline import Pipeline
 from streamapp.replay import ReplayGate
 from streamapp.settings import Settings
@@ -70,12 +70,7 @@ def build_pipeline(settings: Settings, bundle: Bundle) -> Pipeline:
         alpha=head_cfg.alpha,
         seed=head_cfg.seed,
     )
-    embed = Embedder(
-        bundle.backbone,
-        np.asarray(m.preprocessing["mean"]),
-        np.asarray(m.preprocessing["std"]),
-        device=settings.device,
-    )
+    embed = make_embedder(bundle, settings.variant, settings.device, settings.half)
     ledger = PendingLedger(
         settings.ledger.max_entries,
         m.embedding_dim,
@@ -141,7 +136,10 @@ class Worker:
             max_payload_bytes=settings.max_payload_bytes,
         )
         self.pipeline = build_pipeline(settings, self.bundle)
-        self.policy = BatchPolicy(settings.batch.max_size, settings.batch.max_wait_ms / 1000.0)
+        batch = settings.batch
+        self.policy = BatchPolicy(
+            batch.max_size, batch.max_wait_ms / 1000.0, batch.idle_wait_ms / 1000.0
+        )
         self.on_batch = on_batch
         self.fault_hook = fault_hook
         self.messages = 0
@@ -180,8 +178,8 @@ class Worker:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
             max_idle_s=s.batch.align_max_idle_ms / 1000.0,
-            # a small buffer pauses a partition early, so the fetcher serves the others
-            max_buffered=4 * s.batch.max_size,
+            # a partition this far ahead of the others is paused; each pause costs a refetch
+            max_buffered=10 * s.batch.max_size,
         )
         interval = s.commit_interval_ms / 1000.0
         if s.exactly_once:

@@ -74,6 +74,9 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "isolation.level": "read_committed",
         "session.timeout.ms": 10_000,
         "max.poll.interval.ms": settings.max_poll_interval_ms,
+        # a resumed (or newly caught-up) partition joins the next fetch request: do not let
+        # an idle fetch hold the broker connection for librdkafka's default 500 ms
+        "fetch.wait.max.ms": 100,
         **({"group.instance.id": settings.group_instance_id} if settings.group_instance_id else {}),
         **{k: v for k, v in settings.kafka.items() if not k.startswith(_PRODUCER_ONLY)},
         **overrides,
@@ -111,18 +114,19 @@ def validate_timing(settings: Settings) -> None:
     """
     consumer = consumer_config(settings)
     poll_limit = int(consumer["max.poll.interval.ms"])
-    open_for = settings.commit_interval_ms + settings.batch.max_wait_ms
+    batch = settings.batch
+    open_for = settings.commit_interval_ms + batch.max_wait_ms + batch.idle_wait_ms
     problems = []
     if open_for * 2 > poll_limit:
         problems.append(
-            f"commit_interval_ms + batch.max_wait_ms = {open_for} ms must be at most half of "
+            f"commit_interval_ms + batch waits = {open_for} ms must be at most half of "
             f"max.poll.interval.ms ({poll_limit} ms)"
         )
     if settings.exactly_once:
         txn_limit = int(transactional_producer_config(settings)["transaction.timeout.ms"])
         if open_for * 2 > txn_limit:
             problems.append(
-                f"commit_interval_ms + batch.max_wait_ms = {open_for} ms must be at most half of "
+                f"commit_interval_ms + batch waits = {open_for} ms must be at most half of "
                 f"transaction.timeout.ms ({txn_limit} ms)"
             )
     if problems:

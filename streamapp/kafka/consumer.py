@@ -95,24 +95,31 @@ class BatchConsumer:
         self._merger.revoke(gone)
 
     def poll_batch(self, policy: BatchPolicy) -> list[Message]:
-        """Up to ``policy.max_size`` messages within ``policy.max_wait_s``; errors filtered."""
+        """A micro-batch as ``policy`` collects it, in event-time order; errors filtered."""
         return policy.collect(self._consume)
 
     def _consume(self, max_items: int, timeout: float) -> list[Message]:
         """Fetch into the merger, then release what is safe in timestamp order."""
-        messages = self._consumer.consume(num_messages=max_items, timeout=timeout)
+        # with messages ready to release, top up without waiting for the fetcher
+        wait = 0.0 if self._merger.ready() else timeout
+        messages = self._consumer.consume(num_messages=max_items, timeout=wait)
         good = []
+        at_end: set[tuple[str, int]] = set()  # an end-of-partition not followed by a message
         for msg in messages:
             err = msg.error()
+            tp = (msg.topic() or "", msg.partition() or 0)
             if err is None:
                 good.append(msg)
+                at_end.discard(tp)
             elif err.code() == KafkaError._PARTITION_EOF:
-                self._merger.caught_up((msg.topic() or "", msg.partition() or 0))
+                at_end.add(tp)
             elif err.fatal():
                 raise BrokerError(f"fatal consumer error: {err}")
             else:
                 logger.warning("consumer error on %s[%s]: %s", msg.topic(), msg.partition(), err)
         self._merger.add(good)
+        for tp in at_end:  # after add(), which clears the mark of a partition it gets messages of
+            self._merger.caught_up(tp)
         self._apply_backpressure()
         return self._merger.take(max_items)
 

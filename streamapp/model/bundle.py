@@ -5,6 +5,7 @@
 <bundle>/backbone.pt     state_dict of a named architecture, loaded with weights_only=True
 <bundle>/head.npz        source head weights (allow_pickle=False)
 <bundle>/reference.npz   the source data's drift reference profile
+<bundle>/backbone.onnx   optional: the backbone exported for onnxruntime (see variants.py)
 ```
 
 Loading verifies every checksum and every shape before anything is used, and refuses a
@@ -131,10 +132,10 @@ def load_bundle(path: Path | str) -> Bundle:
         raise BundleError(
             f"{path}: bundle format {manifest.format_version}, expected {FORMAT_VERSION}"
         )
-    for name in _FILES:
-        expected = manifest.files.get(name)
-        if expected is None:
-            raise BundleError(f"{path}: manifest lists no checksum for {name}")
+    missing = [name for name in _FILES if name not in manifest.files]
+    if missing:
+        raise BundleError(f"{path}: manifest lists no checksum for {', '.join(missing)}")
+    for name, expected in manifest.files.items():  # exported variants are checked too
         if not (path / name).is_file():
             raise BundleError(f"{path}: {name} is missing")
         actual = sha256_file(path / name)

@@ -163,3 +163,46 @@ def test_predictions_encode_to_the_schema(codec: Codec) -> None:
     assert doc["label"] == "1"
     assert doc["probabilities"] == {"0": 0.25, "1": 0.75}
     assert doc["model"] == {"name": "m", "version": "1", "head_seq": 12}
+
+
+_EDGE_DOCS = [
+    {"event_id": "e", "features": [1, 2.5, 3]},
+    {"event_id": 7, "features": [1, 2, 3], "ts": 0, "extra": "kept"},
+    {"event_id": "e", "features": [True, 2, 3]},  # a bool is not a JSON number
+    {"event_id": "e", "features": ["1.5", 2, 3]},
+    {"event_id": "e", "features": [None, 2, 3]},
+    {"event_id": "", "features": [1, 2, 3]},
+    {"event_id": "x" * 257, "features": [1, 2, 3]},
+    {"event_id": False, "features": [1, 2, 3]},
+    {"event_id": 1.5, "features": [1, 2, 3]},
+    {"event_id": "e", "features": [1, 2, 3], "ts": -1},
+    {"event_id": "e", "features": [1, 2, 3], "ts": True},
+    {"event_id": "e", "features": [1, 2, 3], "ts": "now"},
+    {"event_id": "e", "features": []},
+    {"features": [1, 2, 3]},
+]
+
+
+@pytest.mark.parametrize("doc", _EDGE_DOCS)
+def test_the_fast_path_accepts_only_what_the_schema_accepts(codec: Codec, doc: dict) -> None:
+    """Decoding skips the schema validator for the common shape; it must never let through
+    what the schema would reject."""
+    from streamapp.schemas import validator
+
+    fast = codec._is_plain_feature_event(doc, doc.get("features"))
+    try:
+        validator("feature-event")(doc)
+        valid = True
+    except Exception:
+        valid = False
+    assert not fast or valid
+    batch = codec.decode_batch([FakeMessage("features", orjson.dumps(doc))])
+    assert len(batch.features) + len(batch.dead_letters) == 1
+    if not valid:
+        assert batch.dead_letters[0].reason is Reason.SCHEMA
+
+
+def test_an_integer_beyond_float_range_is_a_range_error(codec: Codec) -> None:
+    value = b'{"event_id": "big", "features": [1, 2, 1%s]}' % (b"0" * 400)
+    [dead] = codec.decode_batch([FakeMessage("features", value)]).dead_letters
+    assert dead.reason is Reason.VALUE_RANGE
