@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check streamapp tests
 
 bench: $(STAMP)
-	$(BIN)/streamapp bench throughput $(ARGS)
+	$(BIN)/streamapp bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .streamapp

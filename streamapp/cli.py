@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from streamapp import __version__
-from streamapp.errors import StreamappError
+from streamapp.errors import ConfigError, StreamappError
 from streamapp.settings import Settings
 
 __all__ = ["main"]
@@ -118,16 +118,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kafka_args(topics)
     topics.add_argument("--partitions", type=int, default=1)
 
-    bench = sub.add_parser("bench", help="benchmarks (ratios measured within one run)")
+    bench = sub.add_parser(
+        "bench", help="benchmarks in one run against one broker (ratios, latency, memory)"
+    )
     _add_kafka_args(bench)
     _add_worker_args(bench)
     bench.add_argument(
-        "suite",
-        choices=["throughput", "delivery"],
-        help="throughput: the worker vs simpler loops; delivery: exactly-once vs at-least-once",
+        "suites",
+        nargs="*",
+        metavar="SUITE",
+        help="any of throughput, latency, learning, variants, memory, delivery "
+        "(default: all but delivery)",
     )
-    bench.add_argument("--events", type=int, default=20_000)
-    bench.add_argument("--repeat", type=int, default=3)
+    bench.add_argument("--events", type=int, default=20_000, help="backlog for throughput")
+    bench.add_argument(
+        "--loads", default="1000,2000,5000", help="offered events/s for the latency suite"
+    )
+    bench.add_argument("--latency-seconds", type=float, default=10.0, help="per load level")
+    bench.add_argument("--memory-events", type=int, default=1_000_000)
+    bench.add_argument("--repeat", type=int, default=3, help="runs per mode (delivery)")
     bench.add_argument("--out", type=Path, default=Path("bench-results"))
 
     models = sub.add_parser("models", help="inspect model bundles")
@@ -225,25 +234,24 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from streamapp.bench import run_delivery_bench, run_throughput_bench
+    from streamapp.bench import DEFAULT_SUITES, SUITES, run_bench
 
-    if args.suite == "throughput":
-        result = run_throughput_bench(_settings(args), events=args.events, out=args.out)
-        worker = result["events_per_second"]["streamapp worker"]
-        print("| loop | events/s | streamapp worker / loop |\n|---|---|---|")
-        for name, rate in result["events_per_second"].items():
-            print(f"| {name} | {rate:,.0f} | {worker / rate:.2f} |")
-        return 0
-
-    result = run_delivery_bench(
-        _settings(args), events=args.events, repeat=args.repeat, out=args.out
+    unknown = set(args.suites) - set(SUITES)
+    if unknown:
+        raise ConfigError(f"unknown bench suite(s) {sorted(unknown)}; choose from {SUITES}")
+    result = run_bench(
+        _settings(args),
+        tuple(args.suites) or DEFAULT_SUITES,
+        events=args.events,
+        loads=tuple(int(rate) for rate in args.loads.split(",")),
+        latency_seconds=args.latency_seconds,
+        memory_events=args.memory_events,
+        repeat=args.repeat,
+        out=args.out,
     )
-    median = result["median_events_per_second"]
-    print(f"| mode | events/s (median of {args.repeat}) |\n|---|---|")
-    for mode, rate in median.items():
-        print(f"| {mode} | {rate:,.0f} |")
-    print(f"exactly-once / at-least-once = {result['exactly_once_over_at_least_once']:.2f}")
-    return 0
+    print((args.out / "bench.md").read_text())
+    print(f"written: {args.out / 'bench.json'}, {args.out / 'bench.md'}")
+    return 0 if result else 1
 
 
 def cmd_models(args: argparse.Namespace) -> int:

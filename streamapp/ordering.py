@@ -99,6 +99,10 @@ class TimestampMerger:
         """The consumer reached the end of ``tp``: it holds nothing back any more."""
         self._caught_up.add(tp)
 
+    def waiting_on(self) -> list[Partition]:
+        """Empty partitions that are not known to be caught up: they hold the others back."""
+        return [tp for tp, b in self._buffers.items() if not b and tp not in self._caught_up]
+
     def full(self) -> list[Partition]:
         """Partitions whose buffer is over ``max_buffered``."""
         return [tp for tp, buffer in self._buffers.items() if len(buffer) > self.max_buffered]

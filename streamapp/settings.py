@@ -6,6 +6,7 @@ Every field can be set as ``STREAMAPP_<FIELD>`` (nested fields with ``__``, e.g.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from pathlib import Path
@@ -185,6 +186,21 @@ class Settings(BaseSettings):
     @property
     def transactional_id(self) -> str:
         return f"{self.group_id}.{self.instance_id}"
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``STREAMAPP_*`` variables (for a worker subprocess)."""
+        env = {}
+        for name, value in self.model_dump(mode="json").items():
+            if value is None:
+                continue
+            if name == "kafka":
+                env["STREAMAPP_KAFKA"] = json.dumps(value)
+            elif isinstance(value, dict):
+                for sub, sub_value in value.items():
+                    env[f"STREAMAPP_{name.upper()}__{sub.upper()}"] = str(sub_value)
+            else:
+                env[f"STREAMAPP_{name.upper()}"] = str(value)
+        return env
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with the non-``None`` values of ``changes`` applied (dotted keys reach nested)."""

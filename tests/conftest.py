@@ -15,11 +15,13 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from streamapp.events import Outputs
 from streamapp.kafka import LocalBroker, ensure_topics
 from streamapp.model.training import train_source_bundle
 from streamapp.scenarios import get_scenario
 from streamapp.schemas import load_schema
 from streamapp.settings import Settings, TopicNames
+from streamapp.worker import Worker
 
 EXTERNAL_BROKER_ENV = "STREAMAPP_TEST_BOOTSTRAP"
 
@@ -158,17 +160,7 @@ def wait_caught_up(settings: Settings, timeout: float = 120) -> None:
 def settings_env(settings: Settings) -> dict[str, str]:
     """``settings`` as STREAMAPP_* environment variables, for a worker subprocess."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAPP_")}
-    for name, value in settings.model_dump(mode="json").items():
-        if value is None:
-            continue
-        if name == "kafka":
-            env["STREAMAPP_KAFKA"] = orjson.dumps(value).decode()
-        elif isinstance(value, dict):
-            for sub, sub_value in value.items():
-                env[f"STREAMAPP_{name.upper()}__{sub.upper()}"] = str(sub_value)
-        else:
-            env[f"STREAMAPP_{name.upper()}"] = str(value)
-    return env
+    return {**env, **settings.as_env()}
 
 
 class WorkerProcesses:
@@ -219,3 +211,9 @@ def workers(tmp_path: Path) -> Iterator[WorkerProcesses]:
 def assert_valid(schema_name: str, document: object) -> None:
     """Validate with the reference implementation (not the worker's compiled validator)."""
     jsonschema.Draft202012Validator(load_schema(schema_name)).validate(document)
+
+
+def slow_batches(_worker: Worker, _outputs: Outputs) -> None:
+    """An ``on_batch`` hook that holds a worker to ~1,000 events/s (batches of 100), so a
+    second worker has time to join before the backlog is gone."""
+    time.sleep(0.1)

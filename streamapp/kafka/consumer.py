@@ -58,6 +58,7 @@ class BatchConsumer:
             max_buffered=max_buffered,
         )
         self._paused: set[tuple[str, int]] = set()
+        self._next_offset: dict[tuple[str, int], int] = {}  # after the last message fetched
         self._on_assign = on_assign
         self._on_revoke = on_revoke
         self._on_lost = on_lost
@@ -91,6 +92,8 @@ class BatchConsumer:
         gone = {(tp.topic, tp.partition) for tp in partitions}
         self.assignment -= gone
         self._paused -= gone
+        for tp in gone:
+            self._next_offset.pop(tp, None)
         # buffered but unprocessed: never committed, so the next owner reads them again
         self._merger.revoke(gone)
 
@@ -102,7 +105,7 @@ class BatchConsumer:
         """Fetch into the merger, then release what is safe in timestamp order."""
         # with messages ready to release, top up without waiting for the fetcher
         wait = 0.0 if self._merger.ready() else timeout
-        messages = self._consumer.consume(num_messages=max_items, timeout=wait)
+        messages = self._fetch(max_items, wait)
         good = []
         at_end: set[tuple[str, int]] = set()  # an end-of-partition not followed by a message
         for msg in messages:
@@ -117,11 +120,46 @@ class BatchConsumer:
                 raise BrokerError(f"fatal consumer error: {err}")
             else:
                 logger.warning("consumer error on %s[%s]: %s", msg.topic(), msg.partition(), err)
+        for msg in good:
+            self._next_offset[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
         self._merger.add(good)
         for tp in at_end:  # after add(), which clears the mark of a partition it gets messages of
             self._merger.caught_up(tp)
+        self._mark_fetched_to_end()
         self._apply_backpressure()
         return self._merger.take(max_items)
+
+    def _fetch(self, max_items: int, wait: float) -> list[Message]:
+        """What librdkafka has queued, or the first message to arrive within ``wait``.
+
+        ``consume(n, timeout)`` returns early only once it has ``n`` messages, so at low load
+        it would hold every message for the whole timeout; ``poll`` returns on the first.
+        """
+        messages = self._consumer.consume(num_messages=max_items, timeout=0)
+        if messages or wait <= 0:
+            return messages
+        first = self._consumer.poll(wait)
+        if first is None:
+            return []
+        return [first, *self._consumer.consume(num_messages=max_items - 1, timeout=0)]
+
+    def _mark_fetched_to_end(self) -> None:
+        """An empty partition whose last fetch ended at the high watermark holds nothing back.
+
+        Under steady traffic librdkafka reports end-of-partition rarely (each fetch brings
+        new records), so waiting for it would hold every batch until the slowest partition's
+        next fetch. Like Kafka Streams with ``max.task.idle.ms=0``, wait only for a partition
+        the broker said has more than we have fetched.
+        """
+        for topic, partition in self._merger.waiting_on():
+            fetched_to = self._next_offset.get((topic, partition))
+            if fetched_to is None:
+                continue  # nothing fetched yet: wait for its first fetch or its end
+            _, high = self._consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+            if high >= 0 and fetched_to >= high:
+                self._merger.caught_up((topic, partition))
 
     def _apply_backpressure(self) -> None:
         full = set(self._merger.full())
@@ -160,6 +198,7 @@ class BatchConsumer:
         """Drop everything buffered and continue each partition from ``positions``."""
         self._merger.revoke(list(self.assignment))
         self._merger.assign(self.assignment)
+        self._next_offset.clear()
         for (topic, partition), offset in positions.items():
             if (topic, partition) in self.assignment:
                 self._consumer.seek(TopicPartition(topic, partition, offset))

@@ -1,4 +1,4 @@
-"""The benchmarks run end to end (numbers are not asserted: they are measurements)."""
+"""The benchmarks run end to end on small inputs (numbers are measurements, not asserted)."""
 
 from __future__ import annotations
 
@@ -7,28 +7,51 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamapp.bench import run_throughput_bench
+from streamapp.bench import run_bench
 from streamapp.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 
-def test_throughput_bench_runs_every_loop_and_writes_json(
+def test_every_suite_runs_and_writes_json_and_markdown(
     bootstrap_servers: str, digits_bundle: Path, tmp_path: Path
 ) -> None:
     settings = Settings(
         bootstrap_servers=bootstrap_servers,
         bundle=digits_bundle,
         kafka={"session.timeout.ms": "6000"},
+        ledger={"max_entries": 500},
     )
-    result = run_throughput_bench(settings, events=600, out=tmp_path)
-    rates = result["events_per_second"]
+    result = run_bench(
+        settings,
+        ("throughput", "latency", "learning", "variants", "memory", "delivery"),
+        events=400,
+        loads=(200,),
+        latency_seconds=3.0,
+        memory_events=3000,
+        repeat=1,
+        out=tmp_path,
+    )
+    rates = result["throughput"]["events_per_second"]
     assert set(rates) == {
         "passthrough",
         "minimal batched loop",
         "naive per-event loop",
+        "faust per-event agent",
         "streamapp worker",
-        "learning (labels/s, in process)",
+        "streamapp worker, int8 backbone",
+        "streamapp worker, onnx backbone",
     }
     assert all(rate > 0 for rate in rates.values())
-    assert orjson.loads((tmp_path / "throughput.json").read_bytes())["events"] == 600
+    floor, through_worker = result["latency"]
+    for level in (floor, through_worker):
+        assert level["predictions"] > 0 and level["p50_ms"] <= level["p99_ms"]
+    assert through_worker["path"] == "through the worker (two hops)"
+    assert result["learning_labels_per_s"] > 0
+    assert set(result["variants"]["variants"]) == {"torch", "int8", "onnx"}
+    assert result["memory"]["peak_rss_mib"] > 0
+    assert result["delivery"]["exactly_once_over_at_least_once"] > 0
+    saved = orjson.loads((tmp_path / "bench.json").read_bytes())
+    assert saved["throughput"]["events"] == 400
+    table = (tmp_path / "bench.md").read_text()
+    assert "| streamapp worker |" in table and "| p50 ms |" in table

@@ -26,7 +26,13 @@ from streamapp.scenarios.produce import produce_records
 from streamapp.settings import Settings
 from streamapp.state import decode_state
 from streamapp.worker import Worker
-from tests.conftest import EXTERNAL_BROKER_ENV, WorkerProcesses, read_topic, wait_caught_up
+from tests.conftest import (
+    EXTERNAL_BROKER_ENV,
+    WorkerProcesses,
+    read_topic,
+    slow_batches,
+    wait_caught_up,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -158,7 +164,8 @@ def test_at_least_once_kill_9_loses_nothing(
 def test_an_aborted_transaction_leaves_nothing_and_the_retry_publishes_once(
     make_settings: Callable[..., Settings],
 ) -> None:
-    settings = make_settings(partitions=2, **EOS)
+    # a commit after every batch, so the faults below happen however fast the worker is
+    settings = make_settings(partitions=2, **{**EOS, "commit_interval_ms": 0})
     n = 3000
     total = produce_scenario(settings, n)
     commits = {"n": 0}
@@ -214,7 +221,8 @@ def test_a_second_worker_joining_causes_no_duplicates(
     settings = make_settings(partitions=4, **EOS)
     n = 6000
     produce_scenario(settings, n)
-    first = Worker(settings.with_overrides(instance_id="w1"))
+    # the first worker is slowed down, or it finishes before the second has joined
+    first = Worker(settings.with_overrides(instance_id="w1"), on_batch=slow_batches)
     second = Worker(settings.with_overrides(instance_id="w2"))
     threads = [threading.Thread(target=w.run, kwargs={"timeout": 60}) for w in (first, second)]
     threads[0].start()

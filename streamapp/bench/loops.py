@@ -1,0 +1,167 @@
+"""The loops the worker is compared with. Each reads the same backlog (features and labels)
+and writes its outputs to its own topic; :func:`~streamapp.bench.common.output_rate` times
+them all the same way.
+
+- ``passthrough``: consume -> produce the bytes unchanged (the broker and client ceiling).
+- ``minimal batched loop``: decode with orjson, score a batch in one forward pass, produce
+  one small prediction per event; labels are read and ignored. What a careful 40-line
+  script does, without validation, ledger, learning, drift or dead letters.
+- ``naive per-event loop``: the same, one event at a time.
+- ``faust per-event agent``: a faust-streaming agent that scores each event as it comes
+  (:mod:`streamapp.bench.faust_agent`), in its own process.
+- ``streamapp worker``: the real thing, everything on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import torch
+from confluent_kafka import Producer
+
+from streamapp.bench.common import plain_consumer
+from streamapp.kafka.config import producer_config
+from streamapp.model.bundle import load_bundle
+from streamapp.settings import Settings
+from streamapp.worker import Worker
+
+__all__ = ["faust_agent", "minimal_loop", "passthrough", "run_worker"]
+
+logger = logging.getLogger(__name__)
+
+
+def passthrough(settings: Settings, messages: int) -> None:
+    consumer = plain_consumer(settings, settings.topics.inputs())
+    producer = Producer(producer_config(settings))
+    seen = 0
+    while seen < messages:
+        for msg in consumer.consume(1000, 1.0):
+            if msg.error():
+                continue
+            producer.produce(settings.topics.predictions, msg.value(), msg.key())
+            seen += 1
+        producer.poll(0)
+    producer.flush()
+    consumer.close()
+
+
+class SourceModel:
+    """The bundle's backbone and source head in float32 torch, as a script would use them."""
+
+    def __init__(self, settings: Settings) -> None:
+        bundle = load_bundle(settings.bundle)
+        pre = bundle.manifest.preprocessing
+        self.mean = torch.tensor(pre["mean"], dtype=torch.float32)
+        self.std = torch.tensor(pre["std"], dtype=torch.float32)
+        self.coef = torch.tensor(bundle.head_coef, dtype=torch.float32)
+        self.bias = torch.tensor(bundle.head_intercept, dtype=torch.float32)
+        self.backbone = bundle.backbone.float().eval()
+        self.classes = bundle.manifest.classes
+        if settings.torch_threads:  # the worker's setting, for a like-for-like comparison
+            torch.set_num_threads(settings.torch_threads)
+
+    def labels(self, rows: list[list[float]]) -> list[str]:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.array(rows, np.float32))
+            scores = self.backbone((x - self.mean) / self.std) @ self.coef.T + self.bias
+            return [self.classes[i] for i in scores.argmax(dim=1).tolist()]
+
+
+def minimal_loop(settings: Settings, messages: int, batch_size: int) -> None:
+    """Batched (``batch_size`` > 1) or per-event scoring; labels are consumed and skipped."""
+    model = SourceModel(settings)
+    consumer = plain_consumer(settings, settings.topics.inputs())
+    producer = Producer(producer_config(settings))
+    out, features = settings.topics.predictions, settings.topics.features
+    seen = 0
+    while seen < messages:
+        polled = [m for m in consumer.consume(batch_size, 1.0) if not m.error()]
+        seen += len(polled)
+        events = [m for m in polled if m.topic() == features]
+        if not events:
+            continue
+        docs = [orjson.loads(m.value()) for m in events]
+        labels = model.labels([d["features"] for d in docs])
+        for msg, doc, label in zip(events, docs, labels, strict=True):
+            value = orjson.dumps({"event_id": doc["event_id"], "label": label})
+            producer.produce(out, value, msg.key())
+        producer.poll(0)
+    producer.flush()
+    consumer.close()
+
+
+def run_worker(settings: Settings, messages: int) -> Worker:
+    worker = Worker(settings)
+    try:
+        worker.run(count=messages, timeout=900)
+    finally:
+        worker.close()
+    return worker
+
+
+def faust_agent(settings: Settings, events: int, timeout: float = 600.0) -> bool:
+    """Run :mod:`streamapp.bench.faust_agent` in a ``faust worker`` process until it has
+    written ``events`` predictions. Returns False when faust-streaming is not installed."""
+    try:
+        import faust  # noqa: F401
+    except ImportError:
+        logger.warning("faust-streaming is not installed (pip install streamapp[faust])")
+        return False
+    with tempfile.TemporaryDirectory(prefix="streamapp-faust-") as datadir:
+        env = {
+            **os.environ,
+            "BENCH_BROKER": settings.bootstrap_servers or "",
+            "BENCH_FEATURES": settings.topics.features,
+            "BENCH_FEEDBACK": settings.topics.feedback,
+            "BENCH_OUTPUT": settings.topics.predictions,
+            "BENCH_GROUP": settings.group_id,
+            "BENCH_BUNDLE": str(settings.bundle),
+            "BENCH_DATADIR": datadir,
+        }
+        command = [sys.executable, "-m", "faust", "-A", "streamapp.bench.faust_agent"]
+        log_path = Path(datadir) / "faust.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [*command, "worker", "-l", "warn", "--without-web"],
+                env=env,
+                cwd=datadir,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        try:
+            _wait_for_outputs(settings, events, timeout, process, log_path)
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    return True
+
+
+def _wait_for_outputs(
+    settings: Settings,
+    events: int,
+    timeout: float,
+    process: subprocess.Popen[bytes],
+    log_path: Path,
+) -> None:
+    consumer = plain_consumer(settings, [settings.topics.predictions])
+    seen, deadline = 0, time.monotonic() + timeout
+    try:
+        while seen < events:
+            if time.monotonic() > deadline or process.poll() is not None:
+                log = log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"faust agent: {seen} of {events} outputs\n{log}")
+            seen += sum(1 for m in consumer.consume(1000, 0.5) if not m.error())
+    finally:
+        consumer.close()

@@ -1,0 +1,249 @@
+"""``streamapp bench``: every suite in one run against one broker; JSON + a markdown table.
+
+Only ratios within one run mean something: the broker, the producer and the loops share
+this machine's cores, and absolute numbers move from run to run.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streamapp.bench.common import Backlog, ensure_bundle, machine, output_rate
+from streamapp.bench.delivery import measure_delivery
+from streamapp.bench.latency import measure_latency
+from streamapp.bench.learning import measure_learning
+from streamapp.bench.loops import faust_agent, minimal_loop, passthrough, run_worker
+from streamapp.bench.memory import measure_memory
+from streamapp.bench.variants import bundle_with_onnx, measure_variants
+from streamapp.kafka.local_broker import configured_or_embedded
+from streamapp.settings import Settings
+
+__all__ = ["SUITES", "render_markdown", "run_bench"]
+
+logger = logging.getLogger(__name__)
+
+SUITES = ("throughput", "latency", "learning", "variants", "memory", "delivery")
+DEFAULT_SUITES = ("throughput", "latency", "learning", "variants", "memory")
+
+WORKER = "streamapp worker"
+
+
+def run_bench(
+    settings: Settings,
+    suites: tuple[str, ...] = DEFAULT_SUITES,
+    *,
+    events: int = 20_000,
+    loads: tuple[int, ...] = (1000, 2000, 5000),
+    latency_seconds: float = 10.0,
+    memory_events: int = 1_000_000,
+    repeat: int = 3,
+    out: Path | None = None,
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M")}
+    with configured_or_embedded(settings) as settings:
+        bundle = ensure_bundle(settings)
+        result["broker"] = "embedded noida-db" if not _external(settings) else "external"
+        if "throughput" in suites:
+            result["throughput"] = _throughput(settings, bundle, events)
+        if "latency" in suites:
+            result["latency"] = measure_latency(
+                _fresh(settings, "latency"), list(loads), latency_seconds
+            )
+        if "learning" in suites:
+            result["learning_labels_per_s"] = round(measure_learning(settings))
+        if "variants" in suites:
+            result["variants"] = measure_variants(bundle)
+        if "memory" in suites:
+            result["memory"] = measure_memory(_fresh(settings, "memory"), memory_events)
+        if "delivery" in suites:
+            result["delivery"] = measure_delivery(settings, events, repeat)
+    result["targets"] = _targets(result)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+        (out / "bench.md").write_text(render_markdown(result))
+    return result
+
+
+def _external(settings: Settings) -> bool:
+    return "127.0.0.1" not in (settings.bootstrap_servers or "")
+
+
+def _fresh(settings: Settings, name: str) -> Settings:
+    """Settings on input and output topics and a group of their own."""
+    return Backlog(settings, name).for_loop(name)
+
+
+def _throughput(settings: Settings, bundle: Path, events: int) -> dict[str, Any]:
+    backlog = Backlog(settings).fill(events)
+    messages = backlog.messages
+    with tempfile.TemporaryDirectory(prefix="streamapp-bench-") as workdir:
+        onnx_bundle = bundle_with_onnx(bundle, Path(workdir))
+        loops: list[tuple[str, dict[str, Any], int, Callable[[Settings], object]]] = [
+            ("passthrough", {}, messages, lambda s: passthrough(s, messages)),
+            (
+                "minimal batched loop",
+                {},
+                events,
+                lambda s: minimal_loop(s, messages, s.batch.max_size),
+            ),
+            ("naive per-event loop", {}, events, lambda s: minimal_loop(s, messages, 1)),
+            ("faust per-event agent", {}, events, lambda s: faust_agent(s, events)),
+            (WORKER, {}, events, lambda s: run_worker(s, messages)),
+            (
+                f"{WORKER}, int8 backbone",
+                {"variant": "int8"},
+                events,
+                lambda s: run_worker(s, messages),
+            ),
+            (
+                f"{WORKER}, onnx backbone",
+                {"variant": "onnx", "bundle": onnx_bundle},
+                events,
+                lambda s: run_worker(s, messages),
+            ),
+        ]
+        rates: dict[str, float] = {}
+        for name, overrides, outputs, run in loops:
+            loop_settings = backlog.for_loop(name.split()[0] + str(len(rates)), **overrides)
+            if run(loop_settings) is False:
+                continue  # faust-streaming not installed
+            rates[name] = round(
+                output_rate(loop_settings, loop_settings.topics.predictions, outputs, events)
+            )
+            logger.info("%s: %s events/s", name, f"{rates[name]:,}")
+    worker = rates[WORKER]
+    return {
+        "events": events,
+        "input_messages": messages,
+        "events_per_second": rates,
+        "worker_over": {name: round(worker / rate, 3) for name, rate in rates.items()},
+    }
+
+
+def _targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The goals of the performance issue, met or not, from this run's numbers."""
+    targets: dict[str, dict[str, Any]] = {}
+    ratios = result.get("throughput", {}).get("worker_over", {})
+    if "minimal batched loop" in ratios:
+        value = ratios["minimal batched loop"]
+        targets["worker >= 0.7x minimal batched loop"] = {"value": value, "met": value >= 0.7}
+    if "faust per-event agent" in ratios:
+        value = ratios["faust per-event agent"]
+        targets["worker >= 50x faust per-event agent"] = {"value": value, "met": value >= 50}
+    for level in result.get("latency", []):
+        if level["path"].startswith("through") and level["offered_per_s"] == 2000:
+            value = level.get("p99_ms", float("inf"))
+            targets["p99 latency <= 25 ms at 2k events/s"] = {"value": value, "met": value <= 25}
+    if "learning_labels_per_s" in result:
+        value = result["learning_labels_per_s"]
+        targets[">= 50k labels/s learning"] = {"value": value, "met": value >= 50_000}
+    growth = result.get("memory", {}).get("steady_growth")
+    if growth is not None:
+        targets["RSS flat (+-10%) with the ledger at its bound"] = {
+            "value": growth,
+            "met": abs(growth) <= 0.10,
+        }
+    return targets
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [
+        f"Measured {result['started']} on {m['platform']}, {m['cpus']} CPUs, Python "
+        f"{m['python']}, torch {m['torch']}, GPU: {m['cuda'] or 'none'}; broker: "
+        f"{result['broker']} on the same machine.",
+        "",
+    ]
+    if "throughput" in result:
+        t = result["throughput"]
+        lines += [
+            f"**Throughput** ({t['events']:,} events + their labels, {t['input_messages']:,} "
+            "input messages, every loop reading all of them)",
+            "",
+            "| loop | events/s | streamapp worker / loop |",
+            "|---|---:|---:|",
+        ]
+        for name, rate in t["events_per_second"].items():
+            lines.append(f"| {name} | {rate:,} | {t['worker_over'][name]:.2f} |")
+        lines.append("")
+    if "latency" in result:
+        lines += [
+            "**End-to-end latency** (producer send -> prediction received by a consumer)",
+            "",
+            "| path | offered events/s | delivered/s | p50 ms | p95 ms | p99 ms | max ms |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for level in result["latency"]:
+            lines.append(
+                f"| {level['path']} | {level['offered_per_s']:,} | "
+                f"{level.get('delivered_per_s', 0):,} | "
+                f"{level.get('p50_ms')} | {level.get('p95_ms')} | {level.get('p99_ms')} | "
+                f"{level.get('max_ms')} |"
+            )
+        lines.append("")
+    if "learning_labels_per_s" in result:
+        lines += [
+            f"**Learning**: {result['learning_labels_per_s']:,} labels/s through the ledger "
+            "join and `learn_many` (in process).",
+            "",
+        ]
+    if "variants" in result:
+        v = result["variants"]
+        lines += [
+            f"**Backbone variants** (CPU, batches of {v['batch']}; accuracy on digits-shift)",
+            "",
+            "| variant | embeddings/s | vs torch | source acc. (change) | "
+            "target prequential acc. (change) |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, row in v["variants"].items():
+            lines.append(
+                f"| {name} | {row['embeddings_per_s']:,} | {row['speedup_vs_torch']:.2f} | "
+                f"{row['source_accuracy']:.4f} ({row['source_accuracy_change']:+.4f}) | "
+                f"{row['target_prequential_accuracy']:.4f} "
+                f"({row['target_prequential_accuracy_change']:+.4f}) |"
+            )
+        cuda = v.get("cuda")
+        if cuda:
+            lines += ["", f"GPU backbone ({cuda['device']}), rows/s by batch size:", ""]
+            sizes = list(cuda["float32"])
+            lines += ["| precision | " + " | ".join(sizes) + " |"]
+            lines += ["|---|" + "---:|" * len(sizes)]
+            for precision in ("float32", "float16"):
+                values = " | ".join(f"{cuda[precision][b]:,}" for b in sizes)
+                lines.append(f"| {precision} | {values} |")
+        lines.append("")
+    if "memory" in result:
+        mem = result["memory"]
+        at = ", ".join(f"{k}: {v}" for k, v in mem["rss_mib_at_progress"].items())
+        lines += [
+            f"**Memory**: worker RSS over {mem['events']:,} events ({mem['input_messages']:,} "
+            f"messages, half labeled, ledger bound {mem['ledger_max_entries']:,}) in "
+            f"{mem['seconds']} s: MiB at progress {at}; peak {mem['peak_rss_mib']} MiB; "
+            f"from {mem['steady_from_progress']:.0%} on {mem['steady_min_mib']}-"
+            f"{mem['steady_max_mib']} MiB (growth {mem['steady_growth']:+.1%}).",
+            "",
+        ]
+    if "delivery" in result:
+        d = result["delivery"]
+        lines += [
+            f"**Delivery**: median of {d['repeat']} runs, at-least-once "
+            f"{d['median_events_per_second']['at-least-once']:,.0f} events/s, exactly-once "
+            f"{d['median_events_per_second']['exactly-once']:,.0f} "
+            f"(ratio {d['exactly_once_over_at_least_once']:.2f}).",
+            "",
+        ]
+    if result.get("targets"):
+        lines += ["| target | this run | met |", "|---|---:|:---:|"]
+        for name, target in result["targets"].items():
+            lines.append(f"| {name} | {target['value']:,} | {'yes' if target['met'] else 'no'} |")
+        lines.append("")
+    return "\n".join(lines)
