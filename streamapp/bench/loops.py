@@ -123,7 +123,7 @@ def faust_agent(settings: Settings, events: int, timeout: float = 600.0) -> bool
             "BENCH_FEEDBACK": settings.topics.feedback,
             "BENCH_OUTPUT": settings.topics.predictions,
             "BENCH_GROUP": settings.group_id,
-            "BENCH_BUNDLE": str(settings.bundle),
+            "BENCH_BUNDLE": str(Path(settings.bundle).resolve()),  # it runs in datadir
             "BENCH_DATADIR": datadir,
         }
         command = [sys.executable, "-m", "faust", "-A", "streamapp.bench.faust_agent"]

@@ -26,7 +26,7 @@ import numpy as np
 import orjson
 import torch
 
-from streamapp.errors import BundleError
+from streamapp.errors import BundleError, ConfigError
 from streamapp.model.backbone import Embedder
 from streamapp.model.bundle import Bundle, load_bundle, sha256_file
 
@@ -47,6 +47,8 @@ def make_embedder(
     """The embedding function of ``bundle``'s backbone, run as ``variant``."""
     pre = bundle.manifest.preprocessing
     mean, std = np.asarray(pre["mean"]), np.asarray(pre["std"])
+    if half and device == "cpu":
+        raise ConfigError("half precision needs device=cuda")
     if variant != "torch" and device != "cpu":
         raise BundleError(f"the {variant} variant runs on CPU only (device={device})")
     if variant == "torch":

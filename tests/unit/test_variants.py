@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamapp.errors import BundleError
+from streamapp.errors import BundleError, ConfigError
 from streamapp.model.bundle import load_bundle
 from streamapp.model.variants import ONNX_FILE, export_onnx, make_embedder
 from streamapp.scenarios import get_scenario
@@ -68,3 +68,8 @@ def test_onnx_without_export_says_how_to_export(digits_bundle: Path) -> None:
 def test_quantized_variants_run_on_cpu_only(digits_bundle: Path) -> None:
     with pytest.raises(BundleError, match="CPU only"):
         make_embedder(load_bundle(digits_bundle), "int8", device="cuda")
+
+
+def test_half_precision_needs_cuda(digits_bundle: Path) -> None:
+    with pytest.raises(ConfigError, match="device=cuda"):
+        make_embedder(load_bundle(digits_bundle), "torch", device="cpu", half=True)
