@@ -30,7 +30,7 @@ from tests.conftest import (
     EXTERNAL_BROKER_ENV,
     WorkerProcesses,
     read_topic,
-    slow_batches,
+    second_has_not_joined,
     wait_caught_up,
 )
 
@@ -222,7 +222,10 @@ def test_a_second_worker_joining_causes_no_duplicates(
     n = 6000
     produce_scenario(settings, n)
     # the first worker is slowed down, or it finishes before the second has joined
-    first = Worker(settings.with_overrides(instance_id="w1"), on_batch=slow_batches)
+    first = Worker(
+        settings.with_overrides(instance_id="w1"),
+        on_batch=lambda *_: second_has_not_joined(second),
+    )
     second = Worker(settings.with_overrides(instance_id="w2"))
     threads = [threading.Thread(target=w.run, kwargs={"timeout": 60}) for w in (first, second)]
     threads[0].start()

@@ -20,7 +20,7 @@ from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
 from streamapp.settings import Settings
 from streamapp.worker import Worker
-from tests.conftest import read_topic, slow_batches
+from tests.conftest import read_topic, second_has_not_joined
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def test_a_second_worker_joining_takes_over_partitions_and_nothing_is_lost(
     produce_records(settings, stream(get_scenario("digits-shift"), n, rate=1000, label_delay_s=0.5))
 
     # the first worker is slowed down, or it finishes before the second has joined
-    first = Worker(settings, on_batch=slow_batches)
+    first = Worker(settings, on_batch=lambda *_: second_has_not_joined(second))
     second = Worker(settings)
     threads = [threading.Thread(target=w.run, kwargs={"timeout": 60}) for w in (first, second)]
     threads[0].start()
