@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +30,8 @@ __all__ = [
     "output_rate",
     "plain_consumer",
     "read_rss_bytes",
+    "start_worker_process",
+    "stop_process",
 ]
 
 logger = logging.getLogger(__name__)
@@ -117,6 +121,26 @@ def output_rate(settings: Settings, topic: str, outputs: int, events: int | None
         raise RuntimeError(f"{topic}: {len(stamps)} of {outputs} outputs")
     span = max(max(stamps) - min(stamps), 1) / 1000.0  # millisecond timestamps
     return (events or outputs) / span
+
+
+def start_worker_process(settings: Settings) -> subprocess.Popen[bytes]:
+    """``streamapp run`` with ``settings`` (and no other STREAMAPP_* variables) as deployed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAPP_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "streamapp", "--log-level", "WARNING", "run"],
+        env={**env, **settings.as_env()},
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM (a graceful shutdown), then SIGKILL if it has not exited within ``timeout``."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def end_offsets(consumer: Consumer, topic: str, partitions: int) -> dict[int, int]:

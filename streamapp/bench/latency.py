@@ -10,9 +10,6 @@ each level is left out (the batch size adapts to the new rate).
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -22,7 +19,13 @@ import numpy as np
 import orjson
 from confluent_kafka import Producer
 
-from streamapp.bench.common import SCENARIO, Backlog, plain_consumer
+from streamapp.bench.common import (
+    SCENARIO,
+    Backlog,
+    plain_consumer,
+    start_worker_process,
+    stop_process,
+)
 from streamapp.kafka.config import producer_config
 from streamapp.scenarios import get_scenario
 from streamapp.settings import Settings
@@ -49,17 +52,12 @@ def measure_latency(
         {"path": "one broker hop (floor)", **level}
         for level in _levels(floor, floor.topics.features, rows, labels, loads, seconds)
     ]
-    worker = _start_worker(settings)
+    worker = start_worker_process(settings)
     try:
         for level in _levels(settings, settings.topics.predictions, rows, labels, loads, seconds):
             results.append({"path": "through the worker (two hops)", **level})
     finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_process(worker)
     return results
 
 
@@ -96,15 +94,6 @@ def _levels(
     finally:
         stop.set()
         reader.join(10)
-
-
-def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAPP_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "streamapp", "--log-level", "WARNING", "run"],
-        env={**env, **settings.as_env()},
-        stdout=subprocess.DEVNULL,
-    )
 
 
 def _receive(

@@ -27,7 +27,7 @@ import orjson
 import torch
 from confluent_kafka import Producer
 
-from streamapp.bench.common import plain_consumer
+from streamapp.bench.common import plain_consumer, stop_process
 from streamapp.kafka.config import producer_config
 from streamapp.model.bundle import load_bundle
 from streamapp.settings import Settings
@@ -139,12 +139,7 @@ def faust_agent(settings: Settings, events: int, timeout: float = 600.0) -> bool
         try:
             _wait_for_outputs(settings, events, timeout, process, log_path)
         finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
     return True
 
 

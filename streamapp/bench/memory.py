@@ -9,15 +9,20 @@ and its progress from the group's committed offsets.
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 import time
 from typing import Any
 
 from confluent_kafka import TopicPartition
 
-from streamapp.bench.common import SCENARIO, chunks, end_offsets, plain_consumer, read_rss_bytes
+from streamapp.bench.common import (
+    SCENARIO,
+    chunks,
+    end_offsets,
+    plain_consumer,
+    read_rss_bytes,
+    start_worker_process,
+    stop_process,
+)
 from streamapp.kafka.admin import ensure_topics
 from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
@@ -58,12 +63,7 @@ def measure_memory(
     targets = {t: end_offsets(probe, t, partitions) for t in topics}
     total = sum(sum(ends.values()) for ends in targets.values())
     wanted = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAPP_")}
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "streamapp", "--log-level", "WARNING", "run"],
-        env={**env, **settings.as_env()},
-        stdout=subprocess.DEVNULL,
-    )
+    worker = start_worker_process(settings)
     samples: list[tuple[float, int]] = []  # (share of input done, rss bytes)
     started = time.monotonic()
     try:
@@ -80,8 +80,7 @@ def measure_memory(
         seconds = time.monotonic() - started
     finally:
         probe.close()
-        worker.terminate()
-        worker.wait(60)
+        stop_process(worker, timeout=60)
     return _summary(samples, events, total, seconds, settings.ledger.max_entries)
 
 
