@@ -225,9 +225,10 @@ def render_markdown(result: dict[str, Any]) -> str:
         mem = result["memory"]
         at = ", ".join(f"{k}: {v}" for k, v in mem["rss_mib_at_progress"].items())
         lines += [
-            f"**Memory**: worker RSS over {mem['events']:,} events ({mem['input_messages']:,} "
-            f"messages, half labeled, ledger bound {mem['ledger_max_entries']:,}) in "
-            f"{mem['seconds']} s: MiB at progress {at}; peak {mem['peak_rss_mib']} MiB; "
+            f"**Memory**: worker RSS over {mem['events']:,} events (half labeled, produced "
+            f"while it ran, ledger bound {mem['ledger_max_entries']:,}) in {mem['seconds']} s "
+            f"({mem['events_per_s']:,} events/s): MiB at progress {at}; "
+            f"peak {mem['peak_rss_mib']} MiB; "
             f"from {mem['steady_from_progress']:.0%} on {mem['steady_min_mib']}-"
             f"{mem['steady_max_mib']} MiB (growth {mem['steady_growth']:+.1%}).",
             "",

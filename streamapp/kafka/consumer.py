@@ -90,6 +90,10 @@ class BatchConsumer:
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
         gone = {(tp.topic, tp.partition) for tp in partitions}
+        if paused := self._paused & gone:
+            # librdkafka keeps the pause across a rebalance that gives the partition back to
+            # us, where nothing would resume it: the next owner starts unpaused
+            self._consumer.resume([TopicPartition(t, p) for t, p in sorted(paused)])
         self.assignment -= gone
         self._paused -= gone
         for tp in gone:

@@ -215,11 +215,6 @@ def test_transaction_errors_say_whether_to_abort() -> None:
     assert not TransactionError("x", abortable=False).abortable
 
 
-@pytest.mark.xfail(
-    reason="flaky since the fast path (stop 8): on a clean clone some events were not predicted "
-    "within the wait after the join; under investigation, see the closing note",
-    strict=False,
-)
 def test_a_second_worker_joining_causes_no_duplicates(
     make_settings: Callable[..., Settings],
 ) -> None:
