@@ -19,6 +19,7 @@ __all__ = [
     "BatchSettings",
     "DriftSettings",
     "HeadSettings",
+    "HttpSettings",
     "LedgerSettings",
     "Settings",
     "TopicNames",
@@ -110,6 +111,19 @@ class HeadSettings(BaseModel):
     seed: int = 0
 
 
+class HttpSettings(BaseModel):
+    """The worker's metrics and health endpoints (see :mod:`streamapp.ops.server`)."""
+
+    model_config = _FROZEN
+
+    enabled: bool = Field(True, description="serve /metrics, /healthz and /readyz")
+    host: str = "0.0.0.0"
+    port: int = Field(9400, ge=0, le=65535, description="0 picks a free port")
+    stall_s: float = Field(
+        60.0, gt=0, description="/healthz fails when the poll loop has not ticked for this long"
+    )
+
+
 class Settings(BaseSettings):
     """All of streamapp's configuration."""
 
@@ -146,6 +160,7 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = LedgerSettings()
     drift: DriftSettings = DriftSettings()
     head: HeadSettings = HeadSettings()
+    http: HttpSettings = HttpSettings()
     bundle: Path = Field(Path("models/digits-shift/1"), description="model bundle directory")
     device: Literal["cpu", "cuda"] = "cpu"
     variant: Literal["torch", "int8", "onnx"] = Field(
@@ -161,6 +176,9 @@ class Settings(BaseSettings):
         "backbone: more threads spin against the broker client's threads for the cores",
     )
     commit_interval_ms: int = Field(1000, ge=0)
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text (key=value context) or one JSON object per line"
+    )
     max_payload_bytes: int = Field(262_144, ge=64, description="larger inputs are dead-lettered")
     max_abs_value: float = Field(1e6, gt=0, description="larger feature values are dead-lettered")
 

@@ -21,7 +21,7 @@ from streamapp.codec import Codec, encode_dead_letter, encode_json
 from streamapp.drift.monitor import DriftMonitor
 from streamapp.errors import FencedError, TransactionError
 from streamapp.events import Outputs
-from streamapp.kafka.admin import partition_counts
+from streamapp.kafka.admin import BrokerProbe, partition_counts
 from streamapp.kafka.config import (
     consumer_config,
     producer_config,
@@ -35,6 +35,8 @@ from streamapp.ledger import PendingLedger
 from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.model.head import make_head
 from streamapp.model.variants import make_embedder
+from streamapp.ops.metrics import WorkerMetrics
+from streamapp.ops.server import OpsServer
 from streamapp.pipeline import Pipeline
 from streamapp.replay import ReplayGate
 from streamapp.settings import Settings
@@ -155,6 +157,11 @@ class Worker:
         self._restored_offsets: dict[tuple[str, int], int] = {}
         self._needs_recovery = False
         self._fenced = False
+        self.metrics = WorkerMetrics(self)
+        self.last_tick = time.monotonic()  # the poll loop's heartbeat, for /healthz
+        self._last_report: dict[str, object] | None = None
+        self._server: OpsServer | None = None
+        self._probe: BrokerProbe | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -196,6 +203,12 @@ class Worker:
             self._checkpoint.snapshot_partitions = set(self._restored_offsets)
         else:
             self._checkpoint = Checkpoint(self._consumer, self._producer, interval)
+        if s.http.enabled:
+            self._probe = BrokerProbe(s)
+            self._server = OpsServer(
+                s.http.host, s.http.port, self.metrics.render, self.health, self.readiness
+            )
+            self._server.start()
         logger.info(
             "worker started: model %s %s, group %s, inputs %s, %s",
             self.bundle.name,
@@ -221,6 +234,7 @@ class Worker:
         self._running = True
         try:
             while self._running:
+                self.last_tick = time.monotonic()
                 messages = self._consumer.poll_batch(self.policy)
                 if self._needs_recovery:
                     self._recover()
@@ -232,8 +246,7 @@ class Worker:
                     outputs = self.pipeline.process(decoded)
                     self._publish(outputs, replaying)
                     self._checkpoint.store(decoded.offsets)
-                    self.messages += len(messages)
-                    self.busy_s += time.perf_counter() - began
+                    self._observe(len(messages), outputs, began)
                     if self._gate.active and isinstance(self._checkpoint, TransactionalCheckpoint):
                         self._gate.advance(self._checkpoint.processed)
                     if self.on_batch:
@@ -269,7 +282,10 @@ class Worker:
             self._consumer.close()
         if self._producer is not None and not self.settings.exactly_once:
             self._producer.flush()
-        self._consumer = self._producer = self._checkpoint = None
+        if self._server is not None:
+            self._server.close()
+        self._probe = None
+        self._consumer = self._producer = self._checkpoint = self._server = None
         logger.info("worker stopped after %d messages", self.messages)
 
     def __enter__(self) -> Worker:
@@ -280,6 +296,14 @@ class Worker:
         self.close()
 
     # -- the loop's parts ------------------------------------------------------------------
+
+    def _observe(self, messages: int, outputs: Outputs, began: float) -> None:
+        elapsed = time.perf_counter() - began
+        self.messages += messages
+        self.busy_s += elapsed
+        predictions = outputs.predictions
+        latencies = time.time() - predictions.event_ts if predictions is not None else np.empty(0)
+        self.metrics.observe_batch(messages, elapsed, latencies)
 
     def _commit(self, final: bool) -> None:
         assert self._checkpoint is not None
@@ -312,6 +336,7 @@ class Worker:
         for dead in dead_letters:
             self._producer.produce(topics.dead_letter, encode_dead_letter(dead), dead.key)
         for report in [] if replaying else outputs.drift_reports:
+            self._last_report = report
             self._producer.produce(topics.drift, encode_json(report), self.bundle.name.encode())
             logger.info(
                 "drift report %d: %d events, drifted share %.2f, accuracy %s",
@@ -320,6 +345,47 @@ class Worker:
                 report["dataset"]["drifted_share"],
                 report["performance"].get("accuracy"),
             )
+
+    # -- what /metrics, /healthz and /readyz read (from the HTTP thread) ---------------------
+
+    def model_info(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            "name": self.bundle.name,
+            "version": self.bundle.version,
+            "variant": s.variant,
+            "device": s.device,
+            "processing_guarantee": s.processing_guarantee,
+        }
+
+    def consumer_lag(self) -> dict[tuple[str, int], int]:
+        consumer = self._consumer
+        return consumer.lag() if consumer is not None else {}
+
+    def checkpoint_counts(self) -> dict[str, int]:
+        checkpoint = self._checkpoint
+        if checkpoint is None:
+            return {}
+        counts = {"commits": checkpoint.commits}
+        if isinstance(checkpoint, TransactionalCheckpoint):
+            counts["transaction_aborts"] = checkpoint.aborts
+        return counts
+
+    def last_drift_report(self) -> dict[str, object] | None:
+        return self._last_report
+
+    def health(self) -> dict[str, bool]:
+        """Alive, and the poll loop ticked within ``http.stall_s``."""
+        stalled = time.monotonic() - self.last_tick > self.settings.http.stall_s
+        return {"alive": True, "loop_ticking": not (self._running and stalled)}
+
+    def readiness(self) -> dict[str, bool]:
+        consumer = self._consumer
+        return {
+            "model_loaded": self.pipeline is not None,
+            "partitions_assigned": bool(consumer and consumer.assignment),
+            "broker_reachable": bool(self._probe and self._probe.reachable()),
+        }
 
     # -- exactly-once: restore and replay ----------------------------------------------------
 

@@ -64,6 +64,7 @@ def make_settings(bootstrap_servers: str, digits_bundle: Path) -> Callable[..., 
             bundle=digits_bundle,
             kafka={"session.timeout.ms": "6000"},
             commit_interval_ms=200,
+            http={"enabled": False},  # tests that want the endpoints turn them on
         ).with_overrides(**overrides)
         ensure_topics(settings, partitions=partitions)
         return settings

@@ -80,6 +80,7 @@ class Backlog:
                 "topics.drift": f"bench-drift-{slug}",
                 "topics.dead_letter": f"bench-dlq-{slug}",
                 "topics.state": f"bench-state-{slug}",
+                "http.port": 0,  # the endpoints stay on, as deployed, on a free port each
             },
             **overrides,
         )

@@ -120,6 +120,7 @@ class DriftMonitor:
         n = self._events
         features = compare_binned(self.profile.counts, self._feature_counts, self.profile.n_bins)
         drifted = features.drifted(self.alpha) if n else np.zeros(len(self.feature_names), bool)
+        thresholds = features.psi_threshold(self.alpha)
         mean = self._sum / max(n, 1)
         std = np.sqrt(np.maximum(self._sumsq / max(n, 1) - mean**2, 0.0))
         ref_std = np.where(self.profile.std > 0, self.profile.std, 1.0)
@@ -146,6 +147,7 @@ class DriftMonitor:
                 {
                     "name": name,
                     "psi": float(features.psi[j]),
+                    "psi_threshold": float(thresholds[j]),
                     "js": float(features.js[j]),
                     "ks": float(features.ks[j]),
                     "ks_p_value": float(features.ks_p_value[j]),

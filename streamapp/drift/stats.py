@@ -117,9 +117,15 @@ class BinnedComparison:
     ks: np.ndarray
     p_value: np.ndarray
     ks_p_value: np.ndarray
+    scale: np.ndarray  # 1/n + 1/m per row
+    dof: np.ndarray  # bins - 1 per row
 
     def drifted(self, alpha: float) -> np.ndarray:
         return self.p_value < alpha
+
+    def psi_threshold(self, alpha: float) -> np.ndarray:
+        """The PSI above which a row counts as drifted at false-alarm rate ``alpha``."""
+        return self.scale * stats.chi2.isf(alpha, self.dof)
 
 
 def compare_binned(
@@ -163,7 +169,8 @@ def compare_binned(
     ks = np.abs(np.cumsum(p_raw, axis=1) - np.cumsum(q_raw, axis=1)).max(axis=1)
 
     scale = 1.0 / np.maximum(n, 1) + 1.0 / np.maximum(m, 1)
-    p_value = np.where(n > 0, stats.chi2.sf(psi / scale, np.maximum(b - 1, 1)), 1.0)
+    dof = np.maximum(b - 1, 1)
+    p_value = np.where(n > 0, stats.chi2.sf(psi / scale, dof), 1.0)
     effective = np.sqrt(n * m / np.maximum(n + m, 1))
     ks_p_value = np.where(n > 0, special.kolmogorov(effective * ks), 1.0)
     return BinnedComparison(
@@ -172,4 +179,6 @@ def compare_binned(
         ks=ks,
         p_value=p_value,
         ks_p_value=np.minimum(ks_p_value, 1.0),
+        scale=scale,
+        dof=dof,
     )

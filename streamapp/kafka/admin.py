@@ -11,7 +11,7 @@ from streamapp.errors import BrokerError
 from streamapp.kafka.config import admin_config
 from streamapp.settings import Settings
 
-__all__ = ["ensure_topics", "partition_counts"]
+__all__ = ["BrokerProbe", "ensure_topics", "partition_counts"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,21 @@ def ensure_topics(
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise BrokerError(f"cannot create topic {name}: {exc}") from exc
+
+
+class BrokerProbe:
+    """Answers "is the broker reachable?" for ``/readyz`` with a client of its own: calls into
+    the worker's consumer from another thread can wait on a rebalance for seconds."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._admin = AdminClient(admin_config(settings))
+
+    def reachable(self, timeout: float = 2.0) -> bool:
+        try:
+            self._admin.list_topics(timeout=timeout)
+        except KafkaException:
+            return False
+        return True
 
 
 def partition_counts(settings: Settings, names: list[str], timeout: float = 10.0) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -59,6 +60,8 @@ class BatchConsumer:
         )
         self._paused: set[tuple[str, int]] = set()
         self._next_offset: dict[tuple[str, int], int] = {}  # after the last message fetched
+        self._lag: dict[tuple[str, int], int] = {}
+        self._lag_due = 0.0
         self._on_assign = on_assign
         self._on_revoke = on_revoke
         self._on_lost = on_lost
@@ -130,6 +133,7 @@ class BatchConsumer:
         for tp in at_end:  # after add(), which clears the mark of a partition it gets messages of
             self._merger.caught_up(tp)
         self._mark_fetched_to_end()
+        self._refresh_lag()
         self._apply_backpressure()
         return self._merger.take(max_items)
 
@@ -194,6 +198,27 @@ class BatchConsumer:
         self, partitions: list[TopicPartition], timeout: float = 10.0
     ) -> list[TopicPartition]:
         return self._consumer.committed(partitions, timeout=timeout)
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Messages between what was fetched and the high watermark, per assigned partition,
+        as of the last refresh (at most a second old). Safe to read from another thread."""
+        return dict(self._lag)
+
+    def _refresh_lag(self) -> None:
+        # on the polling thread: a watermark call from the HTTP thread can wait on librdkafka
+        now = time.monotonic()
+        if now < self._lag_due:
+            return
+        self._lag_due = now + 1.0
+        lag = {}
+        for topic, partition in self.assignment:
+            fetched_to = self._next_offset.get((topic, partition))
+            _, high = self._consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+            if fetched_to is not None and high >= 0:
+                lag[(topic, partition)] = max(high - fetched_to, 0)
+        self._lag = lag
 
     def group_metadata(self) -> Any:
         return self._consumer.consumer_group_metadata()

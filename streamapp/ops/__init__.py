@@ -1,0 +1,1 @@
+"""Operating a worker: Prometheus metrics, health endpoints, structured logs."""

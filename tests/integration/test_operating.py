@@ -1,0 +1,99 @@
+"""The worker's /metrics, /healthz and /readyz over real HTTP while it runs on the broker."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamapp.scenarios import get_scenario, stream
+from streamapp.scenarios.produce import produce_records
+from streamapp.settings import Settings
+from streamapp.worker import Worker
+from tests.conftest import produce_raw
+
+pytestmark = pytest.mark.integration
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Samples by ``name{label="value",...}``."""
+    status, body = get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
+def test_metrics_and_health_endpoints_describe_a_running_worker(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(
+        partitions=2, **{"http.enabled": True, "http.port": 0, "drift.window_events": 500}
+    )
+    n = 2000
+    records = list(stream(get_scenario("digits-shift"), n, rate=1000, label_delay_s=0.5))
+    produce_records(settings, records)
+    produce_raw(settings, [(settings.topics.features, b"bad", b"{not json")])
+
+    worker = Worker(settings)
+    worker.start()
+    port = worker._server.port if worker._server else 0
+    status, body = get(f"http://127.0.0.1:{port}/readyz")
+    assert status == 503  # started, but no partitions assigned before the first poll
+    assert orjson.loads(body)["checks"]["partitions_assigned"] is False
+
+    thread = threading.Thread(target=worker.run, kwargs={"timeout": 90})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 90
+        while worker.pipeline.ledger.counts.joined < n and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        status, body = get(f"http://127.0.0.1:{port}/readyz")
+        assert status == 200, body
+        assert orjson.loads(body)["checks"] == {
+            "model_loaded": True,
+            "partitions_assigned": True,
+            "broker_reachable": True,
+        }
+        metrics = scrape(port)
+        assert get(f"http://127.0.0.1:{port}/nothing-here")[0] == 404
+    finally:
+        worker.stop()
+        thread.join()
+        worker.close()
+
+    assert metrics["streamapp_events_scored_total"] == n
+    assert metrics["streamapp_messages_consumed_total"] == len(records) + 1
+    assert metrics['streamapp_dead_letters_total{reason="decode"}'] == 1
+    assert metrics['streamapp_labels_total{outcome="joined"}'] == n
+    assert metrics["streamapp_head_examples_learned_total"] == n
+    assert metrics["streamapp_batch_size_count"] == metrics["streamapp_batches_total"]
+    assert metrics["streamapp_batch_size_sum"] == len(records) + 1
+    assert metrics['streamapp_event_latency_seconds_bucket{le="+Inf"}'] == n
+    assert metrics["streamapp_commits_total"] >= 1
+    info = [k for k in metrics if k.startswith("streamapp_model_info")]
+    assert info and 'name="digits-shift"' in info[0]
+    lags = [v for k, v in metrics.items() if k.startswith("streamapp_consumer_lag{")]
+    assert len(lags) == 4 and all(v >= 0 for v in lags)  # 2 topics x 2 partitions
+    assert metrics["streamapp_drift_reports_total"] >= 1
+    psi = [k for k in metrics if k.startswith("streamapp_drift_feature_psi{")]
+    assert len(psi) == len(worker.bundle.manifest.feature_names)
+    assert 0 <= metrics["streamapp_rolling_accuracy"] <= 1
