@@ -127,16 +127,17 @@ class TimestampMerger:
         heads = [(self._key(b[0]), tp) for tp, b in self._buffers.items() if b]
         heapq.heapify(heads)
         out: list[Message] = []
-        while heads and len(out) < max_items:
+        # only a buffer running empty can block the merge: check then, not per message
+        blocked = bool(heads) and self._blocked(now)
+        while heads and len(out) < max_items and not blocked:
             _, tp = heapq.heappop(heads)
-            if self._blocked(now):
-                break
             buffer = self._buffers[tp]
             out.append(buffer.popleft())
             if buffer:
                 heapq.heappush(heads, (self._key(buffer[0]), tp))
             else:
                 self._empty_since[tp] = now
+                blocked = self._blocked(now)
         return out
 
     def ready(self) -> bool:
