@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from streamapp import __version__
 from streamapp.errors import ConfigError, StreamappError
+from streamapp.ops.logs import LogFormat, configure_logging
 from streamapp.settings import Settings
 
 __all__ = ["main"]
@@ -67,10 +69,23 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
+def _configured_log_format() -> LogFormat:
+    try:
+        return Settings().log_format
+    except ValidationError:
+        return "text"  # the command reports the bad setting once logging is up
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamapp", description=__doc__)
     parser.add_argument("--version", action="version", version=f"streamapp {__version__}")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=None,
+        help="text (key=value context) or JSON lines (default: the log_format setting)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the streaming worker until SIGTERM/SIGINT")
@@ -152,11 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level, args.log_format or _configured_log_format())
     try:
         return int(COMMANDS[args.command](args) or 0)
     except StreamappError as exc:

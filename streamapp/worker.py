@@ -20,7 +20,7 @@ from streamapp.checkpoint import Checkpoint, TransactionalCheckpoint
 from streamapp.codec import Codec, encode_dead_letter, encode_json
 from streamapp.drift.monitor import DriftMonitor
 from streamapp.errors import FencedError, TransactionError
-from streamapp.events import Outputs
+from streamapp.events import DeadLetter, Outputs
 from streamapp.kafka.admin import BrokerProbe, partition_counts
 from streamapp.kafka.config import (
     consumer_config,
@@ -35,6 +35,7 @@ from streamapp.ledger import PendingLedger
 from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.model.head import make_head
 from streamapp.model.variants import make_embedder
+from streamapp.ops.logs import at
 from streamapp.ops.metrics import WorkerMetrics
 from streamapp.ops.server import OpsServer
 from streamapp.pipeline import Pipeline
@@ -102,6 +103,27 @@ def build_pipeline(settings: Settings, bundle: Bundle) -> Pipeline:
         model_name=m.name,
         model_version=m.version,
     )
+
+
+_LOGGED_PER_BATCH = 10  # a flood of bad input is summarized, not logged line by line
+
+
+def _log_dead_letters(dead_letters: list[DeadLetter]) -> None:
+    for dead in dead_letters[:_LOGGED_PER_BATCH]:
+        where = dead.source
+        logger.warning(
+            "dead-lettered %s[%d]@%d (%s): %s",
+            where.topic,
+            where.partition,
+            where.offset,
+            dead.reason.value,
+            dead.message,
+            extra=at(where.topic, where.partition, where.offset, reason=dead.reason.value),
+        )
+    if len(dead_letters) > _LOGGED_PER_BATCH:
+        logger.warning(
+            "and %d more dead letters in this batch", len(dead_letters) - _LOGGED_PER_BATCH
+        )
 
 
 class Worker:
@@ -335,6 +357,7 @@ class Worker:
             self._producer.produce_many(topics.predictions, records)
         for dead in dead_letters:
             self._producer.produce(topics.dead_letter, encode_dead_letter(dead), dead.key)
+        _log_dead_letters(dead_letters)
         for report in [] if replaying else outputs.drift_reports:
             self._last_report = report
             self._producer.produce(topics.drift, encode_json(report), self.bundle.name.encode())

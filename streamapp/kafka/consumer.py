@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from streamapp.batching import BatchPolicy
 from streamapp.errors import BrokerError
+from streamapp.ops.logs import at
 from streamapp.ordering import TimestampMerger
 
 __all__ = ["BatchConsumer", "PartitionsCallback"]
@@ -126,7 +127,14 @@ class BatchConsumer:
             elif err.fatal():
                 raise BrokerError(f"fatal consumer error: {err}")
             else:
-                logger.warning("consumer error on %s[%s]: %s", msg.topic(), msg.partition(), err)
+                logger.warning(
+                    "consumer error on %s[%s]@%s: %s",
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                    err,
+                    extra=at(msg.topic(), msg.partition(), msg.offset(), error=err.name()),
+                )
         for msg in good:
             self._next_offset[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
         self._merger.add(good)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Callable
 
 import orjson
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_bad_input_goes_to_the_dead_letter_topic_and_the_loop_goes_on(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = make_settings(partitions=1)
     topics = settings.topics
@@ -38,9 +39,22 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_loop_goes_on(
     records.append((topics.features, b"v3", valid[3][2]))  # the same event again
     produce_raw(settings, records)
 
-    with Worker(settings) as worker:
+    with Worker(settings) as worker, caplog.at_level(logging.WARNING, "streamapp.worker"):
         worker.run(count=len(records), timeout=60)
         stats = worker.pipeline.stats
+    # every dead letter is logged with where it came from
+    logged = [r for r in caplog.records if r.getMessage().startswith("dead-lettered")]
+    assert {(r.topic, r.partition) for r in logged} <= {(topics.features, 0), (topics.feedback, 0)}
+    assert all(f"[0]@{r.offset} ({r.reason})" in r.getMessage() for r in logged)
+    assert (
+        len(logged)
+        + sum(
+            int(r.getMessage().split()[1])
+            for r in caplog.records
+            if r.getMessage().startswith("and ")
+        )
+        == len(bad) + 1
+    )
 
     predictions = read_topic(settings, topics.predictions, expected=60)
     assert sorted(doc["event_id"] for _, doc in predictions) == sorted(f"v{i}" for i in range(60))
