@@ -154,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, default=3, help="runs per mode (delivery)")
     bench.add_argument("--out", type=Path, default=Path("bench-results"))
 
+    report = sub.add_parser("report", help="render the drift history as PNG + HTML")
+    _add_kafka_args(report)
+    source = report.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-topic", metavar="TOPIC", help="read every report on TOPIC")
+    source.add_argument("--from-file", metavar="JSONL", type=Path, help="a file of reports")
+    report.add_argument("--out", type=Path, default=Path("drift-report"), help="directory")
+
     models = sub.add_parser("models", help="inspect model bundles")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     verify = models_sub.add_parser("verify", help="verify a bundle's checksums and shapes")
@@ -244,6 +251,25 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from streamapp.report import load_reports, read_reports, render_report
+
+    if args.from_file is not None:
+        if not args.from_file.is_file():
+            raise ConfigError(f"no such file: {args.from_file}")
+        reports = load_reports(args.from_file)
+    else:
+        settings = _settings(args)
+        if not settings.bootstrap_servers:
+            raise ConfigError(
+                "--from-topic needs --bootstrap-servers (or STREAMAPP_BOOTSTRAP_SERVERS)"
+            )
+        reports = read_reports(settings, args.from_topic)
+    png, page = render_report(reports, args.out)
+    print(f"{len(reports)} reports -> {png}, {page}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from streamapp.bench import DEFAULT_SUITES, SUITES, run_bench
 
@@ -290,4 +316,5 @@ COMMANDS: dict[str, Any] = {
     "topics": cmd_topics,
     "models": cmd_models,
     "bench": cmd_bench,
+    "report": cmd_report,
 }

@@ -7,11 +7,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamapp.report import read_reports, render_report
 from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
 from streamapp.settings import Settings
@@ -42,7 +44,7 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def test_metrics_and_health_endpoints_describe_a_running_worker(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     settings = make_settings(
         partitions=2, **{"http.enabled": True, "http.port": 0, "drift.window_events": 500}
@@ -97,3 +99,9 @@ def test_metrics_and_health_endpoints_describe_a_running_worker(
     psi = [k for k in metrics if k.startswith("streamapp_drift_feature_psi{")]
     assert len(psi) == len(worker.bundle.manifest.feature_names)
     assert 0 <= metrics["streamapp_rolling_accuracy"] <= 1
+
+    # the same run's drift history, read back from its topic and rendered
+    reports = read_reports(settings, settings.topics.drift)
+    assert len(reports) == metrics["streamapp_drift_reports_total"]
+    png, page = render_report(reports, tmp_path)
+    assert png.stat().st_size > 20_000 and page.stat().st_size > png.stat().st_size
