@@ -17,10 +17,10 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_STORED, TopicPa
 
 from streamapp.batching import BatchPolicy
 from streamapp.checkpoint import Checkpoint, TransactionalCheckpoint
-from streamapp.codec import Codec, encode_dead_letter, encode_json
+from streamapp.codec import Codec
 from streamapp.drift.monitor import DriftMonitor
 from streamapp.errors import FencedError, TransactionError
-from streamapp.events import DeadLetter, Outputs
+from streamapp.events import Outputs
 from streamapp.kafka.admin import BrokerProbe, partition_counts
 from streamapp.kafka.config import (
     consumer_config,
@@ -35,10 +35,10 @@ from streamapp.ledger import PendingLedger
 from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.model.head import make_head
 from streamapp.model.variants import make_embedder
-from streamapp.ops.logs import at
 from streamapp.ops.metrics import WorkerMetrics
 from streamapp.ops.server import OpsServer
 from streamapp.pipeline import Pipeline
+from streamapp.publish import Publisher
 from streamapp.replay import ReplayGate
 from streamapp.settings import Settings
 from streamapp.state import decode_state, encode_state
@@ -105,27 +105,6 @@ def build_pipeline(settings: Settings, bundle: Bundle) -> Pipeline:
     )
 
 
-_LOGGED_PER_BATCH = 10  # a flood of bad input is summarized, not logged line by line
-
-
-def _log_dead_letters(dead_letters: list[DeadLetter]) -> None:
-    for dead in dead_letters[:_LOGGED_PER_BATCH]:
-        where = dead.source
-        logger.warning(
-            "dead-lettered %s[%d]@%d (%s): %s",
-            where.topic,
-            where.partition,
-            where.offset,
-            dead.reason.value,
-            dead.message,
-            extra=at(where.topic, where.partition, where.offset, reason=dead.reason.value),
-        )
-    if len(dead_letters) > _LOGGED_PER_BATCH:
-        logger.warning(
-            "and %d more dead letters in this batch", len(dead_letters) - _LOGGED_PER_BATCH
-        )
-
-
 class Worker:
     """Consumes ``features`` + ``feedback``, runs the pipeline, publishes, checkpoints.
 
@@ -181,7 +160,7 @@ class Worker:
         self._fenced = False
         self.metrics = WorkerMetrics(self)
         self.last_tick = time.monotonic()  # the poll loop's heartbeat, for /healthz
-        self._last_report: dict[str, object] | None = None
+        self._publisher: Publisher | None = None
         self._server: OpsServer | None = None
         self._probe: BrokerProbe | None = None
 
@@ -200,6 +179,9 @@ class Worker:
             first_seq = self._restore()
         else:
             self._producer = OutputProducer(producer_config(s))
+        self._publisher = Publisher(
+            self._producer, self.codec, s.topics, self.bundle.name, self.bundle.version
+        )
         self._consumer = BatchConsumer(
             consumer_config(s),
             s.topics.inputs(),
@@ -341,33 +323,9 @@ class Worker:
                 raise
 
     def _publish(self, outputs: Outputs, replaying: bool = False) -> None:
-        assert self._producer is not None
-        topics = self.settings.topics
-        predictions = outputs.predictions
-        dead_letters = outputs.dead_letters
-        if replaying:  # these inputs were published before the restore
-            if predictions is not None:
-                live = np.fromiter((self._gate.is_live(s) for s in predictions.sources), bool)
-                predictions = predictions.select(live)
-            dead_letters = [d for d in dead_letters if self._gate.is_live(d.source)]
-        if predictions is not None and len(predictions):
-            records = self.codec.encode_predictions(
-                predictions, self.bundle.name, self.bundle.version
-            )
-            self._producer.produce_many(topics.predictions, records)
-        for dead in dead_letters:
-            self._producer.produce(topics.dead_letter, encode_dead_letter(dead), dead.key)
-        _log_dead_letters(dead_letters)
-        for report in [] if replaying else outputs.drift_reports:
-            self._last_report = report
-            self._producer.produce(topics.drift, encode_json(report), self.bundle.name.encode())
-            logger.info(
-                "drift report %d: %d events, drifted share %.2f, accuracy %s",
-                report["report_seq"],
-                report["window"]["events"],
-                report["dataset"]["drifted_share"],
-                report["performance"].get("accuracy"),
-            )
+        assert self._publisher is not None
+        # replayed inputs were published before the restore
+        self._publisher.publish(outputs, self._gate.is_live if replaying else None)
 
     # -- what /metrics, /healthz and /readyz read (from the HTTP thread) ---------------------
 
@@ -395,7 +353,7 @@ class Worker:
         return counts
 
     def last_drift_report(self) -> dict[str, object] | None:
-        return self._last_report
+        return self._publisher.last_report if self._publisher else None
 
     def health(self) -> dict[str, bool]:
         """Alive, and the poll loop ticked within ``http.stall_s``."""

@@ -39,7 +39,7 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_loop_goes_on(
     records.append((topics.features, b"v3", valid[3][2]))  # the same event again
     produce_raw(settings, records)
 
-    with Worker(settings) as worker, caplog.at_level(logging.WARNING, "streamapp.worker"):
+    with Worker(settings) as worker, caplog.at_level(logging.WARNING, "streamapp.publish"):
         worker.run(count=len(records), timeout=60)
         stats = worker.pipeline.stats
     # every dead letter is logged with where it came from

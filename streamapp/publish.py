@@ -1,0 +1,93 @@
+"""Outputs of a processed batch onto the output topics: predictions, dead letters, drift.
+
+Shared by both runtimes (the confluent-kafka worker and the Faust agents), so what a
+consumer of ``predictions`` or ``dead-letter`` sees does not depend on the runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from streamapp.codec import Codec, encode_dead_letter, encode_json
+from streamapp.events import DeadLetter, Outputs, SourcePosition
+from streamapp.ops.logs import at
+from streamapp.settings import TopicNames
+
+__all__ = ["Publisher"]
+
+logger = logging.getLogger(__name__)
+
+_LOGGED_PER_BATCH = 10  # a flood of bad input is summarized, not logged line by line
+
+
+class _Sink(Protocol):
+    def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None: ...
+    def produce_many(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None: ...
+
+
+class Publisher:
+    """Encodes and produces one batch's :class:`~streamapp.events.Outputs`."""
+
+    def __init__(
+        self, sink: _Sink, codec: Codec, topics: TopicNames, model_name: str, model_version: str
+    ) -> None:
+        self.sink = sink
+        self.codec = codec
+        self.topics = topics
+        self.model_name = model_name
+        self.model_version = model_version
+        self.last_report: dict[str, object] | None = None
+
+    def publish(
+        self, outputs: Outputs, is_live: Callable[[SourcePosition], bool] | None = None
+    ) -> None:
+        """Produce ``outputs``; with ``is_live``, only what comes from live (not replayed)
+        inputs, and no drift reports (a replay rebuilds state, its reports went out before)."""
+        topics = self.topics
+        predictions = outputs.predictions
+        dead_letters = outputs.dead_letters
+        if is_live is not None:
+            if predictions is not None:
+                live = np.fromiter((is_live(s) for s in predictions.sources), bool)
+                predictions = predictions.select(live)
+            dead_letters = [d for d in dead_letters if is_live(d.source)]
+        if predictions is not None and len(predictions):
+            records = self.codec.encode_predictions(
+                predictions, self.model_name, self.model_version
+            )
+            self.sink.produce_many(topics.predictions, records)
+        for dead in dead_letters:
+            self.sink.produce(topics.dead_letter, encode_dead_letter(dead), dead.key)
+        _log_dead_letters(dead_letters)
+        for report in [] if is_live is not None else outputs.drift_reports:
+            self.last_report = report
+            self.sink.produce(topics.drift, encode_json(report), self.model_name.encode())
+            logger.info(
+                "drift report %d: %d events, drifted share %.2f, accuracy %s",
+                report["report_seq"],
+                report["window"]["events"],
+                report["dataset"]["drifted_share"],
+                report["performance"].get("accuracy"),
+            )
+
+
+def _log_dead_letters(dead_letters: list[DeadLetter]) -> None:
+    for dead in dead_letters[:_LOGGED_PER_BATCH]:
+        where = dead.source
+        logger.warning(
+            "dead-lettered %s[%d]@%d (%s): %s",
+            where.topic,
+            where.partition,
+            where.offset,
+            dead.reason.value,
+            dead.message,
+            extra=at(where.topic, where.partition, where.offset, reason=dead.reason.value),
+        )
+    if len(dead_letters) > _LOGGED_PER_BATCH:
+        logger.warning(
+            "and %d more dead letters in this batch", len(dead_letters) - _LOGGED_PER_BATCH
+        )
