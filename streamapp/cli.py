@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -97,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--processing-guarantee", choices=["at-least-once", "exactly-once"], default=None
     )
     run.add_argument("--instance-id", help="stable worker id (transactional.id, state key)")
+    run.add_argument(
+        "--runtime",
+        choices=["confluent", "faust"],
+        default="confluent",
+        help="confluent: the default worker; faust: the same pipeline as faust-streaming agents",
+    )
 
     demo = sub.add_parser("demo", help="broker + producer + worker, end to end, with live progress")
     _add_kafka_args(demo)
@@ -189,6 +197,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.create_topics:
         ensure_topics(settings, partitions=args.partitions)
+    if args.runtime == "faust":
+        _exec_faust(settings, args.log_level)
     worker = Worker(settings)
     try:
         summary = worker.run()
@@ -196,6 +206,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         worker.close()
     logger.info("processed %d messages, %d events scored", summary.messages, summary.events_scored)
     return 0
+
+
+def _exec_faust(settings: Settings, log_level: str) -> NoReturn:
+    """Replace this process with ``faust -A streamapp.faust_app worker`` on ``settings``."""
+    try:
+        import faust  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            "--runtime faust needs faust-streaming: pip install streamapp[faust]"
+        ) from exc
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAPP_")}
+    command = [sys.executable, "-m", "faust", "-A", "streamapp.faust_app", "worker"]
+    level = {"warning": "warn", "critical": "crit"}.get(log_level.lower(), log_level.lower())
+    command += ["-l", level, "--without-web"]
+    os.execvpe(sys.executable, command, {**env, **settings.as_env()})
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

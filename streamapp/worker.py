@@ -60,7 +60,9 @@ class RunSummary:
 
 
 def build_pipeline(settings: Settings, bundle: Bundle) -> Pipeline:
-    """The pipeline for ``bundle`` as ``settings`` configure it."""
+    """The pipeline for ``bundle`` as ``settings`` configure it (torch threads included)."""
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
     m = bundle.manifest
     head_cfg = settings.head
     head = make_head(
@@ -128,8 +130,6 @@ class Worker:
         self.settings = settings
         self.bundle = bundle or load_bundle(settings.bundle)
         m = self.bundle.manifest
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
         self.codec = Codec(
             m.feature_names,
             m.classes,

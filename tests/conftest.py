@@ -170,13 +170,17 @@ class WorkerProcesses:
         self.log_dir = log_dir
         self.started: list[subprocess.Popen[bytes]] = []
 
-    def start(self, settings: Settings, name: str = "worker") -> subprocess.Popen[bytes]:
+    def start(
+        self, settings: Settings, name: str = "worker", runtime: str = "confluent"
+    ) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "streamapp", "--log-level", "INFO", "run"]
         with (self.log_dir / f"{name}.log").open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "streamapp", "--log-level", "INFO", "run"],
+                [*command, "--runtime", runtime],
                 env=settings_env(settings),
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                cwd=self.log_dir,  # where Faust keeps its data directory
             )
         self.started.append(process)
         return process

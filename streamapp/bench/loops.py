@@ -9,6 +9,8 @@ them all the same way.
 - ``naive per-event loop``: the same, one event at a time.
 - ``faust per-event agent``: a faust-streaming agent that scores each event as it comes
   (:mod:`streamapp.bench.faust_agent`), in its own process.
+- ``streamapp worker, faust runtime``: the full pipeline as batched Faust agents
+  (:mod:`streamapp.faust_app`), in its own process.
 - ``streamapp worker``: the real thing, everything on.
 """
 
@@ -33,7 +35,7 @@ from streamapp.model.bundle import load_bundle
 from streamapp.settings import Settings
 from streamapp.worker import Worker
 
-__all__ = ["faust_agent", "minimal_loop", "passthrough", "run_worker"]
+__all__ = ["faust_agent", "faust_runtime", "minimal_loop", "passthrough", "run_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +134,33 @@ def faust_agent(settings: Settings, events: int, timeout: float = 600.0) -> bool
             process = subprocess.Popen(
                 [*command, "worker", "-l", "warn", "--without-web"],
                 env=env,
+                cwd=datadir,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        try:
+            _wait_for_outputs(settings, events, timeout, process, log_path)
+        finally:
+            stop_process(process)
+    return True
+
+
+def faust_runtime(settings: Settings, events: int, timeout: float = 600.0) -> bool:
+    """``streamapp run --runtime faust`` (the full pipeline as Faust agents, batched) until
+    it has written ``events`` predictions. Returns False without faust-streaming."""
+    try:
+        import faust  # noqa: F401
+    except ImportError:
+        return False
+    with tempfile.TemporaryDirectory(prefix="streamapp-faust-") as datadir:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAPP_")}
+        run = settings.with_overrides(bundle=Path(settings.bundle).resolve())
+        log_path = Path(datadir) / "faust.log"
+        command = [sys.executable, "-m", "streamapp", "--log-level", "WARNING", "run"]
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [*command, "--runtime", "faust"],
+                env={**env, **run.as_env()},
                 cwd=datadir,
                 stdout=subprocess.DEVNULL,
                 stderr=log,

@@ -19,7 +19,13 @@ from streamapp.bench.common import Backlog, ensure_bundle, machine, output_rate
 from streamapp.bench.delivery import measure_delivery
 from streamapp.bench.latency import measure_latency
 from streamapp.bench.learning import measure_learning
-from streamapp.bench.loops import faust_agent, minimal_loop, passthrough, run_worker
+from streamapp.bench.loops import (
+    faust_agent,
+    faust_runtime,
+    minimal_loop,
+    passthrough,
+    run_worker,
+)
 from streamapp.bench.memory import measure_memory
 from streamapp.bench.variants import bundle_with_onnx, measure_variants
 from streamapp.kafka.local_broker import configured_or_embedded
@@ -97,6 +103,7 @@ def _throughput(settings: Settings, bundle: Path, events: int) -> dict[str, Any]
             ("naive per-event loop", {}, events, lambda s: minimal_loop(s, messages, 1)),
             ("faust per-event agent", {}, events, lambda s: faust_agent(s, events)),
             (WORKER, {}, events, lambda s: run_worker(s, messages)),
+            (f"{WORKER}, faust runtime", {}, events, lambda s: faust_runtime(s, events)),
             (
                 f"{WORKER}, int8 backbone",
                 {"variant": "int8"},
