@@ -23,6 +23,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from streamapp.events import Reason
 from streamapp.pipeline import Pipeline
 
 __all__ = ["BatchHistogram", "MetricsSource", "WorkerMetrics"]
@@ -132,8 +133,9 @@ class WorkerMetrics:
         dead = CounterMetricFamily(
             f"{_PREFIX}_dead_letters", "Inputs dead-lettered, by reason.", labels=["reason"]
         )
-        for reason, count in sorted(stats.dead_letters.items()):
-            dead.add_metric([reason], count)
+        # every reason from the start, so rate() and alerts see a 0 before the first one
+        for reason in sorted({r.value for r in Reason} | set(stats.dead_letters)):
+            dead.add_metric([reason], stats.dead_letters.get(reason, 0))
         yield dead
         labels = CounterMetricFamily(
             f"{_PREFIX}_labels",

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from pathlib import Path
 
+import numpy as np
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamapp.cli import build_parser
+from streamapp.model.bundle import load_bundle
+from streamapp.ops.metrics import WorkerMetrics
 from streamapp.settings import Settings
+from streamapp.worker import build_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,9 +24,17 @@ def load() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
-def test_compose_has_kraft_kafka_topics_model_worker_and_producer() -> None:
+def test_compose_has_kraft_kafka_topics_model_worker_producer_and_monitoring() -> None:
     services = load()["services"]
-    assert set(services) == {"kafka", "topics", "model", "worker", "producer"}
+    assert set(services) == {
+        "kafka",
+        "topics",
+        "model",
+        "worker",
+        "producer",
+        "prometheus",
+        "grafana",
+    }
     kafka = services["kafka"]
     assert kafka["image"].startswith("apache/kafka:")
     assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
@@ -52,3 +68,84 @@ def test_the_topics_created_are_the_default_topic_names() -> None:
     names = Settings().topics
     for topic in names.inputs() + names.outputs():
         assert topic in script
+
+
+def test_prometheus_scrapes_the_workers_metrics_port() -> None:
+    services = load()["services"]
+    worker_env = services["worker"]["environment"]
+    port = int(worker_env["STREAMAPP_HTTP__PORT"])
+    assert f"{port}:{port}" in services["worker"]["ports"]
+    mount = services["prometheus"]["volumes"][0].split(":")
+    config = yaml.safe_load((ROOT / mount[0]).read_text())
+    assert mount[1] == "/etc/prometheus/prometheus.yml"
+    [job] = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"][0]["targets"] == [f"worker:{port}"]
+
+
+def _grafana_mounts() -> dict[str, Path]:
+    volumes = load()["services"]["grafana"]["volumes"]
+    return {inside: ROOT / outside for outside, inside, _ in (v.split(":") for v in volumes)}
+
+
+def test_grafana_provisions_the_prometheus_datasource_and_the_dashboard() -> None:
+    mounts = _grafana_mounts()
+    provisioning = mounts["/etc/grafana/provisioning"]
+    [datasource] = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert datasource["type"] == "prometheus"
+    assert datasource["url"] == "http://prometheus:9090"
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "streamapp.yml").read_text())[
+        "providers"
+    ]
+    dashboards = mounts[provider["options"]["path"]]
+    dashboard = json.loads((dashboards / "streamapp.json").read_text())
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in ("throughput", "lag", "latency", "accuracy", "drift"):
+        assert topic in titles
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == datasource["uid"]
+        assert panel["targets"] and all(t["expr"] for t in panel["targets"])
+
+
+def test_every_metric_the_dashboard_queries_is_one_the_worker_exports(
+    digits_bundle: Path,
+) -> None:
+    exported = exported_metric_names(digits_bundle)
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/streamapp.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"streamapp_[a-z0-9_]+", target["expr"])
+    }
+    assert queried and queried <= exported, queried - exported
+
+
+def exported_metric_names(bundle_path: Path) -> set[str]:
+    """Sample names a worker exports once it has checkpointed and published a drift report."""
+    settings = Settings(bundle=bundle_path, processing_guarantee="exactly-once")
+    pipeline = build_pipeline(settings, load_bundle(bundle_path))
+    pipeline.monitor.update_labels(np.array([1]), np.full((1, 10), 0.1), np.array([1]), np.ones(1))
+
+    class Source:
+        messages = recoveries = 0
+
+        def __init__(self) -> None:
+            self.pipeline = pipeline
+
+        def model_info(self) -> dict[str, str]:
+            return {"name": "m", "version": "1"}
+
+        def consumer_lag(self) -> dict[tuple[str, int], int]:
+            return {("features", 0): 0}
+
+        def checkpoint_counts(self) -> dict[str, int]:
+            return {"commits": 1, "transaction_aborts": 0}
+
+        def last_drift_report(self) -> dict[str, object]:
+            return pipeline.report(time.time())
+
+    families = text_string_to_metric_families(WorkerMetrics(Source()).render().decode())
+    return {sample.name for family in families for sample in family.samples}
