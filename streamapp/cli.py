@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -177,6 +178,22 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="export the backbone to ONNX inside the bundle (for variant=onnx)"
     )
     export.add_argument("path", type=Path)
+    for name, help_text in (
+        ("list", "registered models, versions and aliases"),
+        ("register", "verify a bundle and copy it into the registry"),
+        ("promote", "point an alias at a version; running workers swap it in"),
+        ("rollback", "point an alias back at its previous version"),
+    ):
+        command = models_sub.add_parser(name, help=help_text)
+        command.add_argument("--registry", type=Path, help="registry root (or STREAMAPP_REGISTRY)")
+        _add_kafka_args(command)
+        if name == "register":
+            command.add_argument("path", type=Path)
+        if name in ("promote", "rollback"):
+            command.add_argument("name")
+            if name == "promote":
+                command.add_argument("version")
+            command.add_argument("--alias", default="production")
     return parser
 
 
@@ -324,12 +341,47 @@ def cmd_models(args: argparse.Namespace) -> int:
 
         print(f"wrote {export_onnx(args.path)}; its checksum is in the manifest")
         return 0
+    if args.models_command in ("list", "register", "promote", "rollback"):
+        return _registry_command(args)
     bundle = load_bundle(args.path)
     m = bundle.manifest
     print(
         f"OK {m.name} {m.version}: {m.input_dim} features -> {m.embedding_dim}-d embedding, "
         f"{len(m.classes)} classes, source metrics {m.source_metrics}"
     )
+    return 0
+
+
+def _registry_command(args: argparse.Namespace) -> int:
+    from streamapp.hotswap import ControlEvent, publish_control_event
+    from streamapp.model.registry import Registry
+
+    settings = _settings(args)
+    root = args.registry or settings.registry
+    if root is None:
+        raise ConfigError("no registry: pass --registry DIR or set STREAMAPP_REGISTRY")
+    registry = Registry(root)
+    if args.models_command == "list":
+        for name in registry.names():
+            aliases = ", ".join(f"{a}={v}" for a, v in sorted(registry.aliases(name).items()))
+            print(
+                f"{name}: versions {', '.join(registry.versions(name))}; {aliases or 'no aliases'}"
+            )
+        return 0
+    if args.models_command == "register":
+        print(f"registered {registry.register(args.path)}")
+        return 0
+    if args.models_command == "promote":
+        ref = registry.promote(args.name, args.version, args.alias)
+    else:
+        ref = registry.rollback(args.name, args.alias)
+    print(f"{ref.name}@{args.alias} -> {ref.version}")
+    if settings.bootstrap_servers:
+        event = ControlEvent(args.models_command, ref.name, ref.version, args.alias, time.time())
+        publish_control_event(settings, event)
+        print(f"published {args.models_command} on {settings.topics.model_control}")
+    else:
+        logger.warning("no bootstrap servers: running workers see the change on restart")
     return 0
 
 

@@ -27,13 +27,12 @@ from typing import Any
 
 import faust
 
-from streamapp.codec import Codec
 from streamapp.kafka.config import producer_config
 from streamapp.kafka.producer import OutputProducer
 from streamapp.model.bundle import load_bundle
 from streamapp.publish import Publisher
 from streamapp.settings import Settings
-from streamapp.worker import build_pipeline
+from streamapp.worker import build_codec, build_pipeline
 
 __all__ = ["FaustRuntime", "app"]
 
@@ -73,16 +72,8 @@ class FaustRuntime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.bundle = load_bundle(settings.bundle)
-        m = self.bundle.manifest
-        self.codec = Codec(
-            m.feature_names,
-            m.classes,
-            features_topic=settings.topics.features,
-            feedback_topic=settings.topics.feedback,
-            max_abs_value=settings.max_abs_value,
-            max_payload_bytes=settings.max_payload_bytes,
-        )
+        self.bundle = load_bundle(settings.resolved_bundle())
+        self.codec = build_codec(settings, self.bundle)
         self.pipeline = build_pipeline(settings, self.bundle)
         self.producer = OutputProducer(producer_config(settings))
         self.publisher = Publisher(

@@ -41,6 +41,7 @@ class TopicNames(BaseModel):
     drift: str = "drift"
     dead_letter: str = "dead-letter"
     state: str = "streamapp-state"
+    model_control: str = "model-control"
 
     def inputs(self) -> list[str]:
         return [self.features, self.feedback]
@@ -162,6 +163,11 @@ class Settings(BaseSettings):
     head: HeadSettings = HeadSettings()
     http: HttpSettings = HttpSettings()
     bundle: Path = Field(Path("models/digits-shift/1"), description="model bundle directory")
+    registry: Path | None = Field(
+        None, description="model registry root; with model_name, the bundle comes from there"
+    )
+    model_name: str | None = Field(None, description="the registered model to serve")
+    model_alias: str = Field("production", description="the alias (or version) to serve")
     device: Literal["cpu", "cuda"] = "cpu"
     variant: Literal["torch", "int8", "onnx"] = Field(
         "torch",
@@ -204,6 +210,16 @@ class Settings(BaseSettings):
     @property
     def transactional_id(self) -> str:
         return f"{self.group_id}.{self.instance_id}"
+
+    def resolved_bundle(self) -> Path:
+        """The bundle to serve: ``model_name@model_alias`` from the registry, else ``bundle``."""
+        if self.registry is None or self.model_name is None:
+            return self.bundle
+        from streamapp.model.registry import Registry
+
+        registry = Registry(self.registry)
+        ref = registry.resolve(self.model_name, self.model_alias)
+        return registry.path(ref.name, ref.version)
 
     def as_env(self) -> dict[str, str]:
         """These settings as ``STREAMAPP_*`` variables (for a worker subprocess)."""

@@ -21,6 +21,7 @@ from streamapp.codec import Codec
 from streamapp.drift.monitor import DriftMonitor
 from streamapp.errors import FencedError, TransactionError
 from streamapp.events import Outputs
+from streamapp.hotswap import ModelWatcher
 from streamapp.kafka.admin import BrokerProbe, partition_counts
 from streamapp.kafka.config import (
     consumer_config,
@@ -34,6 +35,7 @@ from streamapp.kafka.state_store import StateStore
 from streamapp.ledger import PendingLedger
 from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.model.head import make_head
+from streamapp.model.registry import ModelRef
 from streamapp.model.variants import make_embedder
 from streamapp.ops.metrics import WorkerMetrics
 from streamapp.ops.server import OpsServer
@@ -43,7 +45,7 @@ from streamapp.replay import ReplayGate
 from streamapp.settings import Settings
 from streamapp.state import decode_state, encode_state
 
-__all__ = ["RunSummary", "Worker", "build_pipeline"]
+__all__ = ["RunSummary", "Worker", "build_codec", "build_pipeline"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,19 @@ class RunSummary:
     @property
     def events_per_second(self) -> float:
         return self.events_scored / self.seconds if self.seconds > 0 else 0.0
+
+
+def build_codec(settings: Settings, bundle: Bundle) -> Codec:
+    """The codec for ``bundle``'s features and classes on the configured topics."""
+    m = bundle.manifest
+    return Codec(
+        m.feature_names,
+        m.classes,
+        features_topic=settings.topics.features,
+        feedback_topic=settings.topics.feedback,
+        max_abs_value=settings.max_abs_value,
+        max_payload_bytes=settings.max_payload_bytes,
+    )
 
 
 def build_pipeline(settings: Settings, bundle: Bundle) -> Pipeline:
@@ -128,16 +143,8 @@ class Worker:
         fault_hook: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.bundle = bundle or load_bundle(settings.bundle)
-        m = self.bundle.manifest
-        self.codec = Codec(
-            m.feature_names,
-            m.classes,
-            features_topic=settings.topics.features,
-            feedback_topic=settings.topics.feedback,
-            max_abs_value=settings.max_abs_value,
-            max_payload_bytes=settings.max_payload_bytes,
-        )
+        self.bundle = bundle or load_bundle(settings.resolved_bundle())
+        self.codec = build_codec(settings, self.bundle)
         self.pipeline = build_pipeline(settings, self.bundle)
         batch = settings.batch
         self.policy = BatchPolicy(
@@ -163,6 +170,7 @@ class Worker:
         self._publisher: Publisher | None = None
         self._server: OpsServer | None = None
         self._probe: BrokerProbe | None = None
+        self._watcher: ModelWatcher | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -207,6 +215,8 @@ class Worker:
             self._checkpoint.snapshot_partitions = set(self._restored_offsets)
         else:
             self._checkpoint = Checkpoint(self._consumer, self._producer, interval)
+        if s.registry is not None and s.model_name is not None:
+            self._watcher = ModelWatcher(s, ModelRef(self.bundle.name, self.bundle.version))
         if s.http.enabled:
             self._probe = BrokerProbe(s)
             self._server = OpsServer(
@@ -239,6 +249,8 @@ class Worker:
         try:
             while self._running:
                 self.last_tick = time.monotonic()
+                if self._watcher is not None and (bundle := self._watcher.poll()) is not None:
+                    self._swap(bundle)
                 messages = self._consumer.poll_batch(self.policy)
                 if self._needs_recovery:
                     self._recover()
@@ -288,6 +300,9 @@ class Worker:
             self._producer.flush()
         if self._server is not None:
             self._server.close()
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
         self._probe = None
         self._consumer = self._producer = self._checkpoint = self._server = None
         logger.info("worker stopped after %d messages", self.messages)
@@ -300,6 +315,28 @@ class Worker:
         self.close()
 
     # -- the loop's parts ------------------------------------------------------------------
+
+    def _swap(self, bundle: Bundle) -> None:
+        """Serve ``bundle`` from the next batch on (called between batches)."""
+        old, pending = self.bundle, len(self.pipeline.ledger)
+        stats = self.pipeline.stats
+        self.bundle = bundle
+        self.codec = build_codec(self.settings, bundle)
+        self.pipeline = build_pipeline(self.settings, bundle)
+        self.pipeline.stats = stats  # the counters go on; events pending a label do not
+        assert self._producer is not None
+        self._publisher = Publisher(
+            self._producer, self.codec, self.settings.topics, bundle.name, bundle.version
+        )
+        if isinstance(self._checkpoint, TransactionalCheckpoint):
+            self._commit(final=True)  # a replay never crosses the swap
+        logger.info(
+            "now serving %s %s (was %s): %d events pending a label are dropped",
+            bundle.name,
+            bundle.version,
+            old.version,
+            pending,
+        )
 
     def _observe(self, messages: int, outputs: Outputs, began: float) -> None:
         elapsed = time.perf_counter() - began
@@ -343,13 +380,16 @@ class Worker:
         consumer = self._consumer
         return consumer.lag() if consumer is not None else {}
 
-    def checkpoint_counts(self) -> dict[str, int]:
+    def event_counts(self) -> dict[str, int]:
         checkpoint = self._checkpoint
         if checkpoint is None:
             return {}
         counts = {"commits": checkpoint.commits}
         if isinstance(checkpoint, TransactionalCheckpoint):
             counts["transaction_aborts"] = checkpoint.aborts
+        if self._watcher is not None:
+            counts["model_swaps"] = self._watcher.swaps
+            counts["model_refusals"] = self._watcher.refusals
         return counts
 
     def last_drift_report(self) -> dict[str, object] | None:

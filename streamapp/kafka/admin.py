@@ -29,6 +29,8 @@ def ensure_topics(
     wanted.append(
         NewTopic(topics.state, 1, replication_factor, config={"cleanup.policy": "compact"})
     )
+    # model lifecycle events: one partition, so every worker sees them in one order
+    wanted.append(NewTopic(topics.model_control, 1, replication_factor))
     for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
         try:
             future.result(timeout=timeout)

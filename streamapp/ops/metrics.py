@@ -35,6 +35,14 @@ BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60)
 
 
+_EVENT_DOCS = {
+    "commits": "Checkpoints committed (transactions in exactly-once mode).",
+    "transaction_aborts": "Transactions aborted.",
+    "model_swaps": "Model versions swapped in without a restart.",
+    "model_refusals": "Promoted model versions refused (failed verification).",
+}
+
+
 class BatchHistogram:
     """A Prometheus histogram that takes a whole batch of observations at once.
 
@@ -86,7 +94,7 @@ class MetricsSource(Protocol):
 
     def model_info(self) -> dict[str, str]: ...
     def consumer_lag(self) -> dict[tuple[str, int], int]: ...
-    def checkpoint_counts(self) -> dict[str, int]: ...
+    def event_counts(self) -> dict[str, int]: ...
     def last_drift_report(self) -> dict[str, Any] | None: ...
 
 
@@ -156,8 +164,8 @@ class WorkerMetrics:
         for (topic, partition), behind in sorted(source.consumer_lag().items()):
             lag.add_metric([topic, str(partition)], behind)
         yield lag
-        for name, count in source.checkpoint_counts().items():
-            yield _counter(name, f"Checkpoint {name.replace('_', ' ')}.", count)
+        for name, count in source.event_counts().items():
+            yield _counter(name, _EVENT_DOCS.get(name, name.replace("_", " ")), count)
         recoveries = source.recoveries
         yield _counter("recoveries", "Restores of the last snapshot after an abort.", recoveries)
         yield self.batch_size.family()
