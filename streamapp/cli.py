@@ -68,6 +68,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             "drift.window_events": getattr(args, "drift_window", None),
             "processing_guarantee": getattr(args, "processing_guarantee", None),
             "instance_id": getattr(args, "instance_id", None),
+            "role": getattr(args, "role", None),
         }
     )
 
@@ -100,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--processing-guarantee", choices=["at-least-once", "exactly-once"], default=None
     )
     run.add_argument("--instance-id", help="stable worker id (transactional.id, state key)")
+    run.add_argument(
+        "--role",
+        choices=["all", "scorer", "learner"],
+        default=None,
+        help="all (default): one process; scorer and learner: see 'Scaling out' in the README",
+    )
     run.add_argument(
         "--runtime",
         choices=["confluent", "faust"],
@@ -216,6 +223,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         ensure_topics(settings, partitions=args.partitions)
     if args.runtime == "faust":
         _exec_faust(settings, args.log_level)
+    if settings.role == "learner":
+        from streamapp.learner import Learner
+
+        learner = Learner(settings)
+        try:
+            learned = learner.run()
+        finally:
+            learner.close()
+        logger.info("learned from %d examples, head_seq %d", learned, learner.head.n_learned)
+        return 0
     worker = Worker(settings)
     try:
         summary = worker.run()

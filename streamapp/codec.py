@@ -23,6 +23,7 @@ from streamapp.events import (
     DeadLetter,
     FeatureBlock,
     Feedback,
+    JoinedExamples,
     PredictionBlock,
     Reason,
     SourcePosition,
@@ -160,7 +161,7 @@ class Codec:
                 if topic == self.feedback_topic:
                     if not self._is_plain_feedback(doc):
                         self._validate(self._validate_feedback, doc)
-                    batch.feedback.append(self._feedback(doc, event_ts))
+                    batch.feedback.append(self._feedback(doc, event_ts, msg))
                 else:
                     features = doc.get("features") if isinstance(doc, dict) else None
                     if not self._is_plain_feature_event(doc, features):
@@ -286,13 +287,13 @@ class Codec:
             except OverflowError:  # an integer beyond float range (parsed by the json fallback)
                 raise _RejectError(Reason.VALUE_RANGE, "a feature exceeds float range") from None
 
-    def _feedback(self, doc: dict[str, Any], ts: float) -> Feedback:
+    def _feedback(self, doc: dict[str, Any], ts: float, msg: Message) -> Feedback:
         label = self._label_index.get(str(doc["label"]))
         if label is None:
             raise _RejectError(
                 Reason.UNKNOWN_LABEL, f"label {doc['label']!r} is not one of {self.classes}"
             )
-        return Feedback(str(doc["event_id"]), label, ts)
+        return Feedback(str(doc["event_id"]), label, ts, _position(msg))
 
     # -- encoding ---------------------------------------------------------------------------
 
@@ -317,6 +318,44 @@ class Codec:
             )
             out.append((block.keys[i], value))
         return out
+
+    def encode_training_examples(
+        self, joined: JoinedExamples, model_name: str, model_version: str
+    ) -> list[tuple[bytes | None, bytes]]:
+        """``(key, value)`` pairs for the training-examples topic: the embedding that was
+        served (float64 survives JSON exactly) and the label, keyed by event id."""
+        classes = self.classes
+        embeddings = np.asarray(joined.embeddings, np.float64).tolist()
+        return [
+            (
+                event_id.encode(),
+                encode_json(
+                    {
+                        "event_id": event_id,
+                        "label": classes[int(joined.labels[i])],
+                        "embedding": embeddings[i],
+                        "model": {"name": model_name, "version": model_version},
+                        "label_delay_s": float(joined.delays[i]),
+                    }
+                ),
+            )
+            for i, event_id in enumerate(joined.event_ids)
+        ]
+
+    def decode_training_example(self, value: bytes | None, dim: int) -> tuple[list[float], int]:
+        """``(embedding, class index)``; raises ``ValueError`` with the reason otherwise."""
+        try:
+            doc = orjson.loads(value or b"")
+            embedding, label = doc["embedding"], doc["label"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"not a training example: {exc}") from None
+        if label not in self._label_index:
+            raise ValueError(f"unknown label {label!r}")
+        if not isinstance(embedding, list) or len(embedding) != dim:
+            raise ValueError(f"embedding is not {dim} numbers")
+        if not all(type(x) in _NUMBER_TYPES and math.isfinite(x) for x in embedding):
+            raise ValueError("embedding holds a non-finite or non-numeric value")
+        return embedding, self._label_index[label]
 
 
 _NUMBER_TYPES = {int, float}  # bool is not a JSON number: type(True) is bool

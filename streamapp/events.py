@@ -15,6 +15,7 @@ __all__ = [
     "DeadLetter",
     "FeatureBlock",
     "Feedback",
+    "JoinedExamples",
     "Outputs",
     "PredictionBlock",
     "Reason",
@@ -64,6 +65,7 @@ class Feedback:
     event_id: str
     label: int
     ts: float
+    source: SourcePosition | None = None  # where it was read (None once it went through a snapshot)
 
 
 @dataclass(slots=True)
@@ -127,9 +129,37 @@ class PredictionBlock:
 
 
 @dataclass(slots=True)
+class JoinedExamples:
+    """Labels matched to their served rows; row ``i`` of each array is one example."""
+
+    event_ids: list[str] = field(default_factory=list)
+    embeddings: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    proba: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.float32))
+    delays: np.ndarray = field(default_factory=lambda: np.empty(0))
+    sources: list[SourcePosition | None] = field(default_factory=list)  # of the labels
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+    def select(self, keep: np.ndarray) -> JoinedExamples:
+        rows = np.flatnonzero(keep)
+        return JoinedExamples(
+            event_ids=[self.event_ids[i] for i in rows],
+            embeddings=self.embeddings[rows],
+            labels=self.labels[rows],
+            proba=self.proba[rows],
+            delays=self.delays[rows],
+            sources=[self.sources[i] for i in rows] if self.sources else [],
+        )
+
+
+@dataclass(slots=True)
 class Outputs:
     """What one processed batch publishes."""
 
     predictions: PredictionBlock | None = None
     drift_reports: list[dict[str, object]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    # joined (served embedding, label) pairs, when a separate learner does the learning
+    training_examples: JoinedExamples | None = None

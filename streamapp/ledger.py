@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
-from streamapp.events import Feedback
+from streamapp.events import Feedback, JoinedExamples
 
 __all__ = ["JoinedExamples", "LabelCounts", "PendingLedger"]
 
@@ -45,20 +45,6 @@ class LabelCounts:
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
-
-
-@dataclass(slots=True)
-class JoinedExamples:
-    """Labels matched to their served rows; row ``i`` of each array is one example."""
-
-    event_ids: list[str] = field(default_factory=list)
-    embeddings: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.float32))
-    labels: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    proba: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.float32))
-    delays: np.ndarray = field(default_factory=lambda: np.empty(0))
-
-    def __len__(self) -> int:
-        return len(self.event_ids)
 
 
 class PendingLedger:
@@ -172,6 +158,7 @@ class PendingLedger:
             labels=np.fromiter((fb.label for fb in matched), np.int64, len(matched)),
             proba=self._proba[index].copy(),
             delays=np.maximum(labels_ts - self._ts[index], 0.0),
+            sources=[fb.source for fb in matched],
         )
 
     def expire(self, clock: float) -> None:

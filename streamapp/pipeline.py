@@ -18,7 +18,15 @@ import numpy as np
 
 from streamapp.codec import DecodedBatch
 from streamapp.drift.monitor import DriftMonitor
-from streamapp.events import DeadLetter, FeatureBlock, Feedback, Outputs, PredictionBlock, Reason
+from streamapp.events import (
+    DeadLetter,
+    FeatureBlock,
+    Feedback,
+    JoinedExamples,
+    Outputs,
+    PredictionBlock,
+    Reason,
+)
 from streamapp.ledger import PendingLedger
 from streamapp.model.head import OnlineHead
 
@@ -85,6 +93,7 @@ class Pipeline:
         self.model_version = model_version
         self.clock = clock
         self.stats = PipelineStats()
+        self.learn_locally = True  # False in a scorer: the learner role learns
         self.stream_time = float("-inf")  # largest event time seen: the ledger's clock
 
     def process(self, batch: DecodedBatch) -> Outputs:
@@ -95,7 +104,7 @@ class Pipeline:
         waiting: list[Feedback] = []
         if len(features):
             outputs.predictions, waiting = self._score(features, now)
-        self._learn([*waiting, *batch.feedback])
+        outputs.training_examples = self._learn([*waiting, *batch.feedback])
         self._advance_clock(features, batch.feedback)
         if self.monitor.due(now):
             outputs.drift_reports.append(self.report(now))
@@ -141,16 +150,21 @@ class Pipeline:
         )
         return prediction, waiting
 
-    def _learn(self, feedback: Sequence[Feedback]) -> None:
+    def _learn(self, feedback: Sequence[Feedback]) -> JoinedExamples | None:
+        """Join labels to served rows and learn from them, or (a scorer that leaves learning
+        to a learner process) return them to be published."""
         if not feedback:
-            return
+            return None
         joined = self.ledger.join(feedback)
         if not len(joined):
-            return
+            return None
         self.monitor.update_labels(
             joined.labels, joined.proba, self.source_predict(joined.embeddings), joined.delays
         )
+        if not self.learn_locally:
+            return joined
         self.head.learn_many(joined.embeddings, joined.labels)
+        return None
 
     def source_predict(self, embeddings: np.ndarray) -> np.ndarray:
         """Class indices the frozen source head would give."""

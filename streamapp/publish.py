@@ -60,6 +60,15 @@ class Publisher:
                 predictions, self.model_name, self.model_version
             )
             self.sink.produce_many(topics.predictions, records)
+        examples = outputs.training_examples
+        if examples is not None and is_live is not None:
+            live = [s is None or is_live(s) for s in examples.sources]
+            examples = examples.select(np.array(live, bool))
+        if examples is not None and len(examples):
+            records = self.codec.encode_training_examples(
+                examples, self.model_name, self.model_version
+            )
+            self.sink.produce_many(topics.training_examples, records)
         for dead in dead_letters:
             self.sink.produce(topics.dead_letter, encode_dead_letter(dead), dead.key)
         _log_dead_letters(dead_letters)

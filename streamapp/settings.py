@@ -20,6 +20,7 @@ __all__ = [
     "DriftSettings",
     "HeadSettings",
     "HttpSettings",
+    "LearnerSettings",
     "LedgerSettings",
     "Settings",
     "TopicNames",
@@ -42,6 +43,8 @@ class TopicNames(BaseModel):
     dead_letter: str = "dead-letter"
     state: str = "streamapp-state"
     model_control: str = "model-control"
+    training_examples: str = "training-examples"
+    model_updates: str = "model-updates"
 
     def inputs(self) -> list[str]:
         return [self.features, self.feedback]
@@ -125,6 +128,15 @@ class HttpSettings(BaseModel):
     )
 
 
+class LearnerSettings(BaseModel):
+    """The learner role: how often it publishes head snapshots to ``model-updates``."""
+
+    model_config = _FROZEN
+
+    snapshot_every_examples: int = Field(1000, ge=1)
+    snapshot_interval_s: float = Field(2.0, gt=0)
+
+
 class Settings(BaseSettings):
     """All of streamapp's configuration."""
 
@@ -162,6 +174,12 @@ class Settings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     head: HeadSettings = HeadSettings()
     http: HttpSettings = HttpSettings()
+    learner: LearnerSettings = LearnerSettings()
+    role: Literal["all", "scorer", "learner"] = Field(
+        "all",
+        description="all: one process; scorer: score, join, publish training examples and "
+        "follow model-updates; learner: learn from training examples, publish head snapshots",
+    )
     bundle: Path = Field(Path("models/digits-shift/1"), description="model bundle directory")
     registry: Path | None = Field(
         None, description="model registry root; with model_name, the bundle comes from there"

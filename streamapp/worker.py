@@ -34,9 +34,10 @@ from streamapp.kafka.producer import OutputProducer
 from streamapp.kafka.state_store import StateStore
 from streamapp.ledger import PendingLedger
 from streamapp.model.bundle import Bundle, load_bundle
-from streamapp.model.head import make_head
+from streamapp.model.head import OnlineHead, make_head
 from streamapp.model.registry import ModelRef
 from streamapp.model.variants import make_embedder
+from streamapp.model_updates import HeadFollower
 from streamapp.ops.metrics import WorkerMetrics
 from streamapp.ops.server import OpsServer
 from streamapp.pipeline import Pipeline
@@ -45,7 +46,7 @@ from streamapp.replay import ReplayGate
 from streamapp.settings import Settings
 from streamapp.state import decode_state, encode_state
 
-__all__ = ["RunSummary", "Worker", "build_codec", "build_pipeline"]
+__all__ = ["RunSummary", "Worker", "build_codec", "build_head", "build_pipeline"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,22 +75,27 @@ def build_codec(settings: Settings, bundle: Bundle) -> Codec:
     )
 
 
+def build_head(settings: Settings, bundle: Bundle) -> OnlineHead:
+    """The online head, warm-started from ``bundle``'s source head."""
+    h = settings.head
+    return make_head(
+        h.kind,
+        bundle.head_coef,
+        bundle.head_intercept,
+        bundle.manifest.classes,
+        learning_rate=h.learning_rate,
+        eta0=h.eta0,
+        alpha=h.alpha,
+        seed=h.seed,
+    )
+
+
 def build_pipeline(settings: Settings, bundle: Bundle) -> Pipeline:
     """The pipeline for ``bundle`` as ``settings`` configure it (torch threads included)."""
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     m = bundle.manifest
-    head_cfg = settings.head
-    head = make_head(
-        head_cfg.kind,
-        bundle.head_coef,
-        bundle.head_intercept,
-        m.classes,
-        learning_rate=head_cfg.learning_rate,
-        eta0=head_cfg.eta0,
-        alpha=head_cfg.alpha,
-        seed=head_cfg.seed,
-    )
+    head = build_head(settings, bundle)
     embed = make_embedder(bundle, settings.variant, settings.device, settings.half)
     ledger = PendingLedger(
         settings.ledger.max_entries,
@@ -110,7 +116,7 @@ def build_pipeline(settings: Settings, bundle: Bundle) -> Pipeline:
         dataset_drift_share=d.dataset_drift_share,
         performance_window=d.performance_window,
     )
-    return Pipeline(
+    pipeline = Pipeline(
         embed,
         head,
         bundle.head_coef,
@@ -120,6 +126,8 @@ def build_pipeline(settings: Settings, bundle: Bundle) -> Pipeline:
         model_name=m.name,
         model_version=m.version,
     )
+    pipeline.learn_locally = settings.role == "all"  # a scorer leaves it to the learner
+    return pipeline
 
 
 class Worker:
@@ -171,6 +179,7 @@ class Worker:
         self._server: OpsServer | None = None
         self._probe: BrokerProbe | None = None
         self._watcher: ModelWatcher | None = None
+        self._heads: HeadFollower | None = None  # a scorer follows the learner's head
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -215,6 +224,8 @@ class Worker:
             self._checkpoint.snapshot_partitions = set(self._restored_offsets)
         else:
             self._checkpoint = Checkpoint(self._consumer, self._producer, interval)
+        if s.role == "scorer":
+            self._heads = HeadFollower(s, self.bundle.name, self.bundle.version)
         if s.registry is not None and s.model_name is not None:
             self._watcher = ModelWatcher(s, ModelRef(self.bundle.name, self.bundle.version))
         if s.http.enabled:
@@ -251,6 +262,9 @@ class Worker:
                 self.last_tick = time.monotonic()
                 if self._watcher is not None and (bundle := self._watcher.poll()) is not None:
                     self._swap(bundle)
+                if self._heads is not None and (head := self._heads.poll()) is not None:
+                    self.pipeline.head.load_state_dict(head.head)
+                    logger.info("head updated to head_seq %d", head.head_seq)
                 messages = self._consumer.poll_batch(self.policy)
                 if self._needs_recovery:
                     self._recover()
@@ -303,6 +317,9 @@ class Worker:
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
+        if self._heads is not None:
+            self._heads.close()
+            self._heads = None
         self._probe = None
         self._consumer = self._producer = self._checkpoint = self._server = None
         logger.info("worker stopped after %d messages", self.messages)

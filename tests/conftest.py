@@ -56,6 +56,10 @@ def make_settings(bootstrap_servers: str, digits_bundle: Path) -> Callable[..., 
             predictions=f"predictions-{suffix}",
             drift=f"drift-{suffix}",
             dead_letter=f"dead-letter-{suffix}",
+            state=f"state-{suffix}",
+            model_control=f"model-control-{suffix}",
+            training_examples=f"training-examples-{suffix}",
+            model_updates=f"model-updates-{suffix}",
         )
         settings = Settings(
             bootstrap_servers=bootstrap_servers,

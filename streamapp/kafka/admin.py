@@ -31,6 +31,11 @@ def ensure_topics(
     )
     # model lifecycle events: one partition, so every worker sees them in one order
     wanted.append(NewTopic(topics.model_control, 1, replication_factor))
+    # one learner reads every example in one order; the latest head per model is kept
+    wanted.append(NewTopic(topics.training_examples, 1, replication_factor))
+    wanted.append(
+        NewTopic(topics.model_updates, 1, replication_factor, config={"cleanup.policy": "compact"})
+    )
     for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
         try:
             future.result(timeout=timeout)

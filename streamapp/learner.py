@@ -1,0 +1,205 @@
+"""The learner role and the head snapshots it publishes on ``model-updates``.
+
+Scorers (``role=scorer``) score, keep the ledger, join labels and publish the joined
+examples (the served embedding and the label) to ``training-examples``. One learner
+consumes them, applies ``learn_many`` to the one global head and publishes a snapshot of it
+to the compacted ``model-updates`` topic every ``learner.snapshot_every_examples`` examples
+or ``learner.snapshot_interval_s`` seconds. A snapshot carries the example offsets it
+reflects, in the same message: a restarted learner restores the latest snapshot and seeks
+to those offsets (they win over the group's commits), so it replays exactly what the
+snapshot does not include and ends with the head an uninterrupted run would have.
+Every scorer follows ``model-updates`` with :class:`HeadFollower` and swaps the head in
+between batches; predictions carry the ``head_seq`` they were scored with.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from streamapp.codec import encode_dead_letter
+from streamapp.events import DeadLetter, Reason, SourcePosition
+from streamapp.kafka.config import consumer_config, producer_config
+from streamapp.kafka.producer import OutputProducer
+from streamapp.model.bundle import Bundle, load_bundle
+from streamapp.model_updates import HeadSnapshot, read_latest_head
+from streamapp.settings import Settings
+from streamapp.worker import build_codec, build_head
+
+__all__ = ["Learner"]
+
+logger = logging.getLogger(__name__)
+
+
+class Learner:
+    """Consumes ``training-examples``, learns, publishes head snapshots.
+
+    ``run(count=, timeout=)`` bounds the loop like the worker's; SIGTERM/SIGINT stop it after
+    a last snapshot.
+    """
+
+    def __init__(self, settings: Settings, bundle: Bundle | None = None) -> None:
+        self.settings = settings
+        self.bundle = bundle or load_bundle(settings.resolved_bundle())
+        self.codec = build_codec(settings, self.bundle)
+        self.head = build_head(settings, self.bundle)
+        self.dim = self.bundle.manifest.embedding_dim
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.snapshots = 0
+        self.dead_letters = 0
+        self._since_snapshot = 0
+        self._last_snapshot = time.monotonic()
+        self._running = False
+        self._consumer: Consumer | None = None
+        self._producer: OutputProducer | None = None
+
+    def start(self) -> None:
+        s = self.settings
+        restored = read_latest_head(s, self.bundle.name)
+        if restored is not None and restored.model_version == self.bundle.version:
+            self.head.load_state_dict(restored.head)
+            self.offsets = dict(restored.offsets)
+            logger.info("restored head_seq %d, resuming at %s", restored.head_seq, self.offsets)
+        self._producer = OutputProducer(producer_config(s))
+        # a static member: a restarted learner takes its place at once, no session timeout
+        config = {
+            **consumer_config(s),
+            "group.id": f"{s.group_id}-learner",
+            "group.instance.id": f"{s.instance_id}-learner",
+        }
+        self._consumer = Consumer(config)
+        self._consumer.subscribe([s.topics.training_examples], on_assign=self._on_assign)
+        logger.info(
+            "learner started: %s %s from head_seq %d",
+            self.bundle.name,
+            self.bundle.version,
+            self.head.n_learned,
+        )
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # the snapshot's offsets win: it holds exactly the examples before them
+        for tp in partitions:
+            if (tp.topic, tp.partition) in self.offsets:
+                tp.offset = self.offsets[(tp.topic, tp.partition)]
+        consumer.assign(partitions)
+
+    def stop(self) -> None:
+        self._running = False
+
+    def run(self, *, count: int | None = None, timeout: float | None = None) -> int:
+        """Learn until stopped, ``count`` examples, or ``timeout`` seconds; returns examples."""
+        if self._consumer is None:
+            self.start()
+        assert self._consumer is not None
+        restore = self._install_signal_handlers()
+        started, learned = time.monotonic(), 0
+        batch = self.settings.batch
+        self._running = True
+        try:
+            while self._running:
+                messages = self._consumer.consume(batch.max_size, batch.idle_wait_ms / 1000.0)
+                learned += self._learn([m for m in messages if m.error() is None])
+                if self._snapshot_due():
+                    self.snapshot()
+                if count is not None and learned >= count:
+                    break
+                if timeout is not None and time.monotonic() - started >= timeout:
+                    break
+            self.snapshot()
+        finally:
+            restore()
+        return learned
+
+    def _learn(self, messages: list[Any]) -> int:
+        if not messages:
+            return 0
+        rows, labels = [], []
+        for msg in messages:
+            tp = (msg.topic() or "", msg.partition() or 0)
+            self.offsets[tp] = (msg.offset() or 0) + 1
+            try:
+                embedding, label = self.codec.decode_training_example(msg.value(), self.dim)
+            except ValueError as exc:
+                self._dead_letter(msg, str(exc))
+                continue
+            rows.append(embedding)
+            labels.append(label)
+        if rows:
+            self.head.learn_many(np.array(rows, np.float64), np.array(labels, np.int64))
+            self._since_snapshot += len(rows)
+        return len(rows)
+
+    def _dead_letter(self, msg: Any, why: str) -> None:
+        assert self._producer is not None
+        source = SourcePosition(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+        dead = DeadLetter(source, msg.key(), Reason.SCHEMA, why, msg.value())
+        self._producer.produce(
+            self.settings.topics.dead_letter, encode_dead_letter(dead), msg.key()
+        )
+        self.dead_letters += 1
+        logger.warning(
+            "dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset, why
+        )
+
+    def _snapshot_due(self) -> bool:
+        ls = self.settings.learner
+        if self._since_snapshot >= ls.snapshot_every_examples:
+            return True
+        return (
+            self._since_snapshot > 0
+            and time.monotonic() - self._last_snapshot >= ls.snapshot_interval_s
+        )
+
+    def snapshot(self) -> None:
+        """Publish the head with the offsets it reflects, then commit those offsets."""
+        assert self._producer is not None and self._consumer is not None
+        if not self.offsets:
+            return
+        snapshot = HeadSnapshot(
+            self.bundle.name,
+            self.bundle.version,
+            self.head.n_learned,
+            self.head.state_dict(),
+            dict(self.offsets),
+            time.time(),
+        )
+        self._producer.produce(
+            self.settings.topics.model_updates, snapshot.encode(), self.bundle.name.encode()
+        )
+        self._producer.flush()
+        try:
+            self._consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in self.offsets.items()],
+                asynchronous=False,
+            )
+        except KafkaException as exc:  # the snapshot holds the offsets; commits are a hint
+            logger.info("offset commit deferred: %s", exc)
+        self.snapshots += 1
+        self._since_snapshot = 0
+        self._last_snapshot = time.monotonic()
+        logger.info("published head_seq %d", snapshot.head_seq)
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+        if self._producer is not None:
+            self._producer.flush()
+        self._consumer = self._producer = None
+
+    def _install_signal_handlers(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            logger.info("%s: stopping after a last snapshot", signal.Signals(signum).name)
+            self.stop()
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        return lambda: [signal.signal(sig, h) for sig, h in previous.items()]

@@ -1,0 +1,121 @@
+"""Head snapshots on the compacted ``model-updates`` topic: their format, the newest one,
+and a follower that hands a scorer each newer one (see :mod:`streamapp.learner`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from streamapp.kafka.config import consumer_config
+from streamapp.settings import Settings
+from streamapp.state import decode_state, encode_state
+
+__all__ = ["HeadFollower", "HeadSnapshot", "read_latest_head"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HeadSnapshot:
+    """One ``model-updates`` record: the head after ``head_seq`` examples."""
+
+    model_name: str
+    model_version: str
+    head_seq: int
+    head: dict[str, Any]
+    offsets: dict[tuple[str, int], int]  # next example offset per partition
+    ts: float
+
+    def encode(self) -> bytes:
+        return encode_state(
+            {
+                "model": {"name": self.model_name, "version": self.model_version},
+                "head_seq": self.head_seq,
+                "head": self.head,
+                "offsets": [[t, p, o] for (t, p), o in sorted(self.offsets.items())],
+                "ts": self.ts,
+            }
+        )
+
+    @classmethod
+    def decode(cls, blob: bytes) -> HeadSnapshot:
+        state = decode_state(blob)
+        return cls(
+            state["model"]["name"],
+            state["model"]["version"],
+            int(state["head_seq"]),
+            state["head"],
+            {(t, int(p)): int(o) for t, p, o in state["offsets"]},
+            float(state["ts"]),
+        )
+
+
+def _reader(settings: Settings, purpose: str) -> Consumer:
+    config = {**consumer_config(settings), "group.id": f"{settings.group_id}-{purpose}"}
+    config.pop("group.instance.id", None)
+    config.pop("logger", None)
+    return Consumer(config)
+
+
+class HeadFollower:
+    """Reads ``model-updates`` outside any group; ``poll()`` returns a newer snapshot of this
+    model's head, once, or ``None``."""
+
+    def __init__(self, settings: Settings, model_name: str, model_version: str) -> None:
+        self.model_name = model_name
+        self.model_version = model_version
+        self.head_seq = -1
+        self.updates = 0
+        self._consumer = _reader(settings, "head-follower")
+        self._consumer.assign([TopicPartition(settings.topics.model_updates, 0, OFFSET_BEGINNING)])
+
+    def poll(self) -> HeadSnapshot | None:
+        newest = None
+        for msg in self._consumer.consume(64, 0):
+            if msg.error() is not None or (msg.key() or b"") != self.model_name.encode():
+                continue
+            try:
+                snapshot = HeadSnapshot.decode(msg.value() or b"")
+            except (ValueError, KeyError, OSError) as exc:
+                logger.warning("unreadable head snapshot at offset %s: %s", msg.offset(), exc)
+                continue
+            if snapshot.model_version == self.model_version and snapshot.head_seq > self.head_seq:
+                newest = snapshot
+        if newest is not None:
+            self.head_seq = newest.head_seq
+            self.updates += 1
+        return newest
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def read_latest_head(
+    settings: Settings, model_name: str, timeout: float = 30.0
+) -> HeadSnapshot | None:
+    """The newest snapshot of ``model_name`` on ``model-updates`` (read to its end)."""
+    consumer = _reader(settings, "head-restore")
+    topic = TopicPartition(settings.topics.model_updates, 0)
+    try:
+        _, end = consumer.get_watermark_offsets(topic, timeout=timeout)
+        if end <= 0:
+            return None
+        consumer.assign([TopicPartition(topic.topic, 0, OFFSET_BEGINNING)])
+        latest, deadline = None, time.monotonic() + timeout
+        position = 0
+        while position < end and time.monotonic() < deadline:
+            for msg in consumer.consume(256, 0.5):
+                if msg.error() is not None:
+                    continue
+                position = (msg.offset() or 0) + 1
+                if (msg.key() or b"") == model_name.encode():
+                    snapshot = HeadSnapshot.decode(msg.value() or b"")
+                    if latest is None or snapshot.head_seq >= latest.head_seq:
+                        latest = snapshot
+        return latest
+    finally:
+        consumer.close()

@@ -1,0 +1,125 @@
+"""Scale-out on Kafka: scorer processes in one group, one learner, head snapshots on a
+compacted topic (real broker, real processes)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from streamapp.model.bundle import load_bundle
+from streamapp.model_updates import read_latest_head
+from streamapp.scenarios import get_scenario, stream
+from streamapp.scenarios.produce import produce_records
+from streamapp.settings import Settings
+from streamapp.worker import build_codec, build_head
+from tests.conftest import WorkerProcesses, read_topic
+
+pytestmark = pytest.mark.integration
+
+SNAPSHOTS = {"learner.snapshot_every_examples": 300, "learner.snapshot_interval_s": 0.5}
+
+
+def produce(settings: Settings, n: int, prefix: str = "e", seed: int = 0) -> None:
+    records = stream(
+        get_scenario("digits-shift"), n, rate=1000, label_delay_s=0.5, id_prefix=prefix, seed=seed
+    )
+    produce_records(settings, records)
+
+
+def predicted(settings: Settings, n: int) -> list[dict[str, object]]:
+    deadline = time.monotonic() + 120
+    while True:
+        docs = [doc for _, doc in read_topic(settings, settings.topics.predictions, idle=2)]
+        if len({d["event_id"] for d in docs}) >= n or time.monotonic() > deadline:
+            return docs
+        time.sleep(1)
+
+
+def learned_everything(settings: Settings, examples: int, timeout: float = 90) -> None:
+    """Waits until the learner's newest snapshot covers ``examples`` examples."""
+    deadline = time.monotonic() + timeout
+    while True:
+        snapshot = read_latest_head(settings, "digits-shift")
+        if snapshot is not None and snapshot.head_seq >= examples:
+            return
+        assert time.monotonic() < deadline, f"learner at {snapshot and snapshot.head_seq}"
+        time.sleep(0.5)
+
+
+def single_process_head(settings: Settings, bundle_path: Path, examples: int) -> np.ndarray:
+    """The source head after learning every example on the topic, in offset order, here."""
+    bundle = load_bundle(bundle_path)
+    head, codec = build_head(settings, bundle), build_codec(settings, bundle)
+    rows = [
+        codec.decode_training_example(orjson.dumps(doc), bundle.manifest.embedding_dim)
+        for _, doc in read_topic(settings, settings.topics.training_examples, expected=examples)
+    ]
+    assert len(rows) == examples
+    head.learn_many(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]))
+    return np.asarray(head.state_dict()["coef"])
+
+
+def test_two_scorers_and_a_learner_share_one_head_and_predict_everything(
+    make_settings: Callable[..., Settings], workers: WorkerProcesses, digits_bundle: Path
+) -> None:
+    settings = make_settings(partitions=4, role="scorer", **SNAPSHOTS)
+    workers.start(settings.with_overrides(role="learner"), name="learner")
+    workers.start(settings.with_overrides(instance_id="s1"), name="s1")
+    # one after the other, as a rollout would (noida-db can stall two first joins at once)
+    workers.wait_for("s1", "assigned", timeout=90)
+    workers.start(settings.with_overrides(instance_id="s2"), name="s2")
+    workers.wait_for("s2", "assigned", timeout=90)
+    n = 6000
+    produce(settings, n)
+
+    docs = predicted(settings, n)
+    assert {d["event_id"] for d in docs} == {f"e{i}" for i in range(n)}  # at least once
+    examples = n  # every label joined by the scorer that owns its partition
+    learned_everything(settings, examples)
+    for name in ("s1", "s2"):  # both scorers swapped in heads from the learner
+        workers.wait_for(name, "head updated to head_seq", timeout=30)
+    assert max(d["model"]["head_seq"] for d in docs) > 0  # type: ignore[index]
+
+    snapshot = read_latest_head(settings, "digits-shift")
+    assert snapshot is not None
+    # equal up to float rounding: scikit-learn rescales the weights at each call's end
+    np.testing.assert_allclose(
+        snapshot.head["coef"],
+        single_process_head(settings, digits_bundle, examples),
+        rtol=1e-9,
+        atol=1e-12,
+    )
+
+
+def test_a_killed_learner_resumes_from_its_snapshot_and_ends_with_the_same_head(
+    make_settings: Callable[..., Settings], workers: WorkerProcesses, digits_bundle: Path
+) -> None:
+    settings = make_settings(partitions=2, role="scorer", **SNAPSHOTS)
+    scorer = settings.with_overrides(instance_id="s1")
+    learner_settings = settings.with_overrides(role="learner")
+    workers.start(scorer, name="s1")
+    learner = workers.start(learner_settings, name="learner")
+    produce(settings, 4000)
+    workers.wait_for("learner", "published head_seq", timeout=90)
+    learner.send_signal(signal.SIGKILL)  # mid-stream, between snapshots
+    learner.wait()
+    produce(settings, 2000, prefix="late", seed=1)
+    workers.start(learner_settings, name="learner")
+    workers.wait_for("learner", "restored head_seq", timeout=60)
+    examples = 6000
+    learned_everything(settings, examples)
+    snapshot = read_latest_head(settings, "digits-shift")
+    assert snapshot is not None and snapshot.head_seq == 6000  # nothing learned twice
+    # equal up to float rounding: scikit-learn rescales the weights at each call's end
+    np.testing.assert_allclose(
+        snapshot.head["coef"],
+        single_process_head(settings, digits_bundle, examples),
+        rtol=1e-9,
+        atol=1e-12,
+    )
