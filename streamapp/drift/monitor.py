@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from streamapp.drift.performance import ErrorDetectors, RollingPerformance
 from streamapp.drift.stats import ReferenceProfile, compare_binned
 
-__all__ = ["DriftMonitor"]
+__all__ = ["DriftMonitor", "WindowCounts", "window_sections"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,21 +119,18 @@ class DriftMonitor:
     def report(self, now: float) -> dict[str, Any]:
         """The report of the current window; starts the next one."""
         n = self._events
-        features = compare_binned(self.profile.counts, self._feature_counts, self.profile.n_bins)
-        drifted = features.drifted(self.alpha) if n else np.zeros(len(self.feature_names), bool)
-        thresholds = features.psi_threshold(self.alpha)
-        mean = self._sum / max(n, 1)
-        std = np.sqrt(np.maximum(self._sumsq / max(n, 1) - mean**2, 0.0))
-        ref_std = np.where(self.profile.std > 0, self.profile.std, 1.0)
-        predictions = compare_binned(self.profile.prediction_counts, self._class_counts)
-        share = float(drifted.mean()) if len(drifted) else 0.0
-        prediction_drifted = bool(n and predictions.p_value[0] < self.alpha)
-        detectors = self.detectors.summary()
-        dataset_drifted = share >= self.dataset_drift_share
-        self.reports += 1
-        self.alarms += int(dataset_drifted or prediction_drifted) + sum(
-            len(d["change_points"]) for d in detectors.values()
+        sections = window_sections(
+            self.profile,
+            self.feature_names,
+            self.classes,
+            WindowCounts(self._feature_counts, self._class_counts, self._sum, self._sumsq, n),
+            self.alpha,
+            self.dataset_drift_share,
         )
+        detectors = self.detectors.summary()
+        self.reports += 1
+        drifted = sections["dataset"]["drifted"] or sections["prediction"]["drifted"]
+        self.alarms += int(drifted) + sum(len(d["change_points"]) for d in detectors.values())
         report = {
             "report_seq": self.reports,
             "ts": now,
@@ -143,39 +141,78 @@ class DriftMonitor:
                 "first_event_ts": self._first_ts if n else None,
                 "last_event_ts": self._last_ts if n else None,
             },
-            "features": [
-                {
-                    "name": name,
-                    "psi": float(features.psi[j]),
-                    "psi_threshold": float(thresholds[j]),
-                    "js": float(features.js[j]),
-                    "ks": float(features.ks[j]),
-                    "ks_p_value": float(features.ks_p_value[j]),
-                    "p_value": float(features.p_value[j]),
-                    "drifted": bool(drifted[j]),
-                    "mean_shift": float((mean[j] - self.profile.mean[j]) / ref_std[j]),
-                    "std_ratio": float(std[j] / ref_std[j]),
-                }
-                for j, name in enumerate(self.feature_names)
-            ],
-            "dataset": {
-                "drifted_share": share,
-                "drifted_features": int(drifted.sum()),
-                "threshold_share": self.dataset_drift_share,
-                "alpha": self.alpha,
-                "drifted": dataset_drifted,
-            },
-            "prediction": {
-                "counts": dict(
-                    zip(self.classes, self._class_counts.astype(int).tolist(), strict=True)
-                ),
-                "psi": float(predictions.psi[0]),
-                "js": float(predictions.js[0]),
-                "p_value": float(predictions.p_value[0]),
-                "drifted": prediction_drifted,
-            },
+            **sections,
             "performance": self.performance.summary(),
             "detectors": detectors,
+            # raw window histograms: reports of several scorers merge (drift.merge)
+            "counts": {
+                "features": self._feature_counts.astype(np.int64).tolist(),
+                "predictions": self._class_counts.astype(np.int64).tolist(),
+                "sum": self._sum.tolist(),
+                "sumsq": self._sumsq.tolist(),
+            },
         }
         self._start_window(now)
         return report
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCounts:
+    """What a window accumulates: histograms on the reference bins, class counts, moments."""
+
+    features: np.ndarray  # (n_features, max_bins)
+    predictions: np.ndarray  # (n_classes,)
+    sum: np.ndarray
+    sumsq: np.ndarray
+    events: int
+
+
+def window_sections(
+    profile: ReferenceProfile,
+    feature_names: list[str],
+    classes: list[str],
+    counts: WindowCounts,
+    alpha: float,
+    dataset_drift_share: float,
+) -> dict[str, Any]:
+    """The ``features``, ``dataset`` and ``prediction`` sections of a report on ``counts``."""
+    n = counts.events
+    features = compare_binned(profile.counts, counts.features, profile.n_bins)
+    drifted = features.drifted(alpha) if n else np.zeros(len(feature_names), bool)
+    thresholds = features.psi_threshold(alpha)
+    mean = counts.sum / max(n, 1)
+    std = np.sqrt(np.maximum(counts.sumsq / max(n, 1) - mean**2, 0.0))
+    ref_std = np.where(profile.std > 0, profile.std, 1.0)
+    predictions = compare_binned(profile.prediction_counts, counts.predictions)
+    share = float(drifted.mean()) if len(drifted) else 0.0
+    return {
+        "features": [
+            {
+                "name": name,
+                "psi": float(features.psi[j]),
+                "psi_threshold": float(thresholds[j]),
+                "js": float(features.js[j]),
+                "ks": float(features.ks[j]),
+                "ks_p_value": float(features.ks_p_value[j]),
+                "p_value": float(features.p_value[j]),
+                "drifted": bool(drifted[j]),
+                "mean_shift": float((mean[j] - profile.mean[j]) / ref_std[j]),
+                "std_ratio": float(std[j] / ref_std[j]),
+            }
+            for j, name in enumerate(feature_names)
+        ],
+        "dataset": {
+            "drifted_share": share,
+            "drifted_features": int(drifted.sum()),
+            "threshold_share": dataset_drift_share,
+            "alpha": alpha,
+            "drifted": share >= dataset_drift_share,
+        },
+        "prediction": {
+            "counts": dict(zip(classes, counts.predictions.astype(int).tolist(), strict=True)),
+            "psi": float(predictions.psi[0]),
+            "js": float(predictions.js[0]),
+            "p_value": float(predictions.p_value[0]),
+            "drifted": bool(n and predictions.p_value[0] < alpha),
+        },
+    }
