@@ -158,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
         "suites",
         nargs="*",
         metavar="SUITE",
-        help="any of throughput, latency, learning, variants, memory, delivery "
-        "(default: all but delivery)",
+        help="any of throughput, latency, learning, variants, memory, delivery, scaleout "
+        "(default: all but delivery and scaleout)",
     )
     bench.add_argument("--events", type=int, default=20_000, help="backlog for throughput")
     bench.add_argument(

@@ -80,6 +80,9 @@ class Backlog:
                 "topics.drift": f"bench-drift-{slug}",
                 "topics.dead_letter": f"bench-dlq-{slug}",
                 "topics.state": f"bench-state-{slug}",
+                "topics.training_examples": f"bench-examples-{slug}",
+                "topics.model_updates": f"bench-updates-{slug}",
+                "topics.model_control": f"bench-control-{slug}",
                 "http.port": 0,  # the endpoints stay on, as deployed, on a free port each
             },
             **overrides,

@@ -27,6 +27,7 @@ from streamapp.bench.loops import (
     run_worker,
 )
 from streamapp.bench.memory import measure_memory
+from streamapp.bench.scaleout import measure_scale_out
 from streamapp.bench.variants import bundle_with_onnx, measure_variants
 from streamapp.kafka.local_broker import configured_or_embedded
 from streamapp.settings import Settings
@@ -35,7 +36,7 @@ __all__ = ["SUITES", "render_markdown", "run_bench"]
 
 logger = logging.getLogger(__name__)
 
-SUITES = ("throughput", "latency", "learning", "variants", "memory", "delivery")
+SUITES = ("throughput", "latency", "learning", "variants", "memory", "delivery", "scaleout")
 DEFAULT_SUITES = ("throughput", "latency", "learning", "variants", "memory")
 
 WORKER = "streamapp worker"
@@ -70,6 +71,8 @@ def run_bench(
             result["memory"] = measure_memory(_fresh(settings, "memory"), memory_events)
         if "delivery" in suites:
             result["delivery"] = measure_delivery(settings, events, repeat)
+        if "scaleout" in suites:
+            result["scaleout"] = measure_scale_out(settings, events)
     result["targets"] = _targets(result)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -247,6 +250,15 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"{d['median_events_per_second']['at-least-once']:,.0f} events/s, exactly-once "
             f"{d['median_events_per_second']['exactly-once']:,.0f} "
             f"(ratio {d['exactly_once_over_at_least_once']:.2f}).",
+            "",
+        ]
+    if "scaleout" in result:
+        rates = result["scaleout"]["events_per_second"]
+        lines += [
+            f"**Scale-out** ({result['scaleout']['events']:,} events, "
+            f"{result['scaleout']['partitions']} partitions, a learner alongside): "
+            + ", ".join(f"{name} {rate:,} events/s" for name, rate in rates.items())
+            + ".",
             "",
         ]
     if result.get("targets"):

@@ -24,7 +24,7 @@ def test_every_suite_runs_and_writes_json_and_markdown(
     )
     result = run_bench(
         settings,
-        ("throughput", "latency", "learning", "variants", "memory", "delivery"),
+        ("throughput", "latency", "learning", "variants", "memory", "delivery", "scaleout"),
         events=400,
         loads=(200,),
         latency_seconds=3.0,
@@ -52,6 +52,10 @@ def test_every_suite_runs_and_writes_json_and_markdown(
     assert set(result["variants"]["variants"]) == {"torch", "int8", "onnx"}
     assert result["memory"]["peak_rss_mib"] > 0
     assert result["delivery"]["exactly_once_over_at_least_once"] > 0
+    assert set(result["scaleout"]["events_per_second"]) == {
+        "1 scorer process",
+        "2 scorer processes",
+    }
     saved = orjson.loads((tmp_path / "bench.json").read_bytes())
     assert saved["throughput"]["events"] == 400
     table = (tmp_path / "bench.md").read_text()

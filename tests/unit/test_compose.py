@@ -34,6 +34,8 @@ def test_compose_has_kraft_kafka_topics_model_worker_producer_and_monitoring() -
         "producer",
         "prometheus",
         "grafana",
+        "scorer",
+        "learner",
     }
     kafka = services["kafka"]
     assert kafka["image"].startswith("apache/kafka:")
@@ -66,8 +68,27 @@ def test_environment_names_are_real_settings(monkeypatch) -> None:
 def test_the_topics_created_are_the_default_topic_names() -> None:
     script = load()["services"]["topics"]["command"][0]
     names = Settings().topics
-    for topic in names.inputs() + names.outputs():
+    for topic in [*names.inputs(), *names.outputs()]:
         assert topic in script
+    for topic in (names.training_examples, names.model_updates, names.model_control):
+        assert topic in script
+    assert "--topic model-updates --partitions 1" in script and "cleanup.policy=compact" in script
+
+
+def test_the_scale_out_profile_runs_two_scorers_and_a_learner(monkeypatch) -> None:
+    services = load()["services"]
+    scorer, learner = services["scorer"], services["learner"]
+    assert scorer["profiles"] == learner["profiles"] == ["scale-out"]
+    assert scorer["deploy"]["replicas"] == 2
+    roles = []
+    for service in (scorer, learner):
+        for key, value in service["environment"].items():
+            monkeypatch.setenv(key, str(value))
+        roles.append(Settings().role)
+    assert roles == ["scorer", "learner"]
+    assert (
+        scorer["environment"]["STREAMAPP_GROUP_ID"] == learner["environment"]["STREAMAPP_GROUP_ID"]
+    )
 
 
 def test_prometheus_scrapes_the_workers_metrics_port() -> None:
