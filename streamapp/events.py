@@ -161,5 +161,6 @@ class Outputs:
     predictions: PredictionBlock | None = None
     drift_reports: list[dict[str, object]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    # joined (served embedding, label) pairs, when a separate learner does the learning
-    training_examples: JoinedExamples | None = None
+    # the batch's labels joined to their served rows (published as training examples by a
+    # scorer, compared between champion and challenger)
+    joined: JoinedExamples | None = None

@@ -104,7 +104,7 @@ class Pipeline:
         waiting: list[Feedback] = []
         if len(features):
             outputs.predictions, waiting = self._score(features, now)
-        outputs.training_examples = self._learn([*waiting, *batch.feedback])
+        outputs.joined = self._learn([*waiting, *batch.feedback])
         self._advance_clock(features, batch.feedback)
         if self.monitor.due(now):
             outputs.drift_reports.append(self.report(now))
@@ -151,8 +151,8 @@ class Pipeline:
         return prediction, waiting
 
     def _learn(self, feedback: Sequence[Feedback]) -> JoinedExamples | None:
-        """Join labels to served rows and learn from them, or (a scorer that leaves learning
-        to a learner process) return them to be published."""
+        """Join labels to served rows and learn from them (unless a learner process does);
+        returns the joined examples."""
         if not feedback:
             return None
         joined = self.ledger.join(feedback)
@@ -161,10 +161,9 @@ class Pipeline:
         self.monitor.update_labels(
             joined.labels, joined.proba, self.source_predict(joined.embeddings), joined.delays
         )
-        if not self.learn_locally:
-            return joined
-        self.head.learn_many(joined.embeddings, joined.labels)
-        return None
+        if self.learn_locally:
+            self.head.learn_many(joined.embeddings, joined.labels)
+        return joined
 
     def source_predict(self, embeddings: np.ndarray) -> np.ndarray:
         """Class indices the frozen source head would give."""

@@ -33,7 +33,14 @@ class Publisher:
     """Encodes and produces one batch's :class:`~streamapp.events.Outputs`."""
 
     def __init__(
-        self, sink: _Sink, codec: Codec, topics: TopicNames, model_name: str, model_version: str
+        self,
+        sink: _Sink,
+        codec: Codec,
+        topics: TopicNames,
+        model_name: str,
+        model_version: str,
+        *,
+        publish_examples: bool = False,
     ) -> None:
         self.sink = sink
         self.codec = codec
@@ -41,6 +48,7 @@ class Publisher:
         self.model_name = model_name
         self.model_version = model_version
         self.last_report: dict[str, object] | None = None
+        self.publish_examples = publish_examples  # a scorer's joined examples go to the learner
 
     def publish(
         self, outputs: Outputs, is_live: Callable[[SourcePosition], bool] | None = None
@@ -60,7 +68,7 @@ class Publisher:
                 predictions, self.model_name, self.model_version
             )
             self.sink.produce_many(topics.predictions, records)
-        examples = outputs.training_examples
+        examples = outputs.joined if self.publish_examples else None
         if examples is not None and is_live is not None:
             live = [s is None or is_live(s) for s in examples.sources]
             examples = examples.select(np.array(live, bool))

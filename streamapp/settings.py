@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "BatchSettings",
+    "ChallengerSettings",
     "DriftSettings",
     "HeadSettings",
     "HttpSettings",
@@ -45,6 +46,7 @@ class TopicNames(BaseModel):
     model_control: str = "model-control"
     training_examples: str = "training-examples"
     model_updates: str = "model-updates"
+    shadow_predictions: str = "shadow-predictions"
 
     def inputs(self) -> list[str]:
         return [self.features, self.feedback]
@@ -115,6 +117,20 @@ class HeadSettings(BaseModel):
     seed: int = 0
 
 
+class ChallengerSettings(BaseModel):
+    """A challenger that scores every event in shadow and learns from the same labels."""
+
+    model_config = _FROZEN
+
+    enabled: bool = False
+    bundle: Path | None = Field(None, description="its bundle (default: the served one)")
+    head: HeadSettings | None = Field(None, description="its head (default: the champion's)")
+    alpha: float = Field(0.01, gt=0, lt=1, description="significance level of McNemar's test")
+    auto_promote: bool = Field(False, description="promote it in the registry when it wins")
+    min_labels: int = Field(1000, ge=1, description="labels before auto-promotion is considered")
+    margin: float = Field(0.02, ge=0, description="accuracy gain auto-promotion needs")
+
+
 class HttpSettings(BaseModel):
     """The worker's metrics and health endpoints (see :mod:`streamapp.ops.server`)."""
 
@@ -175,6 +191,7 @@ class Settings(BaseSettings):
     head: HeadSettings = HeadSettings()
     http: HttpSettings = HttpSettings()
     learner: LearnerSettings = LearnerSettings()
+    challenger: ChallengerSettings = ChallengerSettings()
     role: Literal["all", "scorer", "learner"] = Field(
         "all",
         description="all: one process; scorer: score, join, publish training examples and "
@@ -249,7 +266,10 @@ class Settings(BaseSettings):
                 env["STREAMAPP_KAFKA"] = json.dumps(value)
             elif isinstance(value, dict):
                 for sub, sub_value in value.items():
-                    env[f"STREAMAPP_{name.upper()}__{sub.upper()}"] = str(sub_value)
+                    if sub_value is None:
+                        continue
+                    text = json.dumps(sub_value) if isinstance(sub_value, dict) else str(sub_value)
+                    env[f"STREAMAPP_{name.upper()}__{sub.upper()}"] = text
             else:
                 env[f"STREAMAPP_{name.upper()}"] = str(value)
         return env

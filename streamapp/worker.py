@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -45,6 +46,9 @@ from streamapp.publish import Publisher
 from streamapp.replay import ReplayGate
 from streamapp.settings import Settings
 from streamapp.state import decode_state, encode_state
+
+if TYPE_CHECKING:
+    from streamapp.shadow import Shadow
 
 __all__ = ["RunSummary", "Worker", "build_codec", "build_head", "build_pipeline"]
 
@@ -180,6 +184,7 @@ class Worker:
         self._probe: BrokerProbe | None = None
         self._watcher: ModelWatcher | None = None
         self._heads: HeadFollower | None = None  # a scorer follows the learner's head
+        self.shadow: Shadow | None = None  # a challenger, when one is configured
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -196,9 +201,11 @@ class Worker:
             first_seq = self._restore()
         else:
             self._producer = OutputProducer(producer_config(s))
-        self._publisher = Publisher(
-            self._producer, self.codec, s.topics, self.bundle.name, self.bundle.version
-        )
+        self._publisher = self._make_publisher()
+        if s.challenger.enabled:
+            from streamapp.shadow import Shadow
+
+            self.shadow = Shadow(s, self.bundle, self._producer)
         self._consumer = BatchConsumer(
             consumer_config(s),
             s.topics.inputs(),
@@ -274,6 +281,8 @@ class Worker:
                     decoded = self.codec.decode_batch(messages)
                     replaying = self._gate.any_replayed(messages)
                     outputs = self.pipeline.process(decoded)
+                    if self.shadow is not None:
+                        self.shadow.process(decoded, outputs, replaying)
                     self._publish(outputs, replaying)
                     self._checkpoint.store(decoded.offsets)
                     self._observe(len(messages), outputs, began)
@@ -333,6 +342,17 @@ class Worker:
 
     # -- the loop's parts ------------------------------------------------------------------
 
+    def _make_publisher(self) -> Publisher:
+        assert self._producer is not None
+        return Publisher(
+            self._producer,
+            self.codec,
+            self.settings.topics,
+            self.bundle.name,
+            self.bundle.version,
+            publish_examples=self.settings.role == "scorer",
+        )
+
     def _swap(self, bundle: Bundle) -> None:
         """Serve ``bundle`` from the next batch on (called between batches)."""
         old, pending = self.bundle, len(self.pipeline.ledger)
@@ -341,10 +361,7 @@ class Worker:
         self.codec = build_codec(self.settings, bundle)
         self.pipeline = build_pipeline(self.settings, bundle)
         self.pipeline.stats = stats  # the counters go on; events pending a label do not
-        assert self._producer is not None
-        self._publisher = Publisher(
-            self._producer, self.codec, self.settings.topics, bundle.name, bundle.version
-        )
+        self._publisher = self._make_publisher()
         if isinstance(self._checkpoint, TransactionalCheckpoint):
             self._commit(final=True)  # a replay never crosses the swap
         logger.info(

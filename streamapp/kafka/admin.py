@@ -24,7 +24,8 @@ def ensure_topics(
     admin = AdminClient(admin_config(settings))
     topics = settings.topics
     wanted = [NewTopic(name, partitions, replication_factor) for name in topics.inputs()]
-    wanted += [NewTopic(name, partitions, replication_factor) for name in topics.outputs()]
+    outputs = [*topics.outputs(), topics.shadow_predictions]
+    wanted += [NewTopic(name, partitions, replication_factor) for name in outputs]
     # learning-state snapshots: compacted, the latest per key is all that matters
     wanted.append(
         NewTopic(topics.state, 1, replication_factor, config={"cleanup.policy": "compact"})

@@ -1,0 +1,89 @@
+"""A challenger in shadow: it scores every event the champion scores, learns from the same
+labels, publishes to ``shadow-predictions`` (never to ``predictions``), and is compared
+with the champion on the same delayed labels in every drift report."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from streamapp.codec import DecodedBatch
+from streamapp.drift.challenger import ChampionChallenger, paired
+from streamapp.errors import ConfigError
+from streamapp.events import Outputs
+from streamapp.hotswap import ControlEvent, publish_control_event
+from streamapp.model.bundle import Bundle, load_bundle
+from streamapp.model.registry import Registry
+from streamapp.publish import Publisher
+from streamapp.settings import Settings
+from streamapp.worker import build_codec, build_pipeline
+
+__all__ = ["Shadow"]
+
+logger = logging.getLogger(__name__)
+
+
+class Shadow:
+    """The challenger's pipeline and its comparison with the champion."""
+
+    def __init__(self, settings: Settings, champion: Bundle, sink: Any) -> None:
+        c = settings.challenger
+        self.settings = settings
+        self.bundle = load_bundle(c.bundle) if c.bundle is not None else champion
+        if (self.bundle.manifest.feature_names, self.bundle.manifest.classes) != (
+            champion.manifest.feature_names,
+            champion.manifest.classes,
+        ):
+            raise ConfigError("the challenger must take the same features and classes")
+        head_settings = c.head or settings.head
+        shadow_settings = settings.with_overrides(head=head_settings.model_dump(), role="all")
+        self.pipeline = build_pipeline(shadow_settings, self.bundle)
+        self.codec = build_codec(settings, self.bundle)
+        shadow_topics = settings.topics.model_copy(
+            update={"predictions": settings.topics.shadow_predictions}
+        )
+        self.publisher = Publisher(
+            sink, self.codec, shadow_topics, self.bundle.name, self.bundle.version
+        )
+        self.comparison = ChampionChallenger(len(self.bundle.manifest.classes), c.alpha)
+        self.promoted = False
+        self.description = f"{self.bundle.name} {self.bundle.version} with {head_settings!r}"
+        logger.info("challenger in shadow: %s", self.description)
+
+    def process(self, batch: DecodedBatch, champion: Outputs, replaying: bool) -> None:
+        """Score and learn in shadow, compare on the labels both joined, annotate reports."""
+        outputs = self.pipeline.process(batch)
+        if not replaying and outputs.predictions is not None:
+            self.publisher.publish(Outputs(predictions=outputs.predictions))
+        ours, theirs = champion.joined, outputs.joined
+        if ours is not None and theirs is not None and not self.promoted:
+            a, b = paired(ours.event_ids, theirs.event_ids)
+            self.comparison.update(ours.labels[a], ours.proba[a], theirs.proba[b])
+        for report in champion.drift_reports:
+            report["challenger"] = self.summary()
+        self._maybe_promote()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "model": {"name": self.bundle.name, "version": self.bundle.version},
+            **self.comparison.summary(),
+            "promoted": self.promoted,
+        }
+
+    def _maybe_promote(self) -> None:
+        s, c = self.settings, self.settings.challenger
+        if self.promoted or not c.auto_promote:
+            return
+        if not self.comparison.challenger_wins(c.min_labels, c.margin):
+            return
+        if s.registry is None or s.model_name is None or c.bundle is None:
+            logger.warning("the challenger wins but is not a registry version: not promoted")
+            self.promoted = True  # say it once
+            return
+        registry = Registry(s.registry)
+        ref = registry.promote(s.model_name, self.bundle.version, s.model_alias)
+        event = ControlEvent("promote", ref.name, ref.version, s.model_alias, time.time())
+        publish_control_event(s, event)
+        self.promoted = True
+        logger.info("challenger %s won %s: promoted", ref, self.comparison.summary()["challenger"])
