@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
@@ -22,7 +23,7 @@ from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
 from streamapp.settings import Settings
 from streamapp.worker import Worker
-from tests.conftest import settings_env
+from tests.conftest import assert_valid, settings_env
 from tests.unit.test_registry import bundle_version
 
 pytestmark = pytest.mark.integration
@@ -136,7 +137,10 @@ def test_promote_swaps_between_batches_refuses_a_corrupt_bundle_and_rolls_back(
         # in offset order: 1s, then 2s, then 1s again; a partition never flips back and forth
         flips = sum(versions[i] != versions[i - 1] for i in range(1, len(versions)))
         assert flips <= 2
-    kinds = [(e.type, e.version) for e in control_events(settings)]
+    events = control_events(settings)
+    for event in events:
+        assert_valid("model-control", orjson.loads(event.encode()))
+    kinds = [(e.type, e.version) for e in events]
     for expected in [("promote", "2"), ("loaded", "2"), ("promote", "3"), ("refused", "3")]:
         assert expected in kinds
     assert ("rollback", "1") in kinds and ("loaded", "1") in kinds

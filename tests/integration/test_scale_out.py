@@ -18,7 +18,7 @@ from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
 from streamapp.settings import Settings
 from streamapp.worker import build_codec, build_head
-from tests.conftest import WorkerProcesses, read_topic
+from tests.conftest import WorkerProcesses, assert_valid, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -56,9 +56,14 @@ def single_process_head(settings: Settings, bundle_path: Path, examples: int) ->
     """The source head after learning every example on the topic, in offset order, here."""
     bundle = load_bundle(bundle_path)
     head, codec = build_head(settings, bundle), build_codec(settings, bundle)
+    docs = [
+        doc for _, doc in read_topic(settings, settings.topics.training_examples, expected=examples)
+    ]
+    for doc in docs[:50]:
+        assert_valid("training-example", doc)
     rows = [
         codec.decode_training_example(orjson.dumps(doc), bundle.manifest.embedding_dim)
-        for _, doc in read_topic(settings, settings.topics.training_examples, expected=examples)
+        for doc in docs
     ]
     assert len(rows) == examples
     head.learn_many(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]))
