@@ -41,6 +41,7 @@ class Publisher:
         model_version: str,
         *,
         publish_examples: bool = False,
+        instance: str | None = None,
     ) -> None:
         self.sink = sink
         self.codec = codec
@@ -49,6 +50,7 @@ class Publisher:
         self.model_version = model_version
         self.last_report: dict[str, object] | None = None
         self.publish_examples = publish_examples  # a scorer's joined examples go to the learner
+        self.instance = instance  # which worker's window a drift report describes
 
     def publish(
         self, outputs: Outputs, is_live: Callable[[SourcePosition], bool] | None = None
@@ -81,6 +83,8 @@ class Publisher:
             self.sink.produce(topics.dead_letter, encode_dead_letter(dead), dead.key)
         _log_dead_letters(dead_letters)
         for report in [] if is_live is not None else outputs.drift_reports:
+            if self.instance is not None:
+                report["instance"] = self.instance
             self.last_report = report
             self.sink.produce(topics.drift, encode_json(report), self.model_name.encode())
             logger.info(

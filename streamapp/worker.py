@@ -351,6 +351,7 @@ class Worker:
             self.bundle.name,
             self.bundle.version,
             publish_examples=self.settings.role == "scorer",
+            instance=self.settings.instance_id,
         )
 
     def _swap(self, bundle: Bundle) -> None:
