@@ -102,7 +102,7 @@ class ModelWatcher:
     def _on_event(self, value: bytes) -> None:
         try:
             event = ControlEvent.decode(value)
-        except (orjson.JSONDecodeError, TypeError) as exc:
+        except (orjson.JSONDecodeError, TypeError, AttributeError) as exc:
             logger.warning("unreadable control event %r: %s", value[:200], exc)
             return
         s = self.settings

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -112,13 +113,9 @@ def run_worker(settings: Settings, messages: int) -> Worker:
 def faust_agent(settings: Settings, events: int, timeout: float = 600.0) -> bool:
     """Run :mod:`streamapp.bench.faust_agent` in a ``faust worker`` process until it has
     written ``events`` predictions. Returns False when faust-streaming is not installed."""
-    try:
-        import faust  # noqa: F401
-    except ImportError:
-        logger.warning("faust-streaming is not installed (pip install streamapp[faust])")
-        return False
-    with tempfile.TemporaryDirectory(prefix="streamapp-faust-") as datadir:
-        env = {
+
+    def env(datadir: str) -> dict[str, str]:
+        return {
             **os.environ,
             "BENCH_BROKER": settings.bootstrap_servers or "",
             "BENCH_FEATURES": settings.topics.features,
@@ -128,42 +125,42 @@ def faust_agent(settings: Settings, events: int, timeout: float = 600.0) -> bool
             "BENCH_BUNDLE": str(Path(settings.bundle).resolve()),  # it runs in datadir
             "BENCH_DATADIR": datadir,
         }
-        command = [sys.executable, "-m", "faust", "-A", "streamapp.bench.faust_agent"]
-        log_path = Path(datadir) / "faust.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [*command, "worker", "-l", "warn", "--without-web"],
-                env=env,
-                cwd=datadir,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-        try:
-            _wait_for_outputs(settings, events, timeout, process, log_path)
-        finally:
-            stop_process(process)
-    return True
+
+    command = [sys.executable, "-m", "faust", "-A", "streamapp.bench.faust_agent", "worker"]
+    return _faust_process(settings, events, timeout, [*command, "-l", "warn", "--without-web"], env)
 
 
 def faust_runtime(settings: Settings, events: int, timeout: float = 600.0) -> bool:
     """``streamapp run --runtime faust`` (the full pipeline as Faust agents, batched) until
     it has written ``events`` predictions. Returns False without faust-streaming."""
+    run = settings.with_overrides(bundle=Path(settings.bundle).resolve())  # it runs in datadir
+
+    def env(_datadir: str) -> dict[str, str]:
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAPP_")}
+        return {**inherited, **run.as_env()}
+
+    command = [sys.executable, "-m", "streamapp", "--log-level", "WARNING", "run"]
+    return _faust_process(settings, events, timeout, [*command, "--runtime", "faust"], env)
+
+
+def _faust_process(
+    settings: Settings,
+    events: int,
+    timeout: float,
+    command: list[str],
+    env: Callable[[str], dict[str, str]],
+) -> bool:
+    """``command`` in a fresh data directory until ``events`` predictions are out."""
     try:
         import faust  # noqa: F401
     except ImportError:
+        logger.warning("faust-streaming is not installed (pip install streamapp[faust])")
         return False
     with tempfile.TemporaryDirectory(prefix="streamapp-faust-") as datadir:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAPP_")}
-        run = settings.with_overrides(bundle=Path(settings.bundle).resolve())
         log_path = Path(datadir) / "faust.log"
-        command = [sys.executable, "-m", "streamapp", "--log-level", "WARNING", "run"]
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [*command, "--runtime", "faust"],
-                env={**env, **run.as_env()},
-                cwd=datadir,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
+                command, env=env(datadir), cwd=datadir, stdout=subprocess.DEVNULL, stderr=log
             )
         try:
             _wait_for_outputs(settings, events, timeout, process, log_path)

@@ -218,14 +218,17 @@ class BatchConsumer:
         if now < self._lag_due:
             return
         self._lag_due = now + 1.0
+        assigned = [TopicPartition(t, p) for t, p in self.assignment]
+        positions = {
+            (tp.topic, tp.partition): tp.offset for tp in self._consumer.position(assigned)
+        }
         lag = {}
-        for topic, partition in self.assignment:
-            fetched_to = self._next_offset.get((topic, partition))
-            _, high = self._consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), cached=True
-            )
-            if fetched_to is not None and high >= 0:
-                lag[(topic, partition)] = max(high - fetched_to, 0)
+        for tp in assigned:
+            key = (tp.topic, tp.partition)
+            at = self._next_offset.get(key, positions.get(key, -1))
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if at >= 0 and high >= 0:
+                lag[key] = max(high - at, 0)
         self._lag = lag
 
     def group_metadata(self) -> Any:

@@ -75,7 +75,13 @@ def test_metrics_and_health_endpoints_describe_a_running_worker(
             "partitions_assigned": True,
             "broker_reachable": True,
         }
-        metrics = scrape(port)
+        deadline = time.monotonic() + 10  # lag is refreshed once a second on the poll thread
+        while True:
+            metrics = scrape(port)
+            lags = [v for k, v in metrics.items() if k.startswith("streamapp_consumer_lag{")]
+            if len(lags) == 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert get(f"http://127.0.0.1:{port}/nothing-here")[0] == 404
     finally:
         worker.stop()
@@ -93,7 +99,6 @@ def test_metrics_and_health_endpoints_describe_a_running_worker(
     assert metrics["streamapp_commits_total"] >= 1
     info = [k for k in metrics if k.startswith("streamapp_model_info")]
     assert info and 'name="digits-shift"' in info[0]
-    lags = [v for k, v in metrics.items() if k.startswith("streamapp_consumer_lag{")]
     assert len(lags) == 4 and all(v >= 0 for v in lags)  # 2 topics x 2 partitions
     assert metrics["streamapp_drift_reports_total"] >= 1
     psi = [k for k in metrics if k.startswith("streamapp_drift_feature_psi{")]
