@@ -267,11 +267,7 @@ class Worker:
         try:
             while self._running:
                 self.last_tick = time.monotonic()
-                if self._watcher is not None and (bundle := self._watcher.poll()) is not None:
-                    self._swap(bundle)
-                if self._heads is not None and (head := self._heads.poll()) is not None:
-                    self.pipeline.head.load_state_dict(head.head)
-                    logger.info("head updated to head_seq %d", head.head_seq)
+                self._apply_model_updates()
                 messages = self._consumer.poll_batch(self.policy)
                 if self._needs_recovery:
                     self._recover()
@@ -341,6 +337,14 @@ class Worker:
         self.close()
 
     # -- the loop's parts ------------------------------------------------------------------
+
+    def _apply_model_updates(self) -> None:
+        """Between two batches: a promoted bundle, then the learner's newest head."""
+        if self._watcher is not None and (bundle := self._watcher.poll()) is not None:
+            self._swap(bundle)
+        if self._heads is not None and (head := self._heads.poll()) is not None:
+            self.pipeline.head.load_state_dict(head.head)
+            logger.info("head updated to head_seq %d", head.head_seq)
 
     def _make_publisher(self) -> Publisher:
         assert self._producer is not None
