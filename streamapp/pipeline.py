@@ -68,6 +68,9 @@ class Pipeline:
         The frozen source head, kept to report how the unadapted model would have done.
     ledger, monitor
         Pending served rows and the drift state.
+    learn_locally
+        Learn from the joined labels here; a scorer (``role=scorer``) only returns them in
+        ``Outputs.joined`` for the learner process.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class Pipeline:
         model_name: str,
         model_version: str,
         clock: Callable[[], float] = time.time,
+        learn_locally: bool = True,
     ) -> None:
         self.embed = embed
         self.head = head
@@ -93,7 +97,7 @@ class Pipeline:
         self.model_version = model_version
         self.clock = clock
         self.stats = PipelineStats()
-        self.learn_locally = True  # False in a scorer: the learner role learns
+        self.learn_locally = learn_locally  # False in a scorer: the learner role learns
         self.stream_time = float("-inf")  # largest event time seen: the ledger's clock
 
     def process(self, batch: DecodedBatch) -> Outputs:

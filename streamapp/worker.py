@@ -120,7 +120,7 @@ def build_pipeline(settings: Settings, bundle: Bundle) -> Pipeline:
         dataset_drift_share=d.dataset_drift_share,
         performance_window=d.performance_window,
     )
-    pipeline = Pipeline(
+    return Pipeline(
         embed,
         head,
         bundle.head_coef,
@@ -129,9 +129,8 @@ def build_pipeline(settings: Settings, bundle: Bundle) -> Pipeline:
         monitor,
         model_name=m.name,
         model_version=m.version,
+        learn_locally=settings.role == "all",  # a scorer leaves learning to the learner
     )
-    pipeline.learn_locally = settings.role == "all"  # a scorer leaves it to the learner
-    return pipeline
 
 
 class Worker:
