@@ -20,7 +20,7 @@ import orjson
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from streamapp.errors import StreamappError
-from streamapp.kafka.config import consumer_config, producer_config
+from streamapp.kafka.config import producer_config, reader_config
 from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.model.registry import ModelRef, Registry
 from streamapp.settings import Settings
@@ -53,8 +53,12 @@ class ControlEvent:
         return cls(**{f.name: doc.get(f.name) for f in fields(cls)})
 
 
+def _control_producer(settings: Settings) -> Producer:
+    return Producer({k: v for k, v in producer_config(settings).items() if k != "logger"})
+
+
 def publish_control_event(settings: Settings, event: ControlEvent) -> None:
-    producer = Producer({k: v for k, v in producer_config(settings).items() if k != "logger"})
+    producer = _control_producer(settings)
     producer.produce(settings.topics.model_control, event.encode(), event.name.encode())
     if producer.flush(30) != 0:
         raise StreamappError(f"could not publish {event.type} of {event.name} to the broker")
@@ -74,15 +78,11 @@ class ModelWatcher:
         self.serving = serving
         self.refusals = 0
         self.swaps = 0
-        config = {**consumer_config(settings), "group.id": f"{settings.group_id}-control"}
-        config.pop("group.instance.id", None)
-        self._consumer = Consumer(config)
+        self._consumer = Consumer(reader_config(settings, "control"))
         # only what is promoted from now on: the alias was resolved at start
         topic = settings.topics.model_control
         self._consumer.assign([TopicPartition(topic, 0, OFFSET_END)])
-        self._producer = Producer(
-            {k: v for k, v in producer_config(settings).items() if k != "logger"}
-        )
+        self._producer = _control_producer(settings)
         self._loading: threading.Thread | None = None
         self._loaded: Bundle | None = None
 

@@ -4,13 +4,13 @@ and a follower that hands a scorer each newer one (see :mod:`streamapp.learner`)
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from streamapp.kafka.config import consumer_config
+from streamapp.kafka.config import reader_config
+from streamapp.kafka.topic_reader import read_to_end
 from streamapp.settings import Settings
 from streamapp.state import decode_state, encode_state
 
@@ -54,13 +54,6 @@ class HeadSnapshot:
         )
 
 
-def _reader(settings: Settings, purpose: str) -> Consumer:
-    config = {**consumer_config(settings), "group.id": f"{settings.group_id}-{purpose}"}
-    config.pop("group.instance.id", None)
-    config.pop("logger", None)
-    return Consumer(config)
-
-
 class HeadFollower:
     """Reads ``model-updates`` outside any group; ``poll()`` returns a newer snapshot of this
     model's head, once, or ``None``."""
@@ -70,7 +63,7 @@ class HeadFollower:
         self.model_version = model_version
         self.head_seq = -1
         self.updates = 0
-        self._consumer = _reader(settings, "head-follower")
+        self._consumer = Consumer(reader_config(settings, "head-follower"))
         self._consumer.assign([TopicPartition(settings.topics.model_updates, 0, OFFSET_BEGINNING)])
 
     def poll(self) -> HeadSnapshot | None:
@@ -98,24 +91,10 @@ def read_latest_head(
     settings: Settings, model_name: str, timeout: float = 30.0
 ) -> HeadSnapshot | None:
     """The newest snapshot of ``model_name`` on ``model-updates`` (read to its end)."""
-    consumer = _reader(settings, "head-restore")
-    topic = TopicPartition(settings.topics.model_updates, 0)
-    try:
-        _, end = consumer.get_watermark_offsets(topic, timeout=timeout)
-        if end <= 0:
-            return None
-        consumer.assign([TopicPartition(topic.topic, 0, OFFSET_BEGINNING)])
-        latest, deadline = None, time.monotonic() + timeout
-        position = 0
-        while position < end and time.monotonic() < deadline:
-            for msg in consumer.consume(256, 0.5):
-                if msg.error() is not None:
-                    continue
-                position = (msg.offset() or 0) + 1
-                if (msg.key() or b"") == model_name.encode():
-                    snapshot = HeadSnapshot.decode(msg.value() or b"")
-                    if latest is None or snapshot.head_seq >= latest.head_seq:
-                        latest = snapshot
-        return latest
-    finally:
-        consumer.close()
+    latest = None
+    for msg in read_to_end(settings, settings.topics.model_updates, "head-restore", timeout):
+        if (msg.key() or b"") == model_name.encode():
+            snapshot = HeadSnapshot.decode(msg.value() or b"")
+            if latest is None or snapshot.head_seq >= latest.head_seq:
+                latest = snapshot
+    return latest

@@ -13,17 +13,15 @@ import base64
 import html
 import io
 import logging
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import Consumer, TopicPartition
 
 from streamapp.errors import ConfigError
-from streamapp.kafka.config import consumer_config
+from streamapp.kafka.topic_reader import read_to_end
 from streamapp.settings import Settings
 
 __all__ = ["load_reports", "read_reports", "render_report"]
@@ -54,35 +52,12 @@ def load_reports(path: Path) -> list[Report]:
 
 def read_reports(settings: Settings, topic: str, timeout: float = 30.0) -> list[Report]:
     """Every drift report on ``topic``, read up to its end when called."""
-    config = {**consumer_config(settings), "group.id": "streamapp-report"}
-    config.pop("group.instance.id", None)
-    consumer = Consumer(config)
-    try:
-        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            raise ConfigError(f"cannot read topic {topic!r}: {metadata and metadata.error}")
-        ends = {}
-        for p in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])  # no commits: a reader
-        reports: list[Report] = []
-        deadline = time.monotonic() + timeout
-        while ends and time.monotonic() < deadline:
-            for msg in consumer.consume(500, 0.5):
-                if msg.error() is not None:
-                    continue
-                if (msg.offset() or 0) + 1 >= ends.get(msg.partition() or 0, 0):
-                    ends.pop(msg.partition() or 0, None)
-                try:
-                    reports.append(orjson.loads(msg.value() or b""))
-                except orjson.JSONDecodeError:
-                    logger.warning(
-                        "%s[%s]@%s is not JSON; skipped", topic, msg.partition(), msg.offset()
-                    )
-    finally:
-        consumer.close()
+    reports: list[Report] = []
+    for msg in read_to_end(settings, topic, "report", timeout):
+        try:
+            reports.append(orjson.loads(msg.value() or b""))
+        except orjson.JSONDecodeError:
+            logger.warning("%s[%s]@%s is not JSON; skipped", topic, msg.partition(), msg.offset())
     return sorted(reports, key=lambda r: (r.get("ts", 0.0), r.get("report_seq", 0)))
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "admin_config",
     "consumer_config",
     "producer_config",
+    "reader_config",
     "transactional_producer_config",
     "validate_timing",
 ]
@@ -81,6 +82,14 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         **{k: v for k, v in settings.kafka.items() if not k.startswith(_PRODUCER_ONLY)},
         **overrides,
     }
+
+
+def reader_config(settings: Settings, purpose: str) -> dict[str, Any]:
+    """A consumer that assigns its partitions itself (reads a topic, never joins the group,
+    never commits): no static member id, a group id of its own for ``purpose``."""
+    config = consumer_config(settings, **{"group.id": f"{settings.group_id}-{purpose}"})
+    config.pop("group.instance.id", None)
+    return config
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from streamapp.model.registry import Registry
 from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
 from streamapp.settings import Settings
 from streamapp.worker import Worker
 from tests.conftest import assert_valid, read_topic
 from tests.integration.test_lifecycle import control_events
-from tests.unit.test_registry import bundle_version
+from tests.unit.test_registry import registry_serving_v1
 
 pytestmark = pytest.mark.integration
 
@@ -24,10 +23,7 @@ pytestmark = pytest.mark.integration
 def test_the_report_names_the_better_head_and_auto_promotion_swaps_it_in(
     make_settings: Callable[..., Settings], digits_bundle: Path, tmp_path: Path
 ) -> None:
-    registry = Registry(tmp_path / "registry")
-    registry.register(digits_bundle)
-    registry.register(bundle_version(digits_bundle, tmp_path / "v2", "2"))
-    registry.promote("digits-shift", "1")
+    registry = registry_serving_v1(digits_bundle, tmp_path, versions=2)
     # built so one is clearly better: the champion's head barely learns, the challenger's does
     settings = make_settings(
         partitions=2,

@@ -13,18 +13,16 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from streamapp.events import Outputs
 from streamapp.hotswap import ControlEvent
-from streamapp.kafka.config import consumer_config
-from streamapp.model.registry import Registry
+from streamapp.kafka.topic_reader import read_to_end
 from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
 from streamapp.settings import Settings
 from streamapp.worker import Worker
 from tests.conftest import assert_valid, settings_env
-from tests.unit.test_registry import bundle_version
+from tests.unit.test_registry import registry_serving_v1
 
 pytestmark = pytest.mark.integration
 
@@ -43,20 +41,8 @@ def models_cli(settings: Settings, *args: str) -> str:
 
 def control_events(settings: Settings) -> list[ControlEvent]:
     """Every event on the control topic so far."""
-    config = {**consumer_config(settings), "group.id": "test-control-reader"}
-    config.pop("group.instance.id", None)
-    consumer = Consumer(config)
-    topic = TopicPartition(settings.topics.model_control, 0)
-    _, end = consumer.get_watermark_offsets(topic, timeout=10)
-    consumer.assign([TopicPartition(topic.topic, 0, 0)])
-    events: list[ControlEvent] = []
-    deadline = time.monotonic() + 30
-    while len(events) < end and time.monotonic() < deadline:
-        for msg in consumer.consume(100, 0.5):
-            if msg.error() is None:
-                events.append(ControlEvent.decode(msg.value() or b""))
-    consumer.close()
-    return events
+    messages = read_to_end(settings, settings.topics.model_control, "test-control-reader")
+    return [ControlEvent.decode(msg.value() or b"") for msg in messages]
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
@@ -69,12 +55,8 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) ->
 def test_promote_swaps_between_batches_refuses_a_corrupt_bundle_and_rolls_back(
     make_settings: Callable[..., Settings], digits_bundle: Path, tmp_path: Path
 ) -> None:
-    registry = Registry(tmp_path / "registry")
-    registry.register(digits_bundle)
-    registry.register(bundle_version(digits_bundle, tmp_path / "v2", "2"))
-    registry.register(bundle_version(digits_bundle, tmp_path / "v3", "3"))
+    registry_serving_v1(digits_bundle, tmp_path, versions=3)
     (tmp_path / "registry" / "digits-shift" / "3" / "head.npz").write_bytes(b"bit rot")
-    registry.promote("digits-shift", "1")
     settings = make_settings(
         partitions=2, registry=tmp_path / "registry", model_name="digits-shift"
     )

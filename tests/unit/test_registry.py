@@ -20,6 +20,16 @@ def bundle_version(source: Path, target: Path, version: str) -> Path:
     return target
 
 
+def registry_serving_v1(digits_bundle: Path, tmp_path: Path, versions: int) -> Registry:
+    """A registry under ``tmp_path`` with versions 1..``versions`` (copies), 1 in production."""
+    registry = Registry(tmp_path / "registry")
+    registry.register(digits_bundle)
+    for version in range(2, versions + 1):
+        registry.register(bundle_version(digits_bundle, tmp_path / f"v{version}", str(version)))
+    registry.promote("digits-shift", "1")
+    return registry
+
+
 def test_register_promote_rollback(digits_bundle: Path, tmp_path: Path) -> None:
     registry = Registry(tmp_path / "registry")
     v2 = bundle_version(digits_bundle, tmp_path / "v2", "2")
