@@ -301,9 +301,9 @@ class Codec:
         self, block: PredictionBlock, model_name: str, model_version: str
     ) -> list[tuple[bytes | None, bytes]]:
         """``(key, value)`` pairs for the predictions topic."""
-        model = {"name": model_name, "version": model_version, "head_seq": block.head_seq}
         classes = self.classes
         probabilities = block.proba.astype(np.float64).tolist()
+        head_seqs = block.head_seq.tolist()
         out = []
         for i, event_id in enumerate(block.ids):
             value = encode_json(
@@ -311,7 +311,11 @@ class Codec:
                     "event_id": event_id,
                     "label": classes[int(block.labels[i])],
                     "probabilities": dict(zip(classes, probabilities[i], strict=True)),
-                    "model": model,
+                    "model": {
+                        "name": model_name,
+                        "version": model_version,
+                        "head_seq": head_seqs[i],
+                    },
                     "event_ts": float(block.event_ts[i]),
                     "scored_ts": block.scored_ts,
                 }

@@ -36,6 +36,8 @@ class Reason(StrEnum):
     VALUE_RANGE = "value_range"
     UNKNOWN_LABEL = "unknown_label"
     DUPLICATE_EVENT = "duplicate_event"
+    TS_OUT_OF_RANGE = "ts_out_of_range"
+    MISSING = "missing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +109,7 @@ class PredictionBlock:
     labels: np.ndarray  # (n,) class index
     event_ts: np.ndarray
     scored_ts: float
-    head_seq: int
+    head_seq: np.ndarray  # (n,) int64: examples the head had learned when it scored each row
     sources: list[SourcePosition] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -123,7 +125,7 @@ class PredictionBlock:
             labels=self.labels[keep],
             event_ts=self.event_ts[keep],
             scored_ts=self.scored_ts,
-            head_seq=self.head_seq,
+            head_seq=self.head_seq[keep],
             sources=[self.sources[i] for i in keep],
         )
 

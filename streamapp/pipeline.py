@@ -149,7 +149,7 @@ class Pipeline:
             labels=labels,
             event_ts=block.ts,
             scored_ts=now,
-            head_seq=self.head.n_learned,
+            head_seq=np.full(len(block), self.head.n_learned, np.int64),
             sources=block.sources,
         )
         return prediction, waiting

@@ -90,6 +90,9 @@ class LedgerSettings(BaseModel):
     early_label_ttl_s: float = Field(
         60.0, ge=0, description="how long a label that beat its event waits for it"
     )
+    max_parked: int = Field(
+        10_000, ge=0, description="labels waiting for their event; beyond, the oldest are orphans"
+    )
 
 
 class DriftSettings(BaseModel):
@@ -222,6 +225,18 @@ class Settings(BaseSettings):
     )
     max_payload_bytes: int = Field(262_144, ge=64, description="larger inputs are dead-lettered")
     max_abs_value: float = Field(1e6, gt=0, description="larger feature values are dead-lettered")
+    max_future_skew_s: float = Field(
+        300.0,
+        gt=0,
+        description="an event or label whose ts is further ahead of its Kafka timestamp is "
+        "dead-lettered (ts_out_of_range), so one bad clock cannot freeze stream time",
+    )
+    dead_letter_payload_bytes: int = Field(
+        65_536,
+        ge=0,
+        description="a dead letter keeps at most this many bytes of its payload (with the "
+        "original size and sha256), so it always fits the producer's message limit",
+    )
 
     @field_validator("kafka", mode="before")
     @classmethod

@@ -154,7 +154,7 @@ def test_predictions_encode_to_the_schema(codec: Codec) -> None:
         labels=np.array([1]),
         event_ts=np.array([3.0]),
         scored_ts=4.0,
-        head_seq=12,
+        head_seq=np.array([12]),
     )
     [(key, value)] = codec.encode_predictions(block, "m", "1")
     doc = orjson.loads(value)

@@ -36,7 +36,7 @@ def test_predict_before_learn_within_one_batch(pipeline: Pipeline) -> None:
     labels = [Feedback(f"e{i}", i % 10, 101.0) for i in range(5)]
     out = pipeline.process(DecodedBatch(block([f"e{i}" for i in range(5)], X), feedback=labels))
     assert out.predictions is not None
-    assert out.predictions.head_seq == 0  # scored before the batch's labels were learned
+    assert (out.predictions.head_seq == 0).all()  # scored before the batch's labels were learned
     assert pipeline.head.n_learned == 5
     assert pipeline.ledger.counts.joined == 5
 
