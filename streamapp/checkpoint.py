@@ -71,6 +71,11 @@ class Checkpoint:
             if offset > self._pending.get(tp, -1):
                 self._pending[tp] = offset
 
+    def use_producer(self, producer: _Flusher) -> None:
+        """Flush ``producer`` from now on (the last one failed; its stored offsets were
+        forgotten by the rewind that follows)."""
+        self._producer = producer
+
     def commit_if_due(self) -> None:
         if self._pending and self._clock() - self._last_commit >= self.interval_s:
             self.commit()
@@ -196,6 +201,13 @@ class TransactionalCheckpoint:
                 self.processed[tp] = offset
         self._dirty = True
         self._snapshot_current = False
+
+    def use_producer(self, producer: _TransactionalProducer) -> None:
+        """Write through ``producer`` from now on (initialized; the last one failed, so its
+        open transaction is void): opens its first transaction."""
+        self._producer = producer
+        self._dirty = False
+        self._producer.begin_transaction()
 
     def commit_if_due(self) -> None:
         now = self._clock()

@@ -5,7 +5,9 @@ __all__ = [
     "BundleError",
     "ConfigError",
     "DeliveryError",
+    "DeliveryTimeoutError",
     "FencedError",
+    "ProducerFatalError",
     "StreamappError",
     "TransactionError",
 ]
@@ -29,6 +31,15 @@ class BrokerError(StreamappError):
 
 class DeliveryError(StreamappError):
     """The producer could not deliver an output record."""
+
+
+class DeliveryTimeoutError(DeliveryError):
+    """Outputs were not acknowledged in time; they are still queued and may yet arrive."""
+
+
+class ProducerFatalError(DeliveryError):
+    """The producer failed for good (e.g. an idempotent producer desynchronized by a broker
+    restart); its undelivered records are lost, so the caller replaces it and re-reads."""
 
 
 class TransactionError(StreamappError):

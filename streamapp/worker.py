@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
@@ -14,13 +15,26 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_STORED, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_STORED,
+    KafkaException,
+    TopicPartition,
+)
 
 from streamapp.batching import BatchPolicy
 from streamapp.checkpoint import Checkpoint, TransactionalCheckpoint
 from streamapp.codec import Codec
 from streamapp.drift.monitor import DriftMonitor
-from streamapp.errors import FencedError, TransactionError
+from streamapp.errors import (
+    BrokerError,
+    DeliveryError,
+    DeliveryTimeoutError,
+    FencedError,
+    ProducerFatalError,
+    TransactionError,
+)
 from streamapp.events import Outputs
 from streamapp.hotswap import ModelWatcher
 from streamapp.kafka.admin import BrokerProbe, partition_counts
@@ -53,6 +67,10 @@ if TYPE_CHECKING:
 __all__ = ["RunSummary", "Worker", "build_codec", "build_head", "build_pipeline"]
 
 logger = logging.getLogger(__name__)
+
+# lost outputs are recovered by re-reading; this many within the window means give up (exit)
+_MAX_FAILURES = 5
+_FAILURE_WINDOW_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +184,9 @@ class Worker:
         self.messages = 0
         self.busy_s = 0.0  # time spent decoding, scoring, learning and publishing
         self.recoveries = 0
+        self.producer_restarts = 0
+        self._failures: deque[float] = deque()  # when outputs were lost, for the give-up rule
+        self.last_progress = time.monotonic()  # nothing pending, for /healthz
         self._running = False
         self._stopping = False
         self._consumer: BatchConsumer | None = None
@@ -266,26 +287,10 @@ class Worker:
         try:
             while self._running:
                 self.last_tick = time.monotonic()
-                self._apply_model_updates()
-                messages = self._consumer.poll_batch(self.policy)
-                if self._needs_recovery:
-                    self._recover()
-                    continue
-                if messages:
-                    began = time.perf_counter()
-                    decoded = self.codec.decode_batch(messages)
-                    replaying = self._gate.any_replayed(messages)
-                    outputs = self.pipeline.process(decoded)
-                    if self.shadow is not None:
-                        self.shadow.process(decoded, outputs, replaying)
-                    self._publish(outputs, replaying)
-                    self._checkpoint.store(decoded.offsets)
-                    self._observe(len(messages), outputs, began)
-                    if self._gate.active and isinstance(self._checkpoint, TransactionalCheckpoint):
-                        self._gate.advance(self._checkpoint.processed)
-                    if self.on_batch:
-                        self.on_batch(self, outputs)
-                self._commit(final=False)
+                try:
+                    self._step()
+                except DeliveryError as exc:
+                    self._outputs_failed(exc)
                 if count is not None and self.messages - messages_before >= count:
                     break
                 if timeout is not None and time.monotonic() - started >= timeout:
@@ -304,6 +309,74 @@ class Worker:
             self.pipeline.stats.events_scored - scored_before,
             time.monotonic() - started,
         )
+
+    def _step(self) -> None:
+        """One turn of the loop: poll a batch, process and publish it, commit when due."""
+        assert self._consumer is not None and self._checkpoint is not None
+        self._apply_model_updates()
+        messages = self._consumer.poll_batch(self.policy)
+        if self._needs_recovery:
+            self._recover()
+            return
+        if messages:
+            began = time.perf_counter()
+            decoded = self.codec.decode_batch(messages)
+            replaying = self._gate.any_replayed(messages)
+            outputs = self.pipeline.process(decoded)
+            if self.shadow is not None:
+                self.shadow.process(decoded, outputs, replaying)
+            self._publish(outputs, replaying)
+            self._checkpoint.store(decoded.offsets)
+            self._observe(len(messages), outputs, began)
+            if self._gate.active and isinstance(self._checkpoint, TransactionalCheckpoint):
+                self._gate.advance(self._checkpoint.processed)
+            if self.on_batch:
+                self.on_batch(self, outputs)
+        self._commit(final=False)
+        if not self._checkpoint.pending:
+            self.last_progress = time.monotonic()
+
+    def _outputs_failed(self, exc: DeliveryError) -> None:
+        """Outputs since the last commit may be lost: replace a failed producer and read the
+        inputs again from the last commit (a redelivered event re-emits its prediction).
+
+        Outputs that are only late (still queued) keep their offsets pending instead.
+        """
+        if isinstance(exc, DeliveryTimeoutError):
+            logger.warning("commit deferred: %s", exc)
+            return
+        now = time.monotonic()
+        self._failures.append(now)
+        while self._failures and now - self._failures[0] > _FAILURE_WINDOW_S:
+            self._failures.popleft()
+        if len(self._failures) > _MAX_FAILURES:
+            raise BrokerError(
+                f"outputs failed {len(self._failures)} times in {_FAILURE_WINDOW_S:.0f}s, "
+                f"giving up: {exc}"
+            ) from exc
+        logger.warning("outputs since the last commit may be lost (%s): re-reading", exc)
+        if isinstance(exc, ProducerFatalError):
+            self._replace_producer()
+        elif isinstance(self._checkpoint, TransactionalCheckpoint):
+            self._checkpoint.abort()  # its records are void; the replay produces them again
+        self._needs_recovery = True
+
+    def _replace_producer(self) -> None:
+        """A new output producer (a transactional one fences the failed one's epoch)."""
+        assert self._producer is not None and self._checkpoint is not None
+        self._producer.close()
+        s = self.settings
+        if s.exactly_once:
+            self._producer = OutputProducer(transactional_producer_config(s))
+            self._producer.init_transactions()
+        else:
+            self._producer = OutputProducer(producer_config(s))
+        self._publisher = self._make_publisher()
+        if self.shadow is not None:
+            self.shadow.publisher.sink = self._producer
+        self._checkpoint.use_producer(self._producer)
+        self.producer_restarts += 1
+        logger.warning("replaced the output producer after a fatal error")
 
     def close(self) -> None:
         """Commit what is done, then leave the group and flush the producer."""
@@ -393,9 +466,10 @@ class Worker:
                 self._checkpoint.commit_if_due()
         except TransactionError as exc:
             logger.warning("transaction aborted (%s): restoring the last snapshot", exc)
-            self._recover()
+            self._needs_recovery = True
             if final:
                 raise
+            self._recover()
 
     def _publish(self, outputs: Outputs, replaying: bool = False) -> None:
         assert self._publisher is not None
@@ -434,9 +508,14 @@ class Worker:
         return self._publisher.last_report if self._publisher else None
 
     def health(self) -> dict[str, bool]:
-        """Alive, and the poll loop ticked within ``http.stall_s``."""
-        stalled = time.monotonic() - self.last_tick > self.settings.http.stall_s
-        return {"alive": True, "loop_ticking": not (self._running and stalled)}
+        """Alive, the poll loop ticked within ``http.stall_s``, and what it processed was
+        committed within ``http.stall_s`` (a loop spinning against a dead broker is unhealthy)."""
+        now, stall = time.monotonic(), self.settings.http.stall_s
+        return {
+            "alive": True,
+            "loop_ticking": not (self._running and now - self.last_tick > stall),
+            "making_progress": not (self._running and now - self.last_progress > stall),
+        }
 
     def readiness(self) -> dict[str, bool]:
         consumer = self._consumer
@@ -508,21 +587,50 @@ class Worker:
         ]
 
     def _recover(self) -> None:
-        """After an aborted transaction: the in-memory state includes work whose outputs were
-        discarded, so restore the last snapshot and rewind to replay from it."""
-        assert self._consumer is not None and isinstance(self._checkpoint, TransactionalCheckpoint)
+        """Read again from the last commit: after an aborted transaction (the in-memory state
+        includes work whose outputs were discarded, so the last snapshot is restored first)
+        or after outputs were lost in at-least-once mode. Retried on the next turn while the
+        broker cannot answer."""
+        assert self._consumer is not None and self._checkpoint is not None
+        try:
+            if isinstance(self._checkpoint, TransactionalCheckpoint):
+                self._restore_and_rewind(self._checkpoint)
+            else:
+                self._rewind_to_committed(self._checkpoint)
+        except KafkaException as exc:
+            logger.warning("recovery postponed, the broker did not answer: %s", exc)
+            time.sleep(self.policy.idle_wait)
+            return
         self._needs_recovery = False
         self.recoveries += 1
+
+    def _restore_and_rewind(self, checkpoint: TransactionalCheckpoint) -> None:
+        assert self._consumer is not None
         first_seq = self._restore()
-        self._checkpoint.seq = max(self._checkpoint.seq, first_seq)
+        checkpoint.seq = max(checkpoint.seq, first_seq)
         assigned = sorted(self._consumer.assignment)
         self._gate = ReplayGate()
         starts, committed = self._start_positions(assigned)
         for tp in assigned:  # never committed: back to where the group started reading
             starts.setdefault(tp, self._reset_offset())
-        self._checkpoint.reset(starts, committed, set(self._restored_offsets))
+        checkpoint.reset(starts, committed, set(self._restored_offsets))
         self._consumer.rewind(starts)
         logger.info("rewound to %s (committed %s)", starts, committed)
+
+    def _rewind_to_committed(self, checkpoint: Checkpoint) -> None:
+        assert self._consumer is not None
+        assigned = sorted(self._consumer.assignment)
+        committed = {
+            (tp.topic, tp.partition): tp.offset
+            for tp in self._consumer.committed([TopicPartition(t, p) for t, p in assigned])
+        }
+        starts = {
+            tp: offset if (offset := committed.get(tp, -1)) >= 0 else self._reset_offset()
+            for tp in assigned
+        }
+        checkpoint.forget(assigned)
+        self._consumer.rewind(starts)
+        logger.info("rewound to the committed offsets %s", starts)
 
     def _reset_offset(self) -> int:
         reset = str(consumer_config(self.settings).get("auto.offset.reset", "earliest"))

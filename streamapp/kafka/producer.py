@@ -8,7 +8,14 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from streamapp.errors import DeliveryError, FencedError, TransactionError
+from streamapp.errors import (
+    DeliveryError,
+    DeliveryTimeoutError,
+    FencedError,
+    ProducerFatalError,
+    StreamappError,
+    TransactionError,
+)
 
 __all__ = ["OutputProducer"]
 
@@ -32,8 +39,25 @@ class _FirstError:
         self.topic: str | None = None
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None and self.error is None and err.code() not in _PURGED:
+        if err is not None and err.code() not in _PURGED and (self.error is None or err.fatal()):
             self.error, self.topic = err, msg.topic()
+
+
+def _fatal(error: KafkaError, during: str) -> StreamappError:
+    """The exception for a fatal producer error: fenced (stop) or failed (replace it)."""
+    if error.code() in _FENCED:
+        return FencedError(f"producer fenced during {during}: {error.str()}")
+    return ProducerFatalError(f"producer failed fatally during {during}: {error.str()}")
+
+
+def _kafka_error(exc: BaseException) -> KafkaError | None:
+    """The KafkaError behind ``exc``; librdkafka can raise a fatal error from inside a
+    delivery callback, which Python reports as a SystemError caused by it."""
+    while exc is not None:
+        if isinstance(exc, KafkaException) and isinstance(exc.args[0], KafkaError):
+            return exc.args[0]
+        exc = exc.__cause__  # type: ignore[assignment]
+    return None
 
 
 class OutputProducer:
@@ -48,6 +72,8 @@ class OutputProducer:
         failed = self._failed
         if failed.error is not None:
             err, topic, failed.error = failed.error, failed.topic, None
+            if err.fatal() or err.code() in _FENCED:
+                raise _fatal(err, f"delivery to {topic}")
             raise DeliveryError(f"delivery to {topic} failed: {err}")
 
     def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
@@ -62,7 +88,7 @@ class OutputProducer:
                 error = exc.args[0]
                 # e.g. fenced by a newer instance with our transactional.id
                 if error.fatal() or error.code() in (*_FENCED, KafkaError._FATAL):
-                    raise FencedError(f"producer failed fatally: {error.str()}") from exc
+                    raise _fatal(self._fatal_error() or error, "produce") from exc
                 raise
 
     def produce_many(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
@@ -72,10 +98,16 @@ class OutputProducer:
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every produced record is acknowledged; raise if any failed."""
-        remaining = self._producer.flush(timeout)
+        try:
+            remaining = self._producer.flush(timeout)
+        except (KafkaException, SystemError) as exc:
+            error = _kafka_error(exc)
+            if error is None:
+                raise
+            raise _fatal(error, "flush") from exc
         self._raise_if_failed()
         if remaining:
-            raise DeliveryError(f"{remaining} records still undelivered after {timeout}s")
+            raise DeliveryTimeoutError(f"{remaining} records still unacknowledged after {timeout}s")
 
     def poll(self, timeout: float = 0.0) -> None:
         self._producer.poll(timeout)
@@ -101,12 +133,23 @@ class OutputProducer:
         self._failed.error = None  # records of an aborted transaction are void anyway
         self._call(self._producer.abort_transaction, timeout)
 
-    @staticmethod
-    def _call(method: Any, *args: Any) -> None:
+    def _fatal_error(self) -> KafkaError | None:
+        """The underlying fatal error once the producer reported ``_FATAL``."""
+        failed = self._failed.error
+        return failed if failed is not None and failed.fatal() else None
+
+    def close(self) -> None:
+        """Drop whatever is still queued (after a fatal error nothing more can be sent)."""
+        self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+        self._producer.poll(0)
+
+    def _call(self, method: Any, *args: Any) -> None:
         try:
             method(*args)
-        except KafkaException as exc:
-            error = exc.args[0]
+        except (KafkaException, SystemError) as exc:
+            error = _kafka_error(exc)
+            if error is None:
+                raise
             if error.code() in (*_FENCED, KafkaError._FATAL) or error.fatal():
-                raise FencedError(f"producer fenced or failed fatally: {error.str()}") from exc
+                raise _fatal(self._fatal_error() or error, method.__name__) from exc
             raise TransactionError(error.str(), abortable=error.txn_requires_abort()) from exc
