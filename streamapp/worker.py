@@ -694,6 +694,8 @@ class Worker:
             signal.signal(sig, handle)
 
         def restore() -> None:
+            if self._stopping:
+                return  # shutting down after a signal: a second one still forces the exit
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 

@@ -55,5 +55,9 @@ def test_a_second_signal_forces_exit(
     worker = workers.start(make_settings())
     workers.wait_for("worker", "assigned")  # running its loop, signal handlers installed
     worker.send_signal(signal.SIGINT)
+    # the second signal must reach a worker that is shutting down, not one that is gone
+    workers.wait_for("worker", "finishing the batch and shutting down")
+    assert worker.poll() is None
     worker.send_signal(signal.SIGINT)
-    assert worker.wait(timeout=30) in (0, 128 + signal.SIGINT)
+    assert worker.wait(timeout=30) == 128 + signal.SIGINT
+    assert "second SIGINT: forcing exit" in workers.log()
