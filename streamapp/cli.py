@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 
 from streamapp import __version__
-from streamapp.errors import ConfigError, StreamappError
+from streamapp.errors import BundleError, ConfigError, StreamappError
 from streamapp.ops.logs import LogFormat, configure_logging
 from streamapp.settings import Settings
 
@@ -209,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level, args.log_format or _configured_log_format())
     try:
         return int(COMMANDS[args.command](args) or 0)
+    except BundleError as exc:  # one line: a supervisor's log shows why, not a traceback
+        logger.error("%s", " ".join(str(exc).split()))
+        return 2
     except StreamappError as exc:
         logger.error("%s", exc)
         return 2

@@ -7,6 +7,7 @@ Decoding never raises on bad input: every message becomes either part of the bat
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import math
@@ -30,7 +31,17 @@ from streamapp.events import (
 )
 from streamapp.schemas import validator
 
-__all__ = ["Codec", "DecodedBatch", "Message", "encode_dead_letter", "encode_json"]
+__all__ = [
+    "DEAD_LETTER_PAYLOAD_BYTES",
+    "RECORD_BUDGET_BYTES",
+    "Codec",
+    "DecodedBatch",
+    "Message",
+    "dead_letter_key",
+    "encode_dead_letter",
+    "encode_json",
+    "one_line",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,28 +83,89 @@ def encode_json(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def encode_dead_letter(dead: DeadLetter, now: float | None = None) -> bytes:
-    """The dead-letter record for ``dead`` (payload as text, or base64 when not UTF-8)."""
-    if dead.payload is None:
-        payload, encoding = None, "none"
+# Well below the producer's default message.max.bytes (1,000,000) for value + key + headers.
+RECORD_BUDGET_BYTES = 900_000
+DEAD_LETTER_PAYLOAD_BYTES = 65_536  # the default of ``Settings.dead_letter_payload_bytes``
+_MAX_MESSAGE_CHARS = 1_000  # an error message echoes input (a label, an id): bounded
+_MAX_KEY_BYTES = 1_024  # a larger key is cut, and the record says so
+
+
+def encode_dead_letter(
+    dead: DeadLetter,
+    now: float | None = None,
+    *,
+    payload_bytes: int = DEAD_LETTER_PAYLOAD_BYTES,
+) -> bytes:
+    """The dead-letter record for ``dead``: at most ``payload_bytes`` of the payload (text, or
+    base64 when not UTF-8) with its original size and sha256, a bounded one-line message.
+
+    Whatever the payload, the record plus its key (:func:`dead_letter_key`) stays below
+    :data:`RECORD_BUDGET_BYTES`: control characters re-escape six times larger in JSON, so a
+    record over budget is re-encoded with half the payload until it fits.
+
+    >>> from streamapp.events import Reason, SourcePosition
+    >>> dead = DeadLetter(SourcePosition("f", 0, 1), None, Reason.DECODE, "bad", b"\\x01" * 10)
+    >>> record = orjson.loads(encode_dead_letter(dead, now=0.0, payload_bytes=4))
+    >>> record["payload"], record["payload_size"], record["payload_truncated"]
+    ('\\x01\\x01\\x01\\x01', 10, True)
+    """
+    keep = max(0, payload_bytes)
+    while True:
+        value = _dead_letter_record(dead, now, keep)
+        if len(value) <= RECORD_BUDGET_BYTES - _MAX_KEY_BYTES or keep == 0:
+            return value
+        keep //= 2
+
+
+def dead_letter_key(key: bytes | None) -> bytes | None:
+    """The original key when small, else its first :data:`_MAX_KEY_BYTES` bytes."""
+    return key if key is None or len(key) <= _MAX_KEY_BYTES else key[:_MAX_KEY_BYTES]
+
+
+def _dead_letter_record(dead: DeadLetter, now: float | None, keep: int) -> bytes:
+    payload = dead.payload
+    record: dict[str, Any] = {
+        "source": {
+            "topic": dead.source.topic,
+            "partition": dead.source.partition,
+            "offset": dead.source.offset,
+        },
+        "error": {"type": dead.reason.value, "message": one_line(dead.message)},
+    }
+    if payload is None:
+        record |= {"payload": None, "payload_encoding": "none", "payload_size": 0}
+        record |= {"payload_sha256": None, "payload_truncated": False}
     else:
-        try:
-            payload, encoding = dead.payload.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            payload, encoding = base64.b64encode(dead.payload).decode("ascii"), "base64"
-    return encode_json(
-        {
-            "source": {
-                "topic": dead.source.topic,
-                "partition": dead.source.partition,
-                "offset": dead.source.offset,
-            },
-            "error": {"type": dead.reason.value, "message": dead.message},
-            "payload": payload,
-            "payload_encoding": encoding,
-            "ts": time.time() if now is None else now,
-        }
-    )
+        text, encoding = _payload_text(payload, keep)
+        record |= {"payload": text, "payload_encoding": encoding, "payload_size": len(payload)}
+        record["payload_sha256"] = hashlib.sha256(payload).hexdigest()
+        record["payload_truncated"] = len(payload) > keep
+    if dead.key is not None and len(dead.key) > _MAX_KEY_BYTES:
+        record["key_size"] = len(dead.key)  # the record's key is cut to its first bytes
+    record["ts"] = time.time() if now is None else now
+    return encode_json(record)
+
+
+def _payload_text(payload: bytes, keep: int) -> tuple[str, str]:
+    """The first ``keep`` bytes as text when the whole payload is UTF-8, else as base64."""
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(payload[:keep]).decode("ascii"), "base64"
+    # the payload is valid UTF-8, so "ignore" only drops a character cut in half at the end
+    return payload[:keep].decode("utf-8", "ignore"), "utf-8"
+
+
+def one_line(text: str, limit: int = _MAX_MESSAGE_CHARS) -> str:
+    """``text`` on one line, cut to ``limit`` characters with the original length noted.
+
+    >>> one_line("a\\nb")
+    'a b'
+    >>> one_line("x" * 20, limit=5)
+    'xxxxx... (20 chars)'
+    """
+    short = " ".join(text[: limit + 1].split())
+    return short if len(text) <= limit else f"{short[:limit]}... ({len(text)} chars)"
 
 
 class Codec:
@@ -111,6 +183,11 @@ class Codec:
         Feature values beyond this magnitude are rejected (``value_range``).
     max_payload_bytes
         Larger messages are rejected before parsing (``oversized``).
+    max_future_skew_s
+        An event or label whose ``ts`` is further ahead of its Kafka timestamp is rejected
+        (``ts_out_of_range``): one bad clock must not move stream time into the future.
+    dead_letter_payload_bytes
+        A dead letter keeps at most this many bytes of its payload.
     """
 
     def __init__(
@@ -122,6 +199,8 @@ class Codec:
         feedback_topic: str = "feedback",
         max_abs_value: float = 1e6,
         max_payload_bytes: int = 262_144,
+        max_future_skew_s: float = 300.0,
+        dead_letter_payload_bytes: int = DEAD_LETTER_PAYLOAD_BYTES,
     ) -> None:
         self.feature_names = list(feature_names)
         self.classes = [str(c) for c in classes]
@@ -129,6 +208,8 @@ class Codec:
         self.feedback_topic = feedback_topic
         self.max_abs_value = max_abs_value
         self.max_payload_bytes = max_payload_bytes
+        self.max_future_skew_s = max_future_skew_s
+        self.dead_letter_payload_bytes = dead_letter_payload_bytes
         self._feature_index = {name: i for i, name in enumerate(self.feature_names)}
         self._label_index = {name: i for i, name in enumerate(self.classes)}
         self._validate_feature = validator("feature-event")
@@ -154,24 +235,19 @@ class Codec:
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
             if offsets.get((topic, partition), 0) <= offset:
                 offsets[(topic, partition)] = offset + 1
-            value = msg.value()
             try:
-                doc = self._parse(value)
-                event_ts = _event_time(doc.get("ts") if isinstance(doc, dict) else None, msg, now)
                 if topic == self.feedback_topic:
-                    if not self._is_plain_feedback(doc):
-                        self._validate(self._validate_feedback, doc)
-                    batch.feedback.append(self._feedback(doc, event_ts, msg))
+                    batch.feedback.append(self._decode_feedback(msg, now))
                 else:
-                    features = doc.get("features") if isinstance(doc, dict) else None
-                    if not self._is_plain_feature_event(doc, features):
-                        self._validate(self._validate_feature, doc)
-                    self._fill_row(X[len(rows)], features)
+                    event_id, event_ts = self._decode_feature(msg, X[len(rows)], now)
                     rows.append(msg)
-                    ids.append(str(doc["event_id"]))
+                    ids.append(event_id)
                     ts.append(event_ts)
             except _RejectError as reject:
                 self._reject(batch, msg, reject)
+            except Exception as exc:  # one message must never stop the loop: it is dead-lettered
+                failure = _RejectError(Reason.DECODE, f"{type(exc).__name__}: {exc}")
+                self._reject(batch, msg, failure)
         if rows:
             rejected = len(batch.dead_letters)
             batch.features = self._feature_block(X[: len(rows)], rows, ids, ts, batch)
@@ -213,12 +289,49 @@ class Codec:
             sources,
         )
 
+    def _decode_feature(self, msg: Message, row: np.ndarray, now: float) -> tuple[str, float]:
+        """``(event_id, event time)`` of a feature event whose values are written to ``row``."""
+        doc = self._parse(msg.value())
+        features = doc.get("features") if isinstance(doc, dict) else None
+        if not self._is_plain_feature_event(doc, features):
+            self._validate(self._validate_feature, doc)
+        event_ts = self._event_time(doc, msg, now)
+        self._fill_row(row, features)
+        return doc["event_id"], event_ts
+
+    def _decode_feedback(self, msg: Message, now: float) -> Feedback:
+        doc = self._parse(msg.value())
+        if not self._is_plain_feedback(doc):
+            self._validate(self._validate_feedback, doc)
+        return self._feedback(doc, self._event_time(doc, msg, now), msg)
+
+    def _event_time(self, doc: dict[str, Any], msg: Message, now: float) -> float:
+        """The payload's ``ts``, else the Kafka timestamp (else ``now``). A ``ts`` that is not
+        a finite non-negative number, or too far ahead of the Kafka timestamp, is rejected."""
+        kafka_ts = _kafka_time(msg, now)
+        if "ts" not in doc:
+            return kafka_ts
+        ts = _seconds(doc["ts"])
+        if ts is None:
+            raise _RejectError(
+                Reason.TS_OUT_OF_RANGE,
+                f"ts {one_line(repr(doc['ts']), 40)} is not a finite non-negative number",
+            )
+        if ts > kafka_ts + self.max_future_skew_s:
+            raise _RejectError(
+                Reason.TS_OUT_OF_RANGE,
+                f"ts {ts:.3f} is {ts - kafka_ts:.0f} s ahead of the Kafka timestamp "
+                f"(max_future_skew_s={self.max_future_skew_s:g})",
+            )
+        return ts
+
     @staticmethod
     def _reject(batch: DecodedBatch, msg: Message, reject: _RejectError) -> None:
         source = _position(msg)
-        logger.debug("reject %s[%d]@%d: %s", source.topic, source.partition, source.offset, reject)
+        message = one_line(str(reject))  # messages echo input: keep them short and one line
+        logger.debug("reject %s[%d]@%d: %s", source.topic, source.partition, source.offset, message)
         batch.dead_letters.append(
-            DeadLetter(source, msg.key(), reject.reason, str(reject), msg.value())
+            DeadLetter(source, msg.key(), reject.reason, message, msg.value())
         )
 
     def _is_plain_feature_event(self, doc: Any, features: Any) -> bool:
@@ -253,6 +366,8 @@ class Codec:
         try:
             return orjson.loads(value)
         except orjson.JSONDecodeError as exc:
+            if "depth limit" in str(exc):  # the fallback would only recurse deeper
+                raise _RejectError(Reason.DECODE, f"invalid JSON: {exc}") from None
             try:
                 text = value.decode("utf-8")
             except UnicodeDecodeError as not_text:
@@ -261,7 +376,7 @@ class Codec:
                 # NaN/Infinity tokens (Python's json, JavaScript) parse here and are then
                 # rejected as non_finite, which says more than "invalid JSON"
                 return json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise _RejectError(Reason.DECODE, f"invalid JSON: {exc}") from None
 
     @staticmethod
@@ -278,7 +393,10 @@ class Codec:
                 missing = sorted(self._feature_index.keys() - features.keys())[:5]
                 extra = sorted(features.keys() - self._feature_index.keys())[:5]
                 raise _RejectError(Reason.FEATURE_NAMES, f"missing {missing}, unexpected {extra}")
-            row[:] = np.fromiter((features[name] for name in self.feature_names), np.float64, n)
+            try:
+                row[:] = np.fromiter((features[name] for name in self.feature_names), np.float64, n)
+            except OverflowError:  # an integer beyond float range (parsed by the json fallback)
+                raise _RejectError(Reason.VALUE_RANGE, "a feature exceeds float range") from None
         elif len(features) != n:
             raise _RejectError(Reason.FEATURE_COUNT, f"expected {n} features, got {len(features)}")
         else:
@@ -291,11 +409,16 @@ class Codec:
         label = self._label_index.get(str(doc["label"]))
         if label is None:
             raise _RejectError(
-                Reason.UNKNOWN_LABEL, f"label {doc['label']!r} is not one of {self.classes}"
+                Reason.UNKNOWN_LABEL,
+                f"label {one_line(repr(doc['label']), 80)} is not one of {self.classes}",
             )
-        return Feedback(str(doc["event_id"]), label, ts, _position(msg))
+        return Feedback(doc["event_id"], label, ts, _position(msg))
 
     # -- encoding ---------------------------------------------------------------------------
+
+    def encode_dead_letter(self, dead: DeadLetter, now: float | None = None) -> bytes:
+        """The dead-letter record, keeping at most ``dead_letter_payload_bytes`` of the payload."""
+        return encode_dead_letter(dead, now, payload_bytes=self.dead_letter_payload_bytes)
 
     def encode_predictions(
         self, block: PredictionBlock, model_name: str, model_version: str
@@ -370,17 +493,28 @@ def _position(msg: Message) -> SourcePosition:
 
 
 def _is_event_id(value: Any) -> bool:
-    kind = type(value)
-    return (kind is str and 0 < len(value) <= 256) or kind is int
+    """A string of 1-256 characters: integers are refused, since one beyond 2**53 does not
+    survive JSON consumers exactly and ``4242`` would silently equal ``"4242"``."""
+    return type(value) is str and 0 < len(value) <= 256
 
 
 def _is_timestamp(value: Any) -> bool:
     return type(value) in _NUMBER_TYPES and value >= 0
 
 
-def _event_time(ts: Any, msg: Message, now: float) -> float:
-    """The payload's ``ts``, else the Kafka timestamp, else ``now``."""
-    if isinstance(ts, int | float) and not isinstance(ts, bool) and math.isfinite(ts):
-        return float(ts)
+def _seconds(value: Any) -> float | None:
+    """``value`` as finite non-negative seconds, else ``None`` (NaN, infinity, 1e400, 10**400,
+    a negative number or not a number)."""
+    if type(value) not in _NUMBER_TYPES:
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _kafka_time(msg: Message, now: float) -> float:
+    """The message's Kafka timestamp in seconds, else ``now``."""
     kind, millis = msg.timestamp()
     return millis / 1000.0 if kind != 0 and millis > 0 else now

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from streamapp.codec import Codec, encode_dead_letter, encode_json
+from streamapp.codec import Codec, dead_letter_key, encode_json
 from streamapp.events import DeadLetter, Outputs, SourcePosition
 from streamapp.ops.logs import at
 from streamapp.settings import TopicNames
@@ -80,7 +80,9 @@ class Publisher:
             )
             self.sink.produce_many(topics.training_examples, records)
         for dead in dead_letters:
-            self.sink.produce(topics.dead_letter, encode_dead_letter(dead), dead.key)
+            # bounded by the codec (payload, message, key), so it always fits the producer
+            value = self.codec.encode_dead_letter(dead)
+            self.sink.produce(topics.dead_letter, value, dead_letter_key(dead.key))
         _log_dead_letters(dead_letters)
         for report in [] if is_live is not None else outputs.drift_reports:
             if self.instance is not None:

@@ -94,6 +94,8 @@ def build_codec(settings: Settings, bundle: Bundle) -> Codec:
         feedback_topic=settings.topics.feedback,
         max_abs_value=settings.max_abs_value,
         max_payload_bytes=settings.max_payload_bytes,
+        max_future_skew_s=settings.max_future_skew_s,
+        dead_letter_payload_bytes=settings.dead_letter_payload_bytes,
     )
 
 

@@ -8,8 +8,9 @@
 <bundle>/backbone.onnx   optional: the backbone exported for onnxruntime (see variants.py)
 ```
 
-Loading verifies every checksum and every shape before anything is used, and refuses a
-bad bundle with :class:`~streamapp.errors.BundleError`. Nothing is unpickled.
+Loading verifies every checksum, every shape and that every weight is finite before anything
+is used, and refuses a bad bundle with :class:`~streamapp.errors.BundleError` whose message is
+one line (the CLI prints it and exits 2). Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import hashlib
 import logging
 import os
 import pickle  # only for its exception type: nothing is unpickled
+import re
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,15 +148,81 @@ def load_bundle(path: Path | str) -> Bundle:
             )
 
     backbone = _load_backbone(path, manifest)
-    with np.load(path / "head.npz", allow_pickle=False) as head:
+    head = _load_arrays(path, "head.npz")
+    try:
         coef, intercept = head["coef"], head["intercept"]
-    with np.load(path / "reference.npz", allow_pickle=False) as ref:
-        try:
-            reference = ReferenceProfile.from_arrays(dict(ref))
-        except KeyError as exc:
-            raise BundleError(f"{path}: reference.npz lacks {exc}") from None
+    except KeyError as exc:
+        raise BundleError(f"{path}: head.npz lacks {exc}") from None
+    try:
+        reference = ReferenceProfile.from_arrays(_load_arrays(path, "reference.npz"))
+    except KeyError as exc:
+        raise BundleError(f"{path}: reference.npz lacks {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise BundleError(
+            f"{path}: reference.npz is not a reference profile: {_brief(exc)}"
+        ) from None
     _check_shapes(path, manifest, coef, intercept, reference)
+    _check_finite(path, manifest, backbone, coef, intercept)
     return Bundle(path, manifest, backbone, coef, intercept, reference)
+
+
+def _load_arrays(path: Path, name: str) -> dict[str, np.ndarray]:
+    """The numeric arrays of ``name``; object arrays (which only pickle can load) and files
+    that are not ``.npz`` archives are refused."""
+    try:
+        with np.load(path / name, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, AttributeError) as exc:
+        # numpy says "Object arrays cannot be loaded when allow_pickle=False" for a pickled array
+        raise BundleError(f"{path}: {name} is not a plain numeric .npz: {_brief(exc)}") from None
+    for key, array in arrays.items():
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise BundleError(f"{path}: {name}[{key!r}] has dtype {array.dtype}, not numeric")
+    return arrays
+
+
+def _check_finite(
+    path: Path, m: Manifest, backbone: torch.nn.Module, coef: np.ndarray, intercept: np.ndarray
+) -> None:
+    """NaN or infinite weights would score every event as NaN: refuse them at load."""
+    bad = [name for name, a in (("coef", coef), ("intercept", intercept)) if not _finite(a)]
+    bad = [f"head.npz {name}" for name in bad]
+    bad += [
+        f"backbone.pt {name}"
+        for name, tensor in backbone.state_dict().items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+    bad += [
+        f"manifest preprocessing.{key}"
+        for key, values in m.preprocessing.items()
+        if not _finite(np.asarray(values, np.float64))
+    ]
+    if bad:
+        raise BundleError(f"{path}: non-finite weights in {', '.join(bad[:5])}")
+
+
+def _finite(array: np.ndarray) -> bool:
+    return bool(np.isfinite(array).all())
+
+
+def _unpickling_reason(exc: BaseException) -> str:
+    """The one useful sentence of torch's multi-line weights_only refusal.
+
+    >>> _unpickling_reason(Exception("Weights only load failed.\\n\\tWeightsUnpickler error: "
+    ...                               "Unsupported global: GLOBAL print was not allowed. More."))
+    'Unsupported global: GLOBAL print was not allowed'
+    """
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1].split(". ", 1)[0].strip().rstrip(".")
+    return _brief(Exception(re.sub(r"\x1b\[[0-9;]*m", "", text)))
+
+
+def _brief(exc: BaseException) -> str:
+    """An exception as one short line (torch's pickle refusal spans several)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:300] + "..."
 
 
 def _load_backbone(path: Path, manifest: Manifest) -> torch.nn.Module:
@@ -166,9 +235,12 @@ def _load_backbone(path: Path, manifest: Manifest) -> torch.nn.Module:
         state = torch.load(path / "backbone.pt", map_location="cpu", weights_only=True)
         module.load_state_dict(state)
     except pickle.UnpicklingError as exc:  # weights_only=True refuses arbitrary objects
-        raise BundleError(f"{path}: backbone.pt is not a plain state_dict: {exc}") from exc
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise BundleError(f"{path}: backbone does not match the manifest: {exc}") from exc
+        raise BundleError(
+            f"{path}: backbone.pt is not a plain state_dict, refused to unpickle it "
+            f"({_unpickling_reason(exc)})"
+        ) from exc
+    except (RuntimeError, TypeError, ValueError, EOFError, OSError, AttributeError) as exc:
+        raise BundleError(f"{path}: backbone does not match the manifest: {_brief(exc)}") from exc
     return module
 
 

@@ -16,8 +16,8 @@ def bad_messages(
     ``duplicate_event`` (which needs an event that was scored before)."""
     ok = [0.5] * n_features
 
-    def event(suffix: str, features: object) -> bytes:
-        return orjson.dumps({"event_id": f"{id_prefix}-{suffix}", "features": features})
+    def event(suffix: str, features: object, **extra: object) -> bytes:
+        return orjson.dumps({"event_id": f"{id_prefix}-{suffix}", "features": features, **extra})
 
     return [
         ("features", b"k1", b"{not json", "decode"),
@@ -41,4 +41,13 @@ def bad_messages(
             "unknown_label",
         ),
         ("feedback", b"k10", orjson.dumps({"event_id": "e0"}), "schema"),
+        # a clock in the year 3000 would freeze stream time
+        ("features", b"k11", event("future", ok, ts=32_503_680_000.0), "ts_out_of_range"),
+        ("features", b"k12", b"[" * 50_000, "decode"),  # nesting beyond any parser's depth
+        (
+            "feedback",
+            b"k13",
+            orjson.dumps({"event_id": 4242, "label": "0"}),
+            "schema",
+        ),  # ids: strings
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 from collections.abc import Callable
 
@@ -83,4 +84,11 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_loop_goes_on(
             if doc["payload_encoding"] == "base64"
             else doc["payload"].encode()
         )
-        assert payload == original[2]  # the original bytes, for replay after a fix
+        # the original bytes (for replay after a fix), or their first bytes when large
+        assert doc["payload_size"] == len(original[2])
+        assert doc["payload_sha256"] == hashlib.sha256(original[2]).hexdigest()
+        assert doc["payload_truncated"] is (len(original[2]) > settings.dead_letter_payload_bytes)
+        if doc["payload_truncated"]:
+            assert payload == original[2][: settings.dead_letter_payload_bytes]
+        else:
+            assert payload == original[2]

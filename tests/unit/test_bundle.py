@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import pickle
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
+import torch
 
 from streamapp.errors import BundleError
 from streamapp.model.bundle import load_bundle
@@ -98,3 +101,71 @@ def test_bundles_are_immutable(digits_bundle: Path) -> None:
             bundle.head_intercept,
             bundle.reference,
         )
+
+
+# -- every bundle error is one line (issue 11, item 9) -----------------------------------------
+
+
+def _rewrite(bundle: Path, name: str, write: Callable[[Path], None]) -> None:
+    """Replace ``name`` and its checksum, as a careless (or hostile) exporter would."""
+    from streamapp.model.bundle import sha256_file
+
+    write(bundle / name)
+    manifest = orjson.loads((bundle / "manifest.json").read_bytes())
+    manifest["files"][name] = sha256_file(bundle / name)
+    (bundle / "manifest.json").write_bytes(orjson.dumps(manifest))
+
+
+def object_head(bundle: Path) -> None:
+    def write(path: Path) -> None:
+        with path.open("wb") as handle:  # np.savez would add ".npz" to a non-file name
+            np.savez(handle, coef=np.array([{"x": 1}] * 2, dtype=object), intercept=np.zeros(10))
+
+    _rewrite(bundle, "head.npz", write)
+
+
+def nan_head(bundle: Path) -> None:
+    def write(path: Path) -> None:
+        with path.open("wb") as handle:
+            np.savez(handle, coef=np.full((10, 32), np.nan), intercept=np.zeros(10))
+
+    _rewrite(bundle, "head.npz", write)
+
+
+def nan_backbone(bundle: Path) -> None:
+    def write(path: Path) -> None:
+        state = torch.load(path, weights_only=True)
+        first = next(iter(state))
+        state[first] = state[first].clone()
+        state[first].view(-1)[0] = float("nan")
+        torch.save(state, path)
+
+    _rewrite(bundle, "backbone.pt", write)
+
+
+def pickled_backbone(bundle: Path) -> None:
+    _rewrite(bundle, "backbone.pt", lambda path: path.write_bytes(pickle.dumps(print, protocol=2)))
+
+
+def garbage_head(bundle: Path) -> None:
+    _rewrite(bundle, "head.npz", lambda path: path.write_bytes(b"not a zip at all"))
+
+
+BREAKERS: dict[str, tuple[Callable[[Path], None], str]] = {
+    "object_head": (object_head, "head.npz is not a plain numeric .npz"),
+    "nan_head": (nan_head, "non-finite weights in head.npz coef"),
+    "nan_backbone": (nan_backbone, "non-finite weights in backbone.pt"),
+    "pickled_backbone": (pickled_backbone, "refused to unpickle it (Unsupported global"),
+    "garbage_head": (garbage_head, "head.npz is not a plain numeric .npz"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BREAKERS))
+def test_each_bad_bundle_is_a_one_line_bundle_error(bundle_copy: Path, kind: str) -> None:
+    breaker, expected = BREAKERS[kind]
+    breaker(bundle_copy)
+    with pytest.raises(BundleError) as refused:
+        load_bundle(bundle_copy)
+    message = str(refused.value)
+    assert expected in message
+    assert "\n" not in message and len(message) < 600

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 
 import numpy as np
 import orjson
 import pytest
 
-from streamapp.codec import Codec, encode_dead_letter
-from streamapp.events import PredictionBlock, Reason
+from streamapp.codec import RECORD_BUDGET_BYTES, Codec, dead_letter_key, encode_dead_letter
+from streamapp.events import DeadLetter, Outputs, PredictionBlock, Reason, SourcePosition
+from streamapp.publish import Publisher
 from streamapp.scenarios.bad import bad_messages
+from streamapp.settings import TopicNames
 from tests.conftest import assert_valid
 
 
@@ -73,9 +77,20 @@ def test_list_and_named_features_decode_to_one_matrix(codec: Codec) -> None:
     assert not batch.dead_letters
 
 
-def test_integer_event_ids_are_normalized_to_strings(codec: Codec) -> None:
-    batch = codec.decode_batch([FakeMessage("features", feature(42, [1, 2, 3]))])  # type: ignore[arg-type]
-    assert batch.features.ids == ["42"]
+@pytest.mark.parametrize("event_id", [42, 123456789012345678901234567890, 2**53 + 1])
+def test_integer_event_ids_are_refused_on_both_topics(codec: Codec, event_id: int) -> None:
+    """Ids are strings: an integer beyond 2**53 cannot stay exact, and 4242 is not "4242"."""
+    batch = codec.decode_batch(
+        [
+            # json, not orjson: orjson cannot write an integer beyond 64 bits
+            FakeMessage(
+                "features", json.dumps({"event_id": event_id, "features": [1, 2, 3]}).encode()
+            ),
+            FakeMessage("feedback", json.dumps({"event_id": event_id, "label": "1"}).encode()),
+        ]
+    )
+    assert not batch.features.ids and not batch.feedback
+    assert [d.reason for d in batch.dead_letters] == [Reason.SCHEMA, Reason.SCHEMA]
 
 
 def test_feedback_labels_match_classes_by_string(codec: Codec) -> None:
@@ -206,3 +221,235 @@ def test_an_integer_beyond_float_range_is_a_range_error(codec: Codec) -> None:
     value = b'{"event_id": "big", "features": [1, 2, 1%s]}' % (b"0" * 400)
     [dead] = codec.decode_batch([FakeMessage("features", value)]).dead_letters
     assert dead.reason is Reason.VALUE_RANGE
+
+
+# -- hostile input (issue 11) ----------------------------------------------------------------
+
+_DEEP = 50_000
+
+
+@pytest.mark.parametrize(
+    ("topic", "value"),
+    [
+        ("features", b"[" * 100_000),
+        ("features", b'{"event_id": "d", "features": %s}' % (b"[" * _DEEP + b"]" * _DEEP)),
+        ("feedback", b'{"event_id": "d", "label": %s}' % (b"[" * _DEEP + b"]" * _DEEP)),
+        ("features", b'{"event_id": "d", "features": [NaN, %s]}' % (b"[" * _DEEP)),
+    ],
+)
+def test_deep_nesting_is_a_decode_dead_letter_and_the_batch_goes_on(
+    topic: str, value: bytes
+) -> None:
+    """It used to raise RecursionError from the json fallback and stop the worker."""
+    codec = Codec(["a", "b", "c"], ["0", "1"], max_payload_bytes=300_000)
+    batch = codec.decode_batch(
+        [
+            FakeMessage("features", feature("ok1", [1, 2, 3]), offset=1),
+            FakeMessage(topic, value, offset=2),
+            FakeMessage("features", feature("ok2", [1, 2, 3]), offset=3),
+        ]
+    )
+    assert batch.features.ids == ["ok1", "ok2"]
+    [dead] = batch.dead_letters
+    assert (dead.reason, dead.source.offset) == (Reason.DECODE, 2)
+    assert "\n" not in dead.message
+
+
+def test_any_exception_while_decoding_one_message_becomes_its_dead_letter(
+    codec: Codec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = codec._fill_row
+
+    def fail_on_bomb(row: np.ndarray, features: list[float]) -> None:
+        if features[0] == 13:
+            raise MemoryError("boom\nsecond line")
+        real(row, features)
+
+    monkeypatch.setattr(codec, "_fill_row", fail_on_bomb)
+    batch = codec.decode_batch(
+        [
+            FakeMessage("features", feature("ok1", [1, 2, 3]), offset=1),
+            FakeMessage("features", feature("bomb", [13, 2, 3]), offset=2),
+            FakeMessage("features", feature("ok2", [1, 2, 3]), offset=3),
+        ]
+    )
+    assert batch.features.ids == ["ok1", "ok2"]
+    [dead] = batch.dead_letters
+    assert (dead.reason, dead.message) == (Reason.DECODE, "MemoryError: boom second line")
+
+
+KAFKA_TS = 1_700_000_000.0  # FakeMessage's default Kafka timestamp, seconds
+
+
+@pytest.mark.parametrize("topic", ["features", "feedback"])
+@pytest.mark.parametrize(
+    "ts",
+    [
+        b"NaN",
+        b"Infinity",
+        b"1e400",
+        b"1" + b"0" * 400,
+        b"%r" % (KAFKA_TS + 301),
+        b"32503680000",  # the year 3000
+    ],
+)
+def test_a_ts_not_finite_or_too_far_ahead_is_out_of_range(
+    codec: Codec, topic: str, ts: bytes
+) -> None:
+    body = b'"features": [1, 2, 3]' if topic == "features" else b'"label": "1"'
+    value = b'{"event_id": "e", %s, "ts": %s}' % (body, ts)
+    batch = codec.decode_batch([FakeMessage(topic, value)])
+    [dead] = batch.dead_letters
+    assert dead.reason is Reason.TS_OUT_OF_RANGE
+    assert not batch.features.ids and not batch.feedback
+
+
+@pytest.mark.parametrize("topic", ["features", "feedback"])
+def test_a_ts_within_the_skew_or_in_the_past_or_absent_is_kept(codec: Codec, topic: str) -> None:
+    def doc(**ts: float) -> bytes:
+        body = {"features": [1, 2, 3]} if topic == "features" else {"label": "1"}
+        return orjson.dumps({"event_id": "e", **body, **ts})
+
+    batch = codec.decode_batch(
+        [
+            FakeMessage(topic, doc(ts=KAFKA_TS + 300), offset=0),
+            FakeMessage(topic, doc(ts=5.0), offset=1),
+            FakeMessage(topic, doc(), offset=2),
+        ]
+    )
+    assert not batch.dead_letters
+    kept = batch.features.ts.tolist() if topic == "features" else [f.ts for f in batch.feedback]
+    assert kept == [KAFKA_TS + 300, 5.0, KAFKA_TS]
+
+
+def test_the_skew_bound_is_configurable() -> None:
+    codec = Codec(["a", "b", "c"], ["0", "1"], max_future_skew_s=10.0)
+    batch = codec.decode_batch([FakeMessage("features", feature("e", [1, 2, 3], ts=KAFKA_TS + 11))])
+    assert [d.reason for d in batch.dead_letters] == [Reason.TS_OUT_OF_RANGE]
+
+
+def test_a_dead_letter_keeps_a_bounded_payload_with_its_size_and_sha256() -> None:
+    codec = Codec(["a", "b", "c"], ["0", "1"], dead_letter_payload_bytes=100)
+    payload = "é".encode() * 300  # 600 bytes of UTF-8: the cut must not split a character
+    [dead] = codec.decode_batch([FakeMessage("features", payload)]).dead_letters
+    record = orjson.loads(codec.encode_dead_letter(dead, now=1.0))
+    assert_valid("dead-letter", record)
+    assert record["payload"] == "é" * 50
+    assert record["payload_size"] == 600
+    assert record["payload_sha256"] == hashlib.sha256(payload).hexdigest()
+    assert record["payload_truncated"] is True
+
+
+def test_a_small_dead_letter_is_whole_and_a_tombstone_has_no_payload(codec: Codec) -> None:
+    batch = codec.decode_batch(
+        [FakeMessage("features", b"{oops", offset=0), FakeMessage("features", None, offset=1)]
+    )
+    small, tombstone = (
+        orjson.loads(codec.encode_dead_letter(d, now=1.0)) for d in batch.dead_letters
+    )
+    for record in (small, tombstone):
+        assert_valid("dead-letter", record)
+    assert (small["payload"], small["payload_truncated"], small["payload_size"]) == (
+        "{oops",
+        False,
+        5,
+    )
+    assert tombstone["payload"] is None and tombstone["payload_sha256"] is None
+    assert (tombstone["payload_encoding"], tombstone["payload_size"]) == ("none", 0)
+
+
+def test_an_echoed_label_is_cut_in_the_message() -> None:
+    codec = Codec(["a", "b", "c"], ["0", "1"], max_payload_bytes=1_000_000)
+    value = orjson.dumps({"event_id": "e", "label": "L" * 200_000})
+    [dead] = codec.decode_batch([FakeMessage("feedback", value)]).dead_letters
+    assert dead.reason is Reason.UNKNOWN_LABEL
+    assert len(dead.message) < 300
+    record = orjson.loads(codec.encode_dead_letter(dead, now=1.0))
+    assert_valid("dead-letter", record)
+
+
+def test_a_huge_message_is_cut_when_encoded() -> None:
+    dead = DeadLetter(SourcePosition("f", 0, 0), None, Reason.DECODE, "x\n" * 100_000, b"{")
+    record = orjson.loads(encode_dead_letter(dead, now=1.0))
+    assert_valid("dead-letter", record)
+    assert record["error"]["message"].endswith("(200000 chars)")
+    assert "\n" not in record["error"]["message"]
+
+
+def test_a_large_key_is_cut_and_the_record_says_so() -> None:
+    sink = ListSink()
+    codec = Codec(["a", "b", "c"], ["0", "1"])
+    publisher = Publisher(sink, codec, TopicNames(), "m", "1")
+    key = b"K" * 100_000
+    small = DeadLetter(SourcePosition("f", 0, 1), b"k", Reason.DECODE, "bad", b"{")
+    large = DeadLetter(SourcePosition("f", 0, 2), key, Reason.DECODE, "bad", b"{")
+    publisher.publish(Outputs(dead_letters=[small, large]))
+    [(_, small_key, small_value), (_, large_key, large_value)] = sink.records
+    assert small_key == b"k" and "key_size" not in orjson.loads(small_value)
+    assert large_key == key[:1024]
+    record = orjson.loads(large_value)
+    assert_valid("dead-letter", record)
+    assert record["key_size"] == 100_000
+
+
+def test_the_publisher_encodes_dead_letters_with_the_configured_payload_limit() -> None:
+    sink = ListSink()
+    codec = Codec(["a", "b", "c"], ["0", "1"], dead_letter_payload_bytes=10)
+    publisher = Publisher(sink, codec, TopicNames(), "m", "1")
+    dead = DeadLetter(SourcePosition("f", 0, 1), b"k", Reason.DECODE, "bad", b"x" * 1000)
+    publisher.publish(Outputs(dead_letters=[dead]))
+    [(topic, _, value)] = sink.records
+    assert topic == TopicNames().dead_letter
+    record = orjson.loads(value)
+    assert (record["payload"], record["payload_size"]) == ("x" * 10, 1000)
+
+
+class ListSink:
+    """The producer seen by the publisher, keeping what it is given."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes | None, bytes]] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        self.records.append((topic, key, value))
+
+    def produce_many(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+        self.records += [(topic, key, value) for key, value in records]
+
+
+_ADVERSARIAL = [
+    b"\x01" * 250_000,  # valid UTF-8, six times larger once escaped
+    b"\xff" * 900_000,  # not UTF-8: base64
+    b'"' * 900_000,  # escaped twice as large
+    "\u2028".encode() * 300_000,
+    b"\x00\x1f\\" * 300_000,
+    b"",
+]
+
+
+@pytest.mark.parametrize("payload_bytes", [0, 1, 65_536, 1_000_000, 10_000_000])
+@pytest.mark.parametrize("payload", _ADVERSARIAL, ids=lambda p: f"{len(p)}B-{p[:1]!r}")
+def test_an_encoded_dead_letter_always_fits_the_producer_limit(
+    payload: bytes, payload_bytes: int
+) -> None:
+    """Whatever the payload, message, key and configured payload limit: value + key stay
+    below the producer's default message.max.bytes (1,000,000)."""
+    key = b"\x01" * 100_000
+    dead = DeadLetter(
+        SourcePosition("f", 0, 1), key, Reason.UNKNOWN_LABEL, "\x01" * 500_000, payload
+    )
+    value = encode_dead_letter(dead, now=1.0, payload_bytes=payload_bytes)
+    out_key = dead_letter_key(key)
+    assert out_key is not None
+    assert len(value) + len(out_key) < RECORD_BUDGET_BYTES < 1_000_000
+    record = orjson.loads(value)
+    assert_valid("dead-letter", record)
+    assert record["payload_size"] == len(payload)
+    assert record["payload_sha256"] == hashlib.sha256(payload).hexdigest()
+    kept = (
+        base64.b64decode(record["payload"])
+        if record["payload_encoding"] == "base64"
+        else record["payload"].encode()
+    )
+    assert payload.startswith(kept)
+    assert record["payload_truncated"] is (len(kept) < len(payload))
