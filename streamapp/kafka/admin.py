@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+import weakref
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -22,6 +25,19 @@ def ensure_topics(
     """Create the worker's topics if missing. ``features`` and ``feedback`` get the same
     partition count, so a label lands in the same partition number as its event."""
     admin = AdminClient(admin_config(settings))
+    try:
+        _create_topics(admin, settings, partitions, replication_factor, timeout)
+    finally:
+        admin.poll(0)  # hands the client's queued logs to the logger
+
+
+def _create_topics(
+    admin: AdminClient,
+    settings: Settings,
+    partitions: int,
+    replication_factor: int,
+    timeout: float,
+) -> None:
     topics = settings.topics
     wanted = [NewTopic(name, partitions, replication_factor) for name in topics.inputs()]
     outputs = [*topics.outputs(), topics.shadow_predictions]
@@ -47,18 +63,71 @@ def ensure_topics(
 
 
 class BrokerProbe:
-    """Answers "is the broker reachable?" for ``/readyz`` with a client of its own: calls into
-    the worker's consumer from another thread can wait on a rebalance for seconds."""
+    """Answers "is the broker reachable?" for ``/readyz`` at once, from state a thread of its
+    own refreshes every ``interval_s`` with a metadata request (``timeout_s``).
 
-    def __init__(self, settings: Settings) -> None:
+    The probe has a client of its own (calls into the worker's consumer from another thread
+    can wait on a rebalance for seconds), and its thread also hands that client's logs to the
+    structured logger. A result older than ``stale_s`` counts as unreachable, so a wedged
+    probe cannot keep a worker ready. The thread ends with :meth:`close`, or when the probe
+    is garbage collected.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        interval_s: float = 1.0,
+        timeout_s: float = 2.0,
+        stale_s: float | None = None,
+    ) -> None:
         self._admin = AdminClient(admin_config(settings))
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.stale_s = stale_s if stale_s is not None else 2 * interval_s + timeout_s
+        self._ok_at: float | None = None  # monotonic time of the last successful request
+        self.refreshes = 0
+        self._stop = threading.Event()
+        weakref.finalize(self, self._stop.set)
+        self._thread = threading.Thread(
+            target=_refresh_loop,
+            args=(weakref.ref(self), self._stop),  # a weak reference: the thread dies with us
+            name="streamapp-broker-probe",
+            daemon=True,
+        )
+        self._thread.start()
 
-    def reachable(self, timeout: float = 2.0) -> bool:
+    def reachable(self) -> bool:
+        ok_at = self._ok_at
+        return ok_at is not None and time.monotonic() - ok_at <= self.stale_s
+
+    def refresh(self) -> bool:
+        """One metadata request; returns whether it succeeded."""
+        self.refreshes += 1
         try:
-            self._admin.list_topics(timeout=timeout)
+            self._admin.list_topics(timeout=self.timeout_s)
         except KafkaException:
+            self._ok_at = None  # not ready from the first failure, not after ``stale_s``
             return False
+        finally:
+            self._admin.poll(0)
+        self._ok_at = time.monotonic()
         return True
+
+    def close(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        self._thread.join(timeout if timeout is not None else self.timeout_s + 1.0)
+
+
+def _refresh_loop(probe_ref: weakref.ref[BrokerProbe], stop: threading.Event) -> None:
+    while not stop.is_set():
+        probe = probe_ref()
+        if probe is None:
+            return
+        started = time.monotonic()
+        probe.refresh()
+        wait = max(0.0, probe.interval_s - (time.monotonic() - started))
+        del probe  # hold no reference while waiting
+        stop.wait(wait)
 
 
 def partition_counts(settings: Settings, names: list[str], timeout: float = 10.0) -> dict[str, int]:
@@ -68,6 +137,8 @@ def partition_counts(settings: Settings, names: list[str], timeout: float = 10.0
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         raise BrokerError(f"cannot reach {settings.bootstrap_servers}: {exc}") from exc
+    finally:
+        admin.poll(0)  # hands the client's queued logs to the logger
     return {
         name: len(metadata.topics[name].partitions)
         for name in names

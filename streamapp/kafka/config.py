@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from streamapp.errors import ConfigError
+from streamapp.ops.logs import RepeatFilter
 from streamapp.settings import Settings
 
 __all__ = [
@@ -22,6 +23,9 @@ __all__ = [
 
 
 _LIBRDKAFKA_LOG = logging.getLogger("streamapp.kafka.librdkafka")
+# a broker outage makes every client log a connection error per reconnect attempt
+LIBRDKAFKA_REPEAT_S = 10.0
+_LIBRDKAFKA_LOG.addFilter(RepeatFilter(interval_s=LIBRDKAFKA_REPEAT_S))
 
 # passthrough keys that only one side understands (librdkafka warns about the others)
 _CONSUMER_ONLY = (
@@ -143,6 +147,7 @@ def validate_timing(settings: Settings) -> None:
 
 
 def admin_config(settings: Settings) -> dict[str, Any]:
+    """With the structured logger, like every client: an admin client delivers its logs only
+    when polled (see :mod:`streamapp.kafka.admin`), and never prints them raw to stderr."""
     keep = ("security.", "sasl.", "ssl.", "socket.", "client.")
-    common = {k: v for k, v in _common(settings).items() if k != "logger"}
-    return {**common, **{k: v for k, v in settings.kafka.items() if k.startswith(keep)}}
+    return {**_common(settings), **{k: v for k, v in settings.kafka.items() if k.startswith(keep)}}

@@ -17,13 +17,24 @@ Context travels in ``extra``: :func:`at` gives a record its ``topic``, ``partiti
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 import orjson
 
-__all__ = ["JsonFormatter", "KeyValueFormatter", "LogFormat", "at", "configure_logging"]
+__all__ = [
+    "JsonFormatter",
+    "KeyValueFormatter",
+    "LogFormat",
+    "RepeatFilter",
+    "at",
+    "configure_logging",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +87,57 @@ class JsonFormatter(logging.Formatter):
 def _text(value: Any) -> str:
     text = str(value)
     return orjson.dumps(text).decode() if (" " in text or not text) else text
+
+
+class RepeatFilter(logging.Filter):
+    """Lets the same warning or error through at most once per ``interval_s``.
+
+    "The same" ignores numbers (ports, milliseconds, counts), so a broker that refuses
+    connections every 100 ms logs once per interval. The first one let through after others
+    were held back carries ``repeated``: how many were held back since the last one.
+
+    >>> clock = iter([0.0, 1.0, 2.0, 11.0]).__next__
+    >>> only = RepeatFilter(interval_s=10.0, clock=clock)
+    >>> def record(message):
+    ...     return logging.LogRecord("rdkafka", logging.ERROR, "", 0, message, None, None)
+    >>> failures = [record(f"Connect failed (after {ms}ms)") for ms in (0, 3, 5, 7)]
+    >>> [only.filter(r) for r in failures]
+    [True, False, False, True]
+    >>> failures[-1].repeated
+    2
+    """
+
+    _MAX_KEYS = 1024  # distinct messages remembered; more are forgotten oldest first
+
+    def __init__(
+        self, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()  # librdkafka logs from each client's polling thread
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}  # key: (passed, held)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.levelno, _DIGITS.sub("#", record.getMessage()))
+        now = self._clock()
+        with self._lock:
+            passed, held = self._seen.get(key, (None, 0))
+            if passed is not None and now - passed < self.interval_s:
+                self._seen[key] = (passed, held + 1)
+                return False
+            self._seen.pop(key, None)  # re-inserted last: the dict stays in age order
+            self._seen[key] = (now, 0)
+            if len(self._seen) > self._MAX_KEYS:
+                del self._seen[next(iter(self._seen))]
+        if held:
+            record.repeated = held
+        return True
+
+
+_DIGITS = re.compile(r"\d+")
 
 
 def configure_logging(level: str, fmt: LogFormat = "text", stream: TextIO | None = None) -> None:

@@ -14,7 +14,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -32,13 +38,23 @@ logger = logging.getLogger(__name__)
 
 _PREFIX = "streamapp"
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
-SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60)
+# up to an hour: after an outage the backlog is minutes old, and p99 must not pin at a bound
+SECONDS_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+    30, 60, 120, 300, 600, 1800, 3600,
+)  # fmt: skip
+# outcomes that partition the labels: each label ends in exactly one (a parked one in none yet)
+LABEL_OUTCOMES = ("joined", "late", "orphan", "duplicate")
+# what became of scored events that never met their label
+LEDGER_EVENT_OUTCOMES = ("expired", "evicted")
 
 
+# the worker's event counters; each is exported from 0 in every mode (a panel or an alert on
+# one that does not apply shows 0, not "no data")
 _EVENT_DOCS = {
     "commits": "Checkpoints committed (transactions in exactly-once mode).",
-    "transaction_aborts": "Transactions aborted.",
-    "model_swaps": "Model versions swapped in without a restart.",
+    "transaction_aborts": "Transactions aborted (exactly-once mode only).",
+    "model_swaps": "Model versions swapped in without a restart (with a model registry).",
     "model_refusals": "Promoted model versions refused (failed verification).",
 }
 
@@ -117,6 +133,9 @@ class WorkerMetrics:
         )
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+        # process_* (RSS, CPU, fds, start time: restarts show) and python_* (version, GC)
+        for standard in (ProcessCollector, PlatformCollector, GCCollector):
+            standard(registry=self.registry)
 
     def observe_batch(self, messages: int, seconds: float, latencies: np.ndarray) -> None:
         self.batch_size.observe(messages)
@@ -145,14 +164,13 @@ class WorkerMetrics:
         for reason in sorted({r.value for r in Reason} | set(stats.dead_letters)):
             dead.add_metric([reason], stats.dead_letters.get(reason, 0))
         yield dead
-        labels = CounterMetricFamily(
-            f"{_PREFIX}_labels",
-            "Feedback labels by outcome: joined, late, orphan, duplicate, parked (early).",
-            labels=["outcome"],
+        yield from _ledger_metrics(pipeline)
+        redelivered = stats.redelivered
+        yield _counter(
+            "events_redelivered",
+            "Inputs read again at an offset already processed (re-emitted, not dead-lettered).",
+            redelivered,
         )
-        for outcome, count in pipeline.ledger.counts.as_dict().items():
-            labels.add_metric([outcome], count)
-        yield labels
         yield _gauge("ledger_entries", "Scored events waiting for a label.", len(pipeline.ledger))
         learned = pipeline.head.n_learned
         yield _counter("head_examples_learned", "Examples the head learned from.", learned)
@@ -164,7 +182,8 @@ class WorkerMetrics:
         for (topic, partition), behind in sorted(source.consumer_lag().items()):
             lag.add_metric([topic, str(partition)], behind)
         yield lag
-        for name, count in source.event_counts().items():
+        counts = {name: 0 for name in _EVENT_DOCS} | source.event_counts()
+        for name, count in counts.items():
             yield _counter(name, _EVENT_DOCS.get(name, name.replace("_", " ")), count)
         recoveries = source.recoveries
         yield _counter("recoveries", "Restores of the last snapshot after an abort.", recoveries)
@@ -172,8 +191,34 @@ class WorkerMetrics:
         yield self.batch_seconds.family()
         yield self.latency_seconds.family()
         report = source.last_drift_report()
-        if report is not None:
+        if report is None:  # the gauges wait for a first report; the counter starts at 0
+            yield _counter("drift_reports", "Drift reports published.", 0)
+        else:
             yield from _drift_metrics(report)
+
+
+def _ledger_metrics(pipeline: Pipeline) -> Iterator[Metric]:
+    """Labels by outcome (they add up to the labels finished), and scored events by what
+    became of them without a label: two units, two families."""
+    ledger = pipeline.ledger
+    labels = CounterMetricFamily(
+        f"{_PREFIX}_labels",
+        "Feedback labels by outcome: joined, late, orphan, duplicate (each label in one).",
+        labels=["outcome"],
+    )
+    for outcome, count in ({o: 0 for o in LABEL_OUTCOMES} | ledger.counts.as_dict()).items():
+        labels.add_metric([outcome], count)
+    yield labels
+    yield _gauge("labels_parked", "Labels waiting for their event to be scored.", ledger.parked)
+    events = CounterMetricFamily(
+        f"{_PREFIX}_ledger_events",
+        "Scored events that left the ledger without a label: expired (TTL) or evicted (full).",
+        labels=["outcome"],
+    )
+    gone = {o: 0 for o in LEDGER_EVENT_OUTCOMES} | ledger.event_counts.as_dict()
+    for outcome, count in gone.items():
+        events.add_metric([outcome], count)
+    yield events
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:

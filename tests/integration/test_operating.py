@@ -92,6 +92,15 @@ def test_metrics_and_health_endpoints_describe_a_running_worker(
     assert metrics["streamapp_messages_consumed_total"] == len(records) + 1
     assert metrics['streamapp_dead_letters_total{reason="decode"}'] == 1
     assert metrics['streamapp_labels_total{outcome="joined"}'] == n
+    outcomes = [v for k, v in metrics.items() if k.startswith("streamapp_labels_total{")]
+    assert len(outcomes) == 4 and sum(outcomes) == n  # each label counted once
+    assert metrics["streamapp_labels_parked"] == 0
+    assert metrics['streamapp_ledger_events_total{outcome="expired"}'] >= 0
+    assert metrics["streamapp_events_redelivered_total"] == 0
+    # at-least-once: the exactly-once counter is there, at 0 (a panel shows 0, not no data)
+    assert metrics["streamapp_transaction_aborts_total"] == 0
+    assert metrics["process_resident_memory_bytes"] > 0
+    assert metrics["process_start_time_seconds"] > 0
     assert metrics["streamapp_head_examples_learned_total"] == n
     assert metrics["streamapp_batch_size_count"] == metrics["streamapp_batches_total"]
     assert metrics["streamapp_batch_size_sum"] == len(records) + 1

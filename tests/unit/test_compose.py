@@ -139,9 +139,10 @@ def test_every_metric_the_dashboard_queries_is_one_the_worker_exports(
         name
         for panel in dashboard["panels"]
         for target in panel["targets"]
-        for name in re.findall(r"streamapp_[a-z0-9_]+", target["expr"])
+        for name in re.findall(r"\b(?:streamapp|process|python)_[a-z0-9_]+", target["expr"])
     }
     assert queried and queried <= exported, queried - exported
+    assert {"streamapp_ledger_events_total", "process_resident_memory_bytes"} <= queried
 
 
 def exported_metric_names(bundle_path: Path) -> set[str]:

@@ -9,7 +9,9 @@ import sys
 
 import orjson
 
-from streamapp.ops.logs import JsonFormatter, KeyValueFormatter, at
+from streamapp.kafka.config import admin_config, consumer_config, producer_config
+from streamapp.ops.logs import JsonFormatter, KeyValueFormatter, RepeatFilter, at
+from streamapp.settings import Settings
 
 
 def emit(formatter: logging.Formatter, **extra: object) -> str:
@@ -53,3 +55,60 @@ def test_the_cli_switch_makes_every_line_json() -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines and all(orjson.loads(line)["level"] for line in lines)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def failure(message: str, level: int = logging.ERROR) -> logging.LogRecord:
+    return logging.LogRecord("streamapp.kafka.librdkafka", level, "", 0, message, None, None)
+
+
+def test_a_repeated_error_passes_once_per_interval_with_the_count_held_back() -> None:
+    clock = Clock()
+    only = RepeatFilter(interval_s=10.0, clock=clock)
+    passed = []
+    for tick in range(100):  # a refused connection every 200 ms for 20 s
+        clock.now = tick * 0.2
+        record = failure(f"Connect to 127.0.0.1:9092 failed (after {tick % 7}ms in state CONNECT)")
+        if only.filter(record):
+            passed.append(record)
+    assert [getattr(r, "repeated", 0) for r in passed] == [0, 49]
+    clock.now = 40.0  # quiet since: the next one passes
+    assert only.filter(failure("Connect to 127.0.0.1:9092 failed (after 1ms in state CONNECT)"))
+
+
+def test_different_errors_and_info_lines_are_not_held_back() -> None:
+    only = RepeatFilter(interval_s=10.0, clock=Clock())
+    assert only.filter(failure("Connect failed: Connection refused"))
+    assert only.filter(failure("Metadata request timed out"))
+    assert only.filter(failure("Connect failed: Connection refused", logging.WARNING))
+    assert not only.filter(failure("Connect failed: Connection refused"))
+    info = [failure("assigned features[0]", logging.INFO) for _ in range(3)]
+    assert all(only.filter(record) for record in info)
+
+
+def test_the_held_back_count_is_a_field_of_both_formats() -> None:
+    clock = Clock()
+    only = RepeatFilter(interval_s=1.0, clock=clock)
+    records = [failure("FAIL broker down") for _ in range(4)]
+    only.filter(records[0]), only.filter(records[1]), only.filter(records[2])
+    clock.now = 1.5
+    assert only.filter(records[3])
+    assert orjson.loads(JsonFormatter().format(records[3]))["repeated"] == 2
+    assert KeyValueFormatter().format(records[3]).endswith("FAIL broker down repeated=2")
+
+
+def test_every_client_config_logs_through_the_rate_limited_structured_logger() -> None:
+    settings = Settings(bootstrap_servers="127.0.0.1:9")
+    configs = [admin_config(settings), consumer_config(settings), producer_config(settings)]
+    loggers = {id(config["logger"]) for config in configs}
+    assert len(loggers) == 1
+    log = configs[0]["logger"]
+    assert log.name.startswith("streamapp.")
+    assert any(isinstance(f, RepeatFilter) for f in log.filters)
