@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from streamapp.codec import encode_dead_letter
+from streamapp.codec import dead_letter_key
 from streamapp.events import DeadLetter, Reason, SourcePosition
 from streamapp.kafka.config import consumer_config, producer_config
 from streamapp.kafka.producer import OutputProducer
@@ -141,7 +141,9 @@ class Learner:
         source = SourcePosition(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
         dead = DeadLetter(source, msg.key(), Reason.SCHEMA, why, msg.value())
         self._producer.produce(
-            self.settings.topics.dead_letter, encode_dead_letter(dead), msg.key()
+            self.settings.topics.dead_letter,
+            self.codec.encode_dead_letter(dead),
+            dead_letter_key(msg.key()),
         )
         self.dead_letters += 1
         logger.warning(

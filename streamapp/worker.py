@@ -399,6 +399,8 @@ class Worker:
         if self._heads is not None:
             self._heads.close()
             self._heads = None
+        if self._probe is not None:
+            self._probe.close()
         self._probe = None
         self._consumer = self._producer = self._checkpoint = self._server = None
         logger.info("worker stopped after %d messages", self.messages)
