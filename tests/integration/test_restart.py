@@ -47,17 +47,3 @@ def test_graceful_stop_mid_stream_and_restart_loses_nothing(
     assert second.wait(timeout=60) == 0
     counts = Counter(doc["event_id"] for _, doc in predictions)
     assert set(counts) == {f"e{i}" for i in range(n)}  # every event predicted at least once
-
-
-def test_a_second_signal_forces_exit(
-    make_settings: Callable[..., Settings], workers: WorkerProcesses
-) -> None:
-    worker = workers.start(make_settings())
-    workers.wait_for("worker", "assigned")  # running its loop, signal handlers installed
-    worker.send_signal(signal.SIGINT)
-    # the second signal must reach a worker that is shutting down, not one that is gone
-    workers.wait_for("worker", "finishing the batch and shutting down")
-    assert worker.poll() is None
-    worker.send_signal(signal.SIGINT)
-    assert worker.wait(timeout=30) == 128 + signal.SIGINT
-    assert "second SIGINT: forcing exit" in workers.log()
