@@ -111,6 +111,11 @@ class DriftMonitor:
         self.performance.load_state_dict(state["performance"])
         self.detectors.load_state_dict(state["detectors"])
 
+    @property
+    def events_in_window(self) -> int:
+        """Events scored since the last report."""
+        return self._events
+
     def due(self, now: float) -> bool:
         if self._events >= self.window_events:
             return True

@@ -37,7 +37,7 @@ def test_size_bound_evicts_oldest_and_their_labels_count_as_late() -> None:
     ledger = make(max_entries=3)
     add(ledger, ["a", "b", "c", "d", "e"])
     assert len(ledger) == 3
-    assert ledger.counts.evicted_events == 2
+    assert ledger.event_counts.evicted == 2
     joined = ledger.join([Feedback("a", 0, 1.0), Feedback("e", 0, 1.0)])
     assert joined.event_ids == ["e"]
     assert ledger.counts.late == 1
@@ -51,7 +51,7 @@ def test_ttl_expires_on_the_stream_clock_and_late_labels_are_counted() -> None:
     assert "old" in ledger and len(ledger) == 1
     joined = ledger.join([Feedback("old", 1, 12.0), Feedback("new", 1, 12.0)])
     assert joined.event_ids == ["new"]
-    assert ledger.counts.late == 1 and ledger.counts.expired_events == 1
+    assert ledger.counts.late == 1 and ledger.event_counts.expired == 1
 
 
 def test_duplicate_and_orphan_labels_are_counted_not_learned() -> None:
