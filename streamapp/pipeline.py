@@ -268,7 +268,8 @@ class Pipeline:
         self.ledger.load_state_dict(state["ledger"])
         self.monitor.load_state_dict(state["monitor"])
         self.stats = PipelineStats.from_dict(state["stats"])
-        self.stream_time = float(state["stream_time"])
+        stream_time = state["stream_time"]  # null in snapshots of a fresh pipeline, before
+        self.stream_time = float("-inf") if stream_time is None else float(stream_time)
 
     def report(self, now: float) -> dict[str, Any]:
         """A drift report of the window so far (and the start of the next window)."""
