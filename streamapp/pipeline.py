@@ -182,7 +182,14 @@ class Pipeline:
         )
 
     def _reemit(self, block: FeatureBlock, now: float) -> PredictionBlock:
-        """The predictions first served for redelivered events, from the ledger's memory."""
+        """The predictions first served for redelivered events, from the ledger's memory.
+
+        Pending or already gone (joined, expired, evicted), the ledger remembers what was
+        served for its last ``max_entries`` finished events too, so a redelivery is always
+        re-emitted as first served rather than re-scored by a newer head: a consumer that got
+        both copies sees the same prediction twice. ``scored_ts`` is this emission's time.
+        An event the ledger has forgotten altogether cannot be told from a new one: scored.
+        """
         served = self.ledger.served(block.ids)
         return PredictionBlock(
             ids=block.ids,
