@@ -6,6 +6,7 @@ columns (:class:`FeatureBlock`) because the hot path scores them as one matrix.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -117,16 +118,46 @@ class PredictionBlock:
 
     def select(self, mask: np.ndarray) -> PredictionBlock:
         """The rows where ``mask`` is true."""
-        keep = np.flatnonzero(mask)
+        return self.take(np.flatnonzero(mask))
+
+    def take(self, rows: np.ndarray) -> PredictionBlock:
+        """The rows at the indices ``rows``, in that order."""
+        index = rows.tolist()
         return PredictionBlock(
-            ids=[self.ids[i] for i in keep],
-            keys=[self.keys[i] for i in keep],
-            proba=self.proba[keep],
-            labels=self.labels[keep],
-            event_ts=self.event_ts[keep],
+            ids=[self.ids[i] for i in index],
+            keys=[self.keys[i] for i in index],
+            proba=self.proba[rows],
+            labels=self.labels[rows],
+            event_ts=self.event_ts[rows],
             scored_ts=self.scored_ts,
-            head_seq=self.head_seq[keep],
-            sources=[self.sources[i] for i in keep],
+            head_seq=self.head_seq[rows],
+            sources=[self.sources[i] for i in index] if self.sources else [],
+        )
+
+    @classmethod
+    def concat(cls, blocks: Sequence[PredictionBlock]) -> PredictionBlock:
+        """The rows of ``blocks`` one after the other; ``scored_ts`` is the latest of theirs.
+
+        >>> a = PredictionBlock(["a"], [None], np.eye(2)[:1], np.array([0]), np.zeros(1), 5.0,
+        ...                     np.array([3]))
+        >>> b = PredictionBlock(["b"], [b"b"], np.eye(2)[1:], np.array([1]), np.ones(1), 7.0,
+        ...                     np.array([4]))
+        >>> both = PredictionBlock.concat([a, b])
+        >>> both.ids, both.head_seq.tolist(), both.scored_ts, both.proba.shape
+        (['a', 'b'], [3, 4], 7.0, (2, 2))
+        """
+        if not blocks:
+            raise ValueError("nothing to concatenate")
+        sources = [s for b in blocks for s in b.sources]
+        return cls(
+            ids=[i for b in blocks for i in b.ids],
+            keys=[k for b in blocks for k in b.keys],
+            proba=np.concatenate([b.proba for b in blocks]),
+            labels=np.concatenate([b.labels for b in blocks]),
+            event_ts=np.concatenate([b.event_ts for b in blocks]),
+            scored_ts=max(b.scored_ts for b in blocks),
+            head_seq=np.concatenate([b.head_seq for b in blocks]),
+            sources=sources if all(len(b.sources) == len(b) for b in blocks) else [],
         )
 
 

@@ -3,6 +3,12 @@
 Prequential, as in river's ``progressive_val_score(delay=...)``: every event is scored
 with the head as it is, its served embedding waits in the ledger, and a label that
 arrives later is learned on exactly that embedding (predict before learn).
+
+An event read again at the position it was first read from (a rebalance, a broker outage, a
+restart of the consumer) is a *redelivery*, not bad input: its prediction is re-emitted as
+it was first served (same probabilities, label, event time and ``head_seq``), and it is not
+scored, monitored or learned again. The same ``event_id`` at another position is a
+``duplicate_event`` dead letter.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from streamapp.events import (
     Outputs,
     PredictionBlock,
     Reason,
+    SourcePosition,
 )
-from streamapp.ledger import PendingLedger
+from streamapp.ledger import PendingLedger, Seen
 from streamapp.model.head import OnlineHead
 
 __all__ = ["Pipeline", "PipelineStats"]
@@ -45,6 +52,7 @@ class PipelineStats:
     events_scored: int = 0
     feedback_received: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
+    redelivered: int = 0  # events read again at the same position: re-emitted, not rescored
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -52,7 +60,18 @@ class PipelineStats:
             "events_scored": self.events_scored,
             "feedback_received": self.feedback_received,
             "dead_letters": dict(self.dead_letters),
+            "redelivered": self.redelivered,
         }
+
+    @classmethod
+    def from_dict(cls, stats: dict[str, Any]) -> PipelineStats:
+        return cls(
+            int(stats["batches"]),
+            int(stats["events_scored"]),
+            int(stats["feedback_received"]),
+            Counter(stats["dead_letters"]),
+            int(stats.get("redelivered", 0)),  # absent from older snapshots
+        )
 
 
 class Pipeline:
@@ -104,42 +123,98 @@ class Pipeline:
         """Score the batch's events, learn from its labels, report drift when due."""
         now = self.clock()
         outputs = Outputs(dead_letters=list(batch.dead_letters))
-        features = self._drop_duplicates(batch.features, outputs.dead_letters)
+        block = batch.features
+        fresh, again = self._sort_out(block, outputs.dead_letters)
+        features = block.select(fresh) if not fresh.all() else block
         waiting: list[Feedback] = []
+        parts: list[tuple[np.ndarray, PredictionBlock]] = []
+        if again.any():
+            parts.append((np.flatnonzero(again), self._reemit(block.select(again), now)))
         if len(features):
-            outputs.predictions, waiting = self._score(features, now)
+            scored, waiting = self._score(features, now)
+            parts.append((np.flatnonzero(fresh), scored))
+        outputs.predictions = _in_input_order(parts)
         outputs.joined = self._learn([*waiting, *batch.feedback])
         self._advance_clock(features, batch.feedback)
-        if self.monitor.due(now):
-            outputs.drift_reports.append(self.report(now))
+        # count this batch before a report is made, so the report covers the batch it closes
         self.stats.batches += 1
         self.stats.feedback_received += len(batch.feedback)
         self.stats.dead_letters.update(d.reason.value for d in outputs.dead_letters)
+        if self.monitor.due(now):
+            outputs.drift_reports.append(self.report(now))
         return outputs
 
-    def _drop_duplicates(self, block: FeatureBlock, dead: list[DeadLetter]) -> FeatureBlock:
-        seen: set[str] = set()
-        keep = np.ones(len(block), bool)
+    def _sort_out(
+        self, block: FeatureBlock, dead: list[DeadLetter]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Masks of the rows to score and of the redeliveries to re-emit; dead-letters
+        duplicates (an ``event_id`` already served from another position)."""
+        fresh = np.zeros(len(block), bool)
+        again = np.zeros(len(block), bool)
+        in_batch: dict[str, SourcePosition | None] = {}
         for i, event_id in enumerate(block.ids):
-            if event_id in seen or event_id in self.ledger:
-                keep[i] = False
-                dead.append(
-                    DeadLetter(
-                        block.sources[i],
-                        block.keys[i],
-                        Reason.DUPLICATE_EVENT,
-                        f"event_id {event_id!r} was already scored",
-                        None,
-                    )
-                )
-            seen.add(event_id)
-        return block if keep.all() else block.select(keep)
+            source = block.sources[i] if block.sources else None
+            if event_id in in_batch:
+                # the first copy is served in this batch: a second copy of the same message adds
+                # nothing, a copy from another position is a duplicate
+                same = source is not None and in_batch[event_id] == source
+                seen = Seen.REDELIVERED if same else Seen.DUPLICATE
+            elif source is None:
+                seen = Seen.DUPLICATE if event_id in self.ledger else Seen.NEW
+            else:
+                seen = self.ledger.seen(event_id, source)
+                again[i] = seen is Seen.REDELIVERED
+            in_batch.setdefault(event_id, source)
+            fresh[i] = seen is Seen.NEW
+            self.stats.redelivered += seen is Seen.REDELIVERED
+            if seen is Seen.DUPLICATE:
+                dead.append(self._duplicate(block, i))
+        return fresh, again
+
+    @staticmethod
+    def _duplicate(block: FeatureBlock, i: int) -> DeadLetter:
+        return DeadLetter(
+            block.sources[i] if block.sources else SourcePosition("", -1, -1),
+            block.keys[i],
+            Reason.DUPLICATE_EVENT,
+            f"event_id {block.ids[i]!r} was already scored from another position",
+            None,
+        )
+
+    def _reemit(self, block: FeatureBlock, now: float) -> PredictionBlock:
+        """The predictions first served for redelivered events, from the ledger's memory.
+
+        Pending or already gone (joined, expired, evicted), the ledger remembers what was
+        served for its last ``max_entries`` finished events too, so a redelivery is always
+        re-emitted as first served rather than re-scored by a newer head: a consumer that got
+        both copies sees the same prediction twice. ``scored_ts`` is this emission's time.
+        An event the ledger has forgotten altogether cannot be told from a new one: scored.
+        """
+        served = self.ledger.served(block.ids)
+        return PredictionBlock(
+            ids=block.ids,
+            keys=block.keys,
+            proba=served.proba,
+            labels=served.proba.argmax(axis=1),
+            event_ts=served.event_ts,
+            scored_ts=now,
+            head_seq=served.head_seq,
+            sources=block.sources,
+        )
 
     def _score(self, block: FeatureBlock, now: float) -> tuple[PredictionBlock, list[Feedback]]:
         embeddings = self.embed(block.X)  # one forward pass for the whole batch
         proba = self.head.predict_proba_many(embeddings)
         labels = proba.argmax(axis=1)
-        waiting = self.ledger.add(block.ids, embeddings, proba, block.ts)
+        head_seq = np.full(len(block), self.head.n_learned, np.int64)
+        waiting = self.ledger.add(
+            block.ids,
+            embeddings,
+            proba,
+            block.ts,
+            sources=block.sources or None,
+            head_seq=head_seq,
+        )
         self.monitor.update_events(block.X, labels, block.ts)
         self.stats.events_scored += len(block)
         prediction = PredictionBlock(
@@ -149,7 +224,7 @@ class Pipeline:
             labels=labels,
             event_ts=block.ts,
             scored_ts=now,
-            head_seq=np.full(len(block), self.head.n_learned, np.int64),
+            head_seq=head_seq,
             sources=block.sources,
         )
         return prediction, waiting
@@ -199,14 +274,9 @@ class Pipeline:
         self.head.load_state_dict(state["head"])
         self.ledger.load_state_dict(state["ledger"])
         self.monitor.load_state_dict(state["monitor"])
-        stats = state["stats"]
-        self.stats = PipelineStats(
-            stats["batches"],
-            stats["events_scored"],
-            stats["feedback_received"],
-            Counter(stats["dead_letters"]),
-        )
-        self.stream_time = float(state["stream_time"])
+        self.stats = PipelineStats.from_dict(state["stats"])
+        stream_time = state["stream_time"]  # null in snapshots of a fresh pipeline, before
+        self.stream_time = float("-inf") if stream_time is None else float(stream_time)
 
     def report(self, now: float) -> dict[str, Any]:
         """A drift report of the window so far (and the start of the next window)."""
@@ -216,6 +286,31 @@ class Pipeline:
             "version": self.model_version,
             "head_seq": self.head.n_learned,
         }
-        report["labels"] = {**self.ledger.counts.as_dict(), "pending_events": len(self.ledger)}
+        report["labels"] = {
+            **self.ledger.counts.as_dict(),
+            "parked": self.ledger.parked,
+            "pending_events": len(self.ledger),
+        }
+        report["events"] = {
+            **self.ledger.event_counts.as_dict(),
+            "redelivered": self.stats.redelivered,
+        }
         report["counters"] = self.stats.as_dict()
         return report
+
+    def final_report(self, now: float) -> dict[str, Any] | None:
+        """The report of the last, partial window (on a graceful shutdown); None when the
+        window has no events."""
+        if self.monitor.events_in_window == 0:
+            return None
+        return self.report(now)
+
+
+def _in_input_order(parts: list[tuple[np.ndarray, PredictionBlock]]) -> PredictionBlock | None:
+    """One block of the ``(input rows, predictions)`` parts, rows in input order."""
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0][1]
+    rows = np.concatenate([index for index, _ in parts])
+    return PredictionBlock.concat([block for _, block in parts]).take(np.argsort(rows))

@@ -64,6 +64,20 @@ class Shadow:
             report["challenger"] = self.summary()
         self._maybe_promote()
 
+    def state_dict(self) -> dict[str, Any]:
+        """The challenger's learning state and its comparison with the champion, for the
+        worker's snapshot beside the champion's (see :meth:`Pipeline.state_dict`)."""
+        return {
+            "pipeline": self.pipeline.state_dict(),
+            "comparison": self.comparison.state_dict(),
+            "promoted": self.promoted,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pipeline.load_state_dict(state["pipeline"])
+        self.comparison.load_state_dict(state["comparison"])
+        self.promoted = bool(state["promoted"])
+
     def summary(self) -> dict[str, Any]:
         return {
             "model": {"name": self.bundle.name, "version": self.bundle.version},

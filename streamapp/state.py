@@ -9,12 +9,19 @@ JSON document, so a snapshot of a 100k-row ledger costs its float32 rows, not pe
 >>> state = decode_state(blob)
 >>> state["head"]["n"], state["ids"], state["head"]["coef"].tolist()
 (3, ['a', 'b'], [[1.0, 0.0], [0.0, 1.0]])
+
+JSON has no infinities or NaN (orjson writes them as ``null``), yet a learning state holds
+them, e.g. an empty window's first event time ``+inf``; they are kept as tagged values:
+
+>>> decode_state(encode_state({"first": float("inf"), "last": [float("-inf"), 1.5]}))
+{'first': inf, 'last': [-inf, 1.5]}
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -26,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 _META = "__meta__"
 _ARRAY = "__array__"
+_FLOAT = "__float__"  # a non-finite float: {"__float__": "inf" | "-inf" | "nan"}
 
 
 def encode_state(state: dict[str, Any]) -> bytes:
@@ -37,8 +45,15 @@ def encode_state(state: dict[str, Any]) -> bytes:
             return {_ARRAY: path}
         if isinstance(node, dict):
             return {str(k): strip(v, f"{path}/{k}") for k, v in node.items()}
+        if isinstance(node, list | tuple):
+            # ids are most of a ledger's JSON: strings pass as they are
+            return [
+                v if isinstance(v, str) else strip(v, f"{path}/{i}") for i, v in enumerate(node)
+            ]
         if isinstance(node, np.generic):
-            return node.item()
+            node = node.item()
+        if isinstance(node, float) and not math.isfinite(node):
+            return {_FLOAT: repr(node)}
         return node
 
     meta = strip(state, "")
@@ -56,7 +71,11 @@ def decode_state(blob: bytes) -> dict[str, Any]:
         if isinstance(node, dict):
             if set(node) == {_ARRAY}:
                 return arrays[node[_ARRAY]]
+            if set(node) == {_FLOAT}:
+                return float(node[_FLOAT])
             return {k: fill(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [fill(v) for v in node]
         return node
 
     return fill(meta)

@@ -127,6 +127,7 @@ def build_pipeline(settings: Settings, bundle: Bundle) -> Pipeline:
         len(m.classes),
         settings.ledger.ttl_s,
         settings.ledger.early_label_ttl_s,
+        settings.ledger.max_parked,
     )
     d = settings.drift
     monitor = DriftMonitor(

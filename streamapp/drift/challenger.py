@@ -76,6 +76,25 @@ class ChampionChallenger:
         self.only_challenger_right += int((right["challenger"] & ~right["champion"]).sum())
         self.labels += len(truth)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The paired outcomes so far (arrays + JSON)."""
+        return {
+            "labels": self.labels,
+            "only_champion_right": self.only_champion_right,
+            "only_challenger_right": self.only_challenger_right,
+            "confusion": {name: cm.copy() for name, cm in self._confusion.items()},
+            "log_loss": dict(self._log_loss),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._reset()
+        self.labels = int(state["labels"])
+        self.only_champion_right = int(state["only_champion_right"])
+        self.only_challenger_right = int(state["only_challenger_right"])
+        for name, cm in state["confusion"].items():
+            self._confusion[name] = np.asarray(cm, np.int64).copy()
+        self._log_loss = {name: float(v) for name, v in state["log_loss"].items()}
+
     def _metrics(self, name: str) -> dict[str, float]:
         cm = self._confusion[name]
         tp = np.diag(cm).astype(np.float64)

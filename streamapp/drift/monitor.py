@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -103,13 +103,25 @@ class DriftMonitor:
         state["detectors"] = self.detectors.state_dict()
         return state
 
+    # an empty window's first/last event times are +inf/-inf; snapshots written before
+    # streamapp.state kept non-finite floats hold them as null
+    _EMPTY: ClassVar[dict[str, float]] = {"_first_ts": np.inf, "_last_ts": -np.inf}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in self._WINDOW:
             setattr(self, name, np.asarray(state[name], np.float64).copy())
         for name in self._SCALARS:
-            setattr(self, name, type(getattr(self, name))(state[name]))
+            value = state[name]
+            if value is None and name in self._EMPTY:
+                value = self._EMPTY[name]
+            setattr(self, name, type(getattr(self, name))(value))
         self.performance.load_state_dict(state["performance"])
         self.detectors.load_state_dict(state["detectors"])
+
+    @property
+    def events_in_window(self) -> int:
+        """Events scored since the last report."""
+        return self._events
 
     def due(self, now: float) -> bool:
         if self._events >= self.window_events:

@@ -181,7 +181,13 @@ class ErrorDetectors:
     def state_dict(self) -> dict[str, Any]:
         kept = min(self._seen, self.history)
         order = np.arange(self._seen - kept, self._seen) % self.history
-        return {"recent": self._recent[order], "seen": self._seen, "totals": dict(self._totals)}
+        return {
+            "recent": self._recent[order],
+            "seen": self._seen,
+            "totals": dict(self._totals),
+            # change points not yet reported: the next report lists them, restored or not
+            "changes": {name: list(points) for name, points in self._changes.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Approximate: fresh detectors replay the last ``history`` errors."""
@@ -191,7 +197,8 @@ class ErrorDetectors:
         self._seen = int(state["seen"])
         self._recent[np.arange(self._seen - len(recent), self._seen) % self.history] = recent
         self._totals = {k: int(v) for k, v in state["totals"].items()}
-        self._changes = {name: [] for name in self._detectors}
+        changes = state.get("changes", {})
+        self._changes = {name: [int(p) for p in changes.get(name, [])] for name in self._detectors}
 
     def summary(self, reset_window: bool = True) -> dict[str, Any]:
         """Change points since the last summary, and totals."""

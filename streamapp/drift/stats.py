@@ -176,7 +176,7 @@ def compare_binned(
     return BinnedComparison(
         psi=np.maximum(psi, 0.0),
         js=np.clip(js, 0.0, 1.0),
-        ks=ks,
+        ks=np.clip(ks, 0.0, 1.0),  # cumulative sums may end a rounding error above 1
         p_value=p_value,
         ks_p_value=np.minimum(ks_p_value, 1.0),
         scale=scale,

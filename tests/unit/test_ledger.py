@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamapp.events import Feedback
-from streamapp.ledger import PendingLedger
+from streamapp.events import Feedback, SourcePosition
+from streamapp.ledger import PendingLedger, Seen
+from streamapp.state import decode_state, encode_state
 
 
 def make(max_entries: int = 10, ttl: float = 100.0, early: float = 0.0) -> PendingLedger:
@@ -37,7 +38,7 @@ def test_size_bound_evicts_oldest_and_their_labels_count_as_late() -> None:
     ledger = make(max_entries=3)
     add(ledger, ["a", "b", "c", "d", "e"])
     assert len(ledger) == 3
-    assert ledger.counts.evicted_events == 2
+    assert ledger.event_counts.evicted == 2
     joined = ledger.join([Feedback("a", 0, 1.0), Feedback("e", 0, 1.0)])
     assert joined.event_ids == ["e"]
     assert ledger.counts.late == 1
@@ -51,7 +52,7 @@ def test_ttl_expires_on_the_stream_clock_and_late_labels_are_counted() -> None:
     assert "old" in ledger and len(ledger) == 1
     joined = ledger.join([Feedback("old", 1, 12.0), Feedback("new", 1, 12.0)])
     assert joined.event_ids == ["new"]
-    assert ledger.counts.late == 1 and ledger.counts.expired_events == 1
+    assert ledger.counts.late == 1 and ledger.event_counts.expired == 1
 
 
 def test_duplicate_and_orphan_labels_are_counted_not_learned() -> None:
@@ -100,3 +101,100 @@ def test_seen_ids_memory_is_bounded() -> None:
     for i in range(100):
         add(ledger, [f"e{i}"])
     assert len(ledger._gone) <= 5
+
+
+def test_parked_labels_are_bounded_by_count_oldest_become_orphans() -> None:
+    """200,000 labels for never-scored ids within seconds of stream time (issue 11, item 7)."""
+    ledger = PendingLedger(10, 2, 3, ttl_s=100.0, early_label_ttl_s=60.0, max_parked=1_000)
+    n = 200_000
+    ledger.join([Feedback(f"ghost{i}", 0, i / 10_000) for i in range(n)])
+    assert ledger.parked == 1_000
+    assert ledger.counts.orphan == n - 1_000
+    assert ledger.counts.as_dict() == {"joined": 0, "late": 0, "orphan": n - 1_000, "duplicate": 0}
+    # the newest were kept: the last parked label still joins its event
+    waiting = add(ledger, [f"ghost{n - 1}", "ghost0"])
+    assert [fb.event_id for fb in waiting] == [f"ghost{n - 1}"]
+
+
+def test_no_parking_when_max_parked_is_zero() -> None:
+    ledger = PendingLedger(10, 2, 3, ttl_s=100.0, early_label_ttl_s=60.0, max_parked=0)
+    ledger.join([Feedback("ghost", 0, 1.0)])
+    assert ledger.parked == 0 and ledger.counts.orphan == 1
+
+
+def test_label_outcomes_partition_the_labels() -> None:
+    """joined + late + orphan + duplicate + parked == every label joined (issue 14, item 2)."""
+    ledger = PendingLedger(4, 2, 3, ttl_s=10.0, early_label_ttl_s=5.0, max_parked=2)
+    sent = 0
+
+    def join(feedback: list[Feedback]) -> None:
+        nonlocal sent
+        sent += len(feedback)
+        ledger.join(feedback)
+
+    add(ledger, ["a", "b", "c"], ts=0.0)
+    join([Feedback("a", 0, 1.0), Feedback("a", 0, 1.0)])  # joined, duplicate
+    join([Feedback("p", 0, 1.0), Feedback("p", 0, 1.0)])  # parked, duplicate
+    join([Feedback("q", 0, 1.0), Feedback("r", 0, 1.0)])  # parked; overflow: p an orphan
+    add(ledger, ["d", "e", "f"], ts=2.0)  # evicts b (its label will be late)
+    join([Feedback("b", 0, 3.0)])
+    ledger.join(add(ledger, ["q"], ts=3.0))  # a parked label joins: not a second label
+    ledger.expire(clock=20.0)  # r: an orphan; d, e, f expire
+    join([Feedback("d", 1, 20.0), Feedback("s", 0, 20.0)])  # late, parked
+    counts = ledger.counts.as_dict()
+    assert counts == {"joined": 2, "late": 2, "orphan": 2, "duplicate": 2}
+    assert ledger.parked == 1
+    assert sum(counts.values()) + ledger.parked == sent
+    assert ledger.event_counts.as_dict() == {"expired": 3, "evicted": 2}  # b, c
+
+
+def test_positions_and_served_rows_survive_the_state_dict() -> None:
+    ledger = make(max_entries=3)
+    sources = [SourcePosition("features", 2, 40 + k) for k in range(5)]
+    proba = np.array([[0.1, 0.2, 0.7]] * 5) + np.arange(5)[:, None] / 100
+    ledger.add(
+        [f"e{k}" for k in range(5)],
+        np.zeros((5, 2), np.float32),
+        proba,
+        np.arange(5.0),
+        sources=sources,
+        head_seq=np.arange(5) * 10,
+    )
+    ledger.join([Feedback("e4", 0, 9.0)])  # e0, e1 evicted, e4 joined: all remembered
+    restored = make(max_entries=3)
+    restored.load_state_dict(decode_state(encode_state(ledger.state_dict())))
+    for k, source in enumerate(sources):
+        assert restored.seen(f"e{k}", source) is Seen.REDELIVERED
+        assert restored.seen(f"e{k}", SourcePosition("features", 2, 99)) is Seen.DUPLICATE
+        assert restored.seen(f"e{k}", SourcePosition("other", 2, 40 + k)) is Seen.DUPLICATE
+    assert restored.seen("e9", sources[0]) is Seen.NEW
+    served = restored.served(["e0", "e3", "e4"])
+    np.testing.assert_array_equal(served.proba, proba[[0, 3, 4]])
+    assert served.head_seq.tolist() == [0, 30, 40] and served.event_ts.tolist() == [0.0, 3.0, 4.0]
+    assert restored.event_counts.evicted == 2 and restored.counts.joined == 1
+    assert_same_state(restored.state_dict(), ledger.state_dict())
+
+
+def test_an_older_snapshot_without_positions_loads() -> None:
+    ledger = make()
+    add(ledger, ["a", "b"])
+    state = ledger.state_dict()
+    for name in ("topics", "head_seq", "topic", "partition", "offset", "gone", "event_counts"):
+        del state[name]
+    state["counts"] = {**state["counts"], "parked": 0, "expired_events": 3, "evicted_events": 1}
+    state["gone_why"] = []
+    restored = make()
+    restored.load_state_dict(state)
+    assert len(restored) == 2 and restored.event_counts.as_dict() == {"expired": 3, "evicted": 1}
+    assert restored.seen("a", SourcePosition("features", 0, 0)) is Seen.DUPLICATE
+
+
+def assert_same_state(a: dict, b: dict) -> None:  # type: ignore[type-arg]
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], dict):
+            assert_same_state(a[key], b[key])
+        elif isinstance(a[key], np.ndarray):
+            assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key

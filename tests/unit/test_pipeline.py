@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from streamapp.codec import DecodedBatch
-from streamapp.events import FeatureBlock, Feedback, Reason, SourcePosition
+from streamapp.events import DeadLetter, FeatureBlock, Feedback, Reason, SourcePosition
 from streamapp.model.bundle import load_bundle
 from streamapp.pipeline import Pipeline
-from streamapp.settings import DriftSettings, Settings
+from streamapp.settings import DriftSettings, LedgerSettings, Settings
 from streamapp.worker import build_pipeline
 from tests.conftest import assert_valid
 
@@ -81,3 +81,61 @@ def test_labels_past_the_ttl_are_late(pipeline: Pipeline) -> None:
     pipeline.process(DecodedBatch(FeatureBlock.empty(64), feedback=[Feedback("old", 1, 10_001.0)]))
     assert pipeline.ledger.counts.late == 1
     assert pipeline.head.n_learned == 0
+
+
+def test_a_report_counts_the_batch_it_closes(pipeline: Pipeline) -> None:
+    """The first report showed ``dead_letters: {}`` for the batch that made 24 (issue 11)."""
+    rejects = [
+        DeadLetter(SourcePosition("features", 0, 100 + k), None, Reason.SCHEMA, "bad", b"{}")
+        for k in range(24)
+    ]
+    X = np.random.default_rng(3).uniform(0, 16, size=(20, 64))
+    batch = DecodedBatch(block([f"e{i}" for i in range(20)], X), dead_letters=rejects)
+    [report] = pipeline.process(batch).drift_reports
+    assert report["counters"]["dead_letters"] == {"schema": 24}
+    assert report["counters"]["batches"] == 1
+    assert report["counters"]["events_scored"] == 20
+
+
+def test_final_report_is_the_partial_window_or_none(pipeline: Pipeline) -> None:
+    assert pipeline.final_report(50.0) is None  # nothing scored yet
+    X = np.random.default_rng(4).uniform(0, 16, size=(7, 64))
+    pipeline.process(DecodedBatch(block([f"e{i}" for i in range(7)], X)))
+    report = pipeline.final_report(60.0)
+    assert report is not None
+    assert_valid("drift-report", report)
+    assert report["window"]["events"] == 7 and report["ts"] == 60.0
+    assert pipeline.final_report(61.0) is None  # the window it reported is closed
+
+
+def test_label_outcomes_add_up_to_the_labels_received(digits_bundle: Path) -> None:
+    """joined + late + orphan + duplicate + parked == feedback received (issue 14, item 2)."""
+    settings = Settings(
+        bundle=digits_bundle,
+        drift=DriftSettings(window_events=30),
+        ledger=LedgerSettings(max_entries=20, ttl_s=50.0, early_label_ttl_s=10.0, max_parked=3),
+    )
+    pipeline = build_pipeline(settings, load_bundle(digits_bundle))
+    X = np.random.default_rng(5).uniform(0, 16, size=(30, 64))
+    ids = [f"e{i}" for i in range(30)]
+    reports = []
+    steps = [
+        (block(ids[:10], X[:10], ts=0.0), [Feedback(i, 1, 1.0) for i in ids[:5] * 2]),
+        (block(ids[10:30], X[10:30], ts=5.0), [Feedback(f"x{i}", 2, 5.0) for i in range(6)]),
+        (FeatureBlock.empty(64), [Feedback(i, 0, 100.0) for i in ids[5:12]]),  # late
+        (FeatureBlock.empty(64), [Feedback("y", 0, 100.0), Feedback("y", 0, 100.0)]),
+    ]
+    for features, feedback in steps:
+        out = pipeline.process(DecodedBatch(features, feedback=feedback))
+        reports += out.drift_reports
+    counts = pipeline.ledger.counts
+    assert min(counts.joined, counts.late, counts.orphan, counts.duplicate) > 0
+    assert pipeline.ledger.parked == 1
+    outcomes = sum(counts.as_dict().values()) + pipeline.ledger.parked
+    assert outcomes == pipeline.stats.feedback_received == 25
+    assert reports  # the report of a full window, and one now: the counters are cumulative
+    final = pipeline.report(200.0)
+    assert_valid("drift-report", final)
+    labels = final["labels"]
+    assert sum(labels[k] for k in ("joined", "late", "orphan", "duplicate", "parked")) == 25
+    assert set(final["events"]) == {"expired", "evicted", "redelivered"}
