@@ -224,11 +224,8 @@ class Worker:
             first_seq = self._restore()
         else:
             self._producer = OutputProducer(producer_config(s))
+            self.shadow = self._make_shadow()
         self._publisher = self._make_publisher()
-        if s.challenger.enabled:
-            from streamapp.shadow import Shadow
-
-            self.shadow = Shadow(s, self.bundle, self._producer)
         self._consumer = BatchConsumer(
             consumer_config(s),
             s.topics.inputs(),
@@ -245,7 +242,7 @@ class Worker:
                 self._consumer,
                 self._producer,
                 self._store_required(),
-                lambda: encode_state(self.pipeline.state_dict()),
+                self._learning_state,
                 interval_s=interval,
                 snapshot_interval_s=s.snapshot_interval_s,
                 first_seq=first_seq,
@@ -385,6 +382,7 @@ class Worker:
         """Commit what is done, then leave the group and flush the producer."""
         if self._checkpoint is not None and not self._fenced:
             try:
+                self._publish_final_report()
                 self._commit(final=True)
             except Exception:
                 logger.exception("final commit failed; the uncommitted inputs will be re-read")
@@ -476,6 +474,15 @@ class Worker:
                 raise
             self._recover()
 
+    def _publish_final_report(self) -> None:
+        """The last partial window's drift report, on the way out (not in a replay, whose
+        reports went out before the restore)."""
+        assert self._checkpoint is not None
+        if self._gate.active or (report := self.pipeline.final_report(time.time())) is None:
+            return
+        self._publish(Outputs(drift_reports=[report]))
+        self._checkpoint.store({})  # something to commit: in exactly-once, the report
+
     def _publish(self, outputs: Outputs, replaying: bool = False) -> None:
         assert self._publisher is not None
         # replayed inputs were published before the restore
@@ -540,6 +547,7 @@ class Worker:
         """Load the latest snapshot into a fresh pipeline; returns its sequence number."""
         snapshot = self._store_required().read_latest()
         self.pipeline = build_pipeline(self.settings, self.bundle)
+        self.shadow = self._make_shadow()
         if snapshot is None:
             self._restored_offsets = {}
             logger.info(
@@ -547,7 +555,10 @@ class Worker:
                 self.settings.transactional_id,
             )
             return 0
-        self.pipeline.load_state_dict(decode_state(snapshot.blob))
+        state = decode_state(snapshot.blob)
+        self.pipeline.load_state_dict(state)
+        if self.shadow is not None and "shadow" in state:
+            self.shadow.load_state_dict(state["shadow"])
         self._restored_offsets = dict(snapshot.offsets)
         logger.info(
             "restored snapshot %d (head_seq %d, %d pending labels)",
@@ -556,6 +567,21 @@ class Worker:
             len(self.pipeline.ledger),
         )
         return snapshot.seq
+
+    def _learning_state(self) -> bytes:
+        """What a snapshot holds: the pipeline's state, and the challenger's when there is one."""
+        state = self.pipeline.state_dict()
+        if self.shadow is not None:
+            state["shadow"] = self.shadow.state_dict()
+        return encode_state(state)
+
+    def _make_shadow(self) -> Shadow | None:
+        """A fresh challenger, when one is configured (it writes through our producer)."""
+        if not self.settings.challenger.enabled:
+            return None
+        from streamapp.shadow import Shadow
+
+        return Shadow(self.settings, self.bundle, self._producer)
 
     def _start_positions(
         self, partitions: list[tuple[str, int]]
