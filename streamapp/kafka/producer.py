@@ -29,18 +29,27 @@ logger = logging.getLogger(__name__)
 
 
 class _FirstError:
-    """The delivery callback: keeps the first failure (a separate object, so the producer
-    and its owner form no reference cycle and librdkafka is released promptly)."""
+    """The delivery and error callbacks: keep the first failure and the fatal error behind a
+    later ``_FATAL`` (a separate object, so the producer and its owner form no reference
+    cycle and librdkafka is released promptly)."""
 
-    __slots__ = ("error", "topic")
+    __slots__ = ("error", "fatal", "topic")
 
     def __init__(self) -> None:
         self.error: KafkaError | None = None
         self.topic: str | None = None
+        self.fatal: KafkaError | None = None
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None and err.code() not in _PURGED and (self.error is None or err.fatal()):
             self.error, self.topic = err, msg.topic()
+
+    def on_error(self, err: KafkaError) -> None:
+        # librdkafka reports why it became fatal here; produce() then only says _FATAL
+        if err.fatal() and self.fatal is None:
+            self.fatal = err
+        elif not err.fatal():
+            logger.debug("producer error: %s", err)
 
 
 def _fatal(error: KafkaError, during: str) -> StreamappError:
@@ -66,7 +75,9 @@ class OutputProducer:
     def __init__(self, config: dict[str, Any]) -> None:
         self._failed = _FirstError()
         # one global delivery callback instead of a callback object per message
-        self._producer = Producer({**config, "on_delivery": self._failed})
+        self._producer = Producer(
+            {**config, "on_delivery": self._failed, "error_cb": self._failed.on_error}
+        )
 
     def _raise_if_failed(self) -> None:
         failed = self._failed
@@ -135,13 +146,24 @@ class OutputProducer:
 
     def _fatal_error(self) -> KafkaError | None:
         """The underlying fatal error once the producer reported ``_FATAL``."""
-        failed = self._failed.error
-        return failed if failed is not None and failed.fatal() else None
+        try:
+            self._producer.poll(0)  # serve the error callback
+        except KafkaException as exc:  # a fatal producer raises its error here too
+            error = _kafka_error(exc)
+            if error is not None and error.fatal() and self._failed.fatal is None:
+                self._failed.fatal = error
+        failed = self._failed
+        if failed.fatal is not None:
+            return failed.fatal
+        return failed.error if failed.error is not None and failed.error.fatal() else None
 
     def close(self) -> None:
         """Drop whatever is still queued (after a fatal error nothing more can be sent)."""
-        self._producer.purge(in_queue=True, in_flight=True, blocking=False)
-        self._producer.poll(0)
+        try:
+            self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+            self._producer.poll(0)
+        except KafkaException as exc:  # a failed producer may refuse even that
+            logger.debug("purge on close: %s", exc)
 
     def _call(self, method: Any, *args: Any) -> None:
         try:
