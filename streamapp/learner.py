@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from streamapp.assembly import build_codec, build_head, load_served_bundle
 from streamapp.codec import dead_letter_key
 from streamapp.events import DeadLetter, Reason, SourcePosition
 from streamapp.kafka.config import consumer_config, producer_config
 from streamapp.kafka.producer import OutputProducer
-from streamapp.model.bundle import Bundle, load_bundle
+from streamapp.model.bundle import Bundle
 from streamapp.model_updates import HeadSnapshot, read_latest_head
 from streamapp.settings import Settings
-from streamapp.worker import build_codec, build_head
 
 __all__ = ["Learner"]
 
@@ -47,7 +47,7 @@ class Learner:
 
     def __init__(self, settings: Settings, bundle: Bundle | None = None) -> None:
         self.settings = settings
-        self.bundle = bundle or load_bundle(settings.resolved_bundle())
+        self.bundle = bundle or load_served_bundle(settings)
         self.codec = build_codec(settings, self.bundle)
         self.head = build_head(settings, self.bundle)
         self.dim = self.bundle.manifest.embedding_dim

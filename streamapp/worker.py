@@ -11,10 +11,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
@@ -23,10 +21,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from streamapp.assembly import build_codec, build_pipeline, load_served_bundle
 from streamapp.batching import BatchPolicy
 from streamapp.checkpoint import Checkpoint, TransactionalCheckpoint
-from streamapp.codec import Codec
-from streamapp.drift.monitor import DriftMonitor
 from streamapp.errors import (
     BrokerError,
     DeliveryError,
@@ -47,24 +44,18 @@ from streamapp.kafka.config import (
 from streamapp.kafka.consumer import BatchConsumer
 from streamapp.kafka.producer import OutputProducer
 from streamapp.kafka.state_store import StateStore
-from streamapp.ledger import PendingLedger
-from streamapp.model.bundle import Bundle, load_bundle
-from streamapp.model.head import OnlineHead, make_head
+from streamapp.model.bundle import Bundle
 from streamapp.model.registry import ModelRef
-from streamapp.model.variants import make_embedder
 from streamapp.model_updates import HeadFollower
 from streamapp.ops.metrics import WorkerMetrics
 from streamapp.ops.server import OpsServer
-from streamapp.pipeline import Pipeline
 from streamapp.publish import Publisher
 from streamapp.replay import ReplayGate
 from streamapp.settings import Settings
+from streamapp.shadow import Shadow
 from streamapp.state import decode_state, encode_state
 
-if TYPE_CHECKING:
-    from streamapp.shadow import Shadow
-
-__all__ = ["RunSummary", "Worker", "build_codec", "build_head", "build_pipeline"]
+__all__ = ["RunSummary", "Worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,76 +73,6 @@ class RunSummary:
     @property
     def events_per_second(self) -> float:
         return self.events_scored / self.seconds if self.seconds > 0 else 0.0
-
-
-def build_codec(settings: Settings, bundle: Bundle) -> Codec:
-    """The codec for ``bundle``'s features and classes on the configured topics."""
-    m = bundle.manifest
-    return Codec(
-        m.feature_names,
-        m.classes,
-        features_topic=settings.topics.features,
-        feedback_topic=settings.topics.feedback,
-        max_abs_value=settings.max_abs_value,
-        max_payload_bytes=settings.max_payload_bytes,
-        max_future_skew_s=settings.max_future_skew_s,
-        dead_letter_payload_bytes=settings.dead_letter_payload_bytes,
-    )
-
-
-def build_head(settings: Settings, bundle: Bundle) -> OnlineHead:
-    """The online head, warm-started from ``bundle``'s source head."""
-    h = settings.head
-    return make_head(
-        h.kind,
-        bundle.head_coef,
-        bundle.head_intercept,
-        bundle.manifest.classes,
-        learning_rate=h.learning_rate,
-        eta0=h.eta0,
-        alpha=h.alpha,
-        seed=h.seed,
-    )
-
-
-def build_pipeline(settings: Settings, bundle: Bundle) -> Pipeline:
-    """The pipeline for ``bundle`` as ``settings`` configure it (torch threads included)."""
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
-    m = bundle.manifest
-    head = build_head(settings, bundle)
-    embed = make_embedder(bundle, settings.variant, settings.device, settings.half)
-    ledger = PendingLedger(
-        settings.ledger.max_entries,
-        m.embedding_dim,
-        len(m.classes),
-        settings.ledger.ttl_s,
-        settings.ledger.early_label_ttl_s,
-        settings.ledger.max_parked,
-    )
-    d = settings.drift
-    monitor = DriftMonitor(
-        bundle.reference,
-        m.feature_names,
-        m.classes,
-        window_events=d.window_events,
-        interval_s=d.interval_s,
-        min_events=d.min_events,
-        alpha=d.alpha,
-        dataset_drift_share=d.dataset_drift_share,
-        performance_window=d.performance_window,
-    )
-    return Pipeline(
-        embed,
-        head,
-        bundle.head_coef,
-        bundle.head_intercept,
-        ledger,
-        monitor,
-        model_name=m.name,
-        model_version=m.version,
-        learn_locally=settings.role == "all",  # a scorer leaves learning to the learner
-    )
 
 
 class Worker:
@@ -175,7 +96,7 @@ class Worker:
         fault_hook: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.bundle = bundle or load_bundle(settings.resolved_bundle())
+        self.bundle = bundle or load_served_bundle(settings)
         self.codec = build_codec(settings, self.bundle)
         self.pipeline = build_pipeline(settings, self.bundle)
         batch = settings.batch
@@ -579,8 +500,6 @@ class Worker:
         """A fresh challenger, when one is configured (it writes through our producer)."""
         if not self.settings.challenger.enabled:
             return None
-        from streamapp.shadow import Shadow
-
         return Shadow(self.settings, self.bundle, self._producer)
 
     def _start_positions(

@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 import pytest
 
+from streamapp.assembly import build_pipeline
 from streamapp.codec import DecodedBatch
 from streamapp.drift.challenger import ChampionChallenger
 from streamapp.events import FeatureBlock, Feedback, Outputs, SourcePosition
@@ -23,7 +24,6 @@ from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.pipeline import Pipeline
 from streamapp.settings import DriftSettings, Settings
 from streamapp.state import decode_state, encode_state
-from streamapp.worker import build_pipeline
 
 NOW = 5000.0  # a fixed clock: reports of both runs carry the same times
 
