@@ -39,6 +39,9 @@ def test_graceful_stop_mid_stream_and_restart_loses_nothing(
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=60) == 0
     assert "finishing the batch and shutting down" in workers.log()
+    # the last, partial window was published on the way out (windows are 1,000 events)
+    reports = [doc for _, doc in read_topic(settings, settings.topics.drift, idle=1)]
+    assert reports and reports[-1]["window"]["events"] % 1000 != 0, reports[-1:]
 
     second = workers.start(settings)
     workers.wait_for("worker", "assigned", count=2)
