@@ -27,12 +27,11 @@ from typing import Any
 
 import faust
 
+from streamapp.assembly import build_codec, build_pipeline, load_served_bundle
 from streamapp.kafka.config import producer_config
 from streamapp.kafka.producer import OutputProducer
-from streamapp.model.bundle import load_bundle
 from streamapp.publish import Publisher
 from streamapp.settings import Settings
-from streamapp.worker import build_codec, build_pipeline
 
 __all__ = ["FaustRuntime", "app"]
 
@@ -72,7 +71,7 @@ class FaustRuntime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.bundle = load_bundle(settings.resolved_bundle())
+        self.bundle = load_served_bundle(settings)
         self.codec = build_codec(settings, self.bundle)
         self.pipeline = build_pipeline(settings, self.bundle)
         self.producer = OutputProducer(producer_config(settings))

@@ -15,23 +15,21 @@ between batches; predictions carry the ``head_seq`` they were scored with.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
-from types import FrameType
 from typing import Any
 
 import numpy as np
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from streamapp.assembly import build_codec, build_head, load_served_bundle
 from streamapp.codec import dead_letter_key
 from streamapp.events import DeadLetter, Reason, SourcePosition
 from streamapp.kafka.config import consumer_config, producer_config
 from streamapp.kafka.producer import OutputProducer
-from streamapp.model.bundle import Bundle, load_bundle
+from streamapp.lifecycle import Bounds, ExitSignals
+from streamapp.model.bundle import Bundle
 from streamapp.model_updates import HeadSnapshot, read_latest_head
 from streamapp.settings import Settings
-from streamapp.worker import build_codec, build_head
 
 __all__ = ["Learner"]
 
@@ -47,7 +45,7 @@ class Learner:
 
     def __init__(self, settings: Settings, bundle: Bundle | None = None) -> None:
         self.settings = settings
-        self.bundle = bundle or load_bundle(settings.resolved_bundle())
+        self.bundle = bundle or load_served_bundle(settings)
         self.codec = build_codec(settings, self.bundle)
         self.head = build_head(settings, self.bundle)
         self.dim = self.bundle.manifest.embedding_dim
@@ -98,23 +96,16 @@ class Learner:
         if self._consumer is None:
             self.start()
         assert self._consumer is not None
-        restore = self._install_signal_handlers()
-        started, learned = time.monotonic(), 0
+        bounds, learned = Bounds(count, timeout), 0
         batch = self.settings.batch
         self._running = True
-        try:
-            while self._running:
+        with ExitSignals(self.stop, "taking a last snapshot"):
+            while self._running and not bounds.reached(learned):
                 messages = self._consumer.consume(batch.max_size, batch.idle_wait_ms / 1000.0)
                 learned += self._learn([m for m in messages if m.error() is None])
                 if self._snapshot_due():
                     self.snapshot()
-                if count is not None and learned >= count:
-                    break
-                if timeout is not None and time.monotonic() - started >= timeout:
-                    break
             self.snapshot()
-        finally:
-            restore()
         return learned
 
     def _learn(self, messages: list[Any]) -> int:
@@ -194,14 +185,3 @@ class Learner:
         if self._producer is not None:
             self._producer.flush()
         self._consumer = self._producer = None
-
-    def _install_signal_handlers(self) -> Any:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-
-        def handle(signum: int, _frame: FrameType | None) -> None:
-            logger.info("%s: stopping after a last snapshot", signal.Signals(signum).name)
-            self.stop()
-
-        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-        return lambda: [signal.signal(sig, h) for sig, h in previous.items()]

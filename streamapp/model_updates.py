@@ -9,10 +9,10 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from streamapp.checkpointing.state import decode_state, encode_state
 from streamapp.kafka.config import reader_config
 from streamapp.kafka.topic_reader import read_to_end
 from streamapp.settings import Settings
-from streamapp.state import decode_state, encode_state
 
 __all__ = ["HeadFollower", "HeadSnapshot", "read_latest_head"]
 

@@ -69,7 +69,6 @@ class TimestampMerger:
         self._buffers: dict[Partition, deque[Message]] = {}
         self._caught_up: set[Partition] = set()
         self._empty_since: dict[Partition, float] = {}
-        self.idle_releases = 0  # releases that did not wait for a quiet partition
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._buffers.values())
@@ -154,6 +153,5 @@ class TimestampMerger:
                 return True
             idle = True
         if idle and count:
-            self.idle_releases += 1
             logger.debug("releasing without a quiet partition (event-time order not guaranteed)")
         return False

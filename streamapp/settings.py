@@ -261,16 +261,6 @@ class Settings(BaseSettings):
     def transactional_id(self) -> str:
         return f"{self.group_id}.{self.instance_id}"
 
-    def resolved_bundle(self) -> Path:
-        """The bundle to serve: ``model_name@model_alias`` from the registry, else ``bundle``."""
-        if self.registry is None or self.model_name is None:
-            return self.bundle
-        from streamapp.model.registry import Registry
-
-        registry = Registry(self.registry)
-        ref = registry.resolve(self.model_name, self.model_alias)
-        return registry.path(ref.name, ref.version)
-
     def as_env(self) -> dict[str, str]:
         """These settings as ``STREAMAPP_*`` variables (for a worker subprocess)."""
         env = {}

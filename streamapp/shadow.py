@@ -8,6 +8,7 @@ import logging
 import time
 from typing import Any
 
+from streamapp.assembly import build_codec, build_pipeline
 from streamapp.codec import DecodedBatch
 from streamapp.drift.challenger import ChampionChallenger, paired
 from streamapp.errors import ConfigError
@@ -17,7 +18,6 @@ from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.model.registry import Registry
 from streamapp.publish import Publisher
 from streamapp.settings import Settings
-from streamapp.worker import build_codec, build_pipeline
 
 __all__ = ["Shadow"]
 

@@ -7,13 +7,13 @@ import time
 
 import numpy as np
 
+from streamapp.assembly import build_pipeline
 from streamapp.bench.common import SCENARIO
 from streamapp.codec import DecodedBatch
 from streamapp.events import FeatureBlock, Feedback, SourcePosition
 from streamapp.model.bundle import load_bundle
 from streamapp.scenarios import get_scenario
 from streamapp.settings import Settings
-from streamapp.worker import build_pipeline
 
 __all__ = ["measure_learning"]
 

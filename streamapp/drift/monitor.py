@@ -104,7 +104,7 @@ class DriftMonitor:
         return state
 
     # an empty window's first/last event times are +inf/-inf; snapshots written before
-    # streamapp.state kept non-finite floats hold them as null
+    # streamapp.checkpointing.state kept non-finite floats hold them as null
     _EMPTY: ClassVar[dict[str, float]] = {"_first_ts": np.inf, "_last_ts": -np.inf}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -19,15 +19,15 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from streamapp.checkpointing.state import decode_state
+from streamapp.checkpointing.state_store import StateStore
 from streamapp.errors import FencedError, TransactionError
 from streamapp.kafka.admin import ensure_topics
 from streamapp.kafka.config import consumer_config, reader_config
-from streamapp.kafka.state_store import StateStore
 from streamapp.kafka.topic_reader import read_to_end
 from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
 from streamapp.settings import Settings
-from streamapp.state import decode_state
 from streamapp.worker import Worker
 from tests.conftest import (
     EXTERNAL_BROKER_ENV,

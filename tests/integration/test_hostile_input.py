@@ -11,8 +11,9 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from streamapp.assembly import build_codec
 from streamapp.settings import Settings
-from streamapp.worker import Worker, build_codec
+from streamapp.worker import Worker
 from tests.conftest import assert_valid, read_topic
 from tests.unit.test_codec import FakeMessage
 from tests.unit.test_hostile_input import Hostile, corpus, random_inputs

@@ -29,7 +29,8 @@ def wait_for_predictions(settings: Settings, at_least: int, timeout: float = 60)
 def test_graceful_stop_mid_stream_and_restart_loses_nothing(
     make_settings: Callable[..., Settings], workers: WorkerProcesses
 ) -> None:
-    settings = make_settings(partitions=2, **{"batch.max_size": 100})
+    # 4,000 is no multiple of the window: the last window is partial wherever the stop lands
+    settings = make_settings(partitions=2, **{"batch.max_size": 100, "drift.window_events": 700})
     n = 4000
     produce_records(settings, stream(get_scenario("digits-shift"), n, rate=1000, label_delay_s=1.0))
 
@@ -39,6 +40,9 @@ def test_graceful_stop_mid_stream_and_restart_loses_nothing(
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=60) == 0
     assert "finishing the batch and shutting down" in workers.log()
+    # the last, partial window was published on the way out
+    reports = [doc for _, doc in read_topic(settings, settings.topics.drift, idle=1)]
+    assert reports and reports[-1]["window"]["events"] < 700, reports[-1:]
 
     second = workers.start(settings)
     workers.wait_for("worker", "assigned", count=2)

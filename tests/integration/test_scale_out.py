@@ -13,12 +13,12 @@ import numpy as np
 import orjson
 import pytest
 
+from streamapp.assembly import build_codec, build_head
 from streamapp.model.bundle import load_bundle
 from streamapp.model_updates import read_latest_head
 from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
 from streamapp.settings import Settings
-from streamapp.worker import build_codec, build_head
 from tests.conftest import WorkerProcesses, assert_valid, read_topic
 
 pytestmark = pytest.mark.integration

@@ -11,11 +11,11 @@ import numpy as np
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamapp.assembly import build_pipeline
 from streamapp.cli import build_parser
 from streamapp.model.bundle import load_bundle
 from streamapp.ops.metrics import WorkerMetrics
 from streamapp.settings import Settings
-from streamapp.worker import build_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 

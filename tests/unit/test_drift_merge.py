@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streamapp.assembly import build_pipeline
 from streamapp.drift.merge import merge_reports
 from streamapp.model.bundle import load_bundle
 from streamapp.scenarios import get_scenario
 from streamapp.settings import Settings
-from streamapp.worker import build_pipeline
 
 
 def test_two_halves_merge_into_the_whole(digits_bundle: Path) -> None:

@@ -16,14 +16,14 @@ import numpy as np
 import orjson
 import pytest
 
+from streamapp.assembly import build_pipeline
+from streamapp.checkpointing.state import decode_state, encode_state
 from streamapp.codec import DecodedBatch
 from streamapp.drift.challenger import ChampionChallenger
 from streamapp.events import FeatureBlock, Feedback, Outputs, SourcePosition
 from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.pipeline import Pipeline
 from streamapp.settings import DriftSettings, Settings
-from streamapp.state import decode_state, encode_state
-from streamapp.worker import build_pipeline
 
 NOW = 5000.0  # a fixed clock: reports of both runs carry the same times
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamapp.checkpointing.state import decode_state, encode_state
 from streamapp.events import Feedback, SourcePosition
 from streamapp.ledger import PendingLedger, Seen
-from streamapp.state import decode_state, encode_state
 
 
 def make(max_entries: int = 10, ttl: float = 100.0, early: float = 0.0) -> PendingLedger:

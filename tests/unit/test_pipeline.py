@@ -5,12 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streamapp.assembly import build_pipeline
 from streamapp.codec import DecodedBatch
 from streamapp.events import DeadLetter, FeatureBlock, Feedback, Reason, SourcePosition
 from streamapp.model.bundle import load_bundle
 from streamapp.pipeline import Pipeline
 from streamapp.settings import DriftSettings, LedgerSettings, Settings
-from streamapp.worker import build_pipeline
 from tests.conftest import assert_valid
 
 

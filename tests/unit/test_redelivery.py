@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streamapp.assembly import build_pipeline
+from streamapp.checkpointing.state import decode_state, encode_state
 from streamapp.codec import DecodedBatch
 from streamapp.events import (
     FeatureBlock,
@@ -24,8 +26,6 @@ from streamapp.events import (
 from streamapp.model.bundle import load_bundle
 from streamapp.pipeline import Pipeline
 from streamapp.settings import DriftSettings, LedgerSettings, Settings
-from streamapp.state import decode_state, encode_state
-from streamapp.worker import build_pipeline
 
 
 def events(first: int, n: int, ts: float = 100.0, partition: int = 0) -> FeatureBlock:

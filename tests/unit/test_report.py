@@ -10,13 +10,13 @@ import numpy as np
 import orjson
 import pytest
 
+from streamapp.assembly import build_pipeline
 from streamapp.codec import DecodedBatch
 from streamapp.events import FeatureBlock, Feedback, SourcePosition
 from streamapp.model.bundle import load_bundle
 from streamapp.report import load_reports, render_report
 from streamapp.scenarios import get_scenario
 from streamapp.settings import DriftSettings, Settings
-from streamapp.worker import build_pipeline
 
 
 @pytest.fixture(scope="module")

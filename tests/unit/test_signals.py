@@ -7,32 +7,34 @@ import signal
 
 import pytest
 
-from streamapp.worker import Worker
+from streamapp.lifecycle import ExitSignals
+
+
+@pytest.fixture
+def handlers_kept() -> object:
+    """The test process's own handlers, put back whatever the helper left installed."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield previous
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def test_the_first_signal_stops_the_loop_and_a_second_forces_exit(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, handlers_kept: object
 ) -> None:
-    worker = Worker.__new__(Worker)  # the handlers need no broker and no model
-    worker._running, worker._stopping = True, False
+    stopped: list[bool] = []
     exits: list[int] = []
     monkeypatch.setattr(os, "_exit", exits.append)
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        restore = worker._install_signal_handlers()
+    with ExitSignals(lambda: stopped.append(True)) as signals:
         signal.raise_signal(signal.SIGTERM)
-        assert (worker._running, exits) == (False, [])
-        restore()  # the loop has returned; close() runs next
-        signal.raise_signal(signal.SIGINT)  # still shutting down: forced
-        assert exits == [128 + signal.SIGINT]
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        assert (signals.should_exit, stopped, exits) == (True, [True], [])
+    signal.raise_signal(signal.SIGINT)  # the loop has returned, close() runs: still forced
+    assert exits == [128 + signal.SIGINT]
+    assert stopped == [True]
 
 
-def test_without_a_signal_the_handlers_are_given_back() -> None:
-    worker = Worker.__new__(Worker)
-    worker._running, worker._stopping = True, False
+def test_without_a_signal_the_handlers_are_given_back(handlers_kept: object) -> None:
     before = signal.getsignal(signal.SIGTERM)
-    worker._install_signal_handlers()()
+    with ExitSignals(lambda: None):
+        assert signal.getsignal(signal.SIGTERM) is not before
     assert signal.getsignal(signal.SIGTERM) is before

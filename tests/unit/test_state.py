@@ -4,12 +4,12 @@ from pathlib import Path
 
 import numpy as np
 
+from streamapp.assembly import build_pipeline
+from streamapp.checkpointing.state import decode_state, encode_state
 from streamapp.codec import DecodedBatch
 from streamapp.events import FeatureBlock, Feedback, SourcePosition
 from streamapp.model.bundle import load_bundle
 from streamapp.settings import DriftSettings, Settings
-from streamapp.state import decode_state, encode_state
-from streamapp.worker import build_pipeline
 
 
 def batches(n_batches: int, start: int = 0) -> list[DecodedBatch]:

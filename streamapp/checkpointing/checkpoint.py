@@ -17,7 +17,7 @@ from confluent_kafka import TopicPartition
 
 from streamapp.errors import TransactionError
 
-__all__ = ["Checkpoint", "TransactionalCheckpoint"]
+__all__ = ["OffsetCheckpoint", "TransactionalCheckpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class _Flusher(Protocol):
     def flush(self, timeout: float = ...) -> None: ...
 
 
-class Checkpoint:
+class OffsetCheckpoint:
     """At-least-once offset management for one consumer and its output producer.
 
     >>> class Fake:
@@ -40,7 +40,7 @@ class Checkpoint:
     ...         self.log.append([(o.topic, o.partition, o.offset) for o in offsets])
     ...         return True
     >>> fake = Fake()
-    >>> checkpoint = Checkpoint(fake, fake, interval_s=0)
+    >>> checkpoint = OffsetCheckpoint(fake, fake, interval_s=0)
     >>> checkpoint.store({("features", 0): 10}); checkpoint.store({("features", 0): 12})
     >>> checkpoint.commit_if_due(); fake.log
     ['flush', [('features', 0, 12)]]
@@ -80,13 +80,8 @@ class Checkpoint:
         if self._pending and self._clock() - self._last_commit >= self.interval_s:
             self.commit()
 
-    def commit(self, only: Iterable[tuple[str, int]] | None = None, snapshot: bool = False) -> None:
-        """Steps 2 and 3: flush outputs, then commit the stored offsets (of ``only``, if given).
-
-        ``snapshot`` is accepted for symmetry with :class:`TransactionalCheckpoint`:
-        at-least-once keeps no learning-state snapshots.
-        """
-        del snapshot
+    def commit(self, only: Iterable[tuple[str, int]] | None = None) -> None:
+        """Steps 2 and 3: flush outputs, then commit the stored offsets (of ``only``, if given)."""
         selected = (
             self._pending
             if only is None
@@ -214,10 +209,9 @@ class TransactionalCheckpoint:
         if self._dirty and now - self._last_commit >= self.interval_s:
             self.commit(snapshot=now - self._last_snapshot >= self.snapshot_interval_s)
 
-    def commit(self, only: Iterable[tuple[str, int]] | None = None, snapshot: bool = False) -> None:
-        """Commit the open transaction (``only`` is accepted for symmetry: a transaction
-        always covers every partition)."""
-        del only
+    def commit(self, snapshot: bool = False) -> None:
+        """Commit the open transaction (it always covers every partition), with a snapshot of
+        the learning state when asked or when a committed partition has none yet."""
         offsets = self.pending
         if not self._dirty and not offsets and (not snapshot or self._snapshot_current):
             return  # nothing new since the last commit (e.g. a revoke right after shutdown)

@@ -1,0 +1,435 @@
+"""The delivery guarantee: how outputs reach Kafka, how input offsets are committed, and how a
+worker recovers. The one owner of exactly-once; the worker's loop reads the same for both::
+
+    if delivery.recovery_required:
+        delivery.recover()
+    else:
+        publish(process(batch), delivery.live(batch)); delivery.store(offsets)
+    delivery.commit_if_due()
+
+:class:`AtLeastOnce` flushes outputs, then commits offsets; after lost outputs it re-reads
+from the committed offsets. :class:`ExactlyOnce` commits outputs, input offsets and
+learning-state snapshots in one transaction; on start, on assignment and after an aborted
+transaction it restores the last snapshot and replays the inputs after it without publishing.
+Both write through themselves (``produce``), so a producer that failed fatally is replaced
+without anyone else noticing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_STORED, KafkaException
+from confluent_kafka import TopicPartition as KafkaPartition
+
+from streamapp.checkpointing.checkpoint import OffsetCheckpoint, TransactionalCheckpoint
+from streamapp.checkpointing.replay import ReplayGate
+from streamapp.checkpointing.state_store import Snapshot, StateStore
+from streamapp.codec import Message
+from streamapp.errors import (
+    BrokerError,
+    DeliveryError,
+    DeliveryTimeoutError,
+    ProducerFatalError,
+    TransactionError,
+)
+from streamapp.events import SourcePosition
+from streamapp.kafka.config import consumer_config, producer_config, transactional_producer_config
+from streamapp.kafka.consumer import BatchConsumer
+from streamapp.kafka.producer import OutputProducer
+from streamapp.settings import Settings
+
+__all__ = ["AtLeastOnce", "Delivery", "ExactlyOnce", "LearningState", "make_delivery"]
+
+logger = logging.getLogger(__name__)
+
+Partition = tuple[str, int]
+IsLive = Callable[[SourcePosition], bool]
+
+# lost outputs are recovered by re-reading; this many within the window means give up (exit)
+MAX_FAILURES = 5
+FAILURE_WINDOW_S = 60.0
+
+
+class LearningState(Protocol):
+    """What exactly-once snapshots and restores: the owner of the pipeline."""
+
+    def snapshot(self) -> bytes: ...
+    def restore(self, snapshot: Snapshot | None) -> None: ...
+
+
+class Delivery:
+    """What both guarantees share: the producer (replaced after a fatal error), the give-up
+    rule for repeatedly lost outputs, and the recovery flag the loop checks."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer: OutputProducer | None = None
+        self.recovery_required = False
+        self.recoveries = 0
+        self.producer_restarts = 0
+        self._consumer: BatchConsumer | None = None
+        self._failures: deque[float] = deque()
+
+    # -- the sink the publishers write to ---------------------------------------------------
+
+    def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        assert self.producer is not None
+        self.producer.produce(topic, value, key)
+
+    def produce_many(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+        assert self.producer is not None
+        self.producer.produce_many(topic, records)
+
+    # -- what every guarantee answers -------------------------------------------------------
+
+    def start(self) -> None:
+        self.producer = self._new_producer()
+
+    def attach(self, consumer: BatchConsumer) -> None:
+        self._consumer = consumer
+
+    def on_assign(self, partitions: list[KafkaPartition]) -> list[KafkaPartition] | None:
+        return None  # the committed offsets
+
+    def live(self, messages: Iterable[Message]) -> IsLive | None:
+        """Which of a batch's outputs to publish (``None``: all of them)."""
+        return None
+
+    @property
+    def replaying(self) -> bool:
+        return False
+
+    def outputs_failed(self, exc: DeliveryError) -> None:
+        """Outputs since the last commit may be lost: replace a failed producer and recover
+        by reading the inputs again from the last commit. Outputs that are only late (still
+        queued) keep their offsets pending instead."""
+        if isinstance(exc, DeliveryTimeoutError):
+            logger.warning("commit deferred: %s", exc)
+            return
+        now = time.monotonic()
+        self._failures.append(now)
+        while self._failures and now - self._failures[0] > FAILURE_WINDOW_S:
+            self._failures.popleft()
+        if len(self._failures) > MAX_FAILURES:
+            raise BrokerError(
+                f"outputs failed {len(self._failures)} times in {FAILURE_WINDOW_S:.0f}s, "
+                f"giving up: {exc}"
+            ) from exc
+        logger.warning("outputs since the last commit may be lost (%s): re-reading", exc)
+        if isinstance(exc, ProducerFatalError):
+            self._replace_producer()
+        else:
+            self._discard_open_outputs()
+        self.recovery_required = True
+
+    def recover(self) -> None:
+        """Read again from the last commit; retried on the next turn while the broker
+        cannot answer."""
+        try:
+            self._rewind()
+        except KafkaException as exc:
+            logger.warning("recovery postponed, the broker did not answer: %s", exc)
+            time.sleep(self.settings.batch.idle_wait_ms / 1000.0)
+            return
+        self.recovery_required = False
+        self.recoveries += 1
+
+    def flush(self) -> None:
+        """On close: wait for what is not in a transaction."""
+
+    # -- the parts each guarantee fills in --------------------------------------------------
+
+    def _new_producer(self) -> OutputProducer:
+        raise NotImplementedError
+
+    def _use_producer(self, producer: OutputProducer) -> None:
+        raise NotImplementedError
+
+    def _discard_open_outputs(self) -> None:
+        """Outputs not yet committed are void (exactly-once aborts them)."""
+
+    def _rewind(self) -> None:
+        raise NotImplementedError
+
+    def _replace_producer(self) -> None:
+        assert self.producer is not None
+        self.producer.close()
+        self.producer = self._new_producer()
+        self._use_producer(self.producer)
+        self.producer_restarts += 1
+        logger.warning("replaced the output producer after a fatal error")
+
+    def _consumer_required(self) -> BatchConsumer:
+        assert self._consumer is not None, "attach() a consumer first"
+        return self._consumer
+
+    def _reset_offset(self) -> int:
+        """Where a never-committed partition starts, as the consumer's reset policy says."""
+        reset = str(consumer_config(self.settings).get("auto.offset.reset", "earliest"))
+        return OFFSET_BEGINNING if reset in ("earliest", "smallest", "beginning") else OFFSET_END
+
+
+class AtLeastOnce(Delivery):
+    """Flush the outputs, then commit the offsets of what produced them."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._checkpoint: OffsetCheckpoint | None = None
+
+    @property
+    def commits(self) -> int:
+        return self._checkpoint.commits if self._checkpoint else 0
+
+    @property
+    def aborts(self) -> int:
+        return 0
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._checkpoint and self._checkpoint.pending)
+
+    def attach(self, consumer: BatchConsumer) -> None:
+        super().attach(consumer)
+        assert self.producer is not None
+        interval = self.settings.commit_interval_ms / 1000.0
+        self._checkpoint = OffsetCheckpoint(consumer, self.producer, interval)
+
+    def store(self, offsets: dict[Partition, int]) -> None:
+        self._required().store(offsets)
+
+    def commit_if_due(self) -> None:
+        self._required().commit_if_due()
+
+    def commit_final(self) -> None:
+        self._required().commit()
+
+    def on_revoke(self, partitions: list[KafkaPartition]) -> None:
+        # commit what is done before the partitions go to another worker
+        if self._checkpoint is not None:
+            self._checkpoint.commit(only=[(tp.topic, tp.partition) for tp in partitions])
+
+    def on_lost(self, partitions: list[KafkaPartition]) -> None:
+        if self._checkpoint is not None:
+            self._checkpoint.forget((tp.topic, tp.partition) for tp in partitions)
+
+    def flush(self) -> None:
+        if self.producer is not None:
+            self.producer.flush()
+
+    def _new_producer(self) -> OutputProducer:
+        return OutputProducer(producer_config(self.settings))
+
+    def _use_producer(self, producer: OutputProducer) -> None:
+        self._required().use_producer(producer)
+
+    def _rewind(self) -> None:
+        consumer = self._consumer_required()
+        assigned = sorted(consumer.assignment)
+        committed = {
+            (tp.topic, tp.partition): tp.offset
+            for tp in consumer.committed([KafkaPartition(t, p) for t, p in assigned])
+        }
+        starts = {
+            tp: offset if (offset := committed.get(tp, -1)) >= 0 else self._reset_offset()
+            for tp in assigned
+        }
+        self._required().forget(assigned)
+        consumer.rewind(starts)
+        logger.info("rewound to the committed offsets %s", starts)
+
+    def _required(self) -> OffsetCheckpoint:
+        assert self._checkpoint is not None, "attach() a consumer first"
+        return self._checkpoint
+
+
+class ExactlyOnce(Delivery):
+    """Outputs, input offsets and learning-state snapshots in one transaction; restore and
+    replay (without publishing) after a restart, a lost partition or an aborted transaction."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: LearningState,
+        fault_hook: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(settings)
+        self._state = state
+        self._fault_hook = fault_hook
+        self._store = StateStore(
+            settings.topics.state, settings.transactional_id, consumer_config(settings)
+        )
+        self._gate = ReplayGate()
+        self._restored_offsets: dict[Partition, int] = {}
+        self._seq = 0
+        self._checkpoint: TransactionalCheckpoint | None = None
+
+    @property
+    def commits(self) -> int:
+        return self._checkpoint.commits if self._checkpoint else 0
+
+    @property
+    def aborts(self) -> int:
+        return self._checkpoint.aborts if self._checkpoint else 0
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._checkpoint and self._checkpoint.pending)
+
+    @property
+    def replaying(self) -> bool:
+        return self._gate.active
+
+    def start(self) -> None:
+        # fences an earlier instance with our transactional.id and aborts its open
+        # transaction, so the state topic reads up to date below
+        super().start()
+        self._seq = self._restore()
+
+    def attach(self, consumer: BatchConsumer) -> None:
+        super().attach(consumer)
+        assert self.producer is not None
+        s = self.settings
+        self._checkpoint = TransactionalCheckpoint(
+            consumer,
+            self.producer,
+            self._store,
+            self._state.snapshot,
+            interval_s=s.commit_interval_ms / 1000.0,
+            snapshot_interval_s=s.snapshot_interval_s,
+            first_seq=self._seq,
+            fault_hook=self._fault_hook,
+        )
+        self._checkpoint.snapshot_partitions = set(self._restored_offsets)
+
+    def live(self, messages: Iterable[Message]) -> IsLive | None:
+        # replayed inputs were published before the restore
+        return self._gate.is_live if self._gate.any_replayed(messages) else None
+
+    def store(self, offsets: dict[Partition, int]) -> None:
+        checkpoint = self._required()
+        checkpoint.store(offsets)
+        if self._gate.active:
+            self._gate.advance(checkpoint.processed)
+
+    def commit_if_due(self) -> None:
+        try:
+            self._required().commit_if_due()
+        except TransactionError as exc:
+            logger.warning("transaction aborted (%s): restoring the last snapshot", exc)
+            self.recovery_required = True
+            self.recover()
+
+    def commit_final(self) -> None:
+        """Commit with a snapshot, so a restart needs no replay."""
+        try:
+            self._required().commit(snapshot=True)
+        except TransactionError as exc:
+            logger.warning("transaction aborted (%s): restoring the last snapshot", exc)
+            self.recovery_required = True
+            raise
+
+    def on_assign(self, partitions: list[KafkaPartition]) -> list[KafkaPartition] | None:
+        starts, committed = self._start_positions([(tp.topic, tp.partition) for tp in partitions])
+        if self._checkpoint is not None:
+            self._checkpoint.committed.update(committed)
+            for tp, offset in starts.items():
+                self._checkpoint.processed.setdefault(tp, offset)
+        return [
+            KafkaPartition(
+                tp.topic, tp.partition, starts.get((tp.topic, tp.partition), OFFSET_STORED)
+            )
+            for tp in partitions
+        ]
+
+    def on_revoke(self, partitions: list[KafkaPartition]) -> None:
+        if self._checkpoint is None:
+            return
+        try:
+            self._checkpoint.commit(snapshot=True)
+        except TransactionError as exc:
+            logger.warning("commit on revoke failed (%s); recovering after the rebalance", exc)
+            self.recovery_required = True
+        self._forget([(tp.topic, tp.partition) for tp in partitions])
+
+    def on_lost(self, partitions: list[KafkaPartition]) -> None:
+        if self._checkpoint is None:
+            return
+        # the open transaction holds outputs of partitions we no longer own
+        self._checkpoint.abort()
+        self.recovery_required = True
+        self._forget([(tp.topic, tp.partition) for tp in partitions])
+
+    def _forget(self, gone: list[Partition]) -> None:
+        self._required().forget(gone)
+        self._gate.forget(gone)
+
+    def _new_producer(self) -> OutputProducer:
+        producer = OutputProducer(transactional_producer_config(self.settings))
+        producer.init_transactions()
+        return producer
+
+    def _use_producer(self, producer: OutputProducer) -> None:
+        self._required().use_producer(producer)
+
+    def _discard_open_outputs(self) -> None:
+        self._required().abort()  # its records are void; the replay produces them again
+
+    def _restore(self) -> int:
+        """Load the latest snapshot into fresh learning state; returns its sequence number."""
+        snapshot = self._store.read_latest()
+        self._state.restore(snapshot)
+        self._restored_offsets = dict(snapshot.offsets) if snapshot else {}
+        return snapshot.seq if snapshot else 0
+
+    def _rewind(self) -> None:
+        """The in-memory state includes work whose outputs were discarded: restore the last
+        snapshot and replay from it."""
+        checkpoint, consumer = self._required(), self._consumer_required()
+        checkpoint.seq = max(checkpoint.seq, self._restore())
+        assigned = sorted(consumer.assignment)
+        self._gate = ReplayGate()
+        starts, committed = self._start_positions(assigned)
+        for tp in assigned:  # never committed: back to where the group started reading
+            starts.setdefault(tp, self._reset_offset())
+        checkpoint.reset(starts, committed, set(self._restored_offsets))
+        consumer.rewind(starts)
+        logger.info("rewound to %s (committed %s)", starts, committed)
+
+    def _start_positions(
+        self, partitions: list[Partition]
+    ) -> tuple[dict[Partition, int], dict[Partition, int]]:
+        """Where each partition resumes (the snapshot's offset, else the committed one), and
+        the committed offsets up to which that is a replay."""
+        consumer = self._consumer_required()
+        committed = {
+            (tp.topic, tp.partition): tp.offset
+            for tp in consumer.committed([KafkaPartition(t, p) for t, p in partitions])
+            if tp.offset >= 0
+        }
+        starts = {}
+        for tp in partitions:
+            restored = self._restored_offsets.get(tp)
+            if restored is not None and restored < committed.get(tp, restored + 1):
+                starts[tp] = restored
+                self._gate.replay_until(tp, committed[tp])
+            elif tp in committed:
+                starts[tp] = committed[tp]
+        return starts, committed
+
+    def _required(self) -> TransactionalCheckpoint:
+        assert self._checkpoint is not None, "attach() a consumer first"
+        return self._checkpoint
+
+
+def make_delivery(
+    settings: Settings, state: LearningState, fault_hook: Callable[[str], None] | None = None
+) -> AtLeastOnce | ExactlyOnce:
+    """The delivery ``settings.processing_guarantee`` names."""
+    if settings.exactly_once:
+        return ExactlyOnce(settings, state, fault_hook)
+    return AtLeastOnce(settings)

@@ -1,0 +1,158 @@
+"""The exactly-once checkpoint's bookkeeping, with fakes for the producer, group and store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from streamapp.checkpointing.checkpoint import TransactionalCheckpoint
+from streamapp.errors import TransactionError
+
+
+class FakeProducer:
+    """Records the transaction calls; ``fail_commit`` makes the next commit fail."""
+
+    def __init__(self) -> None:
+        self.log: list[Any] = []
+        self.fail_commit: TransactionError | None = None
+
+    def begin_transaction(self) -> None:
+        self.log.append("begin")
+
+    def send_offsets_to_transaction(self, offsets: Any, group_metadata: Any, timeout: float = 0):
+        self.log.append(("offsets", [(o.topic, o.partition, o.offset) for o in offsets]))
+
+    def commit_transaction(self, timeout: float = 0) -> None:
+        if self.fail_commit is not None:
+            failure, self.fail_commit = self.fail_commit, None
+            raise failure
+        self.log.append("commit")
+
+    def abort_transaction(self, timeout: float = 0) -> None:
+        self.log.append("abort")
+
+
+class FakeGroup:
+    def group_metadata(self) -> str:
+        return "group"
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.snapshots: list[tuple[int, bytes, dict[tuple[str, int], int]]] = []
+
+    def write(self, producer: Any, seq: int, blob: bytes, offsets: dict) -> None:
+        self.snapshots.append((seq, blob, offsets))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def parts() -> tuple[FakeProducer, FakeStore, Clock]:
+    return FakeProducer(), FakeStore(), Clock()
+
+
+def checkpoint(parts: tuple[FakeProducer, FakeStore, Clock], **kwargs: Any) -> Any:
+    producer, store, clock = parts
+    state = iter(range(1000))
+    return TransactionalCheckpoint(
+        FakeGroup(),
+        producer,
+        store,
+        lambda: f"state{next(state)}".encode(),
+        interval_s=1.0,
+        snapshot_interval_s=10.0,
+        clock=clock,
+        **kwargs,
+    )
+
+
+def test_a_transaction_is_open_from_the_start_and_reopened_after_each_commit(parts) -> None:
+    producer, store, _ = parts
+    cp = checkpoint(parts)
+    cp.store({("features", 0): 5})
+    cp.commit()
+    # the first commit of a partition carries a snapshot: a restore must cover it
+    assert producer.log == ["begin", ("offsets", [("features", 0, 5)]), "commit", "begin"]
+    assert [(seq, offsets) for seq, _, offsets in store.snapshots] == [(1, {("features", 0): 5})]
+    assert cp.committed == {("features", 0): 5} and cp.pending == {}
+
+
+def test_commit_if_due_waits_for_the_interval_and_snapshots_on_their_own_interval(parts) -> None:
+    producer, store, clock = parts
+    cp = checkpoint(parts)
+    cp.store({("features", 0): 1})
+    cp.commit_if_due()
+    assert producer.log == ["begin"]  # not due yet
+    clock.now = 1.0
+    cp.commit_if_due()
+    assert len(store.snapshots) == 1  # first commit of the partition
+    clock.now = 2.0
+    cp.store({("features", 0): 2})
+    cp.commit_if_due()
+    assert len(store.snapshots) == 1 and cp.committed == {("features", 0): 2}
+    clock.now = 12.0
+    cp.store({("features", 0): 3})
+    cp.commit_if_due()
+    assert [seq for seq, _, _ in store.snapshots] == [1, 2]  # the snapshot interval passed
+
+
+def test_nothing_new_commits_nothing_unless_a_snapshot_of_newer_state_is_asked(parts) -> None:
+    producer, store, _ = parts
+    cp = checkpoint(parts)
+    cp.store({("features", 0): 1})
+    cp.commit(snapshot=True)
+    before = list(producer.log)
+    cp.commit()
+    cp.commit(snapshot=True)  # the last commit already wrote a snapshot of this state
+    assert producer.log == before and len(store.snapshots) == 1
+
+
+def test_a_failed_commit_aborts_reopens_and_keeps_the_offsets_uncommitted(parts) -> None:
+    producer, _, _ = parts
+    cp = checkpoint(parts)
+    cp.store({("features", 0): 7})
+    producer.fail_commit = TransactionError("broker said no", abortable=True)
+    with pytest.raises(TransactionError):
+        cp.commit()
+    assert producer.log[-2:] == ["abort", "begin"]
+    assert cp.aborts == 1 and cp.committed == {} and cp.commits == 0
+
+
+def test_a_fatal_commit_error_is_not_aborted(parts) -> None:
+    producer, _, _ = parts
+    cp = checkpoint(parts)
+    cp.store({("features", 0): 7})
+    producer.fail_commit = TransactionError("fenced", abortable=False)
+    with pytest.raises(TransactionError):
+        cp.commit()
+    assert "abort" not in producer.log
+
+
+def test_an_injected_fault_aborts_and_is_reported_as_a_transaction_error(parts) -> None:
+    producer, _, _ = parts
+
+    def fail(point: str) -> None:
+        raise RuntimeError(f"fault at {point}")
+
+    cp = checkpoint(parts, fault_hook=fail)
+    cp.store({("features", 0): 7})
+    with pytest.raises(TransactionError, match="fault at commit"):
+        cp.commit()
+    assert producer.log[-2:] == ["abort", "begin"] and cp.aborts == 1
+
+
+def test_forget_and_reset_move_the_bookkeeping(parts) -> None:
+    cp = checkpoint(parts)
+    cp.store({("features", 0): 3, ("features", 1): 4})
+    cp.forget([("features", 1)])
+    assert cp.pending == {("features", 0): 3}
+    cp.reset({("features", 0): 1}, {("features", 0): 2}, {("features", 0)})
+    assert cp.processed == {("features", 0): 1} and cp.pending == {}
