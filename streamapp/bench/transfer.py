@@ -183,7 +183,10 @@ def river_baseline(X: np.ndarray, y: np.ndarray, delay: int = 0) -> np.ndarray:
 
     dataset = ((dict(enumerate(map(float, x))), int(t)) for x, t in zip(X, y, strict=True))
     evaluate.progressive_val_score(dataset, model, Recorder(), delay=delay or None)
-    return np.asarray(correct, bool)
+    # river skips the metric while the model can make no prediction yet (before its first
+    # label): those first events count as wrong
+    missed = np.zeros(len(y) - len(correct), bool)
+    return np.concatenate([missed, np.asarray(correct, bool)])
 
 
 def run_stream(
@@ -203,15 +206,16 @@ def run_stream(
     bundle = load_bundle(path)
     X, y, phase = scenario.target_data(events)
     results: dict[str, Any] = {}
-    for method in methods:
+    for method in (m for m in methods if m in METHODS):
         pipeline = build_transfer_pipeline(bundle, method, finetune, guard)
         correct, served_source = prequential(pipeline, X, y)
         results[method] = summarize(correct, phase)
         if method == "guarded":
             results[method]["served_by_source"] = float(served_source.mean())
         progress(f"{name} {method}: {results[method]}")
-    if "river" in methods or not methods:
+    if "river" in methods:
         results["river"] = summarize(river_baseline(X, y), phase)
+        progress(f"{name} river: {results['river']}")
     return results
 
 

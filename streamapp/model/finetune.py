@@ -270,9 +270,7 @@ class FinetuneHead:
         }
         saved = self._optimizer.state_dict()
         self._optimizer.load_state_dict({"state": moments, "param_groups": saved["param_groups"]})
-        self._buffer_X = np.array(state["buffer_X"], np.float64).reshape(
-            -1, self._buffer_X.shape[1]
-        )
+        self._buffer_X = np.array(state["buffer_X"], np.float64, ndmin=2)
         self._buffer_y = np.array(state["buffer_y"], np.int64)
         self.n_learned = int(state["n_learned"])
         self.last_loss = float(state["last_loss"])
