@@ -427,18 +427,23 @@ class Codec:
         classes = self.classes
         probabilities = block.proba.astype(np.float64).tolist()
         head_seqs = block.head_seq.tolist()
+        # which model served each row (a pipeline with a guard says; None: not remembered)
+        states = block.model_states() if block.served_by is not None else [None] * len(block)
         out = []
         for i, event_id in enumerate(block.ids):
+            model: dict[str, object] = {
+                "name": model_name,
+                "version": model_version,
+                "head_seq": head_seqs[i],
+            }
+            if states[i] is not None:
+                model["state"] = states[i]
             value = encode_json(
                 {
                     "event_id": event_id,
                     "label": classes[int(block.labels[i])],
                     "probabilities": dict(zip(classes, probabilities[i], strict=True)),
-                    "model": {
-                        "name": model_name,
-                        "version": model_version,
-                        "head_seq": head_seqs[i],
-                    },
+                    "model": model,
                     "event_ts": float(block.event_ts[i]),
                     "scored_ts": block.scored_ts,
                 }

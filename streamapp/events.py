@@ -13,6 +13,10 @@ from enum import StrEnum
 import numpy as np
 
 __all__ = [
+    "ADAPTED",
+    "MODEL_STATES",
+    "SOURCE",
+    "UNKNOWN",
     "DeadLetter",
     "FeatureBlock",
     "Feedback",
@@ -22,6 +26,11 @@ __all__ = [
     "Reason",
     "SourcePosition",
 ]
+
+
+ADAPTED, SOURCE, UNKNOWN = 0, 1, -1
+MODEL_STATES: dict[int, str] = {ADAPTED: "adapted", SOURCE: "source"}
+"""``PredictionBlock.served_by`` codes; UNKNOWN (a re-emitted row) has no name."""
 
 
 class Reason(StrEnum):
@@ -112,6 +121,14 @@ class PredictionBlock:
     scored_ts: float
     head_seq: np.ndarray  # (n,) int64: examples the head had learned when it scored each row
     sources: list[SourcePosition] = field(default_factory=list)
+    # (n,) int8 per row: which model served it (see MODEL_STATES); None: the adapted head, all
+    served_by: np.ndarray | None = None
+
+    def model_states(self) -> list[str | None]:
+        """Per row ``"adapted"``, ``"source"`` or None (a re-emitted row: not remembered)."""
+        if self.served_by is None:
+            return ["adapted"] * len(self.ids)
+        return [MODEL_STATES.get(int(v)) for v in self.served_by]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -132,6 +149,7 @@ class PredictionBlock:
             scored_ts=self.scored_ts,
             head_seq=self.head_seq[rows],
             sources=[self.sources[i] for i in index] if self.sources else [],
+            served_by=None if self.served_by is None else self.served_by[rows],
         )
 
     @classmethod
@@ -158,7 +176,16 @@ class PredictionBlock:
             scored_ts=max(b.scored_ts for b in blocks),
             head_seq=np.concatenate([b.head_seq for b in blocks]),
             sources=sources if all(len(b.sources) == len(b) for b in blocks) else [],
+            served_by=None
+            if all(b.served_by is None for b in blocks)
+            else np.concatenate([b.served_by_rows() for b in blocks]),
         )
+
+    def served_by_rows(self) -> np.ndarray:
+        """``served_by`` filled in: adapted (0) where the block has none."""
+        if self.served_by is None:
+            return np.full(len(self.ids), ADAPTED, np.int8)
+        return self.served_by
 
 
 @dataclass(slots=True)

@@ -25,6 +25,9 @@ import numpy as np
 from streamapp.codec import DecodedBatch
 from streamapp.drift.monitor import DriftMonitor
 from streamapp.events import (
+    ADAPTED,
+    SOURCE,
+    UNKNOWN,
     DeadLetter,
     FeatureBlock,
     Feedback,
@@ -34,8 +37,9 @@ from streamapp.events import (
     Reason,
     SourcePosition,
 )
+from streamapp.guard import SafeAdaptationGuard
 from streamapp.ledger import PendingLedger, Seen
-from streamapp.model.head import OnlineHead
+from streamapp.model.head import OnlineHead, ovr_proba
 
 __all__ = ["Pipeline", "PipelineStats"]
 
@@ -90,6 +94,13 @@ class Pipeline:
     learn_locally
         Learn from the joined labels here; a scorer (``role=scorer``) only returns them in
         ``Outputs.joined`` for the learner process.
+    guard
+        Safe adaptation (:mod:`streamapp.guard`): serve the frozen source model while the
+        adapted head is significantly worse on the same labels; roll a diverged head back.
+
+    The *source model* scores the rows the ledger keeps: the source head on the embeddings,
+    or, for a head that fine-tunes backbone layers (``source_proba_many``), the frozen top
+    layers plus the source head on the activations at the cut.
     """
 
     def __init__(
@@ -105,6 +116,7 @@ class Pipeline:
         model_version: str,
         clock: Callable[[], float] = time.time,
         learn_locally: bool = True,
+        guard: SafeAdaptationGuard | None = None,
     ) -> None:
         self.embed = embed
         self.head = head
@@ -118,6 +130,7 @@ class Pipeline:
         self.stats = PipelineStats()
         self.learn_locally = learn_locally  # False in a scorer: the learner role learns
         self.stream_time = float("-inf")  # largest event time seen: the ledger's clock
+        self.guard = guard
 
     def process(self, batch: DecodedBatch) -> Outputs:
         """Score the batch's events, learn from its labels, report drift when due."""
@@ -191,6 +204,8 @@ class Pipeline:
         An event the ledger has forgotten altogether cannot be told from a new one: scored.
         """
         served = self.ledger.served(block.ids)
+        # which model served it is not remembered: the re-emitted row says nothing about it
+        served_by = None if self.guard is None else np.full(len(block), UNKNOWN, np.int8)
         return PredictionBlock(
             ids=block.ids,
             keys=block.keys,
@@ -200,11 +215,18 @@ class Pipeline:
             scored_ts=now,
             head_seq=served.head_seq,
             sources=block.sources,
+            served_by=served_by,
         )
 
     def _score(self, block: FeatureBlock, now: float) -> tuple[PredictionBlock, list[Feedback]]:
         embeddings = self.embed(block.X)  # one forward pass for the whole batch
-        proba = self.head.predict_proba_many(embeddings)
+        by_source = self.guard is not None and self.guard.serving_source
+        proba = (self.source_proba if by_source else self.head.predict_proba_many)(embeddings)
+        served_by = (
+            None
+            if self.guard is None
+            else np.full(len(block), SOURCE if by_source else ADAPTED, np.int8)
+        )
         labels = proba.argmax(axis=1)
         head_seq = np.full(len(block), self.head.n_learned, np.int64)
         waiting = self.ledger.add(
@@ -226,6 +248,7 @@ class Pipeline:
             scored_ts=now,
             head_seq=head_seq,
             sources=block.sources,
+            served_by=served_by,
         )
         return prediction, waiting
 
@@ -237,15 +260,32 @@ class Pipeline:
         joined = self.ledger.join(feedback)
         if not len(joined):
             return None
-        self.monitor.update_labels(
-            joined.labels, joined.proba, self.source_predict(joined.embeddings), joined.delays
-        )
+        source = self.source_predict(joined.embeddings)
+        self.monitor.update_labels(joined.labels, joined.proba, source, joined.delays)
+        if self.guard is not None:
+            # the adapted head as it is now, before it learns these labels (predict first)
+            adapted = self.head.predict_proba_many(joined.embeddings).argmax(axis=1)
+            self.guard.observe(joined.labels, adapted, source)
         if self.learn_locally:
             self.head.learn_many(joined.embeddings, joined.labels)
+            if self.guard is not None:
+                self.guard.after_learn(self.head, len(joined))
         return joined
 
+    def source_proba(self, embeddings: np.ndarray) -> np.ndarray:
+        """Probabilities of the frozen source model on served rows (embeddings or, when the
+        head fine-tunes backbone layers, activations at the cut)."""
+        frozen = getattr(self.head, "source_proba_many", None)
+        if frozen is not None:
+            return frozen(embeddings)
+        return ovr_proba(
+            np.asarray(embeddings, np.float64) @ self.source_coef.T + self.source_intercept
+        )
+
     def source_predict(self, embeddings: np.ndarray) -> np.ndarray:
-        """Class indices the frozen source head would give."""
+        """Class indices the frozen source model would give."""
+        if getattr(self.head, "source_proba_many", None) is not None:
+            return self.source_proba(embeddings).argmax(axis=1)
         scores = embeddings @ self.source_coef.T + self.source_intercept
         return (
             (scores[:, 0] > 0).astype(np.int64) if scores.shape[1] == 1 else scores.argmax(axis=1)
@@ -268,6 +308,7 @@ class Pipeline:
             "monitor": self.monitor.state_dict(),
             "stats": self.stats.as_dict(),
             "stream_time": self.stream_time,
+            **({"guard": self.guard.state_dict()} if self.guard is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -277,6 +318,8 @@ class Pipeline:
         self.stats = PipelineStats.from_dict(state["stats"])
         stream_time = state["stream_time"]  # null in snapshots of a fresh pipeline, before
         self.stream_time = float("-inf") if stream_time is None else float(stream_time)
+        if self.guard is not None and "guard" in state:  # absent from snapshots before a guard
+            self.guard.load_state_dict(state["guard"])
 
     def report(self, now: float) -> dict[str, Any]:
         """A drift report of the window so far (and the start of the next window)."""
@@ -296,6 +339,8 @@ class Pipeline:
             "redelivered": self.stats.redelivered,
         }
         report["counters"] = self.stats.as_dict()
+        if self.guard is not None:
+            report["guard"] = self.guard.summary()
         return report
 
     def final_report(self, now: float) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.special import expit, log_expit, softmax
 from sklearn.linear_model import SGDClassifier
 
-__all__ = ["HeadState", "OnlineHead", "RiverHead", "SGDHead", "make_head"]
+__all__ = ["HeadState", "OnlineHead", "RiverHead", "SGDHead", "make_head", "ovr_proba"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class OnlineHead(Protocol):
     def load_state_dict(self, state: HeadState) -> None: ...
 
 
-def _ovr_proba(scores: np.ndarray) -> np.ndarray:
+def ovr_proba(scores: np.ndarray) -> np.ndarray:
     """One-vs-rest logistic probabilities, normalized like scikit-learn's ``predict_proba``."""
     if scores.shape[1] == 1:
         p1 = expit(scores[:, 0])
@@ -121,7 +121,7 @@ class SGDHead:
 
     def predict_proba_many(self, X: np.ndarray) -> np.ndarray:
         """``(n, n_classes)`` probabilities; computed directly from the weights (no validation)."""
-        return _ovr_proba(np.asarray(X, np.float64) @ self._clf.coef_.T + self._clf.intercept_)
+        return ovr_proba(np.asarray(X, np.float64) @ self._clf.coef_.T + self._clf.intercept_)
 
     def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
         """One SGD pass over ``X`` in order."""

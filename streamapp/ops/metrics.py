@@ -30,6 +30,7 @@ from prometheus_client.core import (
 )
 
 from streamapp.events import Reason
+from streamapp.guard import DECISIONS
 from streamapp.pipeline import Pipeline
 
 __all__ = ["BatchHistogram", "MetricsSource", "WorkerMetrics"]
@@ -174,6 +175,7 @@ class WorkerMetrics:
         yield _gauge("ledger_entries", "Scored events waiting for a label.", len(pipeline.ledger))
         learned = pipeline.head.n_learned
         yield _counter("head_examples_learned", "Examples the head learned from.", learned)
+        yield _guard_decisions(pipeline)
         lag = GaugeMetricFamily(
             f"{_PREFIX}_consumer_lag",
             "Messages behind the high watermark, per assigned partition.",
@@ -195,6 +197,20 @@ class WorkerMetrics:
             yield _counter("drift_reports", "Drift reports published.", 0)
         else:
             yield from _drift_metrics(report)
+
+
+def _guard_decisions(pipeline: Pipeline) -> Metric:
+    """The safe-adaptation guard's decisions by kind; zeros when it is off, so alerts see 0."""
+    family = CounterMetricFamily(
+        f"{_PREFIX}_guard_decisions",
+        "Safe-adaptation guard decisions: fallback to the source model, recover, rollback.",
+        labels=["decision"],
+    )
+    guard = getattr(pipeline, "guard", None)  # stand-ins of a pipeline may have none
+    decisions = guard.decisions if guard is not None else {}
+    for decision in DECISIONS:
+        family.add_metric([decision], decisions.get(decision, 0))
+    return family
 
 
 def _ledger_metrics(pipeline: Pipeline) -> Iterator[Metric]:

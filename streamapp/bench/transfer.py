@@ -1,0 +1,243 @@
+"""Transfer-learning accuracy, prequentially (the protocol of issue 15).
+
+Each stream is scored in batches of 100, predict then learn, no label delay, through the
+real :class:`~streamapp.pipeline.Pipeline` (ledger, join, guard). Methods: the frozen source
+model, the online head (head only), fine-tuning (top layers + head), fine-tuning with the
+guard, and river's ``progressive_val_score`` with a from-scratch model on the same stream.
+
+Run: ``python -m streamapp.bench.transfer [--events 20000] [--stream digits-shift ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from streamapp.codec import DecodedBatch
+from streamapp.drift.monitor import DriftMonitor
+from streamapp.events import SOURCE, FeatureBlock, Feedback
+from streamapp.guard import GuardSettings, SafeAdaptationGuard
+from streamapp.ledger import PendingLedger
+from streamapp.model.backbone import Embedder
+from streamapp.model.bundle import Bundle, load_bundle
+from streamapp.model.finetune import FinetuneHead, FinetuneSettings, cut_width, split_backbone
+from streamapp.model.head import OnlineHead, SGDHead
+from streamapp.model.training import train_source_bundle
+from streamapp.pipeline import Pipeline
+from streamapp.scenarios import get_scenario
+
+__all__ = [
+    "METHODS",
+    "SklearnScenario",
+    "build_transfer_pipeline",
+    "main",
+    "prequential",
+    "quarters",
+    "river_baseline",
+    "summarize",
+]
+
+logger = logging.getLogger(__name__)
+
+BATCH = 100
+METHODS = ("frozen", "head", "finetuned", "guarded")
+
+
+class SklearnScenario:
+    """A bundled scikit-learn dataset as a user's own data: a stratified-free random source
+    split to train the source model; the rest, shuffled and repeated ``passes`` times (the
+    datasets are small), is the target stream."""
+
+    def __init__(self, name: str, source_share: float = 0.3, passes: int = 10, seed: int = 0):
+        from sklearn import datasets
+
+        loader = {"breast-cancer": datasets.load_breast_cancer, "wine": datasets.load_wine}[name]
+        data = loader()
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(data.target))
+        n_source = int(len(order) * source_share)
+        self.name = name
+        self.classes = [str(c) for c in data.target_names]
+        self.feature_names = [f"f{i}" for i in range(data.data.shape[1])]
+        X, y = data.data.astype(np.float32), data.target.astype(np.int64)
+        self._source = X[order[:n_source]], y[order[:n_source]]
+        rest = order[n_source:]
+        stream = np.concatenate([rng.permutation(rest) for _ in range(passes)])
+        self._target = X[stream], y[stream]
+
+    def source_data(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._source
+
+    def target_data(self, n_events: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        X, y = self._target
+        n = min(n_events, len(y))
+        return X[:n], y[:n], np.zeros(n, np.int64)
+
+
+def _scenario(name: str) -> Any:
+    return SklearnScenario(name) if name in ("breast-cancer", "wine") else get_scenario(name)
+
+
+def build_transfer_pipeline(
+    bundle: Bundle,
+    method: str,
+    finetune: FinetuneSettings,
+    guard: GuardSettings | None = None,
+    *,
+    ledger_rows: int = 1_000,
+) -> Pipeline:
+    """A pipeline for ``method`` (see :data:`METHODS`) on ``bundle``, built without settings."""
+    m = bundle.manifest
+    pre = m.preprocessing
+    mean, std = np.asarray(pre["mean"]), np.asarray(pre["std"])
+    head: OnlineHead
+    if method in ("frozen", "head"):
+        embed = Embedder(bundle.backbone, mean, std)
+        head = SGDHead(bundle.head_coef, bundle.head_intercept, m.classes)
+        width = m.embedding_dim
+    else:
+        lower, top = split_backbone(bundle.backbone, finetune.layers)
+        embed = Embedder(lower, mean, std)
+        width = cut_width(lower, m.input_dim)
+        head = FinetuneHead(
+            top,
+            bundle.head_coef,
+            bundle.head_intercept,
+            m.classes,
+            optimizer=finetune.optimizer,
+            lr=finetune.lr,
+            weight_decay=finetune.weight_decay,
+            momentum=finetune.momentum,
+            step_size=finetune.step_size,
+        )
+    monitor = DriftMonitor(bundle.reference, m.feature_names, m.classes, window_events=10**9)
+    return Pipeline(
+        embed,
+        head,
+        bundle.head_coef,
+        bundle.head_intercept,
+        PendingLedger(ledger_rows, width, len(m.classes), 1e12),
+        monitor,
+        model_name=m.name,
+        model_version=m.version,
+        learn_locally=method != "frozen",
+        guard=SafeAdaptationGuard(guard) if method == "guarded" and guard else None,
+        clock=lambda: 0.0,
+    )
+
+
+def prequential(pipeline: Pipeline, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(served correct, served by the source model)`` per event: each batch of 100 is
+    scored, then its labels join (no delay)."""
+    correct, source = [], []
+    for start in range(0, len(y), BATCH):
+        rows = range(start, min(start + BATCH, len(y)))
+        ids = [f"e{i}" for i in rows]
+        block = FeatureBlock(ids, [None] * len(ids), X[start : rows.stop], np.zeros(len(ids)), [])
+        feedback = [Feedback(i, int(y[r]), 0.0) for i, r in zip(ids, rows, strict=True)]
+        out = pipeline.process(DecodedBatch(block, feedback=feedback))
+        assert out.predictions is not None
+        correct.append(out.predictions.labels == y[start : rows.stop])
+        source.append(out.predictions.served_by_rows() == SOURCE)
+    return np.concatenate(correct), np.concatenate(source)
+
+
+def quarters(correct: np.ndarray) -> list[float]:
+    return [float(q.mean()) for q in np.array_split(correct, 4)]
+
+
+def summarize(correct: np.ndarray, phase: np.ndarray) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "all": float(correct.mean()),
+        "first_1000": float(correct[:1000].mean()),
+        "last_1000": float(correct[-1000:].mean()),
+        "quarters": quarters(correct),
+    }
+    for p in np.unique(phase):
+        out[f"phase_{int(p)}"] = float(correct[phase == p].mean())
+    return out
+
+
+def river_baseline(X: np.ndarray, y: np.ndarray, delay: int = 0) -> np.ndarray:
+    """river's ``progressive_val_score`` with a from-scratch standardized logistic model."""
+    from river import evaluate, linear_model, metrics, multiclass, preprocessing
+
+    n_classes = int(y.max()) + 1
+    base = linear_model.LogisticRegression()
+    model = preprocessing.StandardScaler() | (
+        base if n_classes == 2 else multiclass.OneVsRestClassifier(base)
+    )
+    correct: list[bool] = []
+
+    class Recorder(metrics.Accuracy):
+        def update(self, y_true: Any, y_pred: Any, w: float = 1.0) -> None:
+            correct.append(y_true == y_pred)
+            super().update(y_true, y_pred, w)
+
+    dataset = ((dict(enumerate(map(float, x))), int(t)) for x, t in zip(X, y, strict=True))
+    evaluate.progressive_val_score(dataset, model, Recorder(), delay=delay or None)
+    # river skips the metric while the model can make no prediction yet (before its first
+    # label): those first events count as wrong
+    missed = np.zeros(len(y) - len(correct), bool)
+    return np.concatenate([missed, np.asarray(correct, bool)])
+
+
+def run_stream(
+    name: str,
+    events: int,
+    finetune: FinetuneSettings,
+    guard: GuardSettings,
+    workdir: Path,
+    methods: tuple[str, ...] = METHODS,
+    progress: Callable[[str], None] = logger.info,
+) -> dict[str, Any]:
+    """Every method's summary on one stream (the source model is trained once per stream)."""
+    scenario = _scenario(name)
+    path = workdir / name
+    if not (path / "manifest.json").exists():
+        train_source_bundle(scenario, path)
+    bundle = load_bundle(path)
+    X, y, phase = scenario.target_data(events)
+    results: dict[str, Any] = {}
+    for method in (m for m in methods if m in METHODS):
+        pipeline = build_transfer_pipeline(bundle, method, finetune, guard)
+        correct, served_source = prequential(pipeline, X, y)
+        results[method] = summarize(correct, phase)
+        if method == "guarded":
+            results[method]["served_by_source"] = float(served_source.mean())
+        progress(f"{name} {method}: {results[method]}")
+    if "river" in methods:
+        results["river"] = summarize(river_baseline(X, y), phase)
+        progress(f"{name} river: {results['river']}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--stream", action="append")
+    parser.add_argument("--method", action="append")
+    parser.add_argument("--finetune", default="{}", help="FinetuneSettings as JSON")
+    parser.add_argument("--guard", default="{}", help="GuardSettings as JSON")
+    parser.add_argument("--workdir", type=Path, help="keep the trained source bundles here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    finetune = FinetuneSettings(**orjson.loads(args.finetune))
+    guard = GuardSettings(**orjson.loads(args.guard))
+    methods = tuple(args.method or (*METHODS, "river"))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.stream or ["digits-shift", "hyperplane", "breast-cancer", "wine"]:
+            workdir = args.workdir or Path(tmp)
+            result = run_stream(name, args.events, finetune, guard, workdir, methods)
+            print(orjson.dumps({"stream": name, **result}).decode(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
