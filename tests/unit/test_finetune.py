@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from streamapp.checkpointing.state import decode_state, encode_state
 from streamapp.codec import DecodedBatch
 from streamapp.drift.monitor import DriftMonitor
 from streamapp.drift.stats import ReferenceProfile
@@ -16,7 +17,6 @@ from streamapp.ledger import PendingLedger
 from streamapp.model.backbone import Embedder, MLPBackbone
 from streamapp.model.finetune import FinetuneHead, FinetuneSettings, cut_width, split_backbone
 from streamapp.pipeline import Pipeline
-from streamapp.state import decode_state, encode_state
 
 N_FEATURES, N_CLASSES = 6, 3
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
+from streamapp.checkpointing.state import decode_state, encode_state
 from streamapp.codec import Codec, DecodedBatch
 from streamapp.drift.monitor import DriftMonitor
 from streamapp.drift.stats import ReferenceProfile
@@ -14,7 +15,6 @@ from streamapp.guard import GuardSettings, SafeAdaptationGuard
 from streamapp.ledger import PendingLedger
 from streamapp.model.head import SGDHead
 from streamapp.pipeline import Pipeline
-from streamapp.state import decode_state, encode_state
 from tests.conftest import assert_valid
 
 DIM = 2
