@@ -204,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="create the worker's topics")
     _add_kafka_args(topics)
     topics.add_argument("--partitions", type=int, default=1)
+    topics.add_argument(
+        "--role",
+        choices=["all", "scorer", "learner", "producer"],
+        default=None,
+        help="only the topics this role uses (default: every topic streamapp knows)",
+    )
+    topics.add_argument(
+        "--grow",
+        action="store_true",
+        help="add partitions to existing topics that have fewer than --partitions",
+    )
 
     bench = sub.add_parser(
         "bench", help="benchmarks in one run against one broker (ratios, latency, memory)"
@@ -298,8 +309,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streamapp.worker import Worker
 
     settings = _settings(args)
-    if args.create_topics:
-        ensure_topics(settings, partitions=args.partitions)
+    if args.create_topics:  # only the topics this role and the enabled features use
+        _report_topics(ensure_topics(settings, partitions=args.partitions, role=settings.role))
     if args.runtime == "faust":
         _exec_faust(settings, args.log_level)
     if settings.role == "learner":
@@ -435,19 +446,26 @@ def cmd_produce(args: argparse.Namespace) -> int:
         scenario = _scenario(args.scenario or "digits-shift", args.seed)
         events, records = args.events, stream(scenario, args.events, **timing)
     if args.create_topics:
-        ensure_topics(settings, partitions=args.partitions, roles=("producer",))
+        _report_topics(ensure_topics(settings, partitions=args.partitions, role="producer"))
     sent = produce_records(settings, records, realtime=args.realtime)
     print(f"produced {sent} records ({events} events) to {settings.bootstrap_servers}")
     return 0
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from streamapp.kafka.admin import ensure_topics
+    from streamapp.kafka.admin import ensure_topics, topic_specs
 
     settings = _settings(args)
-    ensure_topics(settings, partitions=args.partitions)
-    print("topics ready:", ", ".join(settings.topics.inputs() + settings.topics.outputs()))
+    notes = ensure_topics(settings, partitions=args.partitions, role=args.role, grow=args.grow)
+    _report_topics(notes)
+    names = [spec.name for spec in topic_specs(settings, args.role)]
+    print("topics ready:" if not notes or args.grow else "topics exist:", ", ".join(names))
     return 0
+
+
+def _report_topics(notes: list[str]) -> None:
+    for note in notes:
+        print(note)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
