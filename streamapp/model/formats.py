@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import logging
 import pickle
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -217,7 +218,10 @@ def _check_payload_config(path: Path, archive: zipfile.ZipFile, name: str) -> No
 
 def _check_weights_only(path: Path, member: str, payload: bytes) -> None:
     try:
-        torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols before refusing: the refusal is the message
+            warnings.simplefilter("ignore", UserWarning)
+            torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         raise BundleError(
             f"{path.name}: {member} is not plain tensors, refused to unpickle it "

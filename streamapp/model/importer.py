@@ -247,6 +247,12 @@ def _skops_head(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]
             f"{', '.join(untrusted[:3])}"
         )
     model = sio.load(path, trusted=list(TRUSTED_SKOPS_TYPES))
+    kind = f"{type(model).__module__}.{type(model).__qualname__}"
+    if kind not in TRUSTED_SKOPS_TYPES:
+        raise BundleError(
+            f"{path.name} holds a {type(model).__name__}, not one of the trusted linear "
+            f"classifiers ({', '.join(t.rsplit('.', 1)[1] for t in TRUSTED_SKOPS_TYPES)})"
+        )
     try:
         coef = np.asarray(model.coef_, np.float64)
         intercept = np.asarray(model.intercept_, np.float64).reshape(-1)
