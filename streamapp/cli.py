@@ -206,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("--partitions", type=int, default=1)
     topics.add_argument(
         "--role",
+        dest="topics_role",  # not the worker's role setting: "producer" is no worker role
         choices=["all", "scorer", "learner", "producer"],
         default=None,
         help="only the topics this role uses (default: every topic streamapp knows)",
@@ -456,9 +457,10 @@ def cmd_topics(args: argparse.Namespace) -> int:
     from streamapp.kafka.admin import ensure_topics, topic_specs
 
     settings = _settings(args)
-    notes = ensure_topics(settings, partitions=args.partitions, role=args.role, grow=args.grow)
+    role = args.topics_role
+    notes = ensure_topics(settings, partitions=args.partitions, role=role, grow=args.grow)
     _report_topics(notes)
-    names = [spec.name for spec in topic_specs(settings, args.role)]
+    names = [spec.name for spec in topic_specs(settings, role)]
     print("topics ready:" if not notes or args.grow else "topics exist:", ", ".join(names))
     return 0
 
