@@ -60,6 +60,7 @@ def build_codec(settings: Settings, bundle: Bundle) -> Codec:
         max_payload_bytes=settings.max_payload_bytes,
         max_future_skew_s=settings.max_future_skew_s,
         dead_letter_payload_bytes=settings.dead_letter_payload_bytes,
+        missing=settings.missing,
     )
 
 

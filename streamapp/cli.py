@@ -52,6 +52,44 @@ def _add_worker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drift-window", type=int, help="events per drift report")
 
 
+def _ints(text: str) -> list[int]:
+    """``"128,64"`` -> ``[128, 64]`` (positive integers)."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 128,64, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return value
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--label-column", help="the column (NPZ: the array) holding the labels")
+    parser.add_argument(
+        "--feature-columns",
+        type=lambda text: [c.strip() for c in text.split(",") if c.strip()],
+        help="a,b,... (default: every other column; NPZ: the array X)",
+    )
+
+
+def _load_table(args: argparse.Namespace, path: Path, **extra: Any) -> Any:
+    from streamapp.datasets import load_table
+
+    if not args.label_column:
+        raise ConfigError(f"{path} needs --label-column (the column holding the labels)")
+    return load_table(path, args.label_column, args.feature_columns, **extra)
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     """Environment first, then the flags that were given."""
     base = Settings()
@@ -124,17 +162,35 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--label-fraction", type=float, default=1.0)
     demo.add_argument("--partitions", type=int, default=2)
 
-    train = sub.add_parser("train-source", help="train the source model and write a bundle")
-    train.add_argument("--scenario", default="digits-shift")
+    train = sub.add_parser(
+        "train-source", help="train the source model on a data file or a scenario; write a bundle"
+    )
+    train_from = train.add_mutually_exclusive_group()
+    train_from.add_argument("--scenario", help="a built-in scenario (default: digits-shift)")
+    train_from.add_argument("--data", type=Path, help="a labeled CSV, Parquet or NPZ file")
+    _add_data_args(train)
     train.add_argument("--out", type=Path, required=True, help="bundle directory to create")
-    train.add_argument("--name", help="model name (default: the scenario's)")
+    train.add_argument("--name", help="model name (default: the scenario's or the file's)")
     train.add_argument("--version", dest="model_version", default="1")
+    train.add_argument("--hidden", type=_ints, default=[64], help="hidden layer sizes, e.g. 128,64")
+    train.add_argument("--embedding-dim", type=int, default=32)
     train.add_argument("--epochs", type=int, default=40)
+    train.add_argument("--test-fraction", type=_fraction, default=0.2, help="held-out share")
+    train.add_argument("--no-standardize", action="store_true", help="feed raw features")
     train.add_argument("--seed", type=int, default=0)
 
-    produce = sub.add_parser("produce", help="produce a scenario's events and delayed feedback")
+    produce = sub.add_parser(
+        "produce", help="produce a scenario's or a data file's events and delayed feedback"
+    )
     _add_kafka_args(produce)
-    produce.add_argument("--scenario", default="digits-shift")
+    produce_from = produce.add_mutually_exclusive_group()
+    produce_from.add_argument("--scenario", help="a built-in scenario (default: digits-shift)")
+    produce_from.add_argument(
+        "--from-file", type=Path, help="replay a labeled CSV, Parquet or NPZ file, row by row"
+    )
+    _add_data_args(produce)
+    produce.add_argument("--id-column", help="event ids (default: --id-prefix + row number)")
+    produce.add_argument("--ts-column", help="event times in seconds (default: paced at --rate)")
     produce.add_argument("--events", type=int, default=10_000)
     produce.add_argument("--rate", type=float, default=1_000.0, help="events per second")
     produce.add_argument("--label-delay", type=float, default=2.0)
@@ -148,6 +204,18 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="create the worker's topics")
     _add_kafka_args(topics)
     topics.add_argument("--partitions", type=int, default=1)
+    topics.add_argument(
+        "--role",
+        dest="topics_role",  # not the worker's role setting: "producer" is no worker role
+        choices=["all", "scorer", "learner", "producer"],
+        default=None,
+        help="only the topics this role uses (default: every topic streamapp knows)",
+    )
+    topics.add_argument(
+        "--grow",
+        action="store_true",
+        help="add partitions to existing topics that have fewer than --partitions",
+    )
 
     bench = sub.add_parser(
         "bench", help="benchmarks in one run against one broker (ratios, latency, memory)"
@@ -181,6 +249,26 @@ def build_parser() -> argparse.ArgumentParser:
     models_sub = models.add_subparsers(dest="models_command", required=True)
     verify = models_sub.add_parser("verify", help="verify a bundle's checksums and shapes")
     verify.add_argument("path", type=Path)
+    imp = models_sub.add_parser(
+        "import", help="turn your pretrained feature extractor and labeled data into a bundle"
+    )
+    imp.add_argument(
+        "--backbone",
+        type=Path,
+        required=True,
+        help="torch.export program (.pt2), ONNX (.onnx) or a safetensors state_dict of a "
+        "built-in architecture (.safetensors)",
+    )
+    imp.add_argument("--data", type=Path, required=True, help="labeled CSV, Parquet or NPZ")
+    _add_data_args(imp)
+    imp.add_argument("--out", type=Path, required=True, help="bundle directory to create")
+    imp.add_argument("--name", help="model name (default: the backbone file's stem)")
+    imp.add_argument("--version", dest="model_version", default="1")
+    imp.add_argument("--input-shape", type=_ints, help="C,H,W (or any shape) the backbone takes")
+    imp.add_argument("--head", type=Path, help="head.npz (coef, intercept) or a .skops classifier")
+    imp.add_argument("--no-standardize", action="store_true", help="the backbone takes raw values")
+    imp.add_argument("--test-fraction", type=_fraction, default=0.2, help="held-out share")
+    imp.add_argument("--seed", type=int, default=0)
     export = models_sub.add_parser(
         "export", help="export the backbone to ONNX inside the bundle (for variant=onnx)"
     )
@@ -213,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("%s", " ".join(str(exc).split()))
         return 2
     except StreamappError as exc:
-        logger.error("%s", exc)
+        logger.error("%s", " ".join(str(exc).split()))
         return 2
 
 
@@ -222,8 +310,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streamapp.worker import Worker
 
     settings = _settings(args)
-    if args.create_topics:
-        ensure_topics(settings, partitions=args.partitions)
+    if args.create_topics:  # only the topics this role and the enabled features use
+        _report_topics(ensure_topics(settings, partitions=args.partitions, role=settings.role))
     if args.runtime == "faust":
         _exec_faust(settings, args.log_level)
     if settings.role == "learner":
@@ -267,50 +355,119 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train_source(args: argparse.Namespace) -> int:
-    from streamapp.model.training import train_source_bundle
-    from streamapp.scenarios import get_scenario
+    from streamapp.model.bundle import check_new_bundle
+    from streamapp.model.training import train_source_bundle, train_table_bundle
 
-    manifest = train_source_bundle(
-        get_scenario(args.scenario, seed=args.seed),
+    check_new_bundle(args.out)  # before reading or training anything
+    options = {
+        "version": args.model_version,
+        "hidden": args.hidden,
+        "embedding_dim": args.embedding_dim,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "holdout": args.test_fraction,
+    }
+    if args.data is not None:
+        table = _load_table(args, args.data)
+        name = args.name or args.data.stem
+        manifest = train_table_bundle(
+            table, args.out, name=name, standardize=not args.no_standardize, **options
+        )
+    else:
+        if args.no_standardize or args.label_column or args.feature_columns:
+            raise ConfigError("--no-standardize and the column flags need --data FILE")
+        manifest = train_source_bundle(
+            _scenario(args.scenario or "digits-shift", args.seed),
+            args.out,
+            name=args.name,
+            **options,
+        )
+    print(f"wrote {args.out}: {manifest.name} {manifest.version} {manifest.source_metrics}")
+    return 0
+
+
+def _scenario(name: str, seed: int) -> Any:
+    from streamapp.scenarios import SCENARIOS, get_scenario
+
+    if name not in SCENARIOS:
+        raise ConfigError(
+            f"unknown scenario {name!r}; choose from {sorted(SCENARIOS)}, "
+            f"or train on your own file with --data FILE --label-column COL"
+        )
+    return get_scenario(name, seed=seed)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from streamapp.model.bundle import check_new_bundle, load_bundle
+    from streamapp.model.importer import import_bundle
+
+    check_new_bundle(args.out)
+    table = _load_table(args, args.data)
+    manifest = import_bundle(
+        args.backbone,
+        table,
         args.out,
-        name=args.name,
+        name=args.name or args.backbone.stem,
         version=args.model_version,
-        epochs=args.epochs,
+        input_shape=args.input_shape,
+        head_path=args.head,
+        standardize=not args.no_standardize,
+        holdout=args.test_fraction,
         seed=args.seed,
     )
-    print(f"wrote {args.out}: {manifest.name} {manifest.version} {manifest.source_metrics}")
+    load_bundle(args.out)  # what a worker will load, verified once here
+    print(
+        f"wrote {args.out}: {manifest.name} {manifest.version} ({manifest.backbone_format}, "
+        f"{manifest.input_dim} features -> {manifest.embedding_dim}-d) {manifest.source_metrics}"
+    )
     return 0
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
     from streamapp.kafka.admin import ensure_topics
-    from streamapp.scenarios import get_scenario, stream
-    from streamapp.scenarios.produce import produce_records
+    from streamapp.scenarios import stream
+    from streamapp.scenarios.produce import produce_records, table_records
 
     settings = _settings(args)
+    timing = {
+        "rate": args.rate,
+        "label_delay_s": args.label_delay,
+        "label_fraction": args.label_fraction,
+        "seed": args.seed,
+        "id_prefix": args.id_prefix,
+    }
+    if args.from_file is not None:
+        table = _load_table(
+            args, args.from_file, id_column=args.id_column, ts_column=args.ts_column
+        )
+        events, records = len(table), table_records(table, **timing)
+    else:
+        if args.id_column or args.ts_column or args.label_column:
+            raise ConfigError("--label-column, --id-column and --ts-column need --from-file FILE")
+        scenario = _scenario(args.scenario or "digits-shift", args.seed)
+        events, records = args.events, stream(scenario, args.events, **timing)
     if args.create_topics:
-        ensure_topics(settings, partitions=args.partitions)
-    records = stream(
-        get_scenario(args.scenario, seed=args.seed),
-        args.events,
-        rate=args.rate,
-        label_delay_s=args.label_delay,
-        label_fraction=args.label_fraction,
-        seed=args.seed,
-        id_prefix=args.id_prefix,
-    )
+        _report_topics(ensure_topics(settings, partitions=args.partitions, role="producer"))
     sent = produce_records(settings, records, realtime=args.realtime)
-    print(f"produced {sent} records ({args.events} events) to {settings.bootstrap_servers}")
+    print(f"produced {sent} records ({events} events) to {settings.bootstrap_servers}")
     return 0
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from streamapp.kafka.admin import ensure_topics
+    from streamapp.kafka.admin import ensure_topics, topic_specs
 
     settings = _settings(args)
-    ensure_topics(settings, partitions=args.partitions)
-    print("topics ready:", ", ".join(settings.topics.inputs() + settings.topics.outputs()))
+    role = args.topics_role
+    notes = ensure_topics(settings, partitions=args.partitions, role=role, grow=args.grow)
+    _report_topics(notes)
+    names = [spec.name for spec in topic_specs(settings, role)]
+    print("topics ready:" if not notes or args.grow else "topics exist:", ", ".join(names))
     return 0
+
+
+def _report_topics(notes: list[str]) -> None:
+    for note in notes:
+        print(note)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -356,6 +513,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from streamapp.model.bundle import load_bundle
 
+    if args.models_command == "import":
+        return cmd_import(args)
     if args.models_command == "export":
         from streamapp.model.variants import export_onnx
 

@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import fastjsonschema
 import numpy as np
@@ -37,6 +37,7 @@ __all__ = [
     "Codec",
     "DecodedBatch",
     "Message",
+    "MissingPolicy",
     "dead_letter_key",
     "encode_dead_letter",
     "encode_json",
@@ -44,6 +45,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+MissingPolicy = Literal["dead-letter", "impute"]
 
 
 class Message(Protocol):
@@ -188,6 +191,10 @@ class Codec:
         (``ts_out_of_range``): one bad clock must not move stream time into the future.
     dead_letter_payload_bytes
         A dead letter keeps at most this many bytes of its payload.
+    missing
+        A ``null`` or absent feature: ``"dead-letter"`` (reason ``missing``) or ``"impute"``
+        (the value becomes NaN, which the embedder replaces by the source mean and the drift
+        monitor counts per feature).
     """
 
     def __init__(
@@ -201,7 +208,11 @@ class Codec:
         max_payload_bytes: int = 262_144,
         max_future_skew_s: float = 300.0,
         dead_letter_payload_bytes: int = DEAD_LETTER_PAYLOAD_BYTES,
+        missing: MissingPolicy = "dead-letter",
     ) -> None:
+        if missing not in ("dead-letter", "impute"):
+            raise ValueError(f"missing must be 'dead-letter' or 'impute', not {missing!r}")
+        self.missing = missing
         self.feature_names = list(feature_names)
         self.classes = [str(c) for c in classes]
         self.features_topic = features_topic
@@ -226,6 +237,7 @@ class Codec:
         now = time.time() if now is None else now
         messages = list(messages)
         X = np.empty((len(messages), len(self.feature_names)), np.float64)
+        absent = np.zeros(X.shape, np.bool_)  # imputed (missing) values, not bad ones
         rows: list[Message] = []  # the message behind each filled row of X
         ids: list[str] = []
         ts: list[float] = []
@@ -239,7 +251,9 @@ class Codec:
                 if topic == self.feedback_topic:
                     batch.feedback.append(self._decode_feedback(msg, now))
                 else:
-                    event_id, event_ts = self._decode_feature(msg, X[len(rows)], now)
+                    event_id, event_ts = self._decode_feature(
+                        msg, X[len(rows)], absent[len(rows)], now
+                    )
                     rows.append(msg)
                     ids.append(event_id)
                     ts.append(event_ts)
@@ -250,7 +264,8 @@ class Codec:
                 self._reject(batch, msg, failure)
         if rows:
             rejected = len(batch.dead_letters)
-            batch.features = self._feature_block(X[: len(rows)], rows, ids, ts, batch)
+            n = len(rows)
+            batch.features = self._feature_block(X[:n], absent[:n], rows, ids, ts, batch)
             if len(batch.dead_letters) > rejected:  # keep dead letters in input order
                 order = {_position(m): i for i, m in enumerate(messages)}
                 batch.dead_letters.sort(key=lambda dead: order[dead.source])
@@ -259,13 +274,15 @@ class Codec:
     def _feature_block(
         self,
         X: np.ndarray,
+        absent: np.ndarray,
         rows: list[Message],
         ids: list[str],
         ts: list[float],
         batch: DecodedBatch,
     ) -> FeatureBlock:
-        """The valid rows as a block; rows with NaN/inf or out-of-range values are rejected."""
-        finite = np.isfinite(X).all(axis=1)
+        """The valid rows as a block; rows with NaN/inf or out-of-range values are rejected
+        (a missing value under ``missing=impute`` is NaN on purpose)."""
+        finite = (np.isfinite(X) | absent).all(axis=1)
         in_range = (np.abs(np.where(np.isfinite(X), X, 0.0)) <= self.max_abs_value).all(axis=1)
         good = finite & in_range
         for i in np.flatnonzero(~good):
@@ -289,15 +306,45 @@ class Codec:
             sources,
         )
 
-    def _decode_feature(self, msg: Message, row: np.ndarray, now: float) -> tuple[str, float]:
-        """``(event_id, event time)`` of a feature event whose values are written to ``row``."""
+    def _decode_feature(
+        self, msg: Message, row: np.ndarray, absent: np.ndarray, now: float
+    ) -> tuple[str, float]:
+        """``(event_id, event time)`` of a feature event whose values are written to ``row``
+        (``absent`` marks the missing ones under ``missing=impute``)."""
         doc = self._parse(msg.value())
         features = doc.get("features") if isinstance(doc, dict) else None
         if not self._is_plain_feature_event(doc, features):
             self._validate(self._validate_feature, doc)
         event_ts = self._event_time(doc, msg, now)
-        self._fill_row(row, features)
+        self._fill_row(row, self._fill_missing(features, absent))
         return doc["event_id"], event_ts
+
+    def _fill_missing(
+        self, features: list[Any] | dict[str, Any], absent: np.ndarray
+    ) -> list[Any] | dict[str, Any]:
+        """``features`` with each null or absent value NaN (``impute``), else a ``missing``
+        rejection. Extra names and a wrong count are left to :meth:`_fill_row`."""
+        if isinstance(features, dict):
+            if not features.keys() <= self._feature_index.keys():
+                return features  # unexpected names: feature_names
+            gaps = [n for n in self.feature_names if features.get(n) is None]
+        else:
+            if len(features) != len(self.feature_names) or None not in features:
+                return features
+            gaps = [self.feature_names[j] for j, v in enumerate(features) if v is None]
+        if not gaps:
+            return features
+        if self.missing == "dead-letter":
+            shown = ", ".join(map(repr, gaps[:5])) + (
+                f" (+{len(gaps) - 5})" if len(gaps) > 5 else ""
+            )
+            raise _RejectError(Reason.MISSING, f"missing feature values: {shown}")
+        for name in gaps:
+            absent[self._feature_index[name]] = True
+        nan = float("nan")
+        if isinstance(features, dict):
+            return {name: features.get(name, nan) for name in self.feature_names}
+        return [nan if v is None else v for v in features]
 
     def _decode_feedback(self, msg: Message, now: float) -> Feedback:
         doc = self._parse(msg.value())

@@ -4,6 +4,7 @@ __all__ = [
     "BrokerError",
     "BundleError",
     "ConfigError",
+    "DataError",
     "DeliveryError",
     "DeliveryTimeoutError",
     "FencedError",
@@ -23,6 +24,10 @@ class ConfigError(StreamappError):
 
 class BundleError(StreamappError):
     """A model bundle is missing, tampered with, or inconsistent with its manifest."""
+
+
+class DataError(StreamappError):
+    """A user's data file cannot be read or does not fit the command (columns, values, classes)."""
 
 
 class BrokerError(StreamappError):

@@ -231,6 +231,11 @@ class Settings(BaseSettings):
         description="an event or label whose ts is further ahead of its Kafka timestamp is "
         "dead-lettered (ts_out_of_range), so one bad clock cannot freeze stream time",
     )
+    missing: Literal["dead-letter", "impute"] = Field(
+        "dead-letter",
+        description="a null or absent feature: dead-letter the event (reason missing) or "
+        "impute the source mean (counted per feature in drift reports and metrics)",
+    )
     dead_letter_payload_bytes: int = Field(
         65_536,
         ge=0,

@@ -57,6 +57,7 @@ class DriftMonitor:
         self.detectors = ErrorDetectors()
         self.reports = 0
         self.alarms = 0
+        self._imputed_total = np.zeros(len(self.feature_names))
         self._start_window(time.time())
 
     def _start_window(self, now: float) -> None:
@@ -64,6 +65,7 @@ class DriftMonitor:
         self._class_counts = np.zeros(len(self.classes))
         self._sum = np.zeros(len(self.feature_names))
         self._sumsq = np.zeros(len(self.feature_names))
+        self._imputed = np.zeros(len(self.feature_names))
         self._events = 0
         self._labels = 0
         self._window_start = now
@@ -71,9 +73,16 @@ class DriftMonitor:
         self._last_ts = -np.inf
 
     def update_events(self, X: np.ndarray, predicted: np.ndarray, event_ts: np.ndarray) -> None:
-        """Add scored events: one vectorized binning per batch."""
+        """Add scored events: one vectorized binning per batch. A NaN is a missing value
+        imputed with the source mean (``missing=impute``): counted, and binned as the mean."""
         if len(X) == 0:
             return
+        missing = np.isnan(X)
+        if missing.any():
+            counts = missing.sum(axis=0)
+            self._imputed += counts
+            self._imputed_total += counts
+            X = np.where(missing, self.profile.mean, X)
         self._feature_counts += self.profile.bin_counts(X)
         self._class_counts += np.bincount(predicted, minlength=len(self.classes))
         X64 = X.astype(np.float64)
@@ -93,7 +102,7 @@ class DriftMonitor:
         self.detectors.update(proba.argmax(axis=1) != y_true)
         self._labels += len(y_true)
 
-    _WINDOW = ("_feature_counts", "_class_counts", "_sum", "_sumsq")
+    _WINDOW = ("_feature_counts", "_class_counts", "_sum", "_sumsq", "_imputed", "_imputed_total")
     _SCALARS = ("_events", "_labels", "_window_start", "_first_ts", "_last_ts", "reports", "alarms")
 
     def state_dict(self) -> dict[str, Any]:
@@ -109,6 +118,8 @@ class DriftMonitor:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in self._WINDOW:
+            if name not in state:  # a snapshot from before imputation was counted
+                state = {**state, name: np.zeros(len(self.feature_names))}
             setattr(self, name, np.asarray(state[name], np.float64).copy())
         for name in self._SCALARS:
             value = state[name]
@@ -117,6 +128,9 @@ class DriftMonitor:
             setattr(self, name, type(getattr(self, name))(value))
         self.performance.load_state_dict(state["performance"])
         self.detectors.load_state_dict(state["detectors"])
+
+    def _by_feature(self, counts: np.ndarray) -> dict[str, int]:
+        return dict(zip(self.feature_names, counts.astype(np.int64).tolist(), strict=True))
 
     @property
     def events_in_window(self) -> int:
@@ -156,6 +170,11 @@ class DriftMonitor:
             **sections,
             "performance": self.performance.summary(),
             "detectors": detectors,
+            # missing values imputed with the source mean: in this window, and since start
+            "imputed": {
+                "window": self._by_feature(self._imputed),
+                "total": self._by_feature(self._imputed_total),
+            },
             # raw window histograms: reports of several scorers merge (drift.merge)
             "counts": {
                 "features": self._feature_counts.astype(np.int64).tolist(),

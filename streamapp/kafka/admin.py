@@ -6,53 +6,101 @@ import logging
 import threading
 import time
 import weakref
+from dataclasses import dataclass, field
+from typing import Literal
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 from streamapp.errors import BrokerError
 from streamapp.kafka.config import admin_config
 from streamapp.settings import Settings
 
-__all__ = ["BrokerProbe", "ensure_topics", "partition_counts"]
+__all__ = ["BrokerProbe", "Role", "TopicSpec", "ensure_topics", "partition_counts", "topic_specs"]
 
 logger = logging.getLogger(__name__)
 
 
+Role = Literal["all", "scorer", "learner", "producer"]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic to create: name, partition count (``None``: the requested one), config."""
+
+    name: str
+    partitions: int | None = None
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(settings: Settings, role: Role | None = None) -> list[TopicSpec]:
+    """The topics ``role`` uses with ``settings``' features enabled (``None``: every topic).
+
+    A single worker (``all``) uses its inputs and outputs; the learning-state topic only in
+    exactly-once mode, ``model-control`` only with a registry, ``shadow-predictions`` only
+    with a challenger; ``training-examples``/``model-updates`` only when scorer and learner
+    run apart. A producer needs the inputs.
+
+    >>> names = [t.name for t in topic_specs(Settings(), "all")]
+    >>> names
+    ['features', 'feedback', 'predictions', 'drift', 'dead-letter']
+    """
+    topics = settings.topics
+    specs = [TopicSpec(name) for name in topics.inputs()]
+    if role == "producer":
+        return specs
+    if role in (None, "all", "scorer"):
+        specs += [TopicSpec(name) for name in topics.outputs()]
+    if role is None or settings.challenger.enabled:
+        specs.append(TopicSpec(topics.shadow_predictions))
+    if role is None or settings.exactly_once:
+        # learning-state snapshots: compacted, the latest per key is all that matters
+        specs.append(TopicSpec(topics.state, 1, {"cleanup.policy": "compact"}))
+    if role is None or settings.registry is not None:
+        # model lifecycle events: one partition, so every worker sees them in one order
+        specs.append(TopicSpec(topics.model_control, 1))
+    if role in (None, "scorer", "learner"):
+        # one learner reads every example in one order; the latest head per model is kept
+        specs.append(TopicSpec(topics.training_examples, 1))
+        specs.append(TopicSpec(topics.model_updates, 1, {"cleanup.policy": "compact"}))
+    if role == "learner":  # the learner reads no inputs
+        specs = [s for s in specs if s.name not in topics.inputs()]
+    return specs
+
+
 def ensure_topics(
-    settings: Settings, partitions: int = 1, replication_factor: int = 1, timeout: float = 30.0
-) -> None:
-    """Create the worker's topics if missing. ``features`` and ``feedback`` get the same
-    partition count, so a label lands in the same partition number as its event."""
+    settings: Settings,
+    partitions: int = 1,
+    replication_factor: int = 1,
+    timeout: float = 30.0,
+    *,
+    role: Role | None = None,
+    grow: bool = False,
+) -> list[str]:
+    """Create the topics ``role`` uses (default: all of them) if missing. ``features`` and
+    ``feedback`` get the same partition count, so a label lands in the same partition number
+    as its event. Returns one line per existing topic with fewer partitions than asked; with
+    ``grow`` those get more partitions instead."""
     admin = AdminClient(admin_config(settings))
     try:
-        _create_topics(admin, settings, partitions, replication_factor, timeout)
+        specs = topic_specs(settings, role)
+        _create_topics(admin, specs, partitions, replication_factor, timeout)
+        return _check_partitions(admin, settings, specs, partitions, grow, timeout)
     finally:
         admin.poll(0)  # hands the client's queued logs to the logger
 
 
 def _create_topics(
     admin: AdminClient,
-    settings: Settings,
+    specs: list[TopicSpec],
     partitions: int,
     replication_factor: int,
     timeout: float,
 ) -> None:
-    topics = settings.topics
-    wanted = [NewTopic(name, partitions, replication_factor) for name in topics.inputs()]
-    outputs = [*topics.outputs(), topics.shadow_predictions]
-    wanted += [NewTopic(name, partitions, replication_factor) for name in outputs]
-    # learning-state snapshots: compacted, the latest per key is all that matters
-    wanted.append(
-        NewTopic(topics.state, 1, replication_factor, config={"cleanup.policy": "compact"})
-    )
-    # model lifecycle events: one partition, so every worker sees them in one order
-    wanted.append(NewTopic(topics.model_control, 1, replication_factor))
-    # one learner reads every example in one order; the latest head per model is kept
-    wanted.append(NewTopic(topics.training_examples, 1, replication_factor))
-    wanted.append(
-        NewTopic(topics.model_updates, 1, replication_factor, config={"cleanup.policy": "compact"})
-    )
+    wanted = [
+        NewTopic(s.name, s.partitions or partitions, replication_factor, config=s.config)
+        for s in specs
+    ]
     for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
         try:
             future.result(timeout=timeout)
@@ -60,6 +108,50 @@ def _create_topics(
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise BrokerError(f"cannot create topic {name}: {exc}") from exc
+
+
+def _check_partitions(
+    admin: AdminClient,
+    settings: Settings,
+    specs: list[TopicSpec],
+    partitions: int,
+    grow: bool,
+    timeout: float,
+) -> list[str]:
+    """Lines for the topics with fewer partitions than asked (grown with ``grow``)."""
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot reach {settings.bootstrap_servers}: {exc}") from exc
+    short = {
+        s.name: len(metadata.topics[s.name].partitions)
+        for s in specs
+        if s.partitions is None
+        and s.name in metadata.topics
+        and len(metadata.topics[s.name].partitions) < partitions
+    }
+    if not short:
+        return []
+    if not grow:
+        return [
+            f"{name} has {count} partition(s), {partitions} asked: unchanged "
+            f"(--grow adds partitions)"
+            for name, count in short.items()
+        ]
+    new = [NewPartitions(name, partitions) for name in short]
+    for name, future in admin.create_partitions(new, operation_timeout=timeout).items():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            raise BrokerError(f"cannot add partitions to {name}: {exc}") from exc
+    notes = [f"{name}: {count} -> {partitions} partitions" for name, count in short.items()]
+    if set(short) & set(settings.topics.inputs()):
+        notes.append(
+            "warning: keys written before the change now hash to other partitions; a label "
+            "produced after it may miss its event's worker (co-partitioning holds only for "
+            "records written after both input topics grew)"
+        )
+    return notes
 
 
 class BrokerProbe:

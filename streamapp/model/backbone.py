@@ -5,13 +5,21 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ARCHITECTURES", "Embedder", "MLPBackbone"]
+__all__ = [
+    "ARCHITECTURES",
+    "CNNBackbone",
+    "Embedder",
+    "MLPBackbone",
+    "copy_backbone",
+    "impute_missing",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +44,47 @@ class MLPBackbone(nn.Module):
         return self.layers(x)
 
 
+class CNNBackbone(nn.Module):
+    """A small CNN for image-shaped inputs ``(C, H, W)``: per entry of ``channels`` a 3x3
+    convolution, ReLU and 2x2 max-pooling; then global average pooling and a linear layer
+    to the embedding, with ReLU.
+
+    >>> net = CNNBackbone(input_dim=64, embedding_dim=5, input_shape=[1, 8, 8], channels=[4, 8])
+    >>> tuple(net(torch.zeros(2, 1, 8, 8)).shape)
+    (2, 5)
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        embedding_dim: int,
+        input_shape: Sequence[int],
+        channels: Sequence[int] = (8, 16),
+    ) -> None:
+        super().__init__()
+        if len(input_shape) != 3 or int(np.prod(input_shape)) != input_dim:
+            raise ValueError(f"the cnn needs input_shape (C, H, W) of {input_dim} values")
+        convs: list[nn.Module] = []
+        for fan_in, fan_out in itertools.pairwise([input_shape[0], *channels]):
+            convs += [nn.Conv2d(fan_in, fan_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        self.convs = nn.Sequential(*convs)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.embed = nn.Sequential(nn.Linear(channels[-1], embedding_dim), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.pool(self.convs(x)).flatten(1))
+
+
 # Named architectures a bundle may reference; state_dicts load into these with weights_only=True.
-ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLPBackbone}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLPBackbone, "cnn": CNNBackbone}
+
+
+def copy_backbone(backbone: nn.Module) -> nn.Module:
+    """A deep copy (``.to()`` converts a module in place, and the bundle's stays as loaded)."""
+    with warnings.catch_warnings():
+        # a torch.export GraphModule's pytree specs warn on copy (a torch deprecation, not ours)
+        warnings.simplefilter("ignore", FutureWarning)
+        return copy.deepcopy(backbone)
 
 
 class Embedder:
@@ -60,6 +107,12 @@ class Embedder:
     half
         On CUDA, run the backbone in float16 (faster on tensor cores; embeddings differ from
         float32 in the third or fourth digit).
+    input_shape
+        Events carry flat features; a backbone for shaped inputs (e.g. ``(C, H, W)`` images)
+        gets each standardized row reshaped to ``(n, *input_shape)``.
+    impute
+        Per-feature values that replace NaN (a missing feature the codec let through under
+        ``missing=impute``), e.g. the source means; ``None`` leaves NaN alone.
 
     >>> embed = Embedder(MLPBackbone(3, [4], 2), np.zeros(3), np.ones(3))
     >>> X = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
@@ -75,6 +128,8 @@ class Embedder:
         device: str = "cpu",
         exact: bool | None = None,
         half: bool = False,
+        input_shape: Sequence[int] | None = None,
+        impute: np.ndarray | None = None,
     ) -> None:
         self.device = torch.device(device)
         on_cpu = self.device.type == "cpu"
@@ -82,8 +137,9 @@ class Embedder:
             raise ValueError("half precision needs a CUDA device")
         self.exact = on_cpu if exact is None else exact
         self.dtype = torch.float16 if half else torch.float64 if self.exact else torch.float32
-        # a copy: .to() converts a module in place, and the bundle's stays as loaded
-        backbone = copy.deepcopy(backbone)
+        self.input_shape = tuple(input_shape) if input_shape else None
+        self.impute = None if impute is None else np.asarray(impute, np.float32)
+        backbone = copy_backbone(backbone)
         self.backbone = backbone.eval().requires_grad_(False).to(self.device, self.dtype)
         self._mean = torch.as_tensor(mean, dtype=self.dtype, device=self.device)
         self._inv_std = 1.0 / torch.as_tensor(std, dtype=self.dtype, device=self.device)
@@ -91,11 +147,17 @@ class Embedder:
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """Embeddings ``(n, embedding_dim)`` float32 for features ``X`` ``(n, input_dim)``."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if self.impute is not None:
+            X = impute_missing(X, self.impute)
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+            x = torch.from_numpy(X)
             if self.device.type != "cpu":
                 x = self._to_device(x)
-            z = self.backbone((x.to(self.dtype) - self._mean) * self._inv_std)
+            x = (x.to(self.dtype) - self._mean) * self._inv_std
+            if self.input_shape is not None:
+                x = x.reshape(x.shape[0], *self.input_shape)
+            z = self.backbone(x)
             return z.to(torch.float32).cpu().numpy()
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,3 +168,15 @@ class Embedder:
         staged.copy_(x)
         # asynchronous; the .cpu() of the result synchronizes before the buffer is reused
         return staged.to(self.device, non_blocking=True)
+
+
+def impute_missing(X: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``X`` with each NaN replaced by its column's entry of ``values`` (a copy if any).
+
+    >>> impute_missing(np.array([[1.0, np.nan]], np.float32), np.array([0.0, 5.0], np.float32))
+    array([[1., 5.]], dtype=float32)
+    """
+    missing = np.isnan(X)
+    if not missing.any():
+        return X
+    return np.where(missing, values, X).astype(X.dtype, copy=False)

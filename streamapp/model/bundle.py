@@ -1,8 +1,11 @@
-"""Model bundles on disk: a manifest, a state_dict backbone, a head and a drift reference.
+"""Model bundles on disk: a manifest, a backbone, a head and a drift reference.
 
 ```
-<bundle>/manifest.json   name, version, classes, features, dims, preprocessing, sha256 per file
-<bundle>/backbone.pt     state_dict of a named architecture, loaded with weights_only=True
+<bundle>/manifest.json   name, version, classes, features, dims, input shape, preprocessing,
+                         backbone format, sha256 per file
+<bundle>/backbone.*      the feature extractor, in a format that unpickles no code (formats.py):
+                         backbone.pt (state_dict, weights_only=True), backbone.safetensors,
+                         backbone.pt2 (torch.export) or backbone.onnx
 <bundle>/head.npz        source head weights (allow_pickle=False)
 <bundle>/reference.npz   the source data's drift reference profile
 <bundle>/backbone.onnx   optional: the backbone exported for onnxruntime (see variants.py)
@@ -20,6 +23,7 @@ import logging
 import os
 import pickle  # only for its exception type: nothing is unpickled
 import re
+import shutil
 import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -32,14 +36,22 @@ import torch
 
 from streamapp.drift.stats import ReferenceProfile
 from streamapp.errors import BundleError
-from streamapp.model.backbone import ARCHITECTURES
+from streamapp.model.formats import BACKBONE_FILES, load_backbone, save_backbone
 
-__all__ = ["FORMAT_VERSION", "Bundle", "Manifest", "load_bundle", "sha256_file", "write_bundle"]
+__all__ = [
+    "FORMAT_VERSION",
+    "Bundle",
+    "Manifest",
+    "check_new_bundle",
+    "load_bundle",
+    "sha256_file",
+    "write_bundle",
+]
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-_FILES = ("backbone.pt", "head.npz", "reference.npz")
+_DATA_FILES = ("head.npz", "reference.npz")
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,13 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     format_version: int = FORMAT_VERSION
     created_ts: float = 0.0
+    # events carry ``input_dim`` flat values; the backbone sees them as (n, *input_shape)
+    input_shape: list[int] | None = None
+    backbone_format: str = "state_dict"  # state_dict | safetensors | torch.export | onnx
+
+    @property
+    def backbone_file(self) -> str:
+        return BACKBONE_FILES.get(self.backbone_format, "backbone.pt")
 
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:
@@ -96,31 +115,60 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_new_bundle(path: Path | str) -> Path:
+    """Refuse an existing ``path`` before any work is spent on it (bundles are immutable)."""
+    path = Path(path)
+    if path.exists():
+        raise BundleError(f"{path} already exists; bundles are immutable, write a new version")
+    return path
+
+
 def write_bundle(
     path: Path,
     manifest: Manifest,
-    backbone: torch.nn.Module,
+    backbone: torch.nn.Module | Path,
     head_coef: np.ndarray,
     head_intercept: np.ndarray,
     reference: ReferenceProfile,
 ) -> Manifest:
     """Write a bundle atomically (to a temporary sibling, then rename); returns the manifest
-    with its file checksums filled in."""
-    path = Path(path)
+    with its file checksums filled in. ``backbone`` is a module (its state_dict is saved in
+    the manifest's ``backbone_format``) or a file copied as is (torch.export, ONNX).
+    Nothing is left behind when writing fails."""
+    path = check_new_bundle(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    torch.save(backbone.state_dict(), staging / "backbone.pt")
+    try:
+        final = _write_files(staging, manifest, backbone, head_coef, head_intercept, reference)
+        check_new_bundle(path)  # another writer may have won meanwhile
+        os.rename(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("wrote bundle %s %s to %s", final.name, final.version, path)
+    return final
+
+
+def _write_files(
+    staging: Path,
+    manifest: Manifest,
+    backbone: torch.nn.Module | Path,
+    head_coef: np.ndarray,
+    head_intercept: np.ndarray,
+    reference: ReferenceProfile,
+) -> Manifest:
+    backbone_file = manifest.backbone_file
+    if isinstance(backbone, Path):
+        shutil.copyfile(backbone, staging / backbone_file)
+    else:
+        save_backbone(backbone, staging / backbone_file, manifest.backbone_format)
     np.savez(staging / "head.npz", coef=head_coef, intercept=head_intercept)
     np.savez(staging / "reference.npz", **reference.as_arrays())
-    files = {name: sha256_file(staging / name) for name in _FILES}
+    files = {name: sha256_file(staging / name) for name in (backbone_file, *_DATA_FILES)}
     final = Manifest(**{**asdict(manifest), "files": files})
     (staging / "manifest.json").write_bytes(
         orjson.dumps(asdict(final), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
     )
-    if path.exists():
-        raise BundleError(f"{path} already exists; bundles are immutable, write a new version")
-    os.rename(staging, path)
-    logger.info("wrote bundle %s %s to %s", final.name, final.version, path)
     return final
 
 
@@ -135,7 +183,10 @@ def load_bundle(path: Path | str) -> Bundle:
         raise BundleError(
             f"{path}: bundle format {manifest.format_version}, expected {FORMAT_VERSION}"
         )
-    missing = [name for name in _FILES if name not in manifest.files]
+    if manifest.backbone_format not in BACKBONE_FILES:
+        raise BundleError(f"{path}: unknown backbone format {manifest.backbone_format!r}")
+    required = (manifest.backbone_file, *_DATA_FILES)
+    missing = [name for name in required if name not in manifest.files]
     if missing:
         raise BundleError(f"{path}: manifest lists no checksum for {', '.join(missing)}")
     for name, expected in manifest.files.items():  # exported variants are checked too
@@ -188,7 +239,7 @@ def _check_finite(
     bad = [name for name, a in (("coef", coef), ("intercept", intercept)) if not _finite(a)]
     bad = [f"head.npz {name}" for name in bad]
     bad += [
-        f"backbone.pt {name}"
+        f"{m.backbone_file} {name}"
         for name, tensor in backbone.state_dict().items()
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
     ]
@@ -226,22 +277,24 @@ def _brief(exc: BaseException) -> str:
 
 
 def _load_backbone(path: Path, manifest: Manifest) -> torch.nn.Module:
-    arch = dict(manifest.architecture)
-    factory = ARCHITECTURES.get(arch.pop("name", ""))
-    if factory is None:
-        raise BundleError(f"{path}: unknown architecture {manifest.architecture!r}")
     try:
-        module = factory(input_dim=manifest.input_dim, embedding_dim=manifest.embedding_dim, **arch)
-        state = torch.load(path / "backbone.pt", map_location="cpu", weights_only=True)
-        module.load_state_dict(state)
+        return load_backbone(
+            path / manifest.backbone_file,
+            manifest.backbone_format,
+            dict(manifest.architecture),
+            input_dim=manifest.input_dim,
+            embedding_dim=manifest.embedding_dim,
+            input_shape=manifest.input_shape,
+        )
+    except BundleError as exc:
+        raise BundleError(f"{path}: {exc}") from None
     except pickle.UnpicklingError as exc:  # weights_only=True refuses arbitrary objects
         raise BundleError(
-            f"{path}: backbone.pt is not a plain state_dict, refused to unpickle it "
-            f"({_unpickling_reason(exc)})"
+            f"{path}: {manifest.backbone_file} is not a plain state_dict, refused to unpickle "
+            f"it ({_unpickling_reason(exc)})"
         ) from exc
     except (RuntimeError, TypeError, ValueError, EOFError, OSError, AttributeError) as exc:
         raise BundleError(f"{path}: backbone does not match the manifest: {_brief(exc)}") from exc
-    return module
 
 
 def _check_shapes(
@@ -252,6 +305,8 @@ def _check_shapes(
     problems = []
     if len(m.feature_names) != m.input_dim:
         problems.append(f"{len(m.feature_names)} feature names for input_dim {m.input_dim}")
+    if m.input_shape is not None and int(np.prod(m.input_shape)) != m.input_dim:
+        problems.append(f"input_shape {m.input_shape} does not hold {m.input_dim} values")
     if n_classes < 2:
         problems.append("fewer than 2 classes")
     if coef.shape != (rows, m.embedding_dim) or intercept.shape != (rows,):

@@ -11,17 +11,28 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from streamapp.drift.stats import ReferenceProfile
-from streamapp.model.backbone import MLPBackbone
-from streamapp.model.bundle import Manifest, write_bundle
+from streamapp.model.backbone import CNNBackbone, MLPBackbone
+from streamapp.model.bundle import Manifest, check_new_bundle, write_bundle
 from streamapp.scenarios import Scenario
 
-__all__ = ["train_source", "train_source_bundle"]
+if TYPE_CHECKING:
+    from streamapp.datasets import Table
+
+__all__ = [
+    "classification_metrics",
+    "source_scale",
+    "train_source",
+    "train_source_bundle",
+    "train_table_bundle",
+    "holdout_split",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,27 +50,34 @@ def train_source(
     std_floor: float = 1.0,
     augment_noise: float = 1.0,
     seed: int = 0,
-) -> tuple[MLPBackbone, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    standardize: bool = True,
+    input_shape: Sequence[int] | None = None,
+) -> tuple[nn.Module, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Train on standardized ``X``; returns ``(backbone, coef, intercept, mean, std)``.
 
     ``std_floor`` keeps a near-constant source feature from turning a small target shift
     into a huge z-score; ``augment_noise`` (Gaussian, in feature units) makes the backbone
     less brittle. Uses a local RNG (``torch.random.fork_rng``): the global seed is untouched.
+    With a 3-d ``input_shape`` ``(C, H, W)`` the backbone is the small CNN (``hidden`` are its
+    channels); else the MLP.
     """
-    mean = X.mean(axis=0)
-    std = np.maximum(X.std(axis=0), std_floor)
+    mean, std = source_scale(X, std_floor) if standardize else _identity_scale(X)
     outputs = 1 if n_classes == 2 else n_classes
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        backbone = MLPBackbone(X.shape[1], list(hidden), embedding_dim)
+        backbone = _backbone(X.shape[1], hidden, embedding_dim, input_shape)
         head = nn.Linear(embedding_dim, outputs)
         xs = torch.from_numpy(((X - mean) / std).astype(np.float32))
+        if input_shape:
+            xs = xs.reshape(len(xs), *input_shape)
         targets = torch.from_numpy(
             y.reshape(-1, 1).astype(np.float32)
             if outputs == 1
             else np.eye(n_classes, dtype=np.float32)[y]
         )
-        noise_scale = (augment_noise / std).astype(np.float32)  # noise in standardized units
+        # noise in standardized units (a scalar for shaped inputs: std is per flat feature)
+        noise = augment_noise / std
+        noise_scale = noise.astype(np.float32) if not input_shape else np.float32(noise.mean())
         optimizer = torch.optim.Adam([*backbone.parameters(), *head.parameters()], lr=lr)
         loss_fn = nn.BCEWithLogitsLoss()
         for _ in range(epochs):
@@ -68,7 +86,7 @@ def train_source(
                 idx = order[start : start + batch_size]
                 batch = xs[idx]
                 if augment_noise > 0:
-                    batch = batch + torch.randn_like(batch) * torch.from_numpy(noise_scale)
+                    batch = batch + torch.randn_like(batch) * torch.as_tensor(noise_scale)
                 optimizer.zero_grad()
                 loss_fn(head(backbone(batch)), targets[idx]).backward()
                 optimizer.step()
@@ -78,18 +96,77 @@ def train_source(
     return backbone, coef, intercept, mean, std
 
 
+def source_scale(X: np.ndarray, std_floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std (at least ``std_floor``; a constant feature gets 1).
+
+    >>> source_scale(np.array([[1.0, 5.0], [3.0, 5.0]]))
+    (array([2., 5.]), array([1., 1.]))
+    """
+    std = X.std(axis=0)
+    std = np.where(std > 1e-12, std, 1.0)
+    return X.mean(axis=0), np.maximum(std, std_floor)
+
+
+def _identity_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros(X.shape[1]), np.ones(X.shape[1])
+
+
+def _backbone(
+    input_dim: int,
+    hidden: Sequence[int],
+    embedding_dim: int,
+    input_shape: Sequence[int] | None,
+) -> nn.Module:
+    if input_shape is not None and len(input_shape) == 3:
+        return CNNBackbone(input_dim, embedding_dim, list(input_shape), list(hidden))
+    return MLPBackbone(input_dim, list(hidden), embedding_dim)
+
+
+def _architecture(hidden: Sequence[int], input_shape: Sequence[int] | None) -> dict[str, Any]:
+    if input_shape is not None and len(input_shape) == 3:
+        return {"name": "cnn", "channels": list(hidden)}
+    return {"name": "mlp", "hidden": list(hidden)}
+
+
 def _predict(
-    backbone: MLPBackbone,
+    backbone: nn.Module,
     coef: np.ndarray,
     intercept: np.ndarray,
     X: np.ndarray,
     mean: np.ndarray,
     std: np.ndarray,
+    input_shape: Sequence[int] | None = None,
 ) -> np.ndarray:
     with torch.inference_mode():
-        z = backbone(torch.from_numpy(((X - mean) / std).astype(np.float32))).numpy()
+        x = torch.from_numpy(((X - mean) / std).astype(np.float32))
+        if input_shape:
+            x = x.reshape(len(x), *input_shape)
+        z = backbone(x).numpy()
     scores = z @ coef.T + intercept
     return (scores[:, 0] > 0).astype(np.int64) if coef.shape[0] == 1 else scores.argmax(axis=1)
+
+
+def classification_metrics(prefix: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro-F1 of ``pred``.
+
+    >>> classification_metrics("test", np.array([0, 1, 1]), np.array([0, 1, 0]))
+    {'test_accuracy': 0.6666666666666666, 'test_macro_f1': 0.6666666666666666}
+    """
+    from sklearn.metrics import f1_score
+
+    return {
+        f"{prefix}_accuracy": float((pred == y).mean()) if len(y) else float("nan"),
+        f"{prefix}_macro_f1": float(f1_score(y, pred, average="macro", zero_division=0))
+        if len(y)
+        else float("nan"),
+    }
+
+
+def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, test)`` row indices: a seeded shuffle, ``fraction`` held out."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = int(n * fraction)
+    return order[n_test:], order[:n_test]
 
 
 def train_source_bundle(
@@ -110,42 +187,106 @@ def train_source_bundle(
     profile is built from the training share.
     """
     X, y = scenario.source_data()
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(X))
-    n_test = int(len(X) * holdout)
-    test, train = order[:n_test], order[n_test:]
-    n_classes = len(scenario.classes)
+    return _train_bundle(
+        X,
+        y,
+        out,
+        name=name or scenario.name,
+        version=version,
+        classes=list(scenario.classes),
+        feature_names=list(scenario.feature_names),
+        options={"hidden": hidden, "embedding_dim": embedding_dim, "epochs": epochs},
+        seed=seed,
+        holdout=holdout,
+    )
+
+
+def train_table_bundle(
+    table: Table,
+    out: Path,
+    *,
+    name: str,
+    version: str = "1",
+    hidden: Sequence[int] = (64,),
+    embedding_dim: int = 32,
+    epochs: int = 40,
+    seed: int = 0,
+    holdout: float = 0.2,
+    standardize: bool = True,
+) -> Manifest:
+    """Train on a user's data file (:func:`streamapp.datasets.load_table`) and write a bundle.
+
+    Unlike the demo scenarios (pixel intensities), a user's features have any scale: the
+    standardization has no floor and there is no noise augmentation.
+    """
+    check_new_bundle(out)
+    table.require_complete()
+    table.require_classes()
+    return _train_bundle(
+        table.X,
+        table.y,
+        out,
+        name=name,
+        version=version,
+        classes=table.classes,
+        feature_names=table.feature_names,
+        options={
+            "hidden": hidden,
+            "embedding_dim": embedding_dim,
+            "epochs": epochs,
+            "std_floor": 0.0,
+            "augment_noise": 0.0,
+            "standardize": standardize,
+            "input_shape": table.input_shape,
+        },
+        seed=seed,
+        holdout=holdout,
+    )
+
+
+def _train_bundle(
+    X: np.ndarray,
+    y: np.ndarray,
+    out: Path,
+    *,
+    name: str,
+    version: str,
+    classes: list[str],
+    feature_names: list[str],
+    options: dict[str, Any],
+    seed: int,
+    holdout: float,
+) -> Manifest:
+    check_new_bundle(out)  # before the training, not after it
+    train, test = holdout_split(len(X), holdout, seed)
+    n_classes = len(classes)
+    shape = options.get("input_shape")
     started = time.perf_counter()
     backbone, coef, intercept, mean, std = train_source(
-        X[train],
-        y[train],
-        n_classes,
-        hidden=hidden,
-        embedding_dim=embedding_dim,
-        epochs=epochs,
-        seed=seed,
+        X[train], y[train], n_classes, seed=seed, **options
     )
-    train_pred = _predict(backbone, coef, intercept, X[train], mean, std)
-    test_pred = _predict(backbone, coef, intercept, X[test], mean, std)
+    train_pred = _predict(backbone, coef, intercept, X[train], mean, std, shape)
+    test_pred = _predict(backbone, coef, intercept, X[test], mean, std, shape)
     metrics = {
-        "train_accuracy": float((train_pred == y[train]).mean()),
-        "test_accuracy": float((test_pred == y[test]).mean()),
+        **classification_metrics("train", y[train], train_pred),
+        **classification_metrics("test", y[test], test_pred),
         "train_size": float(len(train)),
         "test_size": float(len(test)),
         "train_seconds": round(time.perf_counter() - started, 3),
     }
     reference = ReferenceProfile.from_data(X[train], train_pred, n_classes)
     manifest = Manifest(
-        name=name or scenario.name,
+        name=name,
         version=version,
-        classes=list(scenario.classes),
-        feature_names=list(scenario.feature_names),
+        classes=classes,
+        feature_names=feature_names,
         input_dim=X.shape[1],
         embedding_dim=int(coef.shape[1]),
-        architecture={"name": "mlp", "hidden": list(hidden)},
+        architecture=_architecture(options["hidden"], shape),
         preprocessing={"mean": mean.tolist(), "std": std.tolist()},
         source_metrics=metrics,
         created_ts=time.time(),
+        input_shape=list(shape) if shape else None,
     )
     logger.info("source model: %s", metrics)
     return write_bundle(out, manifest, backbone, coef, intercept, reference)

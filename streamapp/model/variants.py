@@ -27,7 +27,7 @@ import orjson
 import torch
 
 from streamapp.errors import BundleError, ConfigError
-from streamapp.model.backbone import Embedder
+from streamapp.model.backbone import Embedder, impute_missing
 from streamapp.model.bundle import Bundle, load_bundle, sha256_file
 
 __all__ = ["ONNX_FILE", "VARIANTS", "Variant", "export_onnx", "make_embedder"]
@@ -45,18 +45,21 @@ def make_embedder(
     bundle: Bundle, variant: Variant = "torch", device: str = "cpu", half: bool = False
 ) -> Embed:
     """The embedding function of ``bundle``'s backbone, run as ``variant``."""
-    pre = bundle.manifest.preprocessing
-    mean, std = np.asarray(pre["mean"]), np.asarray(pre["std"])
+    m = bundle.manifest
+    mean, std = np.asarray(m.preprocessing["mean"]), np.asarray(m.preprocessing["std"])
+    # a feature the codec let through as missing (missing=impute) becomes its source mean
+    shaped = {"input_shape": m.input_shape, "impute": bundle.reference.mean}
     if half and device == "cpu":
         raise ConfigError("half precision needs device=cuda")
     if variant != "torch" and device != "cpu":
         raise BundleError(f"the {variant} variant runs on CPU only (device={device})")
     if variant == "torch":
-        return Embedder(bundle.backbone, mean, std, device=device, half=half)
+        return Embedder(bundle.backbone, mean, std, device=device, half=half, **shaped)
     if variant == "int8":
-        return Embedder(quantize_int8(bundle.backbone), mean, std, exact=False)
+        return Embedder(quantize_int8(bundle.backbone), mean, std, exact=False, **shaped)
     if variant == "onnx":
-        return OnnxEmbedder(bundle.path / ONNX_FILE, mean, std)
+        onnx_file = bundle.path / (m.backbone_file if m.backbone_format == "onnx" else ONNX_FILE)
+        return OnnxEmbedder(onnx_file, mean, std, **shaped)
     raise BundleError(f"unknown backbone variant {variant!r}; expected one of {VARIANTS}")
 
 
@@ -77,7 +80,14 @@ class OnnxEmbedder:
     The file's checksum was verified with the bundle (it is listed in the manifest).
     """
 
-    def __init__(self, path: Path, mean: np.ndarray, std: np.ndarray) -> None:
+    def __init__(
+        self,
+        path: Path,
+        mean: np.ndarray,
+        std: np.ndarray,
+        input_shape: list[int] | None = None,
+        impute: np.ndarray | None = None,
+    ) -> None:
         try:
             import onnxruntime
         except ImportError as exc:
@@ -96,9 +106,16 @@ class OnnxEmbedder:
         self._input = self._session.get_inputs()[0].name
         self._mean = mean.astype(np.float32)
         self._inv_std = (1.0 / std).astype(np.float32)
+        self._shape = tuple(input_shape) if input_shape else None
+        self._impute = None if impute is None else np.asarray(impute, np.float32)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
-        x = (np.asarray(X, np.float32) - self._mean) * self._inv_std
+        X = np.asarray(X, np.float32)
+        if self._impute is not None:
+            X = impute_missing(X, self._impute)
+        x = (X - self._mean) * self._inv_std
+        if self._shape is not None:
+            x = x.reshape(len(x), *self._shape)
         (z,) = self._session.run(None, {self._input: x})
         return np.asarray(z, np.float32)
 
@@ -107,9 +124,12 @@ def export_onnx(bundle_path: Path | str) -> Path:
     """Export the bundle's backbone to ``backbone.onnx`` and record its checksum in the
     manifest (rewritten atomically). The weights are the bundle's: its version stays."""
     bundle = load_bundle(bundle_path)
+    m = bundle.manifest
+    if m.backbone_format in ("onnx", "torch.export"):
+        raise BundleError(f"{bundle.path}: the backbone is {m.backbone_format}; nothing to export")
     target = bundle.path / ONNX_FILE
     staging = target.with_suffix(".onnx.tmp")
-    example = torch.zeros(2, bundle.manifest.input_dim)
+    example = torch.zeros(2, *(m.input_shape or [m.input_dim]))
     with warnings.catch_warnings():
         # the TorchScript-based exporter is deprecated in favor of dynamo=True, which needs
         # onnxscript; for a plain MLP both give the same graph

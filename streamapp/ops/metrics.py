@@ -281,6 +281,20 @@ def _drift_metrics(report: dict[str, Any]) -> Iterator[Metric]:
     changes = CounterMetricFamily(
         f"{_PREFIX}_drift_change_points", "Change points on the error stream.", labels=["detector"]
     )
+    yield _imputed_metric(report)
     for detector, summary in report["detectors"].items():
         changes.add_metric([detector], summary["total"])
     yield changes
+
+
+def _imputed_metric(report: dict[str, Any]) -> CounterMetricFamily:
+    """Missing values replaced by the source mean (``missing=impute``) since start, per feature
+    (the last report's running total)."""
+    imputed = CounterMetricFamily(
+        f"{_PREFIX}_imputed_values",
+        "Missing feature values imputed with the source mean (missing=impute).",
+        labels=["feature"],
+    )
+    for feature, count in report.get("imputed", {}).get("total", {}).items():
+        imputed.add_metric([feature], count)
+    return imputed

@@ -1,12 +1,16 @@
-"""Producing a scenario's events and delayed feedback to a cluster."""
+"""Producing a scenario's, or a data file's, events and delayed feedback to a cluster."""
 
 from __future__ import annotations
 
+import heapq
 import logging
+import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
+import numpy as np
 from confluent_kafka import Producer
 
 from streamapp.codec import encode_json
@@ -14,7 +18,10 @@ from streamapp.kafka.config import producer_config
 from streamapp.scenarios.base import Record
 from streamapp.settings import Settings
 
-__all__ = ["produce_records"]
+if TYPE_CHECKING:
+    from streamapp.datasets import Table
+
+__all__ = ["produce_records", "table_records"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,3 +67,52 @@ def produce_records(
         raise RuntimeError(f"{remaining} scenario records were not delivered")
     logger.info("produced %d records", sent)
     return sent
+
+
+def table_records(
+    table: Table,
+    *,
+    rate: float = 1000.0,
+    label_delay_s: float = 2.0,
+    label_fraction: float = 1.0,
+    start_ts: float | None = None,
+    seed: int = 0,
+    id_prefix: str = "e",
+) -> Iterator[Record]:
+    """A data file's rows as feature events, each labeled (with probability
+    ``label_fraction``) after a delay drawn uniformly from ``[0.5, 1.5] * label_delay_s``.
+
+    Event ids come from the table's id column (else ``id_prefix`` + row number), event times
+    from its timestamp column (else ``start_ts`` + row / ``rate``; default start: now).
+    Records come out in timestamp order; a missing value is sent as ``null``.
+
+    >>> from streamapp.datasets import Table
+    >>> t = Table(np.array([[1.0], [np.nan]]), np.array([0, 1]), ["x"], ["a", "b"])
+    >>> [(r.kind, r.value.get("features"), r.value.get("label"))
+    ...  for r in table_records(t, rate=10, label_delay_s=0.01, start_ts=0)]
+    [('features', [1.0], None), ('feedback', None, 'a'), ('features', [None], None), \
+('feedback', None, 'b')]
+    """
+    start_ts = time.time() if start_ts is None else start_ts
+    n = len(table)
+    rng = np.random.default_rng(seed)
+    labeled = rng.random(n) < label_fraction
+    delays = label_delay_s * rng.uniform(0.5, 1.5, n)
+    times = table.ts if table.ts is not None else start_ts + np.arange(n) / rate
+    ids = table.ids if table.ids is not None else [f"{id_prefix}{i}" for i in range(n)]
+    pending: list[tuple[float, int, Record]] = []
+    for i in np.argsort(times, kind="stable"):
+        ts = float(times[i])
+        while pending and pending[0][0] <= ts:
+            yield heapq.heappop(pending)[2]
+        features = [None if math.isnan(v) else v for v in table.X[i].tolist()]
+        event = {"event_id": ids[i], "ts": ts, "features": features}
+        yield Record("features", ids[i], event, ts)
+        if labeled[i]:
+            label_ts = ts + float(delays[i])
+            feedback = {"event_id": ids[i], "label": table.classes[int(table.y[i])], "ts": label_ts}
+            heapq.heappush(
+                pending, (label_ts, int(i), Record("feedback", ids[i], feedback, label_ts))
+            )
+    while pending:
+        yield heapq.heappop(pending)[2]

@@ -73,3 +73,40 @@ def test_demo_runs_end_to_end_on_a_given_cluster(
     assert "streamapp demo - done" in shown
     assert "2,000" in shown  # events scored
     assert "unknown_label 1" in shown  # the demo's bad inputs were dead-lettered
+
+
+def test_topics_says_when_partitions_are_fewer_and_grows_them(
+    make_settings: Callable[..., Settings], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamapp.kafka.admin import partition_counts
+
+    settings = make_settings(partitions=1)
+    env = settings.as_env()
+    names = {k: v for k, v in env.items() if k.startswith("STREAMAPP_TOPICS__")}
+    args = ["topics", "-b", str(settings.bootstrap_servers), "--partitions", "2", "--role"]
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in names.items():
+            patch.setenv(key, value)
+        assert main([*args, "producer"]) == 0
+        shown = capsys.readouterr().out
+        assert f"{settings.topics.features} has 1 partition(s), 2 asked" in shown
+        inputs = settings.topics.inputs()
+        assert set(partition_counts(settings, inputs).values()) == {1}  # unchanged
+        assert main([*args, "producer", "--grow"]) == 0
+        assert "warning: keys written before the change" in capsys.readouterr().out
+    assert partition_counts(settings, inputs) == {name: 2 for name in inputs}
+
+
+def test_create_topics_makes_only_what_the_role_and_features_use() -> None:
+    from streamapp.kafka.admin import topic_specs
+
+    plain = Settings()
+    assert [t.name for t in topic_specs(plain, "producer")] == ["features", "feedback"]
+    assert "streamapp-state" not in [t.name for t in topic_specs(plain, "all")]
+    eos = plain.with_overrides(processing_guarantee="exactly-once", **{"challenger.enabled": True})
+    names = [t.name for t in topic_specs(eos, "all")]
+    assert "streamapp-state" in names and "shadow-predictions" in names
+    assert "training-examples" not in names
+    learner = [t.name for t in topic_specs(plain, "learner")]
+    assert learner == ["training-examples", "model-updates"]
+    assert len(topic_specs(plain)) == 10  # `topics` with no role: every topic

@@ -453,3 +453,62 @@ def test_an_encoded_dead_letter_always_fits_the_producer_limit(
     )
     assert payload.startswith(kept)
     assert record["payload_truncated"] is (len(kept) < len(payload))
+
+
+# -- missing values (issue 13, item 5) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "features",
+    [[1, None, 3], {"a": 1, "b": None, "c": 3}, {"a": 1, "c": 3}],
+    ids=["null-in-list", "null-in-dict", "absent-name"],
+)
+def test_a_missing_feature_is_dead_lettered_by_default(codec: Codec, features: object) -> None:
+    batch = codec.decode_batch([FakeMessage("features", feature("x", features))])
+    assert len(batch.features) == 0
+    (dead,) = batch.dead_letters
+    assert dead.reason is Reason.MISSING and "'b'" in dead.message
+
+
+@pytest.mark.parametrize(
+    "features",
+    [[1, None, 3], {"a": 1, "b": None, "c": 3}, {"a": 1, "c": 3}],
+    ids=["null-in-list", "null-in-dict", "absent-name"],
+)
+def test_with_impute_a_missing_feature_passes_as_nan(features: object) -> None:
+    codec = Codec(["a", "b", "c"], ["0", "1"], missing="impute")
+    batch = codec.decode_batch(
+        [
+            FakeMessage("features", feature("x", features)),
+            FakeMessage("features", b'{"event_id": "y", "features": [NaN, 1, 2]}', offset=1),
+        ]
+    )
+    assert batch.features.ids == ["x"]
+    assert batch.features.X[0, 0] == 1 and np.isnan(batch.features.X[0, 1])
+    # a NaN that was sent is still bad input, not a missing value
+    assert [d.reason for d in batch.dead_letters] == [Reason.NON_FINITE]
+
+
+def test_imputed_values_are_embedded_as_the_source_mean_and_counted_in_drift_reports() -> None:
+    from streamapp.drift.monitor import DriftMonitor
+    from streamapp.drift.stats import ReferenceProfile
+    from streamapp.model.backbone import Embedder, MLPBackbone
+
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(200, 3)) + np.array([0.0, 5.0, 0.0])
+    profile = ReferenceProfile.from_data(source, np.zeros(200, np.int64), 2)
+    embed = Embedder(MLPBackbone(3, [4], 2), np.zeros(3), np.ones(3), impute=profile.mean)
+    X = np.array([[1.0, np.nan, 3.0], [1.0, profile.mean[1], 3.0]], np.float32)
+    Z = embed(X)
+    np.testing.assert_array_equal(Z[0], Z[1])
+    monitor = DriftMonitor(profile, ["a", "b", "c"], ["0", "1"])
+    monitor.update_events(X, np.zeros(2, np.int64), np.zeros(2))
+    report = monitor.report(now=1.0)
+    assert report["imputed"] == {
+        "window": {"a": 0, "b": 1, "c": 0},
+        "total": {"a": 0, "b": 1, "c": 0},
+    }
+    assert np.isfinite(report["counts"]["sum"]).all()
+    monitor.update_events(X[:1], np.zeros(1, np.int64), np.zeros(1))
+    second = monitor.report(now=2.0)
+    assert second["imputed"]["window"]["b"] == 1 and second["imputed"]["total"]["b"] == 2

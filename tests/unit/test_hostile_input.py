@@ -61,7 +61,7 @@ def corpus(n_features: int) -> list[Hostile]:
         ),
         Hostile("string feature", "features", event(b'"h-str"', row(b'"0.5"')), "schema"),
         Hostile("boolean feature", "features", event(b'"h-bool"', row(b"true")), "schema"),
-        Hostile("null feature", "features", event(b'"h-null"', row(b"null")), "schema"),
+        Hostile("null feature", "features", event(b'"h-null"', row(b"null")), "missing"),
         Hostile("empty list", "features", event(b'"h-empty"', b"[]"), "schema"),
         Hostile("top-level array", "features", ok, "schema"),
         Hostile("tombstone", "features", None, "decode"),
