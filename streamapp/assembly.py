@@ -10,18 +10,25 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from streamapp.codec import Codec
 from streamapp.drift.monitor import DriftMonitor
+from streamapp.errors import ConfigError
+from streamapp.guard import SafeAdaptationGuard
 from streamapp.ledger import PendingLedger
+from streamapp.model.backbone import Embedder
 from streamapp.model.bundle import Bundle, load_bundle
+from streamapp.model.finetune import FinetuneHead, cut_width, split_backbone
 from streamapp.model.head import OnlineHead, make_head
 from streamapp.model.variants import make_embedder
-from streamapp.pipeline import Pipeline
+from streamapp.pipeline import Embed, Pipeline
 from streamapp.settings import Settings
 
 __all__ = [
+    "build_embedder",
+    "finetune_layers",
     "build_codec",
     "build_head",
     "build_pipeline",
@@ -64,8 +71,52 @@ def build_codec(settings: Settings, bundle: Bundle) -> Codec:
     )
 
 
+def finetune_layers(settings: Settings, bundle: Bundle) -> int | str:
+    """How many top backbone layers learn online: ``finetune.layers`` with ``"auto"``
+    resolved (all where the backbone can be fine-tuned, else 0); asking for layers a
+    backbone cannot train is a one-line configuration error."""
+    layers = settings.finetune.layers
+    if layers == 0:
+        return 0
+    why_not = _cannot_finetune(settings, bundle)
+    if why_not is None:
+        return "all" if layers == "auto" else layers
+    if layers == "auto":
+        logger.info("head-only learning: %s", why_not)
+        return 0
+    raise ConfigError(f"finetune.layers={layers}: {why_not}; set finetune.layers=0")
+
+
+def _cannot_finetune(settings: Settings, bundle: Bundle) -> str | None:
+    m = bundle.manifest
+    if settings.variant != "torch":
+        return f"the {settings.variant} variant is head-only"
+    if m.backbone_format == "onnx":
+        return "an ONNX backbone is head-only (import a .pt2 or a state_dict to fine-tune)"
+    if m.input_shape is not None and len(m.input_shape) > 1:
+        return "a backbone of shaped inputs is fine-tuned only in its head"
+    return None
+
+
 def build_head(settings: Settings, bundle: Bundle) -> OnlineHead:
-    """The online head, warm-started from ``bundle``'s source head."""
+    """The online head, warm-started from ``bundle``'s source head; with fine-tuning, the
+    top backbone layers plus that head, trained by a torch optimizer."""
+    layers = finetune_layers(settings, bundle)
+    if layers != 0:
+        f = settings.finetune
+        _, top = _split(bundle, layers)
+        return FinetuneHead(
+            top,
+            bundle.head_coef,
+            bundle.head_intercept,
+            bundle.manifest.classes,
+            optimizer=f.optimizer,
+            lr=f.lr,
+            weight_decay=f.weight_decay,
+            momentum=f.momentum,
+            step_size=f.step_size,
+            device=settings.device,
+        )
     h = settings.head
     return make_head(
         h.kind,
@@ -79,16 +130,44 @@ def build_head(settings: Settings, bundle: Bundle) -> OnlineHead:
     )
 
 
+def build_embedder(settings: Settings, bundle: Bundle) -> tuple[Embed, int]:
+    """The frozen part of the backbone (features -> what the ledger keeps per served row)
+    and the width of its output: the embedding, or the activations at the fine-tuning cut."""
+    m = bundle.manifest
+    layers = finetune_layers(settings, bundle)
+    if layers == 0:
+        return make_embedder(bundle, settings.variant, settings.device, settings.half), (
+            m.embedding_dim
+        )
+    lower, _ = _split(bundle, layers)
+    pre = m.preprocessing
+    embed = Embedder(
+        lower,
+        np.asarray(pre["mean"]),
+        np.asarray(pre["std"]),
+        device=settings.device,
+        impute=bundle.reference.mean,
+    )
+    return embed, cut_width(lower, m.input_dim)
+
+
+def _split(bundle: Bundle, layers: int | str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    try:
+        return split_backbone(bundle.backbone, layers)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigError(f"finetune.layers={layers}: {exc}") from None
+
+
 def build_pipeline(settings: Settings, bundle: Bundle) -> Pipeline:
     """The pipeline for ``bundle`` as ``settings`` configure it (torch threads included)."""
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     m = bundle.manifest
     head = build_head(settings, bundle)
-    embed = make_embedder(bundle, settings.variant, settings.device, settings.half)
+    embed, width = build_embedder(settings, bundle)
     ledger = PendingLedger(
         settings.ledger.max_entries,
-        m.embedding_dim,
+        width,
         len(m.classes),
         settings.ledger.ttl_s,
         settings.ledger.early_label_ttl_s,
@@ -116,4 +195,5 @@ def build_pipeline(settings: Settings, bundle: Bundle) -> Pipeline:
         model_name=m.name,
         model_version=m.version,
         learn_locally=settings.role == "all",  # a scorer leaves learning to the learner
+        guard=SafeAdaptationGuard(settings.guard) if settings.guard.enabled else None,
     )

@@ -29,10 +29,10 @@ import logging
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
 from streamapp.model.head import HeadState, OnlineHead
+from streamapp.settings import GuardSettings
 
 __all__ = ["DECISIONS", "GuardSettings", "SafeAdaptationGuard", "head_is_finite"]
 
@@ -40,18 +40,6 @@ logger = logging.getLogger(__name__)
 
 Decision = Literal["fallback", "recover", "rollback"]
 DECISIONS: tuple[Decision, ...] = ("fallback", "recover", "rollback")
-
-
-class GuardSettings(BaseModel):
-    """The safe-adaptation guard (McNemar on a rolling window of paired labels)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    enabled: bool = True
-    window: int = Field(500, ge=10, description="paired labels in the rolling comparison")
-    min_labels: int = Field(100, ge=1, description="paired labels before the first decision")
-    alpha: float = Field(0.01, gt=0, lt=1, description="significance of a fallback")
-    good_every: int = Field(1000, ge=1, description="labels between last-good snapshots")
 
 
 def head_is_finite(head: OnlineHead) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from streamapp.assembly import build_codec, build_head, load_served_bundle
+from streamapp.assembly import build_codec, build_embedder, build_head, load_served_bundle
 from streamapp.codec import dead_letter_key
 from streamapp.events import DeadLetter, Reason, SourcePosition
 from streamapp.kafka.config import consumer_config, producer_config
@@ -48,7 +48,7 @@ class Learner:
         self.bundle = bundle or load_served_bundle(settings)
         self.codec = build_codec(settings, self.bundle)
         self.head = build_head(settings, self.bundle)
-        self.dim = self.bundle.manifest.embedding_dim
+        self.dim = build_embedder(settings, self.bundle)[1]  # what the scorers' ledgers keep
         self.offsets: dict[tuple[str, int], int] = {}
         self.snapshots = 0
         self.dead_letters = 0

@@ -10,7 +10,7 @@ import json
 import logging
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +19,8 @@ __all__ = [
     "BatchSettings",
     "ChallengerSettings",
     "DriftSettings",
+    "FinetuneSettings",
+    "GuardSettings",
     "HeadSettings",
     "HttpSettings",
     "LearnerSettings",
@@ -147,6 +149,41 @@ class HttpSettings(BaseModel):
     )
 
 
+class FinetuneSettings(BaseModel):
+    """Which backbone layers learn online, and how (``layers=0``: the head only)."""
+
+    model_config = _FROZEN
+
+    layers: Annotated[int, Field(ge=0)] | Literal["all", "auto"] = Field(
+        "auto",
+        description='top backbone layers trained with the head: 0 = head only, k, "all"; '
+        '"auto" = all where the backbone can be fine-tuned (torch, flat inputs), else head only',
+    )
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = Field(1e-2, gt=0, description="learning rate of the torch optimizer")
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.0, ge=0, lt=1, description="sgd only")
+    step_size: int = Field(
+        50, ge=1, description="joined labels per optimizer step (steps are batch-invariant)"
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.layers != 0
+
+
+class GuardSettings(BaseModel):
+    """The safe-adaptation guard (McNemar on a rolling window of paired labels)."""
+
+    model_config = _FROZEN
+
+    enabled: bool = True
+    window: int = Field(500, ge=10, description="paired labels in the rolling comparison")
+    min_labels: int = Field(100, ge=1, description="paired labels before the first decision")
+    alpha: float = Field(0.01, gt=0, lt=1, description="significance of a fallback")
+    good_every: int = Field(1000, ge=1, description="labels between last-good snapshots")
+
+
 class LearnerSettings(BaseModel):
     """The learner role: how often it publishes head snapshots to ``model-updates``."""
 
@@ -192,6 +229,8 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = LedgerSettings()
     drift: DriftSettings = DriftSettings()
     head: HeadSettings = HeadSettings()
+    finetune: FinetuneSettings = FinetuneSettings()
+    guard: GuardSettings = GuardSettings()
     http: HttpSettings = HttpSettings()
     learner: LearnerSettings = LearnerSettings()
     challenger: ChallengerSettings = ChallengerSettings()

@@ -23,37 +23,16 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from streamapp.model.head import HeadState, ovr_proba
+from streamapp.settings import FinetuneSettings
 
 __all__ = ["FinetuneHead", "FinetuneSettings", "cut_width", "split_backbone"]
 
 logger = logging.getLogger(__name__)
 
-Layers = int | Literal["all"]
-
-
-class FinetuneSettings(BaseModel):
-    """Which backbone layers learn online, and how (``layers=0``: the head only)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    layers: Layers = Field(
-        "all", description='top backbone layers trained with the head: 0 = head only, k, "all"'
-    )
-    optimizer: Literal["sgd", "adam"] = "adam"
-    lr: float = Field(1e-2, gt=0, description="learning rate of the torch optimizer")
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.0, ge=0, lt=1, description="sgd only")
-    step_size: int = Field(
-        50, ge=1, description="joined labels per optimizer step (steps are batch-invariant)"
-    )
-
-    @property
-    def enabled(self) -> bool:
-        return self.layers != 0
+Layers = int | Literal["all", "auto"]
 
 
 def _sequence(backbone: nn.Module) -> nn.Sequential | None:
@@ -83,7 +62,7 @@ def split_backbone(backbone: nn.Module, layers: Layers) -> tuple[nn.Module, nn.M
         raise ValueError("layers=0 is the head-only path: nothing to split")
     sequence = _sequence(backbone)
     if sequence is None:
-        if layers != "all":
+        if layers not in ("all", "auto"):
             raise ValueError(
                 f"cannot cut a {type(backbone).__name__} backbone at layer {layers}: "
                 "fine-tune all of it (layers=all) or the head only (layers=0)"
@@ -91,7 +70,7 @@ def split_backbone(backbone: nn.Module, layers: Layers) -> tuple[nn.Module, nn.M
         return nn.Identity(), copy.deepcopy(backbone)
     children = list(sequence.children())
     weighted = [i for i, m in enumerate(children) if any(True for _ in m.parameters())]
-    if layers == "all" or layers >= len(weighted):
+    if layers in ("all", "auto") or layers >= len(weighted):
         return nn.Identity(), copy.deepcopy(sequence)
     if layers < 0:
         raise ValueError(f"layers must be >= 0 or 'all', got {layers}")

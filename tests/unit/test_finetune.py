@@ -183,6 +183,6 @@ def test_defaults_are_the_measured_ones() -> None:
     # chosen with streamapp.bench.transfer (README, transfer table)
     settings = FinetuneSettings()
     assert (settings.layers, settings.optimizer, settings.lr, settings.step_size) == (
-        "all", "adam", 1e-2, 50,
+        "auto", "adam", 1e-2, 50,
     )  # fmt: skip
     assert not FinetuneSettings(layers=0).enabled

@@ -23,7 +23,7 @@ from streamapp.drift.challenger import ChampionChallenger
 from streamapp.events import FeatureBlock, Feedback, Outputs, SourcePosition
 from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.pipeline import Pipeline
-from streamapp.settings import DriftSettings, Settings
+from streamapp.settings import DriftSettings, FinetuneSettings, Settings
 
 NOW = 5000.0  # a fixed clock: reports of both runs carry the same times
 
@@ -113,9 +113,13 @@ def assert_same_outputs(a: Outputs, b: Outputs) -> None:
     assert_same(a.drift_reports, b.drift_reports, "reports")
 
 
-@pytest.fixture(scope="module")
-def settings(digits_bundle: Path) -> Settings:
-    return Settings(bundle=digits_bundle, drift=DriftSettings(window_events=100))
+@pytest.fixture(scope="module", params=[0, "auto"], ids=["head-only", "fine-tuned"])
+def settings(digits_bundle: Path, request: pytest.FixtureRequest) -> Settings:
+    return Settings(
+        bundle=digits_bundle,
+        drift=DriftSettings(window_events=100),
+        finetune=FinetuneSettings(layers=request.param),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +158,7 @@ def right_after_a_report(settings: Settings, bundles: list[Bundle]) -> Pipeline:
 def with_an_empty_ledger(settings: Settings, bundles: list[Bundle]) -> Pipeline:
     pipeline = fresh(settings, bundles[0])
     pipeline.process(batch(events(0, 60), labels(0, 60, 1.0)))
-    assert len(pipeline.ledger) == 0 and pipeline.head.n_learned == 60
+    assert len(pipeline.ledger) == 0 and pipeline.ledger.counts.joined == 60
     return pipeline
 
 

@@ -25,7 +25,9 @@ from streamapp.events import (
 )
 from streamapp.model.bundle import load_bundle
 from streamapp.pipeline import Pipeline
-from streamapp.settings import DriftSettings, LedgerSettings, Settings
+from streamapp.settings import DriftSettings, FinetuneSettings, LedgerSettings, Settings
+
+HEAD_ONLY = FinetuneSettings(layers=0)
 
 
 def events(first: int, n: int, ts: float = 100.0, partition: int = 0) -> FeatureBlock:
@@ -52,6 +54,7 @@ def labels(first: int, n: int, ts: float = 101.0) -> list[Feedback]:
 
 def build(digits_bundle: Path, **ledger: object) -> Pipeline:
     settings = Settings(
+        finetune=HEAD_ONLY,  # these tests count every joined label as learned
         bundle=digits_bundle,
         drift=DriftSettings(window_events=1000),
         ledger=LedgerSettings(**ledger),  # type: ignore[arg-type]

@@ -3,13 +3,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from streamapp.assembly import build_pipeline
 from streamapp.checkpointing.state import decode_state, encode_state
 from streamapp.codec import DecodedBatch
 from streamapp.events import FeatureBlock, Feedback, SourcePosition
 from streamapp.model.bundle import load_bundle
-from streamapp.settings import DriftSettings, Settings
+from streamapp.settings import DriftSettings, FinetuneSettings, Settings
 
 
 def batches(n_batches: int, start: int = 0) -> list[DecodedBatch]:
@@ -30,8 +31,25 @@ def batches(n_batches: int, start: int = 0) -> list[DecodedBatch]:
     return out
 
 
-def test_snapshot_restore_then_same_inputs_gives_identical_state(digits_bundle: Path) -> None:
-    settings = Settings(bundle=digits_bundle, drift=DriftSettings(window_events=100))
+def arrays(state: object, path: str = "") -> dict[str, object]:
+    """Every leaf of a nested state, by its path (arrays and scalars)."""
+    if isinstance(state, dict):
+        out: dict[str, object] = {}
+        for key, value in state.items():
+            out.update(arrays(value, f"{path}/{key}"))
+        return out
+    return {path: state}
+
+
+@pytest.mark.parametrize("layers", [0, "auto"], ids=["head-only", "fine-tuned"])
+def test_snapshot_restore_then_same_inputs_gives_identical_state(
+    digits_bundle: Path, layers: int | str
+) -> None:
+    settings = Settings(
+        bundle=digits_bundle,
+        drift=DriftSettings(window_events=100),
+        finetune=FinetuneSettings(layers=layers),
+    )
     bundle = load_bundle(digits_bundle)
     reference = build_pipeline(settings, bundle)
     interrupted = build_pipeline(settings, bundle)
@@ -46,7 +64,10 @@ def test_snapshot_restore_then_same_inputs_gives_identical_state(digits_bundle: 
         reference.process(batch)
         restored.process(batch)
     a, b = reference.state_dict(), restored.state_dict()
-    assert np.array_equal(a["head"]["coef"], b["head"]["coef"])
+    head_a, head_b = arrays(a["head"]), arrays(b["head"])
+    assert head_a.keys() == head_b.keys()
+    for key, value in head_a.items():  # weights and optimizer state, bitwise
+        assert np.array_equal(value, head_b[key]), key
     assert a["head"]["n_learned"] == b["head"]["n_learned"] > 0
     assert a["ledger"]["ids"] == b["ledger"]["ids"]
     assert np.array_equal(a["ledger"]["emb"], b["ledger"]["emb"])
@@ -54,4 +75,5 @@ def test_snapshot_restore_then_same_inputs_gives_identical_state(digits_bundle: 
     assert a["stats"] == b["stats"]
     assert np.array_equal(a["monitor"]["_feature_counts"], b["monitor"]["_feature_counts"])
     assert a["monitor"]["performance"]["total"] == b["monitor"]["performance"]["total"]
-    assert len(blob) < 200_000
+    # weights, Adam's moments and the guard's last good copy make a fine-tuned one larger
+    assert len(blob) < (200_000 if layers == 0 else 600_000)
