@@ -23,7 +23,7 @@ from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.model.finetune import FinetuneHead, cut_width, split_backbone
 from streamapp.model.head import OnlineHead, make_head
 from streamapp.model.variants import make_embedder
-from streamapp.pipeline import Embed, Pipeline
+from streamapp.pipeline import Companion, Embed, Pipeline
 from streamapp.settings import Settings
 
 __all__ = [
@@ -158,8 +158,11 @@ def _split(bundle: Bundle, layers: int | str) -> tuple[torch.nn.Module, torch.nn
         raise ConfigError(f"finetune.layers={layers}: {exc}") from None
 
 
-def build_pipeline(settings: Settings, bundle: Bundle) -> Pipeline:
-    """The pipeline for ``bundle`` as ``settings`` configure it (torch threads included)."""
+def build_pipeline(
+    settings: Settings, bundle: Bundle, companion: Companion | None = None
+) -> Pipeline:
+    """The pipeline for ``bundle`` as ``settings`` configure it (torch threads included),
+    with ``companion`` (a challenger) processing its batches in shadow."""
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     m = bundle.manifest
@@ -196,4 +199,6 @@ def build_pipeline(settings: Settings, bundle: Bundle) -> Pipeline:
         model_version=m.version,
         learn_locally=settings.role == "all",  # a scorer leaves learning to the learner
         guard=SafeAdaptationGuard(settings.guard) if settings.guard.enabled else None,
+        instance=settings.instance_id,
+        companion=companion,
     )

@@ -224,3 +224,5 @@ class Outputs:
     # the batch's labels joined to their served rows (published as training examples by a
     # scorer, compared between champion and challenger)
     joined: JoinedExamples | None = None
+    # a challenger's predictions of the same events, for the shadow-predictions topic
+    shadow_predictions: PredictionBlock | None = None

@@ -18,12 +18,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from streamapp.codec import DecodedBatch
 from streamapp.drift.monitor import DriftMonitor
+from streamapp.drift.report import build_report
 from streamapp.events import (
     ADAPTED,
     SOURCE,
@@ -41,11 +42,18 @@ from streamapp.guard import SafeAdaptationGuard
 from streamapp.ledger import PendingLedger, Seen
 from streamapp.model.head import OnlineHead, ovr_proba
 
-__all__ = ["Pipeline", "PipelineStats"]
+__all__ = ["Companion", "Embed", "Pipeline", "PipelineStats"]
 
 logger = logging.getLogger(__name__)
 
 Embed = Callable[[np.ndarray], np.ndarray]
+
+
+class Companion(Protocol):
+    """A challenger that processes every batch after the champion and before its report."""
+
+    def process(self, batch: DecodedBatch, champion: Outputs) -> None: ...
+    def summary(self) -> dict[str, Any]: ...
 
 
 @dataclass(slots=True)
@@ -117,6 +125,8 @@ class Pipeline:
         clock: Callable[[], float] = time.time,
         learn_locally: bool = True,
         guard: SafeAdaptationGuard | None = None,
+        instance: str | None = None,
+        companion: Companion | None = None,
     ) -> None:
         self.embed = embed
         self.head = head
@@ -131,6 +141,8 @@ class Pipeline:
         self.learn_locally = learn_locally  # False in a scorer: the learner role learns
         self.stream_time = float("-inf")  # largest event time seen: the ledger's clock
         self.guard = guard
+        self.instance = instance  # which worker's window a report describes
+        self.companion = companion  # a challenger scoring the same batches in shadow
 
     def process(self, batch: DecodedBatch) -> Outputs:
         """Score the batch's events, learn from its labels, report drift when due."""
@@ -148,6 +160,8 @@ class Pipeline:
             parts.append((np.flatnonzero(fresh), scored))
         outputs.predictions = _in_input_order(parts)
         outputs.joined = self._learn([*waiting, *batch.feedback])
+        if self.companion is not None:  # before a report, which says how it compares
+            self.companion.process(batch, outputs)
         self._advance_clock(features, batch.feedback)
         # count this batch before a report is made, so the report covers the batch it closes
         self.stats.batches += 1
@@ -323,25 +337,24 @@ class Pipeline:
 
     def report(self, now: float) -> dict[str, Any]:
         """A drift report of the window so far (and the start of the next window)."""
-        report = self.monitor.report(now)
-        report["model"] = {
-            "name": self.model_name,
-            "version": self.model_version,
-            "head_seq": self.head.n_learned,
-        }
-        report["labels"] = {
-            **self.ledger.counts.as_dict(),
-            "parked": self.ledger.parked,
-            "pending_events": len(self.ledger),
-        }
-        report["events"] = {
-            **self.ledger.event_counts.as_dict(),
-            "redelivered": self.stats.redelivered,
-        }
-        report["counters"] = self.stats.as_dict()
-        if self.guard is not None:
-            report["guard"] = self.guard.summary()
-        return report
+        return build_report(
+            self.monitor.report(now),
+            model={
+                "name": self.model_name,
+                "version": self.model_version,
+                "head_seq": self.head.n_learned,
+            },
+            labels={
+                **self.ledger.counts.as_dict(),
+                "parked": self.ledger.parked,
+                "pending_events": len(self.ledger),
+            },
+            events={**self.ledger.event_counts.as_dict(), "redelivered": self.stats.redelivered},
+            counters=self.stats.as_dict(),
+            guard=self.guard.summary() if self.guard is not None else None,
+            instance=self.instance,
+            challenger=self.companion.summary() if self.companion is not None else None,
+        )
 
     def final_report(self, now: float) -> dict[str, Any] | None:
         """The report of the last, partial window (on a graceful shutdown); None when the

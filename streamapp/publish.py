@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from streamapp.codec import Codec, dead_letter_key, encode_json
-from streamapp.events import DeadLetter, Outputs, SourcePosition
+from streamapp.events import DeadLetter, Outputs, PredictionBlock, SourcePosition
 from streamapp.ops.logs import at
 from streamapp.settings import TopicNames
 
@@ -41,7 +41,7 @@ class Publisher:
         model_version: str,
         *,
         publish_examples: bool = False,
-        instance: str | None = None,
+        shadow_model: tuple[str, str] | None = None,
     ) -> None:
         self.sink = sink
         self.codec = codec
@@ -50,7 +50,7 @@ class Publisher:
         self.model_version = model_version
         self.last_report: dict[str, object] | None = None
         self.publish_examples = publish_examples  # a scorer's joined examples go to the learner
-        self.instance = instance  # which worker's window a drift report describes
+        self.shadow_model = shadow_model  # the challenger's name and version, if one runs
 
     def publish(
         self, outputs: Outputs, is_live: Callable[[SourcePosition], bool] | None = None
@@ -58,18 +58,15 @@ class Publisher:
         """Produce ``outputs``; with ``is_live``, only what comes from live (not replayed)
         inputs, and no drift reports (a replay rebuilds state, its reports went out before)."""
         topics = self.topics
-        predictions = outputs.predictions
         dead_letters = outputs.dead_letters
         if is_live is not None:
-            if predictions is not None:
-                live = np.fromiter((is_live(s) for s in predictions.sources), bool)
-                predictions = predictions.select(live)
             dead_letters = [d for d in dead_letters if is_live(d.source)]
-        if predictions is not None and len(predictions):
-            records = self.codec.encode_predictions(
-                predictions, self.model_name, self.model_version
-            )
-            self.sink.produce_many(topics.predictions, records)
+        self._predictions(
+            topics.predictions, outputs.predictions, (self.model_name, self.model_version), is_live
+        )
+        if self.shadow_model is not None:
+            shadow = outputs.shadow_predictions
+            self._predictions(topics.shadow_predictions, shadow, self.shadow_model, is_live)
         examples = outputs.joined if self.publish_examples else None
         if examples is not None and is_live is not None:
             live = [s is None or is_live(s) for s in examples.sources]
@@ -85,8 +82,6 @@ class Publisher:
             self.sink.produce(topics.dead_letter, value, dead_letter_key(dead.key))
         _log_dead_letters(dead_letters)
         for report in [] if is_live is not None else outputs.drift_reports:
-            if self.instance is not None:
-                report["instance"] = self.instance
             self.last_report = report
             self.sink.produce(topics.drift, encode_json(report), self.model_name.encode())
             logger.info(
@@ -96,6 +91,19 @@ class Publisher:
                 report["dataset"]["drifted_share"],
                 report["performance"].get("accuracy"),
             )
+
+    def _predictions(
+        self,
+        topic: str,
+        predictions: PredictionBlock | None,
+        model: tuple[str, str],
+        is_live: Callable[[SourcePosition], bool] | None,
+    ) -> None:
+        if predictions is not None and is_live is not None:
+            live = np.fromiter((is_live(s) for s in predictions.sources), bool)
+            predictions = predictions.select(live)
+        if predictions is not None and len(predictions):
+            self.sink.produce_many(topic, self.codec.encode_predictions(predictions, *model))
 
 
 def _log_dead_letters(dead_letters: list[DeadLetter]) -> None:

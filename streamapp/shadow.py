@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Any
 
-from streamapp.assembly import build_codec, build_pipeline
+from streamapp.assembly import build_pipeline
 from streamapp.codec import DecodedBatch
 from streamapp.drift.challenger import ChampionChallenger, paired
 from streamapp.errors import ConfigError
@@ -16,7 +16,6 @@ from streamapp.events import Outputs
 from streamapp.hotswap import ControlEvent, publish_control_event
 from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.model.registry import Registry
-from streamapp.publish import Publisher
 from streamapp.settings import Settings
 
 __all__ = ["Shadow"]
@@ -27,7 +26,7 @@ logger = logging.getLogger(__name__)
 class Shadow:
     """The challenger's pipeline and its comparison with the champion."""
 
-    def __init__(self, settings: Settings, champion: Bundle, sink: Any) -> None:
+    def __init__(self, settings: Settings, champion: Bundle) -> None:
         c = settings.challenger
         self.settings = settings
         self.bundle = load_bundle(c.bundle) if c.bundle is not None else champion
@@ -39,30 +38,25 @@ class Shadow:
         head_settings = c.head or settings.head
         shadow_settings = settings.with_overrides(head=head_settings.model_dump(), role="all")
         self.pipeline = build_pipeline(shadow_settings, self.bundle)
-        self.codec = build_codec(settings, self.bundle)
-        shadow_topics = settings.topics.model_copy(
-            update={"predictions": settings.topics.shadow_predictions}
-        )
-        self.publisher = Publisher(
-            sink, self.codec, shadow_topics, self.bundle.name, self.bundle.version
-        )
         self.comparison = ChampionChallenger(len(self.bundle.manifest.classes), c.alpha)
         self.promoted = False
         self.description = f"{self.bundle.name} {self.bundle.version} with {head_settings!r}"
         logger.info("challenger in shadow: %s", self.description)
 
-    def process(self, batch: DecodedBatch, champion: Outputs, replaying: bool) -> None:
-        """Score and learn in shadow, compare on the labels both joined, annotate reports."""
+    @property
+    def model(self) -> tuple[str, str]:
+        """The challenger's model name and version, as its predictions name it."""
+        return self.bundle.name, self.bundle.version
+
+    def process(self, batch: DecodedBatch, champion: Outputs) -> None:
+        """Score and learn in shadow (its predictions ride in ``champion.shadow_predictions``
+        to ``shadow-predictions``), and compare on the labels both joined."""
         outputs = self.pipeline.process(batch)
-        if not replaying and outputs.predictions is not None:
-            self.publisher.publish(Outputs(predictions=outputs.predictions))
+        champion.shadow_predictions = outputs.predictions
         ours, theirs = champion.joined, outputs.joined
         if ours is not None and theirs is not None and not self.promoted:
             a, b = paired(ours.event_ids, theirs.event_ids)
             self.comparison.update(ours.labels[a], ours.proba[a], theirs.proba[b])
-        for report in champion.drift_reports:
-            report["challenger"] = self.summary()
-        self._maybe_promote()
 
     def state_dict(self) -> dict[str, Any]:
         """The challenger's learning state and its comparison with the champion, for the
@@ -85,7 +79,8 @@ class Shadow:
             "promoted": self.promoted,
         }
 
-    def _maybe_promote(self) -> None:
+    def maybe_promote(self) -> None:
+        """Promote the challenger in the registry once it wins (between batches)."""
         s, c = self.settings, self.settings.challenger
         if self.promoted or not c.auto_promote:
             return

@@ -66,7 +66,8 @@ class Worker:
         self.settings = settings
         self.bundle = bundle or load_served_bundle(settings)
         self.codec = build_codec(settings, self.bundle)
-        self.pipeline = build_pipeline(settings, self.bundle)
+        self.shadow = self._make_shadow()  # a challenger, when one is configured
+        self.pipeline = build_pipeline(settings, self.bundle, self.shadow)
         batch = settings.batch
         self.policy = BatchPolicy(
             batch.max_size, batch.max_wait_ms / 1000.0, batch.idle_wait_ms / 1000.0
@@ -88,7 +89,6 @@ class Worker:
         self._probe: BrokerProbe | None = None
         self._watcher: ModelWatcher | None = None
         self._heads: HeadFollower | None = None  # a scorer follows the learner's head
-        self.shadow: Shadow | None = None  # a challenger, when one is configured
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -97,8 +97,6 @@ class Worker:
         validate_timing(s)
         self._check_copartitioning()
         self.delivery.start()  # exactly-once: restores the last snapshot into the pipeline
-        if self.shadow is None:
-            self.shadow = self._make_shadow()
         self._publisher = self._make_publisher()
         self._consumer = BatchConsumer(
             consumer_config(s),
@@ -177,10 +175,10 @@ class Worker:
             decoded = self.codec.decode_batch(messages)
             live = self.delivery.live(messages)
             outputs = self.pipeline.process(decoded)
-            if self.shadow is not None:
-                self.shadow.process(decoded, outputs, replaying=live is not None)
             self._publisher_required().publish(outputs, live)
             self.delivery.store(decoded.offsets)
+            if self.shadow is not None:
+                self.shadow.maybe_promote()
             self._observe(len(messages), outputs, began)
             if self.on_batch:
                 self.on_batch(self, outputs)
@@ -245,7 +243,7 @@ class Worker:
             self.bundle.name,
             self.bundle.version,
             publish_examples=self.settings.role == "scorer",
-            instance=self.settings.instance_id,
+            shadow_model=self.shadow.model if self.shadow is not None else None,
         )
 
     def _swap(self, bundle: Bundle) -> None:
@@ -254,7 +252,7 @@ class Worker:
         stats = self.pipeline.stats
         self.bundle = bundle
         self.codec = build_codec(self.settings, bundle)
-        self.pipeline = build_pipeline(self.settings, bundle)
+        self.pipeline = build_pipeline(self.settings, bundle, self.shadow)
         self.pipeline.stats = stats  # the counters go on; events pending a label do not
         self._publisher = self._make_publisher()
         self.delivery.commit_final()  # a replay never crosses the swap
@@ -341,8 +339,8 @@ class Worker:
 
     def restore(self, snapshot: Snapshot | None) -> None:
         """Fresh learning state, then ``snapshot``'s when there is one."""
-        self.pipeline = build_pipeline(self.settings, self.bundle)
         self.shadow = self._make_shadow()
+        self.pipeline = build_pipeline(self.settings, self.bundle, self.shadow)
         if snapshot is None:
             logger.info(
                 "no learning-state snapshot for %s: starting from the source head",
@@ -361,10 +359,10 @@ class Worker:
         )
 
     def _make_shadow(self) -> Shadow | None:
-        """A fresh challenger, when one is configured (it writes through our delivery)."""
+        """A fresh challenger, when one is configured."""
         if not self.settings.challenger.enabled:
             return None
-        return Shadow(self.settings, self.bundle, self.delivery)
+        return Shadow(self.settings, self.bundle)
 
     def _check_copartitioning(self) -> None:
         topics = self.settings.topics
