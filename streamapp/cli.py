@@ -341,11 +341,10 @@ def _exec_faust(settings: Settings, log_level: str) -> NoReturn:
         raise ConfigError(
             "--runtime faust needs faust-streaming: pip install streamapp[faust]"
         ) from exc
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAPP_")}
     command = [sys.executable, "-m", "faust", "-A", "streamapp.faust_app", "worker"]
     level = {"warning": "warn", "critical": "crit"}.get(log_level.lower(), log_level.lower())
     command += ["-l", level, "--without-web"]
-    os.execvpe(sys.executable, command, {**env, **settings.as_env()})
+    os.execvpe(sys.executable, command, settings.subprocess_env())
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -62,7 +62,6 @@ class HeadFollower:
         self.model_name = model_name
         self.model_version = model_version
         self.head_seq = -1
-        self.updates = 0
         self._consumer = Consumer(reader_config(settings, "head-follower"))
         self._consumer.assign([TopicPartition(settings.topics.model_updates, 0, OFFSET_BEGINNING)])
 
@@ -80,7 +79,6 @@ class HeadFollower:
                 newest = snapshot
         if newest is not None:
             self.head_seq = newest.head_seq
-            self.updates += 1
         return newest
 
     def close(self) -> None:

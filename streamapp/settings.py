@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -322,6 +323,12 @@ class Settings(BaseSettings):
             else:
                 env[f"STREAMAPP_{name.upper()}"] = str(value)
         return env
+
+    def subprocess_env(self) -> dict[str, str]:
+        """This process's environment with these settings as the only ``STREAMAPP_*``
+        variables: what a worker subprocess (or ``exec``) is started with."""
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAPP_")}
+        return {**inherited, **self.as_env()}
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with the non-``None`` values of ``changes`` applied (dotted keys reach nested)."""

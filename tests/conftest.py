@@ -163,8 +163,7 @@ def wait_caught_up(settings: Settings, timeout: float = 120) -> None:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """``settings`` as STREAMAPP_* environment variables, for a worker subprocess."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAPP_")}
-    return {**env, **settings.as_env()}
+    return settings.subprocess_env()
 
 
 class WorkerProcesses:

@@ -56,7 +56,6 @@ class DriftMonitor:
         self.performance = RollingPerformance(len(self.classes), performance_window)
         self.detectors = ErrorDetectors()
         self.reports = 0
-        self.alarms = 0
         self._imputed_total = np.zeros(len(self.feature_names))
         self._start_window(time.time())
 
@@ -103,7 +102,7 @@ class DriftMonitor:
         self._labels += len(y_true)
 
     _WINDOW = ("_feature_counts", "_class_counts", "_sum", "_sumsq", "_imputed", "_imputed_total")
-    _SCALARS = ("_events", "_labels", "_window_start", "_first_ts", "_last_ts", "reports", "alarms")
+    _SCALARS = ("_events", "_labels", "_window_start", "_first_ts", "_last_ts", "reports")
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {name: getattr(self, name).copy() for name in self._WINDOW}
@@ -155,8 +154,6 @@ class DriftMonitor:
         )
         detectors = self.detectors.summary()
         self.reports += 1
-        drifted = sections["dataset"]["drifted"] or sections["prediction"]["drifted"]
-        self.alarms += int(drifted) + sum(len(d["change_points"]) for d in detectors.values())
         report = {
             "report_seq": self.reports,
             "ts": now,

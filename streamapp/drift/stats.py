@@ -85,10 +85,6 @@ class ReferenceProfile:
         )
         return cls(**{**profile.as_arrays(), "counts": profile.bin_counts(X)})
 
-    @property
-    def n_reference(self) -> float:
-        return float(self.counts[0].sum())
-
     def bin_counts(self, X: np.ndarray) -> np.ndarray:
         """``(n_features, max_bins)`` counts of ``X`` on the reference cuts, in one pass."""
         n_features, width = self.cuts.shape
