@@ -41,6 +41,7 @@ from streamapp.events import (
 from streamapp.guard import SafeAdaptationGuard
 from streamapp.ledger import PendingLedger, Seen
 from streamapp.model.head import OnlineHead, ovr_proba
+from streamapp.model.logits import predicted_classes
 
 __all__ = ["Companion", "Embed", "Pipeline", "PipelineStats"]
 
@@ -301,9 +302,7 @@ class Pipeline:
         if getattr(self.head, "source_proba_many", None) is not None:
             return self.source_proba(embeddings).argmax(axis=1)
         scores = embeddings @ self.source_coef.T + self.source_intercept
-        return (
-            (scores[:, 0] > 0).astype(np.int64) if scores.shape[1] == 1 else scores.argmax(axis=1)
-        )
+        return predicted_classes(scores)
 
     def _advance_clock(self, block: FeatureBlock, feedback: Sequence[Feedback]) -> None:
         latest = max(

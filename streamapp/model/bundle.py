@@ -37,6 +37,7 @@ import torch
 from streamapp.drift.stats import ReferenceProfile
 from streamapp.errors import BundleError
 from streamapp.model.formats import BACKBONE_FILES, load_backbone, save_backbone
+from streamapp.model.logits import logit_rows
 
 __all__ = [
     "FORMAT_VERSION",
@@ -301,7 +302,7 @@ def _check_shapes(
     path: Path, m: Manifest, coef: np.ndarray, intercept: np.ndarray, ref: ReferenceProfile
 ) -> None:
     n_classes = len(m.classes)
-    rows = 1 if n_classes == 2 else n_classes
+    rows = logit_rows(n_classes)
     problems = []
     if len(m.feature_names) != m.input_dim:
         problems.append(f"{len(m.feature_names)} feature names for input_dim {m.input_dim}")

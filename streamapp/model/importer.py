@@ -31,6 +31,7 @@ from streamapp.model.formats import (
     load_backbone,
     load_safetensors,
 )
+from streamapp.model.logits import logit_rows, predicted_classes
 from streamapp.model.training import classification_metrics, holdout_split, source_scale
 
 __all__ = ["TRUSTED_SKOPS_TYPES", "fit_ovr_head", "import_bundle", "load_head"]
@@ -208,7 +209,7 @@ def load_head(path: Path, classes: list[str], k: int) -> tuple[np.ndarray, np.nd
         coef, intercept = _skops_head(path, classes)
     else:
         coef, intercept = _npz_head(path)
-    rows = 1 if len(classes) == 2 else len(classes)
+    rows = logit_rows(len(classes))
     if coef.shape != (rows, k) or intercept.shape != (rows,):
         raise BundleError(
             f"{path.name}: head {coef.shape}/{intercept.shape}, expected coef ({rows}, {k}) "
@@ -270,7 +271,7 @@ def _skops_head(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]
 
 def _predict(Z: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
     scores = Z @ coef.T + intercept
-    return (scores[:, 0] > 0).astype(np.int64) if coef.shape[0] == 1 else scores.argmax(axis=1)
+    return predicted_classes(scores)
 
 
 def _brief(exc: BaseException) -> str:

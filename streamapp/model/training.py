@@ -20,6 +20,7 @@ from torch import nn
 from streamapp.drift.stats import ReferenceProfile
 from streamapp.model.backbone import CNNBackbone, MLPBackbone
 from streamapp.model.bundle import Manifest, check_new_bundle, write_bundle
+from streamapp.model.logits import logit_rows, predicted_classes
 from streamapp.scenarios import Scenario
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def train_source(
     channels); else the MLP.
     """
     mean, std = source_scale(X, std_floor) if standardize else _identity_scale(X)
-    outputs = 1 if n_classes == 2 else n_classes
+    outputs = logit_rows(n_classes)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         backbone = _backbone(X.shape[1], hidden, embedding_dim, input_shape)
@@ -143,7 +144,7 @@ def _predict(
             x = x.reshape(len(x), *input_shape)
         z = backbone(x).numpy()
     scores = z @ coef.T + intercept
-    return (scores[:, 0] > 0).astype(np.int64) if coef.shape[0] == 1 else scores.argmax(axis=1)
+    return predicted_classes(scores)
 
 
 def classification_metrics(prefix: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
