@@ -32,6 +32,7 @@ from streamapp.events import (
 from streamapp.schemas import validator
 
 __all__ = [
+    "UnknownLabelError",
     "DEAD_LETTER_PAYLOAD_BYTES",
     "RECORD_BUDGET_BYTES",
     "Codec",
@@ -58,6 +59,10 @@ class Message(Protocol):
     def key(self) -> bytes | None: ...
     def value(self) -> bytes | None: ...
     def timestamp(self) -> tuple[int, int]: ...
+
+
+class UnknownLabelError(ValueError):
+    """A training example's label is not one of the model's classes."""
 
 
 class _RejectError(Exception):
@@ -529,7 +534,7 @@ class Codec:
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"not a training example: {exc}") from None
         if label not in self._label_index:
-            raise ValueError(f"unknown label {label!r}")
+            raise UnknownLabelError(f"unknown label {label!r}")
         if not isinstance(embedding, list) or len(embedding) != dim:
             raise ValueError(f"embedding is not {dim} numbers")
         if not all(type(x) in _NUMBER_TYPES and math.isfinite(x) for x in embedding):

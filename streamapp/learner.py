@@ -22,7 +22,7 @@ import numpy as np
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from streamapp.assembly import build_codec, build_embedder, build_head, load_served_bundle
-from streamapp.codec import dead_letter_key
+from streamapp.codec import UnknownLabelError, dead_letter_key
 from streamapp.events import DeadLetter, Reason, SourcePosition
 from streamapp.kafka.config import consumer_config, producer_config
 from streamapp.kafka.producer import OutputProducer
@@ -118,7 +118,8 @@ class Learner:
             try:
                 embedding, label = self.codec.decode_training_example(msg.value(), self.dim)
             except ValueError as exc:
-                self._dead_letter(msg, str(exc))
+                unknown = isinstance(exc, UnknownLabelError)
+                self._dead_letter(msg, Reason.UNKNOWN_LABEL if unknown else Reason.SCHEMA, str(exc))
                 continue
             rows.append(embedding)
             labels.append(label)
@@ -127,10 +128,10 @@ class Learner:
             self._since_snapshot += len(rows)
         return len(rows)
 
-    def _dead_letter(self, msg: Any, why: str) -> None:
+    def _dead_letter(self, msg: Any, reason: Reason, why: str) -> None:
         assert self._producer is not None
         source = SourcePosition(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
-        dead = DeadLetter(source, msg.key(), Reason.SCHEMA, why, msg.value())
+        dead = DeadLetter(source, msg.key(), reason, why, msg.value())
         self._producer.produce(
             self.settings.topics.dead_letter,
             self.codec.encode_dead_letter(dead),
