@@ -22,6 +22,6 @@ def test_an_unknown_label_is_told_apart_from_a_malformed_example(codec: Codec) -
     with pytest.raises(UnknownLabelError, match="unknown label 'z'"):
         codec.decode_training_example(orjson.dumps({"embedding": [0.0], "label": "z"}), 1)
     for bad in (b"{", orjson.dumps({"embedding": [0.0, 1.0], "label": "x"})):
-        with pytest.raises(ValueError, match="not a training example|embedding") as caught:
+        with pytest.raises(ValueError, match=r"not a training example|embedding") as caught:
             codec.decode_training_example(bad, 1)
         assert not isinstance(caught.value, UnknownLabelError)
