@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 import numpy as np
 
@@ -50,6 +51,14 @@ class Reason(StrEnum):
     MISSING = "missing"
 
 
+class _Located(Protocol):
+    """The part of a ``confluent_kafka.Message`` that says where it was read."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SourcePosition:
     """Where an input message came from."""
@@ -57,6 +66,16 @@ class SourcePosition:
     topic: str
     partition: int
     offset: int
+
+    @classmethod
+    def of(cls, msg: _Located) -> SourcePosition:
+        """Where ``msg`` was read (a message without one reads as ``("", 0, 0)``)."""
+        return cls(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+
+    @property
+    def tp(self) -> tuple[str, int]:
+        """The ``(topic, partition)`` it belongs to."""
+        return self.topic, self.partition
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,8 +113,8 @@ class Learner:
             return 0
         rows, labels = [], []
         for msg in messages:
-            tp = (msg.topic() or "", msg.partition() or 0)
-            self.offsets[tp] = (msg.offset() or 0) + 1
+            source = SourcePosition.of(msg)
+            self.offsets[source.tp] = source.offset + 1
             try:
                 embedding, label = self.codec.decode_training_example(msg.value(), self.dim)
             except ValueError as exc:
@@ -130,7 +130,7 @@ class Learner:
 
     def _dead_letter(self, msg: Any, reason: Reason, why: str) -> None:
         assert self._producer is not None
-        source = SourcePosition(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+        source = SourcePosition.of(msg)
         dead = DeadLetter(source, msg.key(), reason, why, msg.value())
         self._producer.produce(
             self.settings.topics.dead_letter,

@@ -48,7 +48,7 @@ class ReplayGate:
         if not self._until:
             return False
         return any(
-            (m.offset() or 0) < self._until.get((m.topic() or "", m.partition() or 0), -1)
+            (source := SourcePosition.of(m)).offset < self._until.get(source.tp, -1)
             for m in messages
         )
 
