@@ -123,33 +123,6 @@ class HeadSettings(BaseModel):
     seed: int = 0
 
 
-class ChallengerSettings(BaseModel):
-    """A challenger that scores every event in shadow and learns from the same labels."""
-
-    model_config = _FROZEN
-
-    enabled: bool = False
-    bundle: Path | None = Field(None, description="its bundle (default: the served one)")
-    head: HeadSettings | None = Field(None, description="its head (default: the champion's)")
-    alpha: float = Field(0.01, gt=0, lt=1, description="significance level of McNemar's test")
-    auto_promote: bool = Field(False, description="promote it in the registry when it wins")
-    min_labels: int = Field(1000, ge=1, description="labels before auto-promotion is considered")
-    margin: float = Field(0.02, ge=0, description="accuracy gain auto-promotion needs")
-
-
-class HttpSettings(BaseModel):
-    """The worker's metrics and health endpoints (see :mod:`streamapp.ops.server`)."""
-
-    model_config = _FROZEN
-
-    enabled: bool = Field(True, description="serve /metrics, /healthz and /readyz")
-    host: str = "0.0.0.0"
-    port: int = Field(9400, ge=0, le=65535, description="0 picks a free port")
-    stall_s: float = Field(
-        60.0, gt=0, description="/healthz fails when the poll loop has not ticked for this long"
-    )
-
-
 class FinetuneSettings(BaseModel):
     """Which backbone layers learn online, and how (``layers=0``: the head only)."""
 
@@ -183,6 +156,36 @@ class GuardSettings(BaseModel):
     min_labels: int = Field(100, ge=1, description="paired labels before the first decision")
     alpha: float = Field(0.01, gt=0, lt=1, description="significance of a fallback")
     good_every: int = Field(1000, ge=1, description="labels between last-good snapshots")
+
+
+class ChallengerSettings(BaseModel):
+    """A challenger that scores every event in shadow and learns from the same labels."""
+
+    model_config = _FROZEN
+
+    enabled: bool = False
+    bundle: Path | None = Field(None, description="its bundle (default: the served one)")
+    head: HeadSettings | None = Field(None, description="its head (default: the champion's)")
+    finetune: FinetuneSettings | None = Field(
+        None, description="its fine-tuning (default: the champion's)"
+    )
+    alpha: float = Field(0.01, gt=0, lt=1, description="significance level of McNemar's test")
+    auto_promote: bool = Field(False, description="promote it in the registry when it wins")
+    min_labels: int = Field(1000, ge=1, description="labels before auto-promotion is considered")
+    margin: float = Field(0.02, ge=0, description="accuracy gain auto-promotion needs")
+
+
+class HttpSettings(BaseModel):
+    """The worker's metrics and health endpoints (see :mod:`streamapp.ops.server`)."""
+
+    model_config = _FROZEN
+
+    enabled: bool = Field(True, description="serve /metrics, /healthz and /readyz")
+    host: str = "0.0.0.0"
+    port: int = Field(9400, ge=0, le=65535, description="0 picks a free port")
+    stall_s: float = Field(
+        60.0, gt=0, description="/healthz fails when the poll loop has not ticked for this long"
+    )
 
 
 class LearnerSettings(BaseModel):

@@ -36,11 +36,15 @@ class Shadow:
         ):
             raise ConfigError("the challenger must take the same features and classes")
         head_settings = c.head or settings.head
-        shadow_settings = settings.with_overrides(head=head_settings.model_dump(), role="all")
+        finetune = c.finetune or settings.finetune
+        shadow_settings = settings.with_overrides(
+            head=head_settings.model_dump(), finetune=finetune.model_dump(), role="all"
+        )
         self.pipeline = build_pipeline(shadow_settings, self.bundle)
         self.comparison = ChampionChallenger(len(self.bundle.manifest.classes), c.alpha)
         self.promoted = False
-        self.description = f"{self.bundle.name} {self.bundle.version} with {head_settings!r}"
+        learning = head_settings if not finetune.enabled else finetune
+        self.description = f"{self.bundle.name} {self.bundle.version} with {learning!r}"
         logger.info("challenger in shadow: %s", self.description)
 
     @property
