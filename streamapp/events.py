@@ -124,6 +124,17 @@ class FeatureBlock:
         )
 
     @classmethod
+    def concat(cls, blocks: Sequence[FeatureBlock]) -> FeatureBlock:
+        """The rows of ``blocks``, one after the other."""
+        return cls(
+            [i for b in blocks for i in b.ids],
+            [k for b in blocks for k in b.keys],
+            np.concatenate([b.X for b in blocks]),
+            np.concatenate([b.ts for b in blocks]),
+            [s for b in blocks for s in b.sources],
+        )
+
+    @classmethod
     def empty(cls, n_features: int) -> FeatureBlock:
         return cls([], [], np.empty((0, n_features), np.float32), np.empty(0), [])
 

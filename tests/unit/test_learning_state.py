@@ -39,13 +39,7 @@ def events(first: int, n: int, ts: float | None = None) -> FeatureBlock:
 
 
 def joined_blocks(*blocks: FeatureBlock) -> FeatureBlock:
-    return FeatureBlock(
-        [i for b in blocks for i in b.ids],
-        [k for b in blocks for k in b.keys],
-        np.concatenate([b.X for b in blocks]),
-        np.concatenate([b.ts for b in blocks]),
-        [s for b in blocks for s in b.sources],
-    )
+    return FeatureBlock.concat(blocks)
 
 
 def labels(first: int, n: int, ts: float) -> list[Feedback]:
