@@ -76,7 +76,9 @@ class Worker:
         self.fault_hook = fault_hook
         self.messages = 0
         self.busy_s = 0.0  # time spent decoding, scoring, learning and publishing
-        self.last_progress = time.monotonic()  # nothing pending, for /healthz
+        # for /healthz: when the loop last committed something, or had nothing to do
+        self.last_progress = time.monotonic()
+        self._commits_seen = 0
         self._running = False
         self._consumer: BatchConsumer | None = None
         self.delivery: AtLeastOnce | ExactlyOnce = make_delivery(settings, self, fault_hook)
@@ -183,7 +185,15 @@ class Worker:
             if self.on_batch:
                 self.on_batch(self, outputs)
         self.delivery.commit_if_due()
-        if not self.delivery.pending:
+        self._note_progress()
+
+    def _note_progress(self) -> None:
+        """Progress is a commit, or nothing to do (nothing pending, nothing left to read)."""
+        assert self._consumer is not None
+        commits = self.delivery.commits
+        idle = not self.delivery.pending and not any(self._consumer.lag().values())
+        if commits != self._commits_seen or idle:
+            self._commits_seen = commits
             self.last_progress = time.monotonic()
 
     @property
@@ -311,8 +321,9 @@ class Worker:
         return self._publisher.last_report if self._publisher else None
 
     def health(self) -> dict[str, bool]:
-        """Alive, the poll loop ticked within ``http.stall_s``, and what it processed was
-        committed within ``http.stall_s`` (a loop spinning against a dead broker is unhealthy)."""
+        """Alive, the poll loop ticked within ``http.stall_s``, and it made progress within
+        ``http.stall_s``: committed something, or had nothing to do (a loop that has input it
+        cannot process or outputs it cannot commit is unhealthy)."""
         now, stall = time.monotonic(), self.settings.http.stall_s
         return {
             "alive": True,
