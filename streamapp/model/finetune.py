@@ -15,7 +15,6 @@ buffer) is plain arrays plus JSON, so a restore is bitwise.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from streamapp.model.backbone import copy_backbone
 from streamapp.model.head import HeadState, ovr_proba
 from streamapp.settings import FinetuneSettings
 
@@ -67,17 +67,17 @@ def split_backbone(backbone: nn.Module, layers: Layers) -> tuple[nn.Module, nn.M
                 f"cannot cut a {type(backbone).__name__} backbone at layer {layers}: "
                 "fine-tune all of it (layers=all) or the head only (layers=0)"
             )
-        return nn.Identity(), copy.deepcopy(backbone)
+        return nn.Identity(), copy_backbone(backbone)
     children = list(sequence.children())
     weighted = [i for i, m in enumerate(children) if any(True for _ in m.parameters())]
     if layers in ("all", "auto") or layers >= len(weighted):
-        return nn.Identity(), copy.deepcopy(sequence)
+        return nn.Identity(), copy_backbone(sequence)
     if layers < 0:
         raise ValueError(f"layers must be >= 0 or 'all', got {layers}")
     cut = weighted[-layers]
     return (
-        copy.deepcopy(nn.Sequential(*children[:cut])),
-        copy.deepcopy(nn.Sequential(*children[cut:])),
+        copy_backbone(nn.Sequential(*children[:cut])),
+        copy_backbone(nn.Sequential(*children[cut:])),
     )
 
 
@@ -134,9 +134,9 @@ class FinetuneHead:
         with torch.no_grad():
             linear.weight.copy_(torch.from_numpy(np.asarray(coef, np.float64)))
             linear.bias.copy_(torch.from_numpy(np.asarray(intercept, np.float64)))
-        net = nn.Sequential(copy.deepcopy(top), linear).to(self.device, self.dtype)
+        net = nn.Sequential(copy_backbone(top), linear).to(self.device, self.dtype)
         self.net = net.train().requires_grad_(True)
-        self.source = copy.deepcopy(net).eval().requires_grad_(False)
+        self.source = copy_backbone(net).eval().requires_grad_(False)
         self.optimizer_name = optimizer
         self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
         self.step_size = step_size

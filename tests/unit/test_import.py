@@ -17,13 +17,18 @@ import pytest
 import torch
 from torch import nn
 
+from streamapp.assembly import build_pipeline
+from streamapp.checkpointing.state import decode_state, encode_state
 from streamapp.cli import main
+from streamapp.codec import DecodedBatch
 from streamapp.datasets import load_table
-from streamapp.errors import BundleError
+from streamapp.errors import BundleError, ConfigError
+from streamapp.events import FeatureBlock, Feedback, SourcePosition
 from streamapp.model.backbone import CNNBackbone, MLPBackbone
 from streamapp.model.bundle import load_bundle
 from streamapp.model.importer import import_bundle
 from streamapp.model.variants import make_embedder
+from streamapp.settings import Settings
 
 D, K = 6, 4
 
@@ -312,3 +317,49 @@ def test_the_import_command_fails_in_one_line(
     out = tmp_path / "ok"
     assert main([*args, "--backbone", str(backbone), "--out", str(out)]) == 0
     assert main(["models", "verify", str(out)]) == 0
+
+
+@pytest.mark.parametrize(("fmt", "head_kind"), [("pt2", "FinetuneHead"), ("onnx", "SGDHead")])
+def test_an_imported_backbone_is_served_and_learns_with_the_default_settings(
+    fmt: str, head_kind: str, data_csv: Path, tmp_path: Path
+) -> None:
+    """A .pt2 backbone is fine-tuned whole (finetune.layers=auto), an ONNX one learns in its
+    head only; both serve, learn and survive a snapshot round trip."""
+    exporter = export_pt2 if fmt == "pt2" else export_onnx
+    backbone = exporter(user_net(), torch.zeros(3, D), tmp_path / f"net.{fmt}")
+    table = load_table(data_csv, "label")
+    import_bundle(backbone, table, tmp_path / "b", name="net")
+    bundle = load_bundle(tmp_path / "b")
+    settings = Settings(bundle=tmp_path / "b")
+    pipeline = build_pipeline(settings, bundle)
+    assert type(pipeline.head).__name__ == head_kind
+    n = 100
+    ids = [f"e{i}" for i in range(n)]
+    block = FeatureBlock(
+        ids,
+        [None] * n,
+        table.X[:n].astype(np.float32),
+        np.full(n, 1.0),
+        [SourcePosition("features", 0, i) for i in range(n)],
+    )
+    labels = [Feedback(ids[i], int(table.y[i]), 2.0) for i in range(n)]
+    out = pipeline.process(DecodedBatch(block, feedback=labels))
+    assert out.predictions is not None and len(out.predictions) == n
+    assert pipeline.head.n_learned > 0
+    restored = build_pipeline(settings, bundle)
+    restored.load_state_dict(decode_state(encode_state(pipeline.state_dict())))
+    X = table.X[n:].astype(np.float32)
+    np.testing.assert_array_equal(
+        restored.head.predict_proba_many(restored.embed(X)),
+        pipeline.head.predict_proba_many(pipeline.embed(X)),
+    )
+
+
+def test_asking_an_onnx_backbone_for_fine_tuning_is_one_configuration_error(
+    data_csv: Path, tmp_path: Path
+) -> None:
+    backbone = export_onnx(user_net(), torch.zeros(3, D), tmp_path / "net.onnx")
+    import_bundle(backbone, load_table(data_csv, "label"), tmp_path / "b", name="net")
+    settings = Settings(bundle=tmp_path / "b", finetune={"layers": "all"})
+    with pytest.raises(ConfigError, match="ONNX backbone is head-only"):
+        build_pipeline(settings, load_bundle(tmp_path / "b"))
