@@ -16,6 +16,7 @@ buffer) is plain arrays plus JSON, so a restore is bitwise.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import math
 from collections.abc import Sequence
@@ -87,6 +88,11 @@ def cut_width(lower: nn.Module, input_dim: int) -> int:
         return int(lower(torch.zeros(1, input_dim)).shape[1])
 
 
+def _fast(optimizer: type[torch.optim.Optimizer]) -> dict[str, bool]:
+    """``fused=True`` where this torch's ``optimizer`` has fused kernels, else ``foreach``."""
+    return {"fused": True} if "fused" in inspect.signature(optimizer).parameters else {}
+
+
 class FinetuneHead:
     """The top backbone layers plus a one-vs-rest logistic head, trained online.
 
@@ -149,11 +155,20 @@ class FinetuneHead:
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         params = list(self.net.parameters())
+        # the fused kernels (one per parameter, same formula) take a step in about half the
+        # time of the per-tensor loop on a small net, where each op's dispatch dominates;
+        # the state (step, moments) is the same, and each kind is deterministic
         if self.optimizer_name == "adam":
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+            return torch.optim.Adam(
+                params, lr=self.lr, weight_decay=self.weight_decay, **_fast(torch.optim.Adam)
+            )
         if self.optimizer_name == "sgd":
             return torch.optim.SGD(
-                params, lr=self.lr, weight_decay=self.weight_decay, momentum=self.momentum
+                params,
+                lr=self.lr,
+                weight_decay=self.weight_decay,
+                momentum=self.momentum,
+                **_fast(torch.optim.SGD),
             )
         raise ValueError(f"unknown optimizer {self.optimizer_name!r} (sgd, adam)")
 
