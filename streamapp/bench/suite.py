@@ -110,6 +110,12 @@ def _throughput(settings: Settings, bundle: Path, events: int) -> dict[str, Any]
             ("faust per-event agent", {}, events, lambda s: faust_agent(s, events)),
             (QUIX, {}, events, lambda s: quix_peer(s, events, "numpy")),
             (WORKER, {}, events, lambda s: run_worker(s, messages)),
+            (
+                f"{WORKER}, head only",  # finetune.layers=0: scikit-learn SGD on the embedding
+                {"finetune.layers": 0},
+                events,
+                lambda s: run_worker(s, messages),
+            ),
             (f"{WORKER}, faust runtime", {}, events, lambda s: faust_runtime(s, events)),
             # int8 and onnx run on the CPU only: with --device cuda they would refuse to load
             (
