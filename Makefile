@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-peers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,5 +27,16 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/streamapp bench $(ARGS)
 
+# The Quix Streams peer of `streamapp bench throughput` (streamapp/bench/quix_peer.py): its pins
+# conflict with ours (quixstreams wants confluent-kafka<2.13), so it gets a virtualenv of its own;
+# torch==2.13.0 resolves like the main venv's (pip's find-links: the same local CPU build).
+PEERS_VENV ?= .peers-venv
+bench-peers: $(PEERS_VENV)/.installed
+
+$(PEERS_VENV)/.installed:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q torch==2.13.0 quixstreams==3.28.1 numpy
+	touch $@
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .streamapp
+	rm -rf $(VENV) $(PEERS_VENV) .pytest_cache .ruff_cache .streamapp

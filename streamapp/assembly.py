@@ -8,6 +8,7 @@ the Faust runtime and the challenger all get their parts here (uvicorn's ``Confi
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ __all__ = [
     "build_pipeline",
     "load_served_bundle",
     "served_bundle_path",
+    "torch_threads",
 ]
 
 logger = logging.getLogger(__name__)
@@ -158,13 +160,47 @@ def _split(bundle: Bundle, layers: int | str) -> tuple[torch.nn.Module, torch.nn
         raise ConfigError(f"finetune.layers={layers}: {exc}") from None
 
 
+# Backbone multiply-adds per row that make one more intra-op thread pay for itself: below
+# it, a batch's forward pass is too short for the threads' hand-offs (and their spinning
+# against the broker client for the cores) to win.
+FLOPS_PER_THREAD = 500_000
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def torch_threads(configured: int, backbone: torch.nn.Module, cores: int | None = None) -> int:
+    """Intra-op threads for ``backbone``: ``configured`` when positive; for 0 (auto), one per
+    :data:`FLOPS_PER_THREAD` floating-point operations per row (2 per weight of its matrices),
+    at least 1 and at most the cores but one (the broker client's threads need a core).
+
+    >>> small = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 32))
+    >>> heavy = torch.nn.Sequential(torch.nn.Linear(64, 4096), torch.nn.Linear(4096, 4096))
+    >>> torch_threads(0, small, cores=16), torch_threads(0, heavy, cores=16)
+    (1, 15)
+    >>> torch_threads(0, heavy, cores=2), torch_threads(4, small, cores=2)
+    (1, 4)
+    """
+    if configured > 0:
+        return configured
+    flops = 2 * sum(p.numel() for p in backbone.parameters() if p.dim() >= 2)
+    available = max(1, (cores or _cores()) - 1)
+    return max(1, min(available, flops // FLOPS_PER_THREAD))
+
+
 def build_pipeline(
     settings: Settings, bundle: Bundle, companion: Companion | None = None
 ) -> Pipeline:
     """The pipeline for ``bundle`` as ``settings`` configure it (torch threads included),
     with ``companion`` (a challenger) processing its batches in shadow."""
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    threads = torch_threads(settings.torch_threads, bundle.backbone)
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+        logger.info("torch intra-op threads: %d", threads)
     m = bundle.manifest
     head = build_head(settings, bundle)
     embed, width = build_embedder(settings, bundle)

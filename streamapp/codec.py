@@ -479,28 +479,32 @@ class Codec:
         classes = self.classes
         probabilities = block.proba.astype(np.float64).tolist()
         head_seqs = block.head_seq.tolist()
+        labels = [classes[i] for i in block.labels.tolist()]
+        event_ts = block.event_ts.astype(np.float64).tolist()
         # which model served each row (a pipeline with a guard says; None: not remembered)
         states = block.model_states() if block.served_by is not None else [None] * len(block)
+        models: dict[tuple[int, object], dict[str, object]] = {}  # rows mostly share one
+        scored_ts, keys = block.scored_ts, block.keys
         out = []
         for i, event_id in enumerate(block.ids):
-            model: dict[str, object] = {
-                "name": model_name,
-                "version": model_version,
-                "head_seq": head_seqs[i],
-            }
-            if states[i] is not None:
-                model["state"] = states[i]
+            which = (head_seqs[i], states[i])
+            model = models.get(which)
+            if model is None:
+                model = {"name": model_name, "version": model_version, "head_seq": which[0]}
+                if which[1] is not None:
+                    model["state"] = which[1]
+                models[which] = model
             value = encode_json(
                 {
                     "event_id": event_id,
-                    "label": classes[int(block.labels[i])],
+                    "label": labels[i],
                     "probabilities": dict(zip(classes, probabilities[i], strict=True)),
                     "model": model,
-                    "event_ts": float(block.event_ts[i]),
-                    "scored_ts": block.scored_ts,
+                    "event_ts": event_ts[i],
+                    "scored_ts": scored_ts,
                 }
             )
-            out.append((block.keys[i], value))
+            out.append((keys[i], value))
         return out
 
     def encode_training_examples(

@@ -39,6 +39,7 @@ class _Gone(StrEnum):
 
 
 _GONE_CODES = list(_Gone)  # the order of the codes in ``gone_why`` snapshots
+_GONE_INDEX = {why: i for i, why in enumerate(_GONE_CODES)}
 
 
 class Seen(Enum):
@@ -108,6 +109,12 @@ class _Served:
     def copy_row(self, slot: int, other: _Served, other_slot: int) -> None:
         for name in self.COLUMNS:
             getattr(self, name)[slot] = getattr(other, name)[other_slot]
+
+    def copy_rows(self, slots: list[int], other: _Served, other_slots: list[int]) -> None:
+        """``copy_row`` for many rows at once (a slot written twice keeps the last row)."""
+        to, at = np.asarray(slots, np.intp), np.asarray(other_slots, np.intp)
+        for name in self.COLUMNS:
+            getattr(self, name)[to] = getattr(other, name)[at]
 
     def take(self, index: np.ndarray) -> dict[str, np.ndarray]:
         return {name: getattr(self, name)[index] for name in self.COLUMNS}
@@ -285,14 +292,15 @@ class PendingLedger:
     def join(self, feedback: Sequence[Feedback]) -> JoinedExamples:
         """Match labels to pending rows; count late, duplicate and orphan labels, park early
         ones (at most ``max_parked``: beyond, the oldest parked label becomes an orphan)."""
-        slots, matched = [], []
+        slots, matched, rings = [], [], []
         cap = self.max_entries
         for fb in feedback:
             seq = self._seq_of.pop(fb.event_id, None)
             if seq is not None:
                 slot = seq % cap
                 self._ids[slot] = None
-                self._remember(fb.event_id, _Gone.JOINED, slot)
+                # what was served is copied for all joined rows at once, after the loop
+                rings.append(self._remember(fb.event_id, _Gone.JOINED, slot, copy=False))
                 slots.append(slot)
                 matched.append(fb)
                 continue
@@ -310,6 +318,8 @@ class PendingLedger:
             else:
                 self.counts.orphan += 1
         self.counts.joined += len(matched)
+        if rings:
+            self._gone_served.copy_rows(rings, self._served, slots)
         if not matched:
             return JoinedExamples(
                 embeddings=np.empty((0, self.embedding_dim), np.float32),
@@ -458,7 +468,9 @@ class PendingLedger:
         else:
             self.event_counts.evicted += 1
 
-    def _remember(self, event_id: str, why: _Gone, slot: int) -> None:
+    def _remember(self, event_id: str, why: _Gone, slot: int, *, copy: bool = True) -> int:
+        """Remember ``event_id`` as gone; returns its ring slot (the served row is copied
+        there unless ``copy`` is False: the caller copies a batch of them at once)."""
         # bounded memory of finished events: enough to tell late and duplicate labels from
         # orphans, and a redelivery from a duplicate, and to re-emit what was served
         cap = self.max_entries
@@ -469,6 +481,8 @@ class PendingLedger:
             del self._gone[old]
         self._gone_ids[ring] = event_id
         self._gone[event_id] = seq
-        self._gone_why[ring] = _GONE_CODES.index(why)
-        self._gone_served.copy_row(ring, self._served, slot)
+        self._gone_why[ring] = _GONE_INDEX[why]
+        if copy:
+            self._gone_served.copy_row(ring, self._served, slot)
         self._gone_next = seq + 1
+        return ring

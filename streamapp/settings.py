@@ -257,10 +257,11 @@ class Settings(BaseSettings):
     )
     half: bool = Field(False, description="float16 backbone on CUDA")
     torch_threads: int = Field(
-        1,
+        0,
         ge=0,
-        description="torch intra-op threads (0: torch's default). One is fastest for a small "
-        "backbone: more threads spin against the broker client's threads for the cores",
+        description="torch intra-op threads; 0 (auto): by what the backbone costs, one per "
+        "500k FLOPs per row, at least 1, at most the cores but one (1 for the demo MLP: more "
+        "threads spin against the broker client's threads for the cores)",
     )
     commit_interval_ms: int = Field(1000, ge=0)
     log_format: Literal["text", "json"] = Field(

@@ -11,6 +11,8 @@ them all the same way.
   (:mod:`streamapp.bench.faust_agent`), in its own process.
 - ``streamapp worker, faust runtime``: the full pipeline as batched Faust agents
   (:mod:`streamapp.faust_app`), in its own process.
+- ``quix per-message app, numpy``: what a Quix Streams user writes, one message at a time
+  (:mod:`streamapp.bench.quix_peer`), in its own process and virtualenv.
 - ``streamapp worker``: the real thing, everything on.
 """
 
@@ -30,13 +32,22 @@ import orjson
 import torch
 from confluent_kafka import Producer
 
+from streamapp.assembly import torch_threads
 from streamapp.bench.common import plain_consumer, stop_process
 from streamapp.kafka.config import producer_config
 from streamapp.model.bundle import load_bundle
 from streamapp.settings import Settings
 from streamapp.worker import Worker
 
-__all__ = ["faust_agent", "faust_runtime", "minimal_loop", "passthrough", "run_worker"]
+__all__ = [
+    "faust_agent",
+    "faust_runtime",
+    "minimal_loop",
+    "passthrough",
+    "peers_python",
+    "quix_peer",
+    "run_worker",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +79,8 @@ class SourceModel:
         self.bias = torch.tensor(bundle.head_intercept, dtype=torch.float32)
         self.backbone = bundle.backbone.float().eval()
         self.classes = bundle.manifest.classes
-        if settings.torch_threads:  # the worker's setting, for a like-for-like comparison
-            torch.set_num_threads(settings.torch_threads)
+        # the worker's threads, for a like-for-like comparison
+        torch.set_num_threads(torch_threads(settings.torch_threads, self.backbone))
 
     def labels(self, rows: list[list[float]]) -> list[str]:
         with torch.inference_mode():
@@ -143,6 +154,51 @@ def faust_runtime(settings: Settings, events: int, timeout: float = 600.0) -> bo
     return _faust_process(settings, events, timeout, [*command, "--runtime", "faust"], env)
 
 
+def peers_python() -> Path | None:
+    """The Python of the peers' virtualenv (``make bench-peers``): ``$BENCH_PEERS_VENV``, else
+    ``.peers-venv`` in the working directory or in the checkout; None when there is none."""
+    configured = os.environ.get("BENCH_PEERS_VENV")
+    candidates = (
+        [Path(configured)]
+        if configured
+        else [Path(".peers-venv"), Path(__file__).resolve().parents[2] / ".peers-venv"]
+    )
+    for venv in candidates:
+        if (venv / "bin" / "python").exists():
+            return (venv / "bin" / "python").absolute()  # not resolve(): keep the venv
+    return None
+
+
+def quix_peer(settings: Settings, events: int, mode: str = "numpy", timeout: float = 600.0) -> bool:
+    """:mod:`streamapp.bench.quix_peer` in the peers' virtualenv until it has written ``events``
+    predictions. Returns False (the row is skipped) when that virtualenv does not exist."""
+    python = peers_python()
+    if python is None:
+        logger.warning("no peers virtualenv (make bench-peers): the Quix Streams row is skipped")
+        return False
+    script = Path(__file__).with_name("quix_peer.py")
+    command = [
+        str(python),
+        str(script),
+        settings.bootstrap_servers or "",
+        settings.group_id,
+        settings.topics.features,
+        settings.topics.predictions,
+        str(Path(settings.bundle).resolve()),
+        str(events),
+        mode,
+    ]
+    with tempfile.TemporaryDirectory(prefix="streamapp-quix-") as workdir:
+        log_path = Path(workdir) / "quix.log"
+        with log_path.open("wb") as log:  # quixstreams keeps its state directory in its cwd
+            process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            _wait_for_outputs(settings, events, timeout, process, log_path, "quix peer")
+        finally:
+            stop_process(process)
+    return True
+
+
 def _faust_process(
     settings: Settings,
     events: int,
@@ -175,14 +231,18 @@ def _wait_for_outputs(
     timeout: float,
     process: subprocess.Popen[bytes],
     log_path: Path,
+    name: str = "faust agent",
 ) -> None:
     consumer = plain_consumer(settings, [settings.topics.predictions])
-    seen, deadline = 0, time.monotonic() + timeout
+    seen, deadline, exited = 0, time.monotonic() + timeout, False
     try:
         while seen < events:
-            if time.monotonic() > deadline or process.poll() is not None:
+            if not exited and process.poll() is not None:
+                exited = True  # a peer that stops after its count: 15 s to read the rest
+                deadline = min(deadline, time.monotonic() + 15.0)
+            if time.monotonic() > deadline:
                 log = log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"faust agent: {seen} of {events} outputs\n{log}")
+                raise RuntimeError(f"{name}: {seen} of {events} outputs\n{log}")
             seen += sum(1 for m in consumer.consume(1000, 0.5) if not m.error())
     finally:
         consumer.close()

@@ -103,8 +103,17 @@ class OutputProducer:
                 raise
 
     def produce_many(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-        for key, value in records:
-            self.produce(topic, value, key)
+        # delivery reports are served only by poll/flush, so one check before the batch sees
+        # what a check per record would; a full queue or an error takes produce()'s way
+        self._raise_if_failed()
+        produce = self._producer.produce
+        for i, (key, value) in enumerate(records):
+            try:
+                produce(topic, value, key)
+            except (BufferError, KafkaException):
+                for later_key, later_value in records[i:]:
+                    self.produce(topic, later_value, later_key)
+                break
         self._producer.poll(0)
 
     def flush(self, timeout: float = 30.0) -> None:

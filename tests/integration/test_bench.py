@@ -6,8 +6,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+import torch
 
 from streamapp.bench import run_bench
+from streamapp.bench.loops import peers_python
 from streamapp.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -33,12 +35,16 @@ def test_every_suite_runs_and_writes_json_and_markdown(
         out=tmp_path,
     )
     rates = result["throughput"]["events_per_second"]
-    assert set(rates) == {
+    # the Quix Streams peer runs when its virtualenv exists; a GPU adds a CUDA worker row
+    optional = {"quix per-message app, numpy": peers_python() is not None}
+    optional["streamapp worker, device=cuda"] = torch.cuda.is_available()
+    assert set(rates) == {name for name, present in optional.items() if present} | {
         "passthrough",
         "minimal batched loop",
         "naive per-event loop",
         "faust per-event agent",
         "streamapp worker",
+        "streamapp worker, head only",
         "streamapp worker, faust runtime",
         "streamapp worker, int8 backbone",
         "streamapp worker, onnx backbone",

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.linear_model import SGDClassifier
 
 from streamapp.model.head import OnlineHead, RiverHead, SGDHead, make_head
@@ -109,3 +110,42 @@ def test_unknown_head_kind_is_refused(data) -> None:
     coef, intercept, _, _ = data
     with pytest.raises(ValueError, match="unknown head kind"):
         make_head("xgboost", coef, intercept, "abc")
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+@pytest.mark.parametrize("classes", [["a", "b"], ["a", "b", "c"]])
+def test_the_numpy_finetune_step_is_torch_autograd_and_adam(
+    weight_decay: float, classes: list[str]
+) -> None:
+    """The fast CPU step (numpy on views of the torch weights and moments) takes the same
+    steps as the torch module, its autograd and torch's Adam, and leaves the same state."""
+    from torch import nn
+
+    from streamapp.model.finetune import FinetuneHead
+
+    torch.manual_seed(0)
+    top = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 5), nn.ReLU())
+    rows = 1 if len(classes) == 2 else len(classes)
+    rng = np.random.default_rng(1)
+    coef, intercept = rng.normal(size=(rows, 5)), rng.normal(size=rows)
+    fast, slow = (
+        FinetuneHead(top, coef, intercept, classes, step_size=7, weight_decay=weight_decay)
+        for _ in range(2)
+    )
+    assert fast._plain is not None
+    slow._plain = None  # the torch path: module forward, autograd, optimizer.step()
+    X, y = rng.normal(size=(60, 6)) * 3, rng.integers(0, len(classes), 60)
+    for head in (fast, slow):
+        head.learn_many(X[:25], y[:25])
+        head.load_state_dict(head.state_dict())  # a restore in between: fresh moment tensors
+        head.learn_many(X[25:], y[25:])
+    a, b = fast.state_dict(), slow.state_dict()
+    assert a["n_learned"] == b["n_learned"] == 56
+    assert a["last_loss"] == pytest.approx(b["last_loss"], rel=1e-12)
+    for key in a["weights"]:
+        np.testing.assert_allclose(a["weights"][key], b["weights"][key], rtol=1e-10, atol=1e-12)
+    assert a["moments"].keys() == b["moments"].keys()
+    for index, slots in a["moments"].items():
+        assert slots.keys() == b["moments"][index].keys()
+        for name, value in slots.items():
+            np.testing.assert_allclose(value, b["moments"][index][name], rtol=1e-10, atol=1e-14)
