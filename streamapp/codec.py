@@ -28,6 +28,7 @@ from streamapp.events import (
     PredictionBlock,
     Reason,
     SourcePosition,
+    position_of,
 )
 from streamapp.schemas import validator
 
@@ -249,7 +250,7 @@ class Codec:
         batch = DecodedBatch(FeatureBlock.empty(len(self.feature_names)))
         offsets = batch.offsets
         for msg in messages:
-            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+            topic, partition, offset = position_of(msg)
             if offsets.get((topic, partition), 0) <= offset:
                 offsets[(topic, partition)] = offset + 1
             try:
@@ -272,7 +273,7 @@ class Codec:
             n = len(rows)
             batch.features = self._feature_block(X[:n], absent[:n], rows, ids, ts, batch)
             if len(batch.dead_letters) > rejected:  # keep dead letters in input order
-                order = {_position(m): i for i, m in enumerate(messages)}
+                order = {SourcePosition.of(m): i for i, m in enumerate(messages)}
                 batch.dead_letters.sort(key=lambda dead: order[dead.source])
         return batch
 
@@ -300,9 +301,7 @@ class Codec:
         if not good.all():
             X, keep = X[good], np.flatnonzero(good)
             rows, ids, ts = [rows[i] for i in keep], [ids[i] for i in keep], [ts[i] for i in keep]
-        sources = [
-            SourcePosition(m.topic() or "", m.partition() or 0, m.offset() or 0) for m in rows
-        ]
+        sources = [SourcePosition.of(m) for m in rows]
         return FeatureBlock(
             ids,
             [m.key() for m in rows],
@@ -379,7 +378,7 @@ class Codec:
 
     @staticmethod
     def _reject(batch: DecodedBatch, msg: Message, reject: _RejectError) -> None:
-        source = _position(msg)
+        source = SourcePosition.of(msg)
         message = one_line(str(reject))  # messages echo input: keep them short and one line
         logger.debug("reject %s[%d]@%d: %s", source.topic, source.partition, source.offset, message)
         batch.dead_letters.append(
@@ -464,7 +463,7 @@ class Codec:
                 Reason.UNKNOWN_LABEL,
                 f"label {one_line(repr(doc['label']), 80)} is not one of {self.classes}",
             )
-        return Feedback(doc["event_id"], label, ts, _position(msg))
+        return Feedback(doc["event_id"], label, ts, SourcePosition.of(msg))
 
     # -- encoding ---------------------------------------------------------------------------
 
@@ -547,10 +546,6 @@ class Codec:
 
 
 _NUMBER_TYPES = {int, float}  # bool is not a JSON number: type(True) is bool
-
-
-def _position(msg: Message) -> SourcePosition:
-    return SourcePosition(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
 
 
 def _is_event_id(value: Any) -> bool:

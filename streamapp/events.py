@@ -26,6 +26,7 @@ __all__ = [
     "PredictionBlock",
     "Reason",
     "SourcePosition",
+    "position_of",
 ]
 
 
@@ -59,6 +60,12 @@ class _Located(Protocol):
     def offset(self) -> int | None: ...
 
 
+def position_of(msg: _Located) -> tuple[str, int, int]:
+    """``(topic, partition, offset)`` of ``msg``, the one place that reads them (librdkafka
+    gives ``None`` for a message that has none)."""
+    return msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+
+
 @dataclass(frozen=True, slots=True)
 class SourcePosition:
     """Where an input message came from."""
@@ -70,7 +77,7 @@ class SourcePosition:
     @classmethod
     def of(cls, msg: _Located) -> SourcePosition:
         """Where ``msg`` was read (a message without one reads as ``("", 0, 0)``)."""
-        return cls(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+        return cls(*position_of(msg))
 
     @property
     def tp(self) -> tuple[str, int]:

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from streamapp.codec import Message
+from streamapp.events import position_of
 
 __all__ = ["TimestampMerger"]
 
@@ -90,7 +91,8 @@ class TimestampMerger:
 
     def add(self, messages: Iterable[Message]) -> None:
         for msg in messages:
-            tp = (msg.topic() or "", msg.partition() or 0)
+            topic, partition, _ = position_of(msg)
+            tp = (topic, partition)
             self._buffers.setdefault(tp, deque()).append(msg)
             self._caught_up.discard(tp)
 
@@ -107,13 +109,8 @@ class TimestampMerger:
         return [tp for tp, buffer in self._buffers.items() if len(buffer) > self.max_buffered]
 
     def _key(self, msg: Message) -> tuple[int, int, int, int]:
-        topic = msg.topic() or ""
-        return (
-            msg.timestamp()[1],
-            self.topic_rank.get(topic, 99),
-            msg.partition() or 0,
-            msg.offset() or 0,
-        )
+        topic, partition, offset = position_of(msg)
+        return (msg.timestamp()[1], self.topic_rank.get(topic, 99), partition, offset)
 
     def take(self, max_items: int) -> list[Message]:
         """Up to ``max_items`` messages that are safe to process, in timestamp order."""

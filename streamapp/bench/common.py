@@ -129,10 +129,9 @@ def output_rate(settings: Settings, topic: str, outputs: int, events: int | None
 
 def start_worker_process(settings: Settings) -> subprocess.Popen[bytes]:
     """``streamapp run`` with ``settings`` (and no other STREAMAPP_* variables) as deployed."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAPP_")}
     return subprocess.Popen(
         [sys.executable, "-m", "streamapp", "--log-level", "WARNING", "run"],
-        env={**env, **settings.as_env()},
+        env=settings.subprocess_env(),
         stdout=subprocess.DEVNULL,
     )
 

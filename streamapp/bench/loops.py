@@ -147,8 +147,7 @@ def faust_runtime(settings: Settings, events: int, timeout: float = 600.0) -> bo
     run = settings.with_overrides(bundle=Path(settings.bundle).resolve())  # it runs in datadir
 
     def env(_datadir: str) -> dict[str, str]:
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAPP_")}
-        return {**inherited, **run.as_env()}
+        return run.subprocess_env()
 
     command = [sys.executable, "-m", "streamapp", "--log-level", "WARNING", "run"]
     return _faust_process(settings, events, timeout, [*command, "--runtime", "faust"], env)

@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from streamapp.batching import BatchPolicy
 from streamapp.errors import BrokerError
+from streamapp.events import position_of
 from streamapp.ops.logs import at
 from streamapp.ordering import TimestampMerger
 
@@ -118,7 +119,8 @@ class BatchConsumer:
         at_end: set[tuple[str, int]] = set()  # an end-of-partition not followed by a message
         for msg in messages:
             err = msg.error()
-            tp = (msg.topic() or "", msg.partition() or 0)
+            topic, partition, _ = position_of(msg)
+            tp = (topic, partition)
             if err is None:
                 good.append(msg)
                 at_end.discard(tp)
@@ -136,7 +138,8 @@ class BatchConsumer:
                     extra=at(msg.topic(), msg.partition(), msg.offset(), error=err.name()),
                 )
         for msg in good:
-            self._next_offset[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
+            topic, partition, offset = position_of(msg)
+            self._next_offset[(topic, partition)] = offset + 1
         self._merger.add(good)
         for tp in at_end:  # after add(), which clears the mark of a partition it gets messages of
             self._merger.caught_up(tp)

@@ -28,6 +28,7 @@ from torch import nn
 
 from streamapp.model.backbone import copy_backbone
 from streamapp.model.head import HeadState, ovr_proba
+from streamapp.model.logits import logit_rows
 from streamapp.settings import FinetuneSettings
 
 __all__ = ["FinetuneHead", "FinetuneSettings", "cut_width", "split_backbone"]
@@ -161,7 +162,7 @@ class FinetuneHead:
         device: str = "cpu",
     ) -> None:
         self.classes = [str(c) for c in classes]
-        rows = 1 if len(self.classes) == 2 else len(self.classes)
+        rows = logit_rows(len(self.classes))
         if coef.ndim != 2 or coef.shape[0] != rows or intercept.shape != (rows,):
             shapes = f"{coef.shape}/{intercept.shape}"
             raise ValueError(f"head weights {shapes} do not fit {len(self.classes)} classes")

@@ -15,6 +15,8 @@ import numpy as np
 from scipy.special import expit, log_expit, softmax
 from sklearn.linear_model import SGDClassifier
 
+from streamapp.model.logits import logit_rows
+
 __all__ = ["HeadState", "OnlineHead", "RiverHead", "SGDHead", "make_head", "ovr_proba"]
 
 logger = logging.getLogger(__name__)
@@ -86,7 +88,7 @@ class SGDHead:
         self.eta0 = eta0
         self.alpha = alpha
         self.seed = seed
-        expected_rows = 1 if len(self.classes) == 2 else len(self.classes)
+        expected_rows = logit_rows(len(self.classes))
         if coef.ndim != 2 or coef.shape[0] != expected_rows or intercept.shape != (expected_rows,):
             shapes = f"{coef.shape}/{intercept.shape}"
             raise ValueError(f"head weights {shapes} do not fit {len(self.classes)} classes")
