@@ -20,18 +20,20 @@ from typing import Any
 import numpy as np
 import orjson
 
+from streamapp.assembly import build_pipeline
 from streamapp.codec import DecodedBatch
-from streamapp.drift.monitor import DriftMonitor
 from streamapp.events import SOURCE, FeatureBlock, Feedback
-from streamapp.guard import GuardSettings, SafeAdaptationGuard
-from streamapp.ledger import PendingLedger
-from streamapp.model.backbone import Embedder
 from streamapp.model.bundle import Bundle, load_bundle
-from streamapp.model.finetune import FinetuneHead, FinetuneSettings, cut_width, split_backbone
-from streamapp.model.head import OnlineHead, SGDHead
 from streamapp.model.training import train_source_bundle
 from streamapp.pipeline import Pipeline
 from streamapp.scenarios import get_scenario
+from streamapp.settings import (
+    DriftSettings,
+    FinetuneSettings,
+    GuardSettings,
+    LedgerSettings,
+    Settings,
+)
 
 __all__ = [
     "METHODS",
@@ -93,44 +95,20 @@ def build_transfer_pipeline(
     *,
     ledger_rows: int = 1_000,
 ) -> Pipeline:
-    """A pipeline for ``method`` (see :data:`METHODS`) on ``bundle``, built without settings."""
-    m = bundle.manifest
-    pre = m.preprocessing
-    mean, std = np.asarray(pre["mean"]), np.asarray(pre["std"])
-    head: OnlineHead
-    if method in ("frozen", "head"):
-        embed = Embedder(bundle.backbone, mean, std)
-        head = SGDHead(bundle.head_coef, bundle.head_intercept, m.classes)
-        width = m.embedding_dim
-    else:
-        lower, top = split_backbone(bundle.backbone, finetune.layers)
-        embed = Embedder(lower, mean, std)
-        width = cut_width(lower, m.input_dim)
-        head = FinetuneHead(
-            top,
-            bundle.head_coef,
-            bundle.head_intercept,
-            m.classes,
-            optimizer=finetune.optimizer,
-            lr=finetune.lr,
-            weight_decay=finetune.weight_decay,
-            momentum=finetune.momentum,
-            step_size=finetune.step_size,
-        )
-    monitor = DriftMonitor(bundle.reference, m.feature_names, m.classes, window_events=10**9)
-    return Pipeline(
-        embed,
-        head,
-        bundle.head_coef,
-        bundle.head_intercept,
-        PendingLedger(ledger_rows, width, len(m.classes), 1e12),
-        monitor,
-        model_name=m.name,
-        model_version=m.version,
-        learn_locally=method != "frozen",
-        guard=SafeAdaptationGuard(guard) if method == "guarded" and guard else None,
-        clock=lambda: 0.0,
+    """A pipeline for ``method`` (see :data:`METHODS`) on ``bundle``, from the composition
+    root as the worker builds it: one drift window, no expiry, a clock that stands still."""
+    tuned = method not in ("frozen", "head")
+    settings = Settings(
+        bundle=bundle.path,
+        finetune=finetune if tuned else FinetuneSettings(layers=0),
+        guard=(guard or GuardSettings()).model_copy(update={"enabled": method == "guarded"}),
+        ledger=LedgerSettings(max_entries=ledger_rows, ttl_s=1e12, early_label_ttl_s=0.0),
+        drift=DriftSettings(window_events=10**9),
     )
+    pipeline = build_pipeline(settings, bundle)
+    pipeline.learn_locally = method != "frozen"  # the frozen baseline never learns
+    pipeline.clock = lambda: 0.0
+    return pipeline
 
 
 def prequential(pipeline: Pipeline, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
