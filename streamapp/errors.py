@@ -48,11 +48,13 @@ class ProducerFatalError(DeliveryError):
 
 
 class TransactionError(StreamappError):
-    """A transaction failed; if ``abortable`` it was (or must be) aborted and retried."""
+    """A transaction failed; if ``abortable`` it was (or must be) aborted and retried; if
+    ``retriable`` the same call may simply be made again (e.g. a commit that timed out)."""
 
-    def __init__(self, message: str, abortable: bool = True) -> None:
+    def __init__(self, message: str, abortable: bool = True, retriable: bool = False) -> None:
         super().__init__(message)
         self.abortable = abortable
+        self.retriable = retriable
 
 
 class FencedError(StreamappError):

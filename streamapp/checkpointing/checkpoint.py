@@ -21,6 +21,8 @@ __all__ = ["OffsetCheckpoint", "TransactionalCheckpoint"]
 
 logger = logging.getLogger(__name__)
 
+COMMIT_ATTEMPTS = 5  # calls of commit_transaction while it says it may be retried
+
 
 class _Committer(Protocol):
     def commit(self, offsets: list[TopicPartition]) -> bool: ...
@@ -227,7 +229,7 @@ class TransactionalCheckpoint:
                 )
             if self._fault_hook is not None:
                 self._fault_hook("commit")
-            self._producer.commit_transaction()
+            self._commit_transaction()
         except TransactionError as exc:
             if not exc.abortable:
                 raise
@@ -247,6 +249,18 @@ class TransactionalCheckpoint:
         self.commits += 1
         self._producer.begin_transaction()
         logger.debug("committed transaction: offsets %s, snapshot %s", offsets, snapshot)
+
+    def _commit_transaction(self) -> None:
+        """Commit, calling again while librdkafka says the call may be retried (a commit that
+        timed out is still under way: any other transactional call would conflict with it)."""
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                self._producer.commit_transaction()
+                return
+            except TransactionError as exc:
+                if not exc.retriable or attempt == COMMIT_ATTEMPTS:
+                    raise
+                logger.warning("commit_transaction failed (%s): calling it again", exc)
 
     def abort(self) -> None:
         """Abort the open transaction and open a new one; outputs since the last commit are void."""

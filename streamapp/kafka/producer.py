@@ -183,4 +183,6 @@ class OutputProducer:
                 raise
             if error.code() in (*_FENCED, KafkaError._FATAL) or error.fatal():
                 raise _fatal(self._fatal_error() or error, method.__name__) from exc
-            raise TransactionError(error.str(), abortable=error.txn_requires_abort()) from exc
+            raise TransactionError(
+                error.str(), abortable=error.txn_requires_abort(), retriable=error.retriable()
+            ) from exc

@@ -156,3 +156,13 @@ def test_forget_and_reset_move_the_bookkeeping(parts) -> None:
     assert cp.pending == {("features", 0): 3}
     cp.reset({("features", 0): 1}, {("features", 0): 2}, {("features", 0)})
     assert cp.processed == {("features", 0): 1} and cp.pending == {}
+
+
+def test_a_retriable_commit_failure_calls_commit_again_instead_of_aborting(parts) -> None:
+    producer, _, _ = parts
+    cp = checkpoint(parts)
+    cp.store({("features", 0): 7})
+    producer.fail_commit = TransactionError("timed out", abortable=False, retriable=True)
+    cp.commit()
+    assert "abort" not in producer.log and producer.log.count("commit") == 1
+    assert cp.committed == {("features", 0): 7} and cp.commits == 1
