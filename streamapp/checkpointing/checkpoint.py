@@ -21,7 +21,11 @@ __all__ = ["OffsetCheckpoint", "TransactionalCheckpoint"]
 
 logger = logging.getLogger(__name__)
 
-COMMIT_ATTEMPTS = 5  # calls of commit_transaction while it says it may be retried
+# a commit that times out is still under way and is called again (any other transactional
+# call would conflict with it); bounded, so a producer the broker stopped answering (a fenced
+# zombie on some brokers) gives up within half a minute
+COMMIT_ATTEMPTS = 3
+COMMIT_TIMEOUT_S = 10.0
 
 
 class _Committer(Protocol):
@@ -255,7 +259,7 @@ class TransactionalCheckpoint:
         timed out is still under way: any other transactional call would conflict with it)."""
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                self._producer.commit_transaction()
+                self._producer.commit_transaction(COMMIT_TIMEOUT_S)
                 return
             except TransactionError as exc:
                 if not exc.retriable or attempt == COMMIT_ATTEMPTS:
