@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
@@ -213,6 +214,21 @@ def workers(tmp_path: Path) -> Iterator[WorkerProcesses]:
     processes.close()
     for log in sorted(tmp_path.glob("*.log")):  # shown by pytest when a test fails
         sys.stderr.write(f"--- {log.name}\n{log.read_text()[-4000:]}")
+
+
+def state_leaves(state: object, path: str = "") -> dict[str, object]:
+    """Every leaf of a nested learning state (arrays and scalars), by its path."""
+    if isinstance(state, dict):
+        out: dict[str, object] = {}
+        for key, value in state.items():
+            out.update(state_leaves(value, f"{path}/{key}"))
+        return out
+    return {path: state}
+
+
+def state_arrays(state: object) -> dict[str, np.ndarray]:
+    """The array leaves of a nested learning state, by their path."""
+    return {k: v for k, v in state_leaves(state).items() if isinstance(v, np.ndarray)}
 
 
 def assert_valid(schema_name: str, document: object) -> None:

@@ -34,6 +34,7 @@ from tests.conftest import (
     WorkerProcesses,
     read_topic,
     second_has_not_joined,
+    state_arrays,
     wait_caught_up,
 )
 
@@ -85,23 +86,15 @@ def final_head(settings: Settings) -> dict:
 def assert_same_head(actual: dict, expected: dict) -> None:
     """Every array of the head's state (weights, and a fine-tuned head's optimizer moments and
     step buffer) the same to 1e-12, and the same number of labels learned."""
-    actual_arrays, expected_arrays = _arrays(actual), _arrays(expected)
+    actual_arrays, expected_arrays = state_arrays(actual), state_arrays(expected)
     assert actual_arrays.keys() == expected_arrays.keys()
     difference = max(
-        float(np.abs(actual_arrays[k] - v).max(initial=0.0)) for k, v in expected_arrays.items()
+        float(np.abs(actual_arrays[k] - v.astype(np.float64)).max(initial=0.0))
+        for k, v in expected_arrays.items()
     )
     print(f"head: {actual['n_learned']} labels learned, max difference {difference:.3g}")
     assert actual["n_learned"] == expected["n_learned"]
     assert difference <= 1e-12
-
-
-def _arrays(state: object, path: str = "") -> dict[str, np.ndarray]:
-    if isinstance(state, dict):
-        out: dict[str, np.ndarray] = {}
-        for key, value in state.items():
-            out.update(_arrays(value, f"{path}/{key}"))
-        return out
-    return {path: state.astype(np.float64)} if isinstance(state, np.ndarray) else {}
 
 
 def exactly_once(settings: Settings, n: int, timeout: float = 90) -> Counter[str]:

@@ -19,7 +19,7 @@ from streamapp.model_updates import read_latest_head
 from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
 from streamapp.settings import Settings
-from tests.conftest import WorkerProcesses, assert_valid, read_topic
+from tests.conftest import WorkerProcesses, assert_valid, read_topic, state_arrays
 
 pytestmark = pytest.mark.integration
 
@@ -74,19 +74,10 @@ def single_process_head(settings: Settings, bundle_path: Path, examples: int) ->
 def assert_same_weights(actual: dict, expected: dict) -> None:
     """Every array of two head states equal up to float rounding (scikit-learn rescales the
     weights at each call's end; a fine-tuned head's steps do not depend on the batching)."""
-    actual_arrays, expected_arrays = leaves(actual), leaves(expected)
+    actual_arrays, expected_arrays = state_arrays(actual), state_arrays(expected)
     assert actual_arrays.keys() == expected_arrays.keys()
     for key, value in expected_arrays.items():
         np.testing.assert_allclose(actual_arrays[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
-
-
-def leaves(state: object, path: str = "") -> dict[str, np.ndarray]:
-    if isinstance(state, dict):
-        out: dict[str, np.ndarray] = {}
-        for key, value in state.items():
-            out.update(leaves(value, f"{path}/{key}"))
-        return out
-    return {path: np.asarray(state)} if isinstance(state, np.ndarray) else {}
 
 
 @pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])

@@ -11,6 +11,7 @@ from streamapp.codec import DecodedBatch
 from streamapp.events import FeatureBlock, Feedback, SourcePosition
 from streamapp.model.bundle import load_bundle
 from streamapp.settings import DriftSettings, FinetuneSettings, Settings
+from tests.conftest import state_leaves
 
 
 def batches(n_batches: int, start: int = 0) -> list[DecodedBatch]:
@@ -29,16 +30,6 @@ def batches(n_batches: int, start: int = 0) -> list[DecodedBatch]:
         feedback = [Feedback(f"e{b - 1}-{i}", i % 10, b + 0.5) for i in range(40)] if b else []
         out.append(DecodedBatch(block, feedback=[*feedback, Feedback("ghost", 1, b + 0.5)]))
     return out
-
-
-def arrays(state: object, path: str = "") -> dict[str, object]:
-    """Every leaf of a nested state, by its path (arrays and scalars)."""
-    if isinstance(state, dict):
-        out: dict[str, object] = {}
-        for key, value in state.items():
-            out.update(arrays(value, f"{path}/{key}"))
-        return out
-    return {path: state}
 
 
 @pytest.mark.parametrize("layers", [0, "auto"], ids=["head-only", "fine-tuned"])
@@ -64,7 +55,7 @@ def test_snapshot_restore_then_same_inputs_gives_identical_state(
         reference.process(batch)
         restored.process(batch)
     a, b = reference.state_dict(), restored.state_dict()
-    head_a, head_b = arrays(a["head"]), arrays(b["head"])
+    head_a, head_b = state_leaves(a["head"]), state_leaves(b["head"])
     assert head_a.keys() == head_b.keys()
     for key, value in head_a.items():  # weights and optimizer state, bitwise
         assert np.array_equal(value, head_b[key]), key
