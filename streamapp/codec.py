@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -237,78 +238,224 @@ class Codec:
     def decode_batch(self, messages: Iterable[Message], now: float | None = None) -> DecodedBatch:
         """Split ``messages`` into feature columns, feedback and dead letters.
 
-        Feature values are written straight into one preallocated matrix; the finite and
-        range checks then run on the whole matrix at once.
+        The common shapes are decoded a batch at a time (:meth:`_plain_features`,
+        :meth:`_plain_feedback`); any message they do not take goes through the per-message
+        checks, which accept or reject it with its reason. Feature values are written
+        straight into one preallocated matrix; the finite and range checks run on the whole
+        matrix at once.
         """
         now = time.time() if now is None else now
         messages = list(messages)
-        X = np.empty((len(messages), len(self.feature_names)), np.float64)
-        absent = np.zeros(X.shape, np.bool_)  # imputed (missing) values, not bad ones
-        rows: list[Message] = []  # the message behind each filled row of X
-        ids: list[str] = []
-        ts: list[float] = []
         batch = DecodedBatch(FeatureBlock.empty(len(self.feature_names)))
+        positions = [position_of(m) for m in messages]
         offsets = batch.offsets
-        for msg in messages:
-            topic, partition, offset = position_of(msg)
+        event_rows: list[int] = []
+        label_rows: list[int] = []
+        feedback_topic = self.feedback_topic
+        for i, (topic, partition, offset) in enumerate(positions):
             if offsets.get((topic, partition), 0) <= offset:
                 offsets[(topic, partition)] = offset + 1
+            (label_rows if topic == feedback_topic else event_rows).append(i)
+        if label_rows:
+            self._decode_feedback_rows(messages, positions, label_rows, now, batch)
+        if event_rows:
+            batch.features = self._decode_feature_rows(messages, positions, event_rows, now, batch)
+        if batch.dead_letters and event_rows and label_rows:  # keep dead letters in input order
+            order = {SourcePosition(*p): i for i, p in enumerate(positions)}
+            batch.dead_letters.sort(key=lambda dead: order[dead.source])
+        return batch
+
+    def _decode_feature_rows(
+        self,
+        messages: list[Message],
+        positions: list[tuple[str, int, int]],
+        rows: list[int],
+        now: float,
+        batch: DecodedBatch,
+    ) -> FeatureBlock:
+        """The feature events among ``messages`` (at ``rows``) as a block; the others are
+        dead letters in ``batch``."""
+        msgs = [messages[i] for i in rows]
+        X = np.empty((len(msgs), len(self.feature_names)), np.float64)
+        absent = np.zeros(X.shape, np.bool_)  # imputed (missing) values, not bad ones
+        try:
+            ids, ts = self._plain_features(msgs, X, now)
+        except Exception:  # a shortcut only: the per-message checks decide every message
+            logger.debug("batch decoding failed; decoding message by message", exc_info=True)
+            ids, ts = [None] * len(msgs), np.full(len(msgs), np.nan)
+        ok = np.ones(len(msgs), np.bool_)
+        for j, event_id in enumerate(ids):
+            if event_id is not None:
+                continue
+            msg = msgs[j]
             try:
-                if topic == self.feedback_topic:
-                    batch.feedback.append(self._decode_feedback(msg, now))
-                else:
-                    event_id, event_ts = self._decode_feature(
-                        msg, X[len(rows)], absent[len(rows)], now
-                    )
-                    rows.append(msg)
-                    ids.append(event_id)
-                    ts.append(event_ts)
+                ids[j], ts[j] = self._decode_feature(msg, X[j], absent[j], now)
             except _RejectError as reject:
                 self._reject(batch, msg, reject)
+                ok[j] = False
             except Exception as exc:  # one message must never stop the loop: it is dead-lettered
                 failure = _RejectError(Reason.DECODE, f"{type(exc).__name__}: {exc}")
                 self._reject(batch, msg, failure)
-        if rows:
-            rejected = len(batch.dead_letters)
-            n = len(rows)
-            batch.features = self._feature_block(X[:n], absent[:n], rows, ids, ts, batch)
-            if len(batch.dead_letters) > rejected:  # keep dead letters in input order
-                order = {SourcePosition.of(m): i for i, m in enumerate(messages)}
-                batch.dead_letters.sort(key=lambda dead: order[dead.source])
-        return batch
+                ok[j] = False
+        if not ok.all():
+            keep = np.flatnonzero(ok)
+            X, absent, ts = X[keep], absent[keep], ts[keep]
+            msgs, ids, rows = (
+                [msgs[j] for j in keep],
+                [ids[j] for j in keep],
+                [rows[j] for j in keep],
+            )
+        sources = [SourcePosition(*positions[i]) for i in rows]
+        return self._feature_block(X, absent, msgs, ids, ts, sources, batch)
+
+    def _plain_features(
+        self, msgs: list[Message], X: np.ndarray, now: float
+    ) -> tuple[list[str | None], np.ndarray]:
+        """``(event ids, event times)`` of the feature events in the common shape, decoded
+        together: a JSON object whose ``features`` is a list of exactly the model's number
+        of JSON numbers, with a valid ``event_id`` and ``ts`` (or none); their values go to
+        ``X``. The id of any other message is ``None``: the per-message checks decide it.
+        Never accepts what the schema and those checks reject (a test holds it to that)."""
+        docs = _parse_all([m.value() for m in msgs], self.max_payload_bytes)
+        width = len(self.feature_names)
+        ids: list[str | None] = [None] * len(msgs)
+        stamps: list[float | int] = []
+        vectors: list[list[Any]] = []
+        taken: list[int] = []
+        for j, doc in enumerate(docs):
+            if type(doc) is not dict:
+                continue
+            features, event_id, stamp = doc.get("features"), doc.get("event_id"), doc.get("ts", -1)
+            if (
+                type(features) is list
+                and len(features) == width
+                and type(event_id) is str
+                and 0 < len(event_id) <= 256
+                and type(stamp) in _NUMBER_TYPES
+                and (stamp >= 0 or ("ts" not in doc))
+            ):
+                taken.append(j)
+                vectors.append(features)
+                stamps.append(stamp)
+        ts = np.full(len(msgs), np.nan)
+        if not taken:
+            return ids, ts
+        if not set(map(type, itertools.chain.from_iterable(vectors))) <= _NUMBER_TYPES:
+            numeric = [set(map(type, v)) <= _NUMBER_TYPES for v in vectors]
+            taken = list(itertools.compress(taken, numeric))
+            vectors = list(itertools.compress(vectors, numeric))
+            stamps = list(itertools.compress(stamps, numeric))
+            if not taken:
+                return ids, ts
+        try:
+            values = np.array(vectors, np.float64)
+            event_ts = np.array(stamps, np.float64)
+        except OverflowError:  # an integer beyond float range: the per-message checks say so
+            return ids, ts
+        kafka_ts = np.array([_kafka_time(msgs[j], now) for j in taken])
+        event_ts = np.where(event_ts < 0, kafka_ts, event_ts)  # no ts: the Kafka timestamp
+        good = np.isfinite(event_ts) & (event_ts <= kafka_ts + self.max_future_skew_s)
+        index = np.asarray(taken)
+        if not good.all():
+            index, values, event_ts = index[good], values[good], event_ts[good]
+        X[index] = values
+        ts[index] = event_ts
+        for j in index.tolist():
+            ids[j] = docs[j]["event_id"]
+        return ids, ts
+
+    def _decode_feedback_rows(
+        self,
+        messages: list[Message],
+        positions: list[tuple[str, int, int]],
+        rows: list[int],
+        now: float,
+        batch: DecodedBatch,
+    ) -> None:
+        """The labels among ``messages`` (at ``rows``) into ``batch.feedback``, or its dead
+        letters."""
+        try:
+            docs = _parse_all([messages[i].value() for i in rows], self.max_payload_bytes)
+        except Exception:  # a shortcut only: the per-message checks decide every message
+            docs = [None] * len(rows)
+        for i, doc in zip(rows, docs, strict=True):
+            msg = messages[i]
+            try:
+                feedback = self._plain_feedback(doc, msg, now, positions[i])
+            except Exception:
+                feedback = None
+            if feedback is not None:
+                batch.feedback.append(feedback)
+                continue
+            try:
+                batch.feedback.append(self._decode_feedback(msg, now))
+            except _RejectError as reject:
+                self._reject(batch, msg, reject)
+            except Exception as exc:  # one message must never stop the loop: it is dead-lettered
+                self._reject(
+                    batch, msg, _RejectError(Reason.DECODE, f"{type(exc).__name__}: {exc}")
+                )
+
+    def _plain_feedback(
+        self, doc: Any, msg: Message, now: float, position: tuple[str, int, int]
+    ) -> Feedback | None:
+        """A label in the common shape (valid id, a known label, a valid ``ts`` or none),
+        else ``None`` for the per-message checks to decide."""
+        if type(doc) is not dict:
+            return None
+        event_id, label, stamp = doc.get("event_id"), doc.get("label"), doc.get("ts", -1.0)
+        if not (type(event_id) is str and 0 < len(event_id) <= 256):
+            return None
+        kind = type(label)
+        index = (
+            self._label_index.get(label if kind is str else str(label))
+            if kind in (str, int)
+            else None
+        )
+        if index is None or (type(stamp) is not float and type(stamp) is not int):
+            return None
+        kafka_ts = _kafka_time(msg, now)
+        if stamp == -1.0 and "ts" not in doc:
+            return Feedback(event_id, index, kafka_ts, SourcePosition(*position))
+        ts = float(stamp) if -(2**53) < stamp < 2**53 else math.inf
+        if not (0 <= ts <= kafka_ts + self.max_future_skew_s):  # NaN fails too
+            return None
+        return Feedback(event_id, index, ts, SourcePosition(*position))
 
     def _feature_block(
         self,
         X: np.ndarray,
         absent: np.ndarray,
-        rows: list[Message],
-        ids: list[str],
-        ts: list[float],
+        msgs: list[Message],
+        ids: list[Any],
+        ts: np.ndarray,
+        sources: list[SourcePosition],
         batch: DecodedBatch,
     ) -> FeatureBlock:
         """The valid rows as a block; rows with NaN/inf or out-of-range values are rejected
         (a missing value under ``missing=impute`` is NaN on purpose)."""
-        finite = (np.isfinite(X) | absent).all(axis=1)
-        in_range = (np.abs(np.where(np.isfinite(X), X, 0.0)) <= self.max_abs_value).all(axis=1)
+        finite = np.isfinite(X)
+        in_range = (np.abs(np.where(finite, X, 0.0)) <= self.max_abs_value).all(axis=1)
+        finite = (finite | absent).all(axis=1)
         good = finite & in_range
-        for i in np.flatnonzero(~good):
-            reject = (
-                _RejectError(Reason.NON_FINITE, "features contain NaN or infinity")
-                if not finite[i]
-                else _RejectError(Reason.VALUE_RANGE, f"a feature exceeds |{self.max_abs_value:g}|")
-            )
-            self._reject(batch, rows[i], reject)
         if not good.all():
-            X, keep = X[good], np.flatnonzero(good)
-            rows, ids, ts = [rows[i] for i in keep], [ids[i] for i in keep], [ts[i] for i in keep]
-        sources = [SourcePosition.of(m) for m in rows]
-        return FeatureBlock(
-            ids,
-            [m.key() for m in rows],
-            X.astype(np.float32),
-            np.asarray(ts, dtype=np.float64),
-            sources,
-        )
+            for i in np.flatnonzero(~good):
+                reject = (
+                    _RejectError(Reason.NON_FINITE, "features contain NaN or infinity")
+                    if not finite[i]
+                    else _RejectError(
+                        Reason.VALUE_RANGE, f"a feature exceeds |{self.max_abs_value:g}|"
+                    )
+                )
+                self._reject(batch, msgs[i], reject)
+            keep = np.flatnonzero(good)
+            X, ts = X[good], ts[good]
+            msgs, ids, sources = (
+                [msgs[i] for i in keep],
+                [ids[i] for i in keep],
+                [sources[i] for i in keep],
+            )
+        return FeatureBlock(ids, [m.key() for m in msgs], X.astype(np.float32), ts, sources)
 
     def _decode_feature(
         self, msg: Message, row: np.ndarray, absent: np.ndarray, now: float
@@ -574,3 +721,23 @@ def _kafka_time(msg: Message, now: float) -> float:
     """The message's Kafka timestamp in seconds, else ``now``."""
     kind, millis = msg.timestamp()
     return millis / 1000.0 if kind != 0 and millis > 0 else now
+
+
+def _parse_all(values: list[bytes | None], max_bytes: int) -> list[Any]:
+    """Each value as orjson parses it; ``None`` where it is absent, larger than
+    ``max_bytes`` or not valid JSON (the per-message checks then say which)."""
+    try:
+        if max(map(len, values)) <= max_bytes:  # type: ignore[arg-type]  # None: TypeError
+            return list(map(orjson.loads, values))  # type: ignore[arg-type]
+    except (TypeError, orjson.JSONDecodeError):
+        pass
+    return [_parse_or_none(value, max_bytes) for value in values]
+
+
+def _parse_or_none(value: bytes | None, max_bytes: int) -> Any:
+    if value is None or len(value) > max_bytes:
+        return None
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None

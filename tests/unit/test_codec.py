@@ -217,6 +217,66 @@ def test_the_fast_path_accepts_only_what_the_schema_accepts(codec: Codec, doc: d
         assert batch.dead_letters[0].reason is Reason.SCHEMA
 
 
+_EDGE_LABELS = [
+    {"event_id": "e", "label": "1"},
+    {"event_id": "e", "label": 1, "ts": 5},
+    {"event_id": "e", "label": True},
+    {"event_id": "e", "label": 1.0},
+    {"event_id": "e", "label": "7"},
+    {"event_id": "e", "label": "0", "ts": -1},
+    {"event_id": "e", "label": "0", "ts": 1e300},
+    {"event_id": "e", "label": "0", "ts": 2**63},
+    {"event_id": "e", "label": "0", "ts": None},
+    {"event_id": 3, "label": "0"},
+    {"event_id": "", "label": "0"},
+    {"label": "0"},
+    ["e", "0"],
+]
+
+
+def _corpus() -> list[FakeMessage]:
+    """Valid and invalid events and labels, interleaved on two partitions."""
+    values: list[tuple[str, bytes]] = [("features", orjson.dumps(d)) for d in _EDGE_DOCS]
+    values += [("feedback", orjson.dumps(d)) for d in _EDGE_LABELS]
+    values += [(kind, value) for kind, _, value, _ in bad_messages(3)]
+    values += [
+        ("features", b'{"event_id": "far", "features": [1, 2, 3], "ts": 1e12}'),
+        ("features", b'{"event_id": "inf", "features": [1, 2, 1e400]}'),
+        ("features", b'{"event_id": "big", "features": [1, 2, 1e7]}'),
+        ("features", b'{"event_id": "ok", "features": {"a": 1, "b": 2, "c": 3}}'),
+        ("features", b'{"event_id": "dup", "event_id": "dup2", "features": [1, 2, 3]}'),
+        ("features", None),
+        ("feedback", None),
+    ]
+    rng = np.random.default_rng(4)
+    order = rng.permutation(len(values))
+    return [
+        FakeMessage(values[i][0], values[i][1], offset=n, partition=int(i) % 2)
+        for n, i in enumerate(order)
+    ]
+
+
+def test_the_batch_paths_decode_exactly_as_the_per_message_checks(
+    codec: Codec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch paths are shortcuts: with or without them, the same events (values, times,
+    sources), labels and dead letters (reasons, messages, order) come out."""
+    messages = _corpus()
+    fast = codec.decode_batch(messages, now=1_700_000_000.0)
+    monkeypatch.setattr(codec, "_plain_features", _explode)
+    monkeypatch.setattr(codec, "_plain_feedback", _explode)
+    slow = codec.decode_batch(messages, now=1_700_000_000.0)
+    assert fast.features.ids == slow.features.ids
+    assert len(fast.features) >= 3 and len(fast.feedback) >= 2 and len(fast.dead_letters) >= 20
+    np.testing.assert_array_equal(fast.features.X, slow.features.X)
+    np.testing.assert_array_equal(fast.features.ts, slow.features.ts)
+    assert fast.features.sources == slow.features.sources
+    assert fast.features.keys == slow.features.keys
+    assert fast.feedback == slow.feedback
+    assert fast.dead_letters == slow.dead_letters
+    assert fast.offsets == slow.offsets
+
+
 def test_an_integer_beyond_float_range_is_a_range_error(codec: Codec) -> None:
     value = b'{"event_id": "big", "features": [1, 2, 1%s]}' % (b"0" * 400)
     [dead] = codec.decode_batch([FakeMessage("features", value)]).dead_letters
@@ -255,6 +315,28 @@ def test_deep_nesting_is_a_decode_dead_letter_and_the_batch_goes_on(
     assert "\n" not in dead.message
 
 
+def _explode(*args: object) -> None:
+    raise MemoryError("the batch path failed")
+
+
+def test_a_failing_batch_path_leaves_every_message_to_the_per_message_checks(
+    codec: Codec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(codec, "_plain_features", _explode)
+    monkeypatch.setattr(codec, "_plain_feedback", _explode)
+    batch = codec.decode_batch(
+        [
+            FakeMessage("features", feature("ok1", [1, 2, 3]), offset=1),
+            FakeMessage("feedback", orjson.dumps({"event_id": "ok1", "label": "1"}), offset=1),
+            FakeMessage("features", feature("bad", [1, 2]), offset=2),
+        ]
+    )
+    assert batch.features.ids == ["ok1"]
+    assert batch.features.X.tolist() == [[1.0, 2.0, 3.0]]
+    assert [(f.event_id, f.label) for f in batch.feedback] == [("ok1", 1)]
+    assert [d.reason for d in batch.dead_letters] == [Reason.FEATURE_COUNT]
+
+
 def test_any_exception_while_decoding_one_message_becomes_its_dead_letter(
     codec: Codec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -266,6 +348,7 @@ def test_any_exception_while_decoding_one_message_becomes_its_dead_letter(
         real(row, features)
 
     monkeypatch.setattr(codec, "_fill_row", fail_on_bomb)
+    monkeypatch.setattr(codec, "_plain_features", _explode)  # every message the slow way
     batch = codec.decode_batch(
         [
             FakeMessage("features", feature("ok1", [1, 2, 3]), offset=1),
