@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from streamapp.codec import Codec
 from streamapp.drift.monitor import DriftMonitor
@@ -201,6 +202,9 @@ def build_pipeline(
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
         logger.info("torch intra-op threads: %d", threads)
+    # numpy's BLAS (the fine-tuning step, the source head) too: left at one thread per core,
+    # its threads spin against the broker client's on a busy machine (25x slower here)
+    threadpool_limits(threads, user_api="blas")
     m = bundle.manifest
     head = build_head(settings, bundle)
     embed, width = build_embedder(settings, bundle)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import logging
 import math
 from collections.abc import Sequence
@@ -126,6 +127,75 @@ def _fast(optimizer: type[torch.optim.Optimizer]) -> dict[str, bool]:
     return {"fused": True} if "fused" in inspect.signature(optimizer).parameters else {}
 
 
+class _FlatAdam:
+    """Trainable parameters, their gradients and Adam moments, each one contiguous float64
+    vector that the torch parameters and the optimizer's moment tensors are views of: a
+    step's update is a few vector operations, not a few per parameter, with the same
+    elementwise formula (and so the same bits) as torch's per-tensor Adam."""
+
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        self.params = params
+        bounds = np.cumsum([0] + [p.numel() for p in params])
+        self.spans = list(itertools.pairwise(bounds.tolist()))
+        self.values = np.empty(bounds[-1], np.float64)
+        self.grads = np.empty_like(self.values)
+        self.m, self.v = np.zeros_like(self.values), np.zeros_like(self.values)
+        self.value: dict[torch.Tensor, np.ndarray] = {}
+        self.grad: dict[torch.Tensor, np.ndarray] = {}
+        for param, (a, b) in zip(params, self.spans, strict=True):
+            self.values[a:b] = _view(param).ravel()
+            param.data = torch.from_numpy(self.values[a:b]).view(param.shape)
+            self.value[param] = self.values[a:b].reshape(param.shape)
+            self.grad[param] = self.grads[a:b].reshape(param.shape)
+        self._bound: torch.optim.Optimizer | None = None  # whose moment tensors are views
+        self._steps: list[np.ndarray] = []
+
+    def adam(self, optimizer: torch.optim.Optimizer) -> None:
+        """torch's Adam update (amsgrad off) with the gradients in :attr:`grads`, in place on
+        the parameters and on the moments ``optimizer`` holds (its state dict stays what it
+        was)."""
+        if optimizer is not self._bound:
+            self._bind(optimizer)
+        group = optimizer.param_groups[0]
+        beta1, beta2 = group["betas"]
+        lr, eps, decay = group["lr"], group["eps"], group["weight_decay"]
+        for step in self._steps:
+            step += 1
+        steps = {float(step) for step in self._steps}
+        if len(steps) > 1:  # a foreign state whose parameters stepped apart: one by one
+            for (a, b), step in zip(self.spans, self._steps, strict=True):
+                self._update(slice(a, b), float(step), beta1, beta2, lr, eps, decay)
+            return
+        self._update(slice(None), steps.pop(), beta1, beta2, lr, eps, decay)
+
+    def _update(
+        self, part: slice, t: float, beta1: float, beta2: float, lr: float, eps: float, decay: float
+    ) -> None:
+        value, m, v = self.values[part], self.m[part], self.v[part]
+        g = self.grads[part] + decay * value if decay else self.grads[part]
+        m += (g - m) * (1 - beta1)
+        v *= beta2
+        v += (g * g) * (1 - beta2)
+        denom = np.sqrt(v) / math.sqrt(1 - beta2**t) + eps
+        value -= (lr / (1 - beta1**t)) * (m / denom)
+
+    def _bind(self, optimizer: torch.optim.Optimizer) -> None:
+        """Make ``optimizer``'s moments views of :attr:`m` and :attr:`v` (values kept); on
+        its first step, create them as torch's Adam does."""
+        self._steps = []
+        for param, (a, b) in zip(self.params, self.spans, strict=True):
+            slots = optimizer.state[param]
+            if not slots:  # what torch's Adam puts there on its first step
+                slots["step"] = torch.tensor(0.0)
+                slots["exp_avg"] = torch.zeros_like(param)
+                slots["exp_avg_sq"] = torch.zeros_like(param)
+            for name, store in (("exp_avg", self.m), ("exp_avg_sq", self.v)):
+                store[a:b] = _view(slots[name]).ravel()
+                slots[name] = torch.from_numpy(store[a:b]).view(param.shape)
+            self._steps.append(_view(slots["step"]))
+        self._bound = optimizer
+
+
 class FinetuneHead:
     """The top backbone layers plus a one-vs-rest logistic head, trained online.
 
@@ -181,13 +251,13 @@ class FinetuneHead:
         self.step_size = step_size
         self._optimizer = self._make_optimizer()
         self._loss = nn.BCEWithLogitsLoss()
-        self._views: dict[torch.Tensor, tuple[torch.Tensor, tuple[np.ndarray, ...]]] = {}
         # a CPU Adam over Linear/ReLU layers steps in numpy (see _numpy_step)
         self._plain = (
             _plain_layers(self.net)
             if self.device.type == "cpu" and optimizer == "adam" and not _amsgrad(self)
             else None
         )
+        self._flat = _FlatAdam(list(self.net.parameters())) if self._plain is not None else None
         self._buffer_X = np.empty((0, 0), np.float64)  # its width is the cut's: set on learning
         self._buffer_y = np.empty(0, np.int64)
         self.n_learned = 0
@@ -263,12 +333,14 @@ class FinetuneHead:
         """The same step as :meth:`_step` (BCE-with-logits mean loss, backward, Adam as torch
         writes it) in numpy on views of the torch weights and moments: on CPU each torch op
         costs its dispatch, which on a small net is most of a step (5x its arithmetic)."""
+        assert self._flat is not None
+        flat = self._flat
         inputs: list[np.ndarray] = []
         h = np.asarray(X, np.float64)
         for layer in layers:  # forward, keeping what the backward pass needs
             inputs.append(h)
             if isinstance(layer, nn.Linear):
-                h = h @ _view(layer.weight).T + _view(layer.bias)
+                h = h @ flat.value[layer.weight].T + flat.value[layer.bias]
             else:
                 h = np.maximum(h, 0.0)
         rows = h.shape[1]
@@ -276,58 +348,25 @@ class FinetuneHead:
         # log(1 + exp(-|z|)) + max(z, 0) - z t: torch's stable BCE-with-logits, mean-reduced
         loss = np.logaddexp(0.0, -np.abs(h)) + np.maximum(h, 0.0) - h * target
         grad = (_sigmoid(h) - target) / h.size
-        grads: list[tuple[torch.Tensor, np.ndarray]] = []
         for index in range(len(layers) - 1, -1, -1):
             layer, inp = layers[index], inputs[index]
             if isinstance(layer, nn.Linear):
-                grads.append((layer.weight, grad.T @ inp))
-                grads.append((layer.bias, grad.sum(axis=0)))
+                np.matmul(grad.T, inp, out=flat.grad[layer.weight])
+                np.sum(grad, axis=0, out=flat.grad[layer.bias])
                 if index:
-                    grad = grad @ _view(layer.weight)
+                    grad = grad @ flat.value[layer.weight]
             else:
                 grad = grad * (inp > 0.0)
-        self._adam(grads)
+        flat.adam(self._optimizer)
         self.last_loss = float(loss.mean())
         self.n_learned += len(y)
-
-    def _adam(self, grads: list[tuple[torch.Tensor, np.ndarray]]) -> None:
-        """torch's Adam update (amsgrad off), in place on the parameters and on the moments
-        the torch optimizer holds, so its state dict stays what it was."""
-        group = self._optimizer.param_groups[0]
-        beta1, beta2 = group["betas"]
-        lr, eps, decay = group["lr"], group["eps"], group["weight_decay"]
-        for param, grad in grads:
-            step, value, m, v = self._adam_views(param)
-            step += 1
-            g = grad + decay * value if decay else grad
-            m += (g - m) * (1 - beta1)
-            v *= beta2
-            v += (g * g) * (1 - beta2)
-            t = float(step)
-            denom = np.sqrt(v) / math.sqrt(1 - beta2**t) + eps
-            value -= (lr / (1 - beta1**t)) * (m / denom)
-
-    def _adam_views(
-        self, param: torch.Tensor
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Views of ``param``'s step count, value and moments (made once; again when a
-        restore replaced the optimizer's tensors)."""
-        slots = self._optimizer.state[param]
-        if not slots:  # what torch's Adam puts there on its first step
-            slots["step"] = torch.tensor(0.0)
-            slots["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            slots["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        cached = self._views.get(param)
-        if cached is None or cached[0] is not slots["exp_avg_sq"]:
-            views = (_view(slots["step"]), _view(param), _view(slots["exp_avg"]))
-            cached = (slots["exp_avg_sq"], (*views, _view(slots["exp_avg_sq"])))
-            self._views[param] = cached
-        return cached[1]
 
     def is_finite(self) -> bool:
         """Weights and the last loss are finite (a diverged state is not)."""
         if not math.isfinite(self.last_loss):
             return False
+        if self._flat is not None:
+            return bool(np.isfinite(self._flat.values).all())
         return all(bool(torch.isfinite(p).all()) for p in self.net.parameters())
 
     def state_dict(self) -> HeadState:
