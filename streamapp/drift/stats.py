@@ -86,10 +86,15 @@ class ReferenceProfile:
         return cls(**{**profile.as_arrays(), "counts": profile.bin_counts(X)})
 
     def bin_counts(self, X: np.ndarray) -> np.ndarray:
-        """``(n_features, max_bins)`` counts of ``X`` on the reference cuts, in one pass."""
+        """``(n_features, max_bins)`` counts of ``X`` on the reference cuts (a value equal to
+        a cut falls in the bin above it)."""
         n_features, width = self.cuts.shape
-        bins = (X[:, :, None] >= self.cuts[None, :, :]).sum(axis=2)  # (n, F): index of each bin
-        flat = bins + np.arange(n_features) * (width + 1)
+        X = np.asarray(X, np.float64)
+        # (n, F): the index of each value's bin, one cut column at a time (a (n, F, width)
+        # comparison costs 3x as much in memory traffic)
+        flat = np.broadcast_to(np.arange(n_features) * (width + 1), X.shape).copy()
+        for cut in self.cuts.T:
+            flat += cut <= X
         return (
             np.bincount(flat.ravel(), minlength=n_features * (width + 1))
             .reshape(n_features, width + 1)

@@ -142,3 +142,18 @@ def test_error_detectors_fire_after_a_change_and_not_before() -> None:
     assert changed["adwin"]["drift_detected"]
     assert all(2000 < point <= 4000 for point in changed["adwin"]["change_points"])
     assert changed["page_hinkley"]["total"] >= 1
+
+
+def test_bin_counts_are_each_features_histogram_on_its_cuts() -> None:
+    rng = np.random.default_rng(3)
+    reference = rng.normal(size=(500, 4)) * [1.0, 5.0, 0.1, 2.0]
+    profile = ReferenceProfile.from_data(reference, np.zeros(500, np.int64), 1, max_bins=6)
+    X = rng.normal(size=(300, 4)) * 3
+    X[:4] = profile.cuts[:, :4].T  # values on the cuts: the bin above
+    counts = profile.bin_counts(X.astype(np.float32))
+    for f in range(4):
+        cuts = profile.cuts[f]
+        index = np.searchsorted(cuts, X[:, f].astype(np.float32).astype(np.float64), "right")
+        expected = np.bincount(index, minlength=cuts.size + 1)
+        np.testing.assert_array_equal(counts[f], expected)
+    assert counts.sum() == 300 * 4
