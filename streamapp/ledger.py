@@ -17,6 +17,7 @@ redelivered event be re-emitted exactly as it was first served.
 from __future__ import annotations
 
 import logging
+import operator
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -40,6 +41,7 @@ class _Gone(StrEnum):
 
 _GONE_CODES = list(_Gone)  # the order of the codes in ``gone_why`` snapshots
 _GONE_INDEX = {why: i for i, why in enumerate(_GONE_CODES)}
+_PARTITION, _OFFSET = operator.attrgetter("partition"), operator.attrgetter("offset")
 
 
 class Seen(Enum):
@@ -222,6 +224,15 @@ class PendingLedger:
 
     def _claim_slots(self, ids: Sequence[str]) -> np.ndarray:
         cap = self.max_entries
+        start, n = self._next, len(ids)
+        if start + n - self._oldest <= cap:  # nothing to evict: claim them all at once
+            self._seq_of.update(zip(ids, range(start, start + n), strict=True))
+            first = start % cap
+            head = min(n, cap - first)  # the rest wraps around to slot 0
+            self._ids[first : first + head] = ids[:head]
+            self._ids[: n - head] = ids[head:]
+            self._next = start + n
+            return np.arange(start, start + n) % cap
         slots = np.empty(len(ids), np.int64)
         for i, event_id in enumerate(ids):
             seq = self._next
@@ -240,9 +251,13 @@ class PendingLedger:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if sources is None:  # unknown positions never match: a repeat is a duplicate
             return np.full(n, -1, np.int32), np.full(n, -1, np.int32), np.full(n, -1, np.int64)
-        topic = np.fromiter((self._topic_id(s.topic) for s in sources), np.int32, n)
-        partition = np.fromiter((s.partition for s in sources), np.int32, n)
-        offset = np.fromiter((s.offset for s in sources), np.int64, n)
+        topics = {s.topic for s in sources}
+        if len(topics) == 1:  # one input topic: the usual
+            topic = np.full(n, self._topic_id(topics.pop()), np.int32)
+        else:
+            topic = np.fromiter((self._topic_id(s.topic) for s in sources), np.int32, n)
+        partition = np.fromiter(map(_PARTITION, sources), np.int32, n)
+        offset = np.fromiter(map(_OFFSET, sources), np.int64, n)
         return topic, partition, offset
 
     def _topic_id(self, topic: str) -> int:
@@ -260,6 +275,10 @@ class PendingLedger:
         if seq is not None:
             return self._gone_served, seq % self.max_entries
         return None
+
+    def knows_any(self, ids: Sequence[str]) -> bool:
+        """Whether any of ``ids`` is pending or remembered (else all are new)."""
+        return any(map(self._seq_of.__contains__, ids)) or any(map(self._gone.__contains__, ids))
 
     def seen(self, event_id: str, source: SourcePosition) -> Seen:
         """Whether ``event_id`` read at ``source`` is new, a redelivery or a duplicate."""

@@ -177,6 +177,8 @@ class Pipeline:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Masks of the rows to score and of the redeliveries to re-emit; dead-letters
         duplicates (an ``event_id`` already served from another position)."""
+        if len(set(block.ids)) == len(block) and not self.ledger.knows_any(block.ids):
+            return np.ones(len(block), bool), np.zeros(len(block), bool)  # all new: the usual
         fresh = np.zeros(len(block), bool)
         again = np.zeros(len(block), bool)
         in_batch: dict[str, SourcePosition | None] = {}

@@ -198,3 +198,37 @@ def assert_same_state(a: dict, b: dict) -> None:  # type: ignore[type-arg]
             assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), key
         else:
             assert a[key] == b[key], key
+
+
+def test_adding_in_batches_is_adding_one_by_one() -> None:
+    """Batches claim their slots at once when nothing is evicted (wrapping around the ring),
+    one by one otherwise: the ledger ends the same either way."""
+    rng = np.random.default_rng(5)
+    batched, single = make(max_entries=7), make(max_entries=7)
+    n = 0
+    for round_ in range(40):
+        size = int(rng.integers(1, 9))
+        ids = [f"e{n + i}" for i in range(size)]
+        n += size
+        emb = rng.normal(size=(size, 2)).astype(np.float32)
+        proba = np.full((size, 3), 1 / 3, np.float32)
+        sources = [SourcePosition("features", round_ % 2, n + i) for i in range(size)]
+        batched.add(ids, emb, proba, np.full(size, float(round_)), sources=sources)
+        for i in range(size):
+            single.add(
+                ids[i : i + 1],
+                emb[i : i + 1],
+                proba[i : i + 1],
+                np.full(1, float(round_)),
+                sources=sources[i : i + 1],
+            )
+        labels = [Feedback(f"e{j}", 1, float(round_)) for j in rng.integers(0, n, 3).tolist()]
+        batched.join(labels)
+        single.join(labels)
+    a, b = batched.state_dict(), single.state_dict()
+    assert a["ids"] == b["ids"] and len(a["ids"]) > 0
+    for key in ("emb", "proba", "ts", "partition", "offset", "gone_why"):
+        np.testing.assert_array_equal(a[key], b[key])
+    assert a["gone_ids"] == b["gone_ids"]
+    assert a["counts"] == b["counts"] and a["event_counts"] == b["event_counts"]
+    assert batched.event_counts.evicted > 0
