@@ -204,10 +204,10 @@ def test_adding_in_batches_is_adding_one_by_one() -> None:
     """Batches claim their slots at once when nothing is evicted (wrapping around the ring),
     one by one otherwise: the ledger ends the same either way."""
     rng = np.random.default_rng(5)
-    batched, single = make(max_entries=7), make(max_entries=7)
+    batched, single = make(max_entries=16, ttl=1.5), make(max_entries=16, ttl=1.5)
     n = 0
     for round_ in range(40):
-        size = int(rng.integers(1, 9))
+        size = 18 if round_ % 7 == 6 else int(rng.integers(1, 7))  # 18: beyond the ring
         ids = [f"e{n + i}" for i in range(size)]
         n += size
         emb = rng.normal(size=(size, 2)).astype(np.float32)
@@ -225,10 +225,12 @@ def test_adding_in_batches_is_adding_one_by_one() -> None:
         labels = [Feedback(f"e{j}", 1, float(round_)) for j in rng.integers(0, n, 3).tolist()]
         batched.join(labels)
         single.join(labels)
+        batched.expire(float(round_))  # frees the oldest slots: later batches wrap around
+        single.expire(float(round_))
     a, b = batched.state_dict(), single.state_dict()
     assert a["ids"] == b["ids"] and len(a["ids"]) > 0
     for key in ("emb", "proba", "ts", "partition", "offset", "gone_why"):
         np.testing.assert_array_equal(a[key], b[key])
     assert a["gone_ids"] == b["gone_ids"]
     assert a["counts"] == b["counts"] and a["event_counts"] == b["event_counts"]
-    assert batched.event_counts.evicted > 0
+    assert batched.event_counts.evicted > 0 and batched.event_counts.expired > 0
