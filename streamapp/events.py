@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -66,9 +66,8 @@ def position_of(msg: _Located) -> tuple[str, int, int]:
     return msg.topic() or "", msg.partition() or 0, msg.offset() or 0
 
 
-@dataclass(frozen=True, slots=True)
-class SourcePosition:
-    """Where an input message came from."""
+class SourcePosition(NamedTuple):
+    """Where an input message came from (a named tuple: one is made per input message)."""
 
     topic: str
     partition: int
@@ -96,9 +95,9 @@ class DeadLetter:
     payload: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
-class Feedback:
-    """A true label for an earlier event; ``label`` is the class index."""
+class Feedback(NamedTuple):
+    """A true label for an earlier event; ``label`` is the class index (a named tuple: one is
+    made per label)."""
 
     event_id: str
     label: int
