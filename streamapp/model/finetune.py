@@ -104,6 +104,14 @@ def _plain_layers(net: nn.Module) -> list[nn.Module] | None:
     return layers if layers and isinstance(layers[-1], nn.Linear) else None
 
 
+def _linear_layers(net: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor] | None] | None:
+    """``(weight, bias)`` of each Linear, None for each ReLU, when ``net`` is only those."""
+    layers = _plain_layers(net)
+    if layers is None:
+        return None
+    return [(m.weight, m.bias) if isinstance(m, nn.Linear) else None for m in layers]
+
+
 def _amsgrad(head: FinetuneHead) -> bool:
     return bool(head._optimizer.param_groups[0].get("amsgrad", False))
 
@@ -133,7 +141,8 @@ class _FlatAdam:
     step's update is a few vector operations, not a few per parameter, with the same
     elementwise formula (and so the same bits) as torch's per-tensor Adam."""
 
-    def __init__(self, params: list[nn.Parameter]) -> None:
+    def __init__(self, layers: list[nn.Module]) -> None:
+        params = [p for layer in layers for p in layer.parameters()]
         self.params = params
         bounds = np.cumsum([0] + [p.numel() for p in params])
         self.spans = list(itertools.pairwise(bounds.tolist()))
@@ -147,6 +156,18 @@ class _FlatAdam:
             param.data = torch.from_numpy(self.values[a:b]).view(param.shape)
             self.value[param] = self.values[a:b].reshape(param.shape)
             self.grad[param] = self.grads[a:b].reshape(param.shape)
+        # per layer, (weight, bias, their gradients) as views, or None for a ReLU
+        self.layers = [
+            (
+                self.value[layer.weight],
+                self.value[layer.bias],
+                self.grad[layer.weight],
+                self.grad[layer.bias],
+            )
+            if isinstance(layer, nn.Linear)
+            else None
+            for layer in layers
+        ]
         self._bound: torch.optim.Optimizer | None = None  # whose moment tensors are views
         self._steps: list[np.ndarray] = []
 
@@ -257,7 +278,8 @@ class FinetuneHead:
             if self.device.type == "cpu" and optimizer == "adam" and not _amsgrad(self)
             else None
         )
-        self._flat = _FlatAdam(list(self.net.parameters())) if self._plain is not None else None
+        self._flat = _FlatAdam(self._plain) if self._plain is not None else None
+        self._layers = {net: _linear_layers(net) for net in (self.net, self.source)}
         self._buffer_X = np.empty((0, 0), np.float64)  # its width is the cut's: set on learning
         self._buffer_y = np.empty(0, np.int64)
         self.n_learned = 0
@@ -288,9 +310,15 @@ class FinetuneHead:
         return len(self._buffer_y)
 
     def _scores(self, net: nn.Module, X: np.ndarray) -> np.ndarray:
+        layers = self._layers[net]
         with torch.inference_mode():
             x = torch.as_tensor(np.asarray(X), dtype=self.dtype, device=self.device)
-            return net(x).to(torch.float64).cpu().numpy()
+            if layers is None:
+                x = net(x)
+            else:  # the modules' own functions, without a module call's hooks and dispatch
+                for layer in layers:
+                    x = torch.relu(x) if layer is None else nn.functional.linear(x, *layer)
+            return x.to(torch.float64).cpu().numpy()
 
     def predict_proba_many(self, X: np.ndarray) -> np.ndarray:
         return ovr_proba(self._scores(self.net, X))
@@ -313,7 +341,7 @@ class FinetuneHead:
 
     def _step(self, X: np.ndarray, y: np.ndarray) -> None:
         if self._plain is not None:
-            self._numpy_step(X, y, self._plain)
+            self._numpy_step(X, y)
             return
         x = torch.as_tensor(X, dtype=self.dtype, device=self.device)
         labels = torch.as_tensor(y, device=self.device)
@@ -329,20 +357,17 @@ class FinetuneHead:
         self.last_loss = float(loss.detach().cpu())
         self.n_learned += len(y)
 
-    def _numpy_step(self, X: np.ndarray, y: np.ndarray, layers: list[nn.Module]) -> None:
+    def _numpy_step(self, X: np.ndarray, y: np.ndarray) -> None:
         """The same step as :meth:`_step` (BCE-with-logits mean loss, backward, Adam as torch
         writes it) in numpy on views of the torch weights and moments: on CPU each torch op
         costs its dispatch, which on a small net is most of a step (5x its arithmetic)."""
         assert self._flat is not None
-        flat = self._flat
+        layers = self._flat.layers
         inputs: list[np.ndarray] = []
         h = np.asarray(X, np.float64)
         for layer in layers:  # forward, keeping what the backward pass needs
             inputs.append(h)
-            if isinstance(layer, nn.Linear):
-                h = h @ flat.value[layer.weight].T + flat.value[layer.bias]
-            else:
-                h = np.maximum(h, 0.0)
+            h = np.maximum(h, 0.0) if layer is None else h @ layer[0].T + layer[1]
         rows = h.shape[1]
         target = y.astype(np.float64).reshape(-1, 1) if rows == 1 else _eye(rows)[np.asarray(y)]
         # log(1 + exp(-|z|)) + max(z, 0) - z t: torch's stable BCE-with-logits, mean-reduced
@@ -350,14 +375,15 @@ class FinetuneHead:
         grad = (_sigmoid(h) - target) / h.size
         for index in range(len(layers) - 1, -1, -1):
             layer, inp = layers[index], inputs[index]
-            if isinstance(layer, nn.Linear):
-                np.matmul(grad.T, inp, out=flat.grad[layer.weight])
-                np.sum(grad, axis=0, out=flat.grad[layer.bias])
-                if index:
-                    grad = grad @ flat.value[layer.weight]
-            else:
+            if layer is None:
                 grad = grad * (inp > 0.0)
-        flat.adam(self._optimizer)
+                continue
+            weight, _, weight_grad, bias_grad = layer
+            np.matmul(grad.T, inp, out=weight_grad)
+            np.sum(grad, axis=0, out=bias_grad)
+            if index:
+                grad = grad @ weight
+        self._flat.adam(self._optimizer)
         self.last_loss = float(loss.mean())
         self.n_learned += len(y)
 
