@@ -8,7 +8,13 @@ import numpy as np
 import orjson
 import pytest
 
-from streamapp.codec import RECORD_BUDGET_BYTES, Codec, dead_letter_key, encode_dead_letter
+from streamapp.codec import (
+    RECORD_BUDGET_BYTES,
+    Codec,
+    dead_letter_key,
+    encode_dead_letter,
+    encode_json,
+)
 from streamapp.events import DeadLetter, Outputs, PredictionBlock, Reason, SourcePosition
 from streamapp.publish import Publisher
 from streamapp.scenarios.bad import bad_messages
@@ -178,6 +184,37 @@ def test_predictions_encode_to_the_schema(codec: Codec) -> None:
     assert doc["label"] == "1"
     assert doc["probabilities"] == {"0": 0.25, "1": 0.75}
     assert doc["model"] == {"name": "m", "version": "1", "head_seq": 12}
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ["e1"],
+        ["e1", "e2", "e3"],
+        ['x"},{"event_id":"y', "a\\", '\\"},{"event_id":', "é€😀", "\n\u0000", "}", "{"],
+    ],
+)
+def test_predictions_are_encoded_as_each_record_alone(codec: Codec, ids: list[str]) -> None:
+    """Predictions are encoded in one call and split: each record must be exactly what
+    encoding it alone gives, whatever its id holds."""
+    n = len(ids)
+    rng = np.random.default_rng(2)
+    block = PredictionBlock(
+        ids=ids,
+        keys=[i.encode() for i in ids],
+        proba=rng.dirichlet([1.0, 1.0], n),
+        labels=rng.integers(0, 2, n),
+        event_ts=rng.random(n) * 1e9,
+        scored_ts=4.0,
+        head_seq=np.arange(n) % 2,
+    )
+    records = codec.encode_predictions(block, "m", "1")
+    assert [key for key, _ in records] == block.keys
+    for i, (_, value) in enumerate(records):
+        doc = orjson.loads(value)
+        assert doc["event_id"] == ids[i]
+        assert value == encode_json(doc)
+        assert doc["probabilities"] == {"0": block.proba[i, 0], "1": block.proba[i, 1]}
 
 
 _EDGE_DOCS = [

@@ -25,3 +25,26 @@ def test_an_unknown_label_is_told_apart_from_a_malformed_example(codec: Codec) -
         with pytest.raises(ValueError, match=r"not a training example|embedding") as caught:
             codec.decode_training_example(bad, 1)
         assert not isinstance(caught.value, UnknownLabelError)
+
+
+def test_joined_examples_encode_one_record_each_that_decodes_back(codec: Codec) -> None:
+    import numpy as np
+
+    from streamapp.events import JoinedExamples
+
+    rng = np.random.default_rng(0)
+    ids = ["e1", 'q"},{"event_id":"z', "e3"]
+    joined = JoinedExamples(
+        event_ids=ids,
+        embeddings=rng.normal(size=(3, 4)),
+        labels=np.array([1, 0, 1]),
+        proba=np.full((3, 2), 0.5),
+        delays=np.array([0.5, 1.0, 2.0]),
+    )
+    records = codec.encode_training_examples(joined, "m", "1")
+    assert [key for key, _ in records] == [i.encode() for i in ids]
+    for i, (_, value) in enumerate(records):
+        doc = orjson.loads(value)
+        assert (doc["event_id"], doc["label_delay_s"]) == (ids[i], joined.delays[i])
+        embedding, label = codec.decode_training_example(value, 4)
+        assert embedding == joined.embeddings[i].tolist() and label == joined.labels[i]
