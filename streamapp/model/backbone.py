@@ -19,6 +19,9 @@ __all__ = [
     "MLPBackbone",
     "copy_backbone",
     "impute_missing",
+    "numpy_forward",
+    "numpy_layers",
+    "plain_layers",
 ]
 
 logger = logging.getLogger(__name__)
@@ -144,12 +147,20 @@ class Embedder:
         self._mean = torch.as_tensor(mean, dtype=self.dtype, device=self.device)
         self._inv_std = 1.0 / torch.as_tensor(std, dtype=self.dtype, device=self.device)
         self._pinned: torch.Tensor | None = None  # reused host staging buffer (CUDA)
+        # a plain Linear/ReLU stack in float64 on the CPU runs in numpy, with the same math
+        exact_cpu = on_cpu and self.dtype == torch.float64 and self.input_shape is None
+        self._layers = numpy_layers(self.backbone) if exact_cpu else None
+        self._shift = np.asarray(mean, np.float64)
+        self._scale = 1.0 / np.asarray(std, np.float64)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """Embeddings ``(n, embedding_dim)`` float32 for features ``X`` ``(n, input_dim)``."""
         X = np.ascontiguousarray(X, dtype=np.float32)
         if self.impute is not None:
             X = impute_missing(X, self.impute)
+        if self._layers is not None:
+            standardized = (X.astype(np.float64) - self._shift) * self._scale
+            return numpy_forward(self._layers, standardized).astype(np.float32)
         with torch.inference_mode():
             x = torch.from_numpy(X)
             if self.device.type != "cpu":
@@ -168,6 +179,47 @@ class Embedder:
         staged.copy_(x)
         # asynchronous; the .cpu() of the result synchronizes before the buffer is reused
         return staged.to(self.device, non_blocking=True)
+
+
+def plain_layers(net: nn.Module) -> list[nn.Module] | None:
+    """``net``'s layers in order when it is nested ``nn.Sequential`` of ``Linear`` and ``ReLU``
+    only (``Identity`` adds none), else None.
+
+    >>> [type(m).__name__ for m in plain_layers(MLPBackbone(3, [4], 2).layers)]
+    ['Linear', 'ReLU', 'Linear', 'ReLU']
+    >>> plain_layers(nn.Identity()), plain_layers(MLPBackbone(3, [4], 2))  # its own forward
+    ([], None)
+    """
+    layers: list[nn.Module] = []
+    for module in net.modules():
+        if type(module) in (nn.Sequential, nn.Identity):
+            continue
+        if type(module) not in (nn.Linear, nn.ReLU) or getattr(module, "inplace", False):
+            return None
+        layers.append(module)
+    return layers
+
+
+def numpy_layers(net: nn.Module) -> list[tuple[np.ndarray, np.ndarray] | None] | None:
+    """Numpy views of ``(weight, bias)`` of each Linear, None for each ReLU, when ``net`` is
+    only those (see :func:`plain_layers`) on the CPU; views, so they follow the weights as
+    they learn."""
+    layers = plain_layers(net)
+    if layers is None or any(p.device.type != "cpu" for p in net.parameters()):
+        return None
+    return [
+        (m.weight.detach().numpy(), m.bias.detach().numpy()) if isinstance(m, nn.Linear) else None
+        for m in layers
+    ]
+
+
+def numpy_forward(layers: list[tuple[np.ndarray, np.ndarray] | None], X: np.ndarray) -> np.ndarray:
+    """``X`` (float64) through :func:`numpy_layers`: on small batches a torch op's dispatch
+    costs more than its arithmetic."""
+    h = X
+    for layer in layers:
+        h = np.maximum(h, 0.0) if layer is None else h @ layer[0].T + layer[1]
+    return h
 
 
 def impute_missing(X: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from streamapp.model.backbone import copy_backbone
+from streamapp.model.backbone import copy_backbone, numpy_forward, numpy_layers, plain_layers
 from streamapp.model.head import HeadState, ovr_proba
 from streamapp.model.logits import logit_rows
 from streamapp.settings import FinetuneSettings
@@ -89,27 +89,6 @@ def cut_width(lower: nn.Module, input_dim: int) -> int:
     """Width of the activations at the cut (what the ledger stores per pending row)."""
     with torch.inference_mode():
         return int(lower(torch.zeros(1, input_dim)).shape[1])
-
-
-def _plain_layers(net: nn.Module) -> list[nn.Module] | None:
-    """``net``'s layers in order when it is nested ``nn.Sequential`` of ``Linear`` and ``ReLU``
-    only (ending in a Linear), else None."""
-    layers: list[nn.Module] = []
-    for module in net.modules():
-        if isinstance(module, nn.Sequential):
-            continue
-        if type(module) not in (nn.Linear, nn.ReLU) or getattr(module, "inplace", False):
-            return None
-        layers.append(module)
-    return layers if layers and isinstance(layers[-1], nn.Linear) else None
-
-
-def _linear_layers(net: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor] | None] | None:
-    """``(weight, bias)`` of each Linear, None for each ReLU, when ``net`` is only those."""
-    layers = _plain_layers(net)
-    if layers is None:
-        return None
-    return [(m.weight, m.bias) if isinstance(m, nn.Linear) else None for m in layers]
 
 
 def _amsgrad(head: FinetuneHead) -> bool:
@@ -273,13 +252,19 @@ class FinetuneHead:
         self._optimizer = self._make_optimizer()
         self._loss = nn.BCEWithLogitsLoss()
         # a CPU Adam over Linear/ReLU layers steps in numpy (see _numpy_step)
+        layers = plain_layers(self.net)
         self._plain = (
-            _plain_layers(self.net)
-            if self.device.type == "cpu" and optimizer == "adam" and not _amsgrad(self)
+            layers
+            if layers
+            and isinstance(layers[-1], nn.Linear)  # logits out: the step's loss is on them
+            and self.device.type == "cpu"
+            and optimizer == "adam"
+            and not _amsgrad(self)
             else None
         )
         self._flat = _FlatAdam(self._plain) if self._plain is not None else None
-        self._layers = {net: _linear_layers(net) for net in (self.net, self.source)}
+        # plain Linear/ReLU nets on the CPU score in numpy, on views of their weights
+        self._layers = {net: numpy_layers(net) for net in (self.net, self.source)}
         self._buffer_X = np.empty((0, 0), np.float64)  # its width is the cut's: set on learning
         self._buffer_y = np.empty(0, np.int64)
         self.n_learned = 0
@@ -311,14 +296,11 @@ class FinetuneHead:
 
     def _scores(self, net: nn.Module, X: np.ndarray) -> np.ndarray:
         layers = self._layers[net]
+        if layers is not None:
+            return numpy_forward(layers, np.asarray(X, np.float64))
         with torch.inference_mode():
             x = torch.as_tensor(np.asarray(X), dtype=self.dtype, device=self.device)
-            if layers is None:
-                x = net(x)
-            else:  # the modules' own functions, without a module call's hooks and dispatch
-                for layer in layers:
-                    x = torch.relu(x) if layer is None else nn.functional.linear(x, *layer)
-            return x.to(torch.float64).cpu().numpy()
+            return net(x).to(torch.float64).cpu().numpy()
 
     def predict_proba_many(self, X: np.ndarray) -> np.ndarray:
         return ovr_proba(self._scores(self.net, X))
