@@ -311,22 +311,27 @@ class PendingLedger:
     def join(self, feedback: Sequence[Feedback]) -> JoinedExamples:
         """Match labels to pending rows; count late, duplicate and orphan labels, park early
         ones (at most ``max_parked``: beyond, the oldest parked label becomes an orphan)."""
-        slots, matched, rings = [], [], []
-        cap = self.max_entries
+        slots: list[int] = []
+        matched: list[Feedback] = []
+        joined_at: dict[str, int] = {}  # this batch's joined events: their gone sequence
+        cap, pending, ids, first = self.max_entries, self._seq_of, self._ids, self._gone_next
         for fb in feedback:
-            seq = self._seq_of.pop(fb.event_id, None)
+            seq = pending.pop(fb.event_id, None)
             if seq is not None:
                 slot = seq % cap
-                self._ids[slot] = None
-                # what was served is copied for all joined rows at once, after the loop
-                rings.append(self._remember(fb.event_id, _Gone.JOINED, slot, copy=False))
+                ids[slot] = None
                 slots.append(slot)
+                joined_at[fb.event_id] = first + len(matched)
                 matched.append(fb)
                 continue
-            gone = self._gone.get(fb.event_id)
+            # the joined events are remembered after the loop; what they will have evicted
+            # from the memory of finished events by now is forgotten, as one by one
+            gone = joined_at.get(fb.event_id, self._gone.get(fb.event_id))
+            if gone is not None and gone < first + len(matched) - cap:
+                gone = None
             if gone is not None:
-                why = _GONE_CODES[self._gone_why[gone % cap]]
-                if why is _Gone.JOINED:
+                joined = gone >= first or _GONE_CODES[self._gone_why[gone % cap]] is _Gone.JOINED
+                if joined:
                     self.counts.duplicate += 1
                 else:
                     self.counts.late += 1
@@ -336,9 +341,10 @@ class PendingLedger:
                 self._park(fb)
             else:
                 self.counts.orphan += 1
-        self.counts.joined += len(matched)
-        if rings:
+        if matched:  # remembered as joined, what was served copied for all of them at once
+            rings = self._remember_joined([fb.event_id for fb in matched])
             self._gone_served.copy_rows(rings, self._served, slots)
+        self.counts.joined += len(matched)
         if not matched:
             return JoinedExamples(
                 embeddings=np.empty((0, self.embedding_dim), np.float32),
@@ -487,9 +493,27 @@ class PendingLedger:
         else:
             self.event_counts.evicted += 1
 
-    def _remember(self, event_id: str, why: _Gone, slot: int, *, copy: bool = True) -> int:
-        """Remember ``event_id`` as gone; returns its ring slot (the served row is copied
-        there unless ``copy`` is False: the caller copies a batch of them at once)."""
+    def _remember_joined(self, event_ids: list[str]) -> list[int]:
+        """:meth:`_remember` for a batch of joined events, without copying what was served
+        (the caller copies their rows at once); returns their ring slots."""
+        cap, gone, gone_ids = self.max_entries, self._gone, self._gone_ids
+        first = self._gone_next
+        rings = [seq % cap for seq in range(first, first + len(event_ids))]
+        for seq, ring, event_id in zip(
+            range(first, first + len(event_ids)), rings, event_ids, strict=True
+        ):
+            old = gone_ids[ring]
+            if old is not None and gone.get(old) == seq - cap:
+                del gone[old]
+            gone_ids[ring] = event_id
+            gone[event_id] = seq
+        self._gone_why[rings] = _GONE_INDEX[_Gone.JOINED]
+        self._gone_next = first + len(event_ids)
+        return rings
+
+    def _remember(self, event_id: str, why: _Gone, slot: int) -> int:
+        """Remember ``event_id`` as gone, with what was served from ``slot``; returns its
+        ring slot."""
         # bounded memory of finished events: enough to tell late and duplicate labels from
         # orphans, and a redelivery from a duplicate, and to re-emit what was served
         cap = self.max_entries
@@ -501,7 +525,6 @@ class PendingLedger:
         self._gone_ids[ring] = event_id
         self._gone[event_id] = seq
         self._gone_why[ring] = _GONE_INDEX[why]
-        if copy:
-            self._gone_served.copy_row(ring, self._served, slot)
+        self._gone_served.copy_row(ring, self._served, slot)
         self._gone_next = seq + 1
         return ring

@@ -202,9 +202,10 @@ def assert_same_state(a: dict, b: dict) -> None:  # type: ignore[type-arg]
 
 def test_adding_in_batches_is_adding_one_by_one() -> None:
     """Batches claim their slots at once when nothing is evicted (wrapping around the ring),
-    one by one otherwise: the ledger ends the same either way."""
+    one by one otherwise, and join their labels at once: the ledger ends the same as when
+    each event and label comes alone."""
     rng = np.random.default_rng(5)
-    batched, single = make(max_entries=16, ttl=1.5), make(max_entries=16, ttl=1.5)
+    batched, single = (make(max_entries=16, ttl=1.5, early=1.0) for _ in range(2))
     n = 0
     for round_ in range(40):
         size = 18 if round_ % 7 == 6 else int(rng.integers(1, 7))  # 18: beyond the ring
@@ -222,15 +223,20 @@ def test_adding_in_batches_is_adding_one_by_one() -> None:
                 np.full(1, float(round_)),
                 sources=sources[i : i + 1],
             )
-        labels = [Feedback(f"e{j}", 1, float(round_)) for j in rng.integers(0, n, 3).tolist()]
+        # labels for served, finished and future events, some twice in one batch
+        chosen = rng.integers(0, n + 4, 4).tolist()
+        labels = [Feedback(f"e{j}", 1, float(round_)) for j in [*chosen, chosen[0]]]
         batched.join(labels)
-        single.join(labels)
+        for label in labels:
+            single.join([label])
         batched.expire(float(round_))  # frees the oldest slots: later batches wrap around
         single.expire(float(round_))
     a, b = batched.state_dict(), single.state_dict()
     assert a["ids"] == b["ids"] and len(a["ids"]) > 0
     for key in ("emb", "proba", "ts", "partition", "offset", "gone_why"):
         np.testing.assert_array_equal(a[key], b[key])
-    assert a["gone_ids"] == b["gone_ids"]
+    assert a["gone_ids"] == b["gone_ids"] and a["early_ids"] == b["early_ids"]
+    np.testing.assert_array_equal(a["gone"]["proba"], b["gone"]["proba"])
     assert a["counts"] == b["counts"] and a["event_counts"] == b["event_counts"]
+    assert min(a["counts"].values()) > 0, a["counts"]  # joined, late, duplicate, orphan
     assert batched.event_counts.evicted > 0 and batched.event_counts.expired > 0
