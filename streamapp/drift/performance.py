@@ -170,13 +170,15 @@ class ErrorDetectors:
     def update(self, errors: np.ndarray) -> None:
         errors = np.asarray(errors, np.bool_)
         self._recent[np.arange(self._seen, self._seen + len(errors)) % self.history] = errors
-        for error in errors.tolist():
-            self._seen += 1
-            for name, detector in self._detectors.items():
-                detector.update(float(error))
+        values = errors.astype(np.float64).tolist()
+        for name, detector in self._detectors.items():  # independent: one at a time
+            update, changes = detector.update, self._changes[name]
+            for seen, value in enumerate(values, self._seen + 1):
+                update(value)
                 if detector.drift_detected:
-                    self._changes[name].append(self._seen)
+                    changes.append(seen)
                     self._totals[name] += 1
+        self._seen += len(values)
 
     def state_dict(self) -> dict[str, Any]:
         kept = min(self._seen, self.history)
