@@ -146,7 +146,16 @@ class BatchConsumer:
         self._mark_fetched_to_end()
         self._refresh_lag()
         self._apply_backpressure()
-        return self._merger.take(max_items)
+        released = self._merger.take(max_items)
+        # take() stops where a buffer runs empty; when that partition is fetched to its end it
+        # holds nothing earlier back, so release the rest now rather than after another poll
+        # (which, with the batch closed, comes only after the batch is processed)
+        while len(released) < max_items and self._mark_fetched_to_end():
+            more = self._merger.take(max_items - len(released))
+            if not more:
+                break
+            released.extend(more)
+        return released
 
     def _fetch(self, max_items: int, wait: float) -> list[Message]:
         """What librdkafka has queued, or the first message to arrive within ``wait``.
@@ -162,14 +171,16 @@ class BatchConsumer:
             return []
         return [first, *self._consumer.consume(num_messages=max_items - 1, timeout=0)]
 
-    def _mark_fetched_to_end(self) -> None:
-        """An empty partition whose last fetch ended at the high watermark holds nothing back.
+    def _mark_fetched_to_end(self) -> bool:
+        """An empty partition whose last fetch ended at the high watermark holds nothing back;
+        True when one was marked.
 
         Under steady traffic librdkafka reports end-of-partition rarely (each fetch brings
         new records), so waiting for it would hold every batch until the slowest partition's
         next fetch. Like Kafka Streams with ``max.task.idle.ms=0``, wait only for a partition
         the broker said has more than we have fetched.
         """
+        marked = False
         for topic, partition in self._merger.waiting_on():
             fetched_to = self._next_offset.get((topic, partition))
             if fetched_to is None:
@@ -179,6 +190,8 @@ class BatchConsumer:
             )
             if high >= 0 and fetched_to >= high:
                 self._merger.caught_up((topic, partition))
+                marked = True
+        return marked
 
     def _apply_backpressure(self) -> None:
         full = set(self._merger.full())

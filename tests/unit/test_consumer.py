@@ -54,3 +54,84 @@ def test_a_partition_paused_for_backpressure_is_not_paused_when_it_comes_back(
     assert kafka.paused == set()
     assert batch._paused == set()
     assert batch.assignment == {("features", 0), ("features", 1)}
+
+
+class Msg:
+    def __init__(self, topic: str, partition: int, offset: int, ts: int) -> None:
+        self._at, self._ts = (topic, partition, offset), ts
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._at[0]
+
+    def partition(self) -> int:
+        return self._at[1]
+
+    def offset(self) -> int:
+        return self._at[2]
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._ts)
+
+
+class FetchingConsumer(FakeConsumer):
+    """Hands out queued messages; high watermarks as the last fetch response reported them."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.queue: list[Msg] = []
+        self.high: dict[tuple[str, int], int] = {}
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Msg]:
+        out, self.queue = self.queue[:num_messages], self.queue[num_messages:]
+        return out
+
+    def poll(self, timeout: float = -1) -> Msg | None:
+        return self.queue.pop(0) if self.queue else None
+
+    def get_watermark_offsets(self, tp: TopicPartition, cached: bool = False) -> tuple[int, int]:
+        return 0, self.high.get((tp.topic, tp.partition), -1)
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return partitions
+
+
+def test_a_partition_that_runs_empty_but_is_fetched_to_its_end_does_not_hold_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consumer_module, "Consumer", FetchingConsumer)
+    batch = BatchConsumer({}, ["features"], max_idle_s=60.0)
+    kafka = batch._consumer
+    assert isinstance(kafka, FetchingConsumer)
+    kafka.callbacks["on_assign"](
+        kafka, [TopicPartition("features", 0), TopicPartition("features", 1)]
+    )
+    # one fetch brought everything there is: partition 0 up to offset 1, partition 1 up to 2
+    kafka.queue = [Msg("features", 0, 0, 10), Msg("features", 1, 0, 20), Msg("features", 1, 1, 30)]
+    kafka.high = {("features", 0): 1, ("features", 1): 2}
+
+    released = batch._consume(10, 0.0)
+
+    # partition 0 runs empty after its one message; it is fetched to its end, so the merge
+    # goes on in timestamp order within the same call instead of waiting for the next poll
+    assert [(m.partition(), m.offset()) for m in released] == [(0, 0), (1, 0), (1, 1)]
+
+
+def test_a_partition_with_more_on_the_broker_still_holds_later_messages_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consumer_module, "Consumer", FetchingConsumer)
+    batch = BatchConsumer({}, ["features"], max_idle_s=60.0)
+    kafka = batch._consumer
+    assert isinstance(kafka, FetchingConsumer)
+    kafka.callbacks["on_assign"](
+        kafka, [TopicPartition("features", 0), TopicPartition("features", 1)]
+    )
+    kafka.queue = [Msg("features", 0, 0, 10), Msg("features", 1, 0, 20), Msg("features", 1, 1, 30)]
+    kafka.high = {("features", 0): 5, ("features", 1): 2}  # partition 0 has 4 more not fetched
+
+    released = batch._consume(10, 0.0)
+
+    assert [(m.partition(), m.offset()) for m in released] == [(0, 0)]
