@@ -47,10 +47,11 @@ class TimestampMerger:
     ...     def timestamp(self): return (1, self.ts)
     >>> merger = TimestampMerger({"features": 0, "feedback": 1}, max_idle_s=1.0)
     >>> merger.assign([("features", 0), ("feedback", 0)])
-    >>> merger.add([M("features", 10, 0), M("features", 30, 1)])
+    >>> merger.add([M("features", 10, 0), M("features", 30, 1)])  # the next offsets
+    {('features', 0): 2}
     >>> merger.take(10)  # feedback[0] may still hold earlier records: wait
     []
-    >>> merger.add([M("feedback", 20, 0)]); merger.caught_up(("feedback", 0))
+    >>> _ = merger.add([M("feedback", 20, 0)]); merger.caught_up(("feedback", 0))
     >>> [(m.topic(), m.ts) for m in merger.take(10)]
     [('features', 10), ('feedback', 20), ('features', 30)]
     """
@@ -89,12 +90,21 @@ class TimestampMerger:
             self._empty_since.pop(tp, None)
         return dropped
 
-    def add(self, messages: Iterable[Message]) -> None:
+    def add(self, messages: Iterable[Message]) -> dict[Partition, int]:
+        """Buffer ``messages``; returns the next offset of each partition they came from (a
+        partition's messages come in offset order)."""
+        buffers = self._buffers
+        next_offsets: dict[Partition, int] = {}
         for msg in messages:
-            topic, partition, _ = position_of(msg)
+            topic, partition, offset = position_of(msg)
             tp = (topic, partition)
-            self._buffers.setdefault(tp, deque()).append(msg)
-            self._caught_up.discard(tp)
+            buffer = buffers.get(tp)
+            if buffer is None:
+                buffer = buffers[tp] = deque()
+            buffer.append(msg)
+            next_offsets[tp] = offset + 1
+        self._caught_up -= next_offsets.keys()
+        return next_offsets
 
     def caught_up(self, tp: Partition) -> None:
         """The consumer reached the end of ``tp``: it holds nothing back any more."""
@@ -109,8 +119,9 @@ class TimestampMerger:
         return [tp for tp, buffer in self._buffers.items() if len(buffer) > self.max_buffered]
 
     def _key(self, msg: Message) -> tuple[int, int, int, int]:
-        topic, partition, offset = position_of(msg)
-        return (msg.timestamp()[1], self.topic_rank.get(topic, 99), partition, offset)
+        # a buffered message was fetched: it has a topic, a partition and an offset
+        rank = self.topic_rank.get(msg.topic(), 99)  # type: ignore[arg-type]
+        return (msg.timestamp()[1], rank, msg.partition(), msg.offset())  # type: ignore[return-value]
 
     def take(self, max_items: int) -> list[Message]:
         """Up to ``max_items`` messages that are safe to process, in timestamp order."""

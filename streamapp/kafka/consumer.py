@@ -115,32 +115,9 @@ class BatchConsumer:
         # with messages ready to release, top up without waiting for the fetcher
         wait = 0.0 if self._merger.ready() else timeout
         messages = self._fetch(max_items, wait)
-        good = []
-        at_end: set[tuple[str, int]] = set()  # an end-of-partition not followed by a message
-        for msg in messages:
-            err = msg.error()
-            topic, partition, _ = position_of(msg)
-            tp = (topic, partition)
-            if err is None:
-                good.append(msg)
-                at_end.discard(tp)
-            elif err.code() == KafkaError._PARTITION_EOF:
-                at_end.add(tp)
-            elif err.fatal():
-                raise BrokerError(f"fatal consumer error: {err}")
-            else:
-                logger.warning(
-                    "consumer error on %s[%s]@%s: %s",
-                    msg.topic(),
-                    msg.partition(),
-                    msg.offset(),
-                    err,
-                    extra=at(msg.topic(), msg.partition(), msg.offset(), error=err.name()),
-                )
-        for msg in good:
-            topic, partition, offset = position_of(msg)
-            self._next_offset[(topic, partition)] = offset + 1
-        self._merger.add(good)
+        good = [msg for msg in messages if msg.error() is None]
+        at_end = self._errors(messages) if len(good) < len(messages) else set()
+        self._next_offset.update(self._merger.add(good))
         for tp in at_end:  # after add(), which clears the mark of a partition it gets messages of
             self._merger.caught_up(tp)
         self._mark_fetched_to_end()
@@ -156,6 +133,32 @@ class BatchConsumer:
                 break
             released.extend(more)
         return released
+
+    @staticmethod
+    def _errors(messages: list[Message]) -> set[tuple[str, int]]:
+        """Log consumer errors (raise on a fatal one); returns the partitions whose end was
+        reached and not followed by a message."""
+        at_end: set[tuple[str, int]] = set()
+        for msg in messages:
+            err = msg.error()
+            topic, partition, _ = position_of(msg)
+            tp = (topic, partition)
+            if err is None:
+                at_end.discard(tp)
+            elif err.code() == KafkaError._PARTITION_EOF:
+                at_end.add(tp)
+            elif err.fatal():
+                raise BrokerError(f"fatal consumer error: {err}")
+            else:
+                logger.warning(
+                    "consumer error on %s[%s]@%s: %s",
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                    err,
+                    extra=at(msg.topic(), msg.partition(), msg.offset(), error=err.name()),
+                )
+        return at_end
 
     def _fetch(self, max_items: int, wait: float) -> list[Message]:
         """What librdkafka has queued, or the first message to arrive within ``wait``.

@@ -85,3 +85,16 @@ def test_full_partitions_are_reported_for_backpressure() -> None:
     merger.assign([("a", 0), ("b", 0)])
     merger.add([Msg("a", 0, i, i) for i in range(5)])
     assert merger.full() == [("a", 0)]
+
+
+def test_add_returns_each_partitions_next_offset_and_clears_its_end_mark() -> None:
+    merger = TimestampMerger()
+    merger.assign([("a", 0), ("a", 1), ("b", 0)])
+    merger.caught_up(("a", 0))
+    merger.caught_up(("b", 0))
+    fetched = [Msg("a", 0, 7, 1), Msg("a", 1, 3, 2), Msg("a", 0, 8, 3), Msg("a", 1, 4, 4)]
+    assert merger.add(fetched) == {("a", 0): 9, ("a", 1): 5}
+    assert merger.waiting_on() == []  # b[0] stays caught up: nothing new came from it
+    # a[0] runs empty after 8 and is not known to be at its end: it holds a[1]@4 back
+    assert [m.offset() for m in merger.take(10)] == [7, 3, 8]
+    assert merger.waiting_on() == [("a", 0)]
