@@ -26,7 +26,7 @@ from streamapp.codec import UnknownLabelError, dead_letter_key
 from streamapp.events import DeadLetter, Reason, SourcePosition
 from streamapp.kafka.config import consumer_config, producer_config
 from streamapp.kafka.producer import OutputProducer
-from streamapp.lifecycle import Bounds, ExitSignals
+from streamapp.lifecycle import Bounds, ExitSignals, freeze_startup_objects
 from streamapp.model.bundle import Bundle
 from streamapp.model_updates import HeadSnapshot, read_latest_head
 from streamapp.settings import Settings
@@ -74,6 +74,7 @@ class Learner:
         }
         self._consumer = Consumer(config)
         self._consumer.subscribe([s.topics.training_examples], on_assign=self._on_assign)
+        freeze_startup_objects()
         logger.info(
             "learner started: %s %s from head_seq %d",
             self.bundle.name,

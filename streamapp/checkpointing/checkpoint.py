@@ -4,6 +4,10 @@
 2. ``commit`` flushes the producer: every output of those batches is acknowledged
    (a delivery error raises here, and the offsets stay uncommitted).
 3. It then commits the stored offsets synchronously and forgets them.
+
+A commit that falls due while outputs are still on their way waits for a later turn of the
+loop rather than blocking it in a flush (at most ``DEFER_INTERVALS`` intervals, then it
+flushes).
 """
 
 from __future__ import annotations
@@ -32,8 +36,14 @@ class _Committer(Protocol):
     def commit(self, offsets: list[TopicPartition]) -> bool: ...
 
 
+# how many commit intervals a due commit may wait for the outputs it covers to be
+# acknowledged by themselves before it flushes the producer (which blocks the loop)
+DEFER_INTERVALS = 3
+
+
 class _Flusher(Protocol):
     def flush(self, timeout: float = ...) -> None: ...
+    def in_flight(self) -> int: ...
 
 
 class OffsetCheckpoint:
@@ -42,6 +52,7 @@ class OffsetCheckpoint:
     >>> class Fake:
     ...     def __init__(self): self.log = []
     ...     def flush(self, timeout=30.0): self.log.append("flush")
+    ...     def in_flight(self): return 0
     ...     def commit(self, offsets):
     ...         self.log.append([(o.topic, o.partition, o.offset) for o in offsets])
     ...         return True
@@ -83,8 +94,16 @@ class OffsetCheckpoint:
         self._producer = producer
 
     def commit_if_due(self) -> None:
-        if self._pending and self._clock() - self._last_commit >= self.interval_s:
-            self.commit()
+        """Commit when an interval has passed and the outputs are acknowledged, or when
+        ``DEFER_INTERVALS`` have passed (flushing them)."""
+        if not self._pending:
+            return
+        waited = self._clock() - self._last_commit
+        if waited < self.interval_s:
+            return
+        if waited < DEFER_INTERVALS * self.interval_s and self._producer.in_flight():
+            return  # outputs still on their way: a later turn, rather than a flush now
+        self.commit()
 
     def commit(self, only: Iterable[tuple[str, int]] | None = None) -> None:
         """Steps 2 and 3: flush outputs, then commit the stored offsets (of ``only``, if given)."""

@@ -132,6 +132,13 @@ class OutputProducer:
     def poll(self, timeout: float = 0.0) -> None:
         self._producer.poll(timeout)
 
+    def in_flight(self) -> int:
+        """Records produced and not acknowledged yet (after serving the delivery callbacks;
+        raises if one failed)."""
+        self._producer.poll(0)
+        self._raise_if_failed()
+        return len(self._producer)
+
     # -- transactions (a producer configured with a transactional.id) -------------------------
 
     def init_transactions(self, timeout: float = 30.0) -> None:

@@ -166,3 +166,42 @@ def test_a_retriable_commit_failure_calls_commit_again_instead_of_aborting(parts
     cp.commit()
     assert "abort" not in producer.log and producer.log.count("commit") == 1
     assert cp.committed == {("features", 0): 7} and cp.commits == 1
+
+
+class FakeOutputs:
+    """An output producer with ``waiting`` records not acknowledged yet, and a group."""
+
+    def __init__(self) -> None:
+        self.log: list[Any] = []
+        self.waiting = 0
+
+    def in_flight(self) -> int:
+        return self.waiting
+
+    def flush(self, timeout: float = 30.0) -> None:
+        self.log.append("flush")
+        self.waiting = 0
+
+    def commit(self, offsets: Any) -> bool:
+        self.log.append([(o.topic, o.partition, o.offset) for o in offsets])
+        return True
+
+
+def test_a_due_commit_waits_for_its_outputs_without_blocking_then_flushes() -> None:
+    from streamapp.checkpointing.checkpoint import DEFER_INTERVALS, OffsetCheckpoint
+
+    outputs, clock = FakeOutputs(), Clock()
+    checkpoint = OffsetCheckpoint(outputs, outputs, interval_s=1.0, clock=clock)
+    checkpoint.store({("features", 0): 10})
+    outputs.waiting = 5
+    clock.now = 1.5  # due, but its outputs are on their way: not now, and no flush
+    checkpoint.commit_if_due()
+    assert outputs.log == [] and checkpoint.pending == {("features", 0): 10}
+    outputs.waiting = 0  # acknowledged by themselves: committed
+    checkpoint.commit_if_due()
+    assert outputs.log == ["flush", [("features", 0, 10)]]  # a flush with nothing left is free
+    checkpoint.store({("features", 0): 20})
+    outputs.waiting = 3
+    clock.now = 1.5 + DEFER_INTERVALS  # waited long enough: flush (blocking) and commit
+    checkpoint.commit_if_due()
+    assert outputs.log[-2:] == ["flush", [("features", 0, 20)]] and checkpoint.commits == 2
