@@ -284,9 +284,8 @@ class Codec:
             logger.debug("batch decoding failed; decoding message by message", exc_info=True)
             ids, ts = [None] * len(msgs), np.full(len(msgs), np.nan)
         ok = np.ones(len(msgs), np.bool_)
-        for j, event_id in enumerate(ids):
-            if event_id is not None:
-                continue
+        undecided = [j for j, event_id in enumerate(ids) if event_id is None] if None in ids else []
+        for j in undecided:  # not in the common shape: checked one by one
             msg = msgs[j]
             try:
                 ids[j], ts[j] = self._decode_feature(msg, X[j], absent[j], now)
@@ -305,7 +304,7 @@ class Codec:
                 [ids[j] for j in keep],
                 [rows[j] for j in keep],
             )
-        sources = [SourcePosition(*positions[i]) for i in rows]
+        sources = list(map(SourcePosition._make, map(positions.__getitem__, rows)))
         return self._feature_block(X, absent, msgs, ids, ts, sources, batch)
 
     def _plain_features(
@@ -321,6 +320,7 @@ class Codec:
         ids: list[str | None] = [None] * len(msgs)
         stamps: list[float | int] = []
         vectors: list[list[Any]] = []
+        names: list[str] = []
         taken: list[int] = []
         for j, doc in enumerate(docs):
             if type(doc) is not dict:
@@ -337,6 +337,7 @@ class Codec:
                 taken.append(j)
                 vectors.append(features)
                 stamps.append(stamp)
+                names.append(event_id)
         ts = np.full(len(msgs), np.nan)
         if not taken:
             return ids, ts
@@ -345,6 +346,7 @@ class Codec:
             taken = list(itertools.compress(taken, numeric))
             vectors = list(itertools.compress(vectors, numeric))
             stamps = list(itertools.compress(stamps, numeric))
+            names = list(itertools.compress(names, numeric))
             if not taken:
                 return ids, ts
         try:
@@ -352,16 +354,17 @@ class Codec:
             event_ts = np.array(stamps, np.float64)
         except OverflowError:  # an integer beyond float range: the per-message checks say so
             return ids, ts
-        kafka_ts = np.array([_kafka_time(msgs[j], now) for j in taken])
+        index = np.asarray(taken)
+        kafka_ts = _kafka_times(msgs, now)[index]
         event_ts = np.where(event_ts < 0, kafka_ts, event_ts)  # no ts: the Kafka timestamp
         good = np.isfinite(event_ts) & (event_ts <= kafka_ts + self.max_future_skew_s)
-        index = np.asarray(taken)
         if not good.all():
             index, values, event_ts = index[good], values[good], event_ts[good]
+            names = list(itertools.compress(names, good.tolist()))
         X[index] = values
         ts[index] = event_ts
-        for j in index.tolist():
-            ids[j] = docs[j]["event_id"]
+        for j, name in zip(index.tolist(), names, strict=True):
+            ids[j] = name
         return ids, ts
 
     def _decode_feedback_rows(
@@ -713,6 +716,13 @@ def _seconds(value: Any) -> float | None:
     except OverflowError:
         return None
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _kafka_times(msgs: list[Message], now: float) -> np.ndarray:
+    """:func:`_kafka_time` of each of ``msgs``."""
+    stamps = np.array([m.timestamp() for m in msgs], np.float64).reshape(-1, 2)
+    kind, millis = stamps[:, 0], stamps[:, 1]
+    return np.where((kind != 0) & (millis > 0), millis / 1000.0, now)
 
 
 def _kafka_time(msg: Message, now: float) -> float:
