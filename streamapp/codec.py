@@ -7,6 +7,7 @@ Decoding never raises on bad input: every message becomes either part of the bat
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
 import json
@@ -677,15 +678,65 @@ class Codec:
         keys = [event_id.encode() for event_id in joined.event_ids]
         return list(zip(keys, _encode_records(docs, b'{"event_id":'), strict=True))
 
+    def decode_training_examples(
+        self, values: list[bytes | None], dim: int
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ValueError]]]:
+        """``(embeddings, class indices, [(position, why)])``: the examples among ``values``
+        in arrival order, and why each other value is not one. The common shape is decoded
+        for the whole batch at once; anything else goes through
+        :meth:`decode_training_example`, which says why it is refused."""
+        docs = _parse_all(values, math.inf)
+        taken: list[int] = []
+        rows: list[list[Any]] = []
+        labels: list[int] = []
+        for j, doc in enumerate(docs):
+            if type(doc) is not dict:
+                continue
+            embedding, label = doc.get("embedding"), doc.get("label")
+            index = self._label_index.get(label) if type(label) is str else None
+            if index is not None and type(embedding) is list and len(embedding) == dim:
+                taken.append(j)
+                rows.append(embedding)
+                labels.append(index)
+        X = np.empty((0, dim), np.float64)
+        if rows and set(map(type, itertools.chain.from_iterable(rows))) <= _NUMBER_TYPES:
+            with contextlib.suppress(OverflowError):  # an integer beyond float range: refused
+                X = np.array(rows, np.float64)
+        finite = np.isfinite(X).all(axis=1).tolist() if len(X) else [False] * len(taken)
+        taken = list(itertools.compress(taken, finite))
+        X, y = (
+            X[np.asarray(finite, bool)] if len(X) else X,
+            list(itertools.compress(labels, finite)),
+        )
+        if len(taken) == len(values):  # the usual
+            return X, np.array(y, np.int64), []
+        order, refused, done = list(taken), [], set(taken)
+        more_rows, more_labels = [], []
+        for j, value in enumerate(values):
+            if j in done:
+                continue
+            try:
+                embedding, label = self.decode_training_example(value, dim)
+            except ValueError as exc:
+                refused.append((j, exc))
+                continue
+            order.append(j)
+            more_rows.append(embedding)
+            more_labels.append(label)
+        X = np.concatenate([X, np.array(more_rows, np.float64).reshape(-1, dim)])
+        arrival = np.argsort(order, kind="stable")  # learning depends on the order
+        return X[arrival], np.array(y + more_labels, np.int64)[arrival], refused
+
     def decode_training_example(self, value: bytes | None, dim: int) -> tuple[list[float], int]:
         """``(embedding, class index)``; raises ``ValueError`` with the reason otherwise."""
         try:
             doc = orjson.loads(value or b"")
             embedding, label = doc["embedding"], doc["label"]
+            known = label in self._label_index
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"not a training example: {exc}") from None
-        if label not in self._label_index:
-            raise UnknownLabelError(f"unknown label {label!r}")
+        if not known:
+            raise UnknownLabelError(f"unknown label {one_line(repr(label), 80)}")
         if not isinstance(embedding, list) or len(embedding) != dim:
             raise ValueError(f"embedding is not {dim} numbers")
         if not all(type(x) in _NUMBER_TYPES and math.isfinite(x) for x in embedding):
@@ -731,7 +782,7 @@ def _kafka_time(msg: Message, now: float) -> float:
     return millis / 1000.0 if kind != 0 and millis > 0 else now
 
 
-def _parse_all(values: list[bytes | None], max_bytes: int) -> list[Any]:
+def _parse_all(values: list[bytes | None], max_bytes: float) -> list[Any]:
     """Each value as orjson parses it; ``None`` where it is absent, larger than
     ``max_bytes`` or not valid JSON (the per-message checks then say which)."""
     try:
@@ -742,7 +793,7 @@ def _parse_all(values: list[bytes | None], max_bytes: int) -> list[Any]:
     return [_parse_or_none(value, max_bytes) for value in values]
 
 
-def _parse_or_none(value: bytes | None, max_bytes: int) -> Any:
+def _parse_or_none(value: bytes | None, max_bytes: float) -> Any:
     if value is None or len(value) > max_bytes:
         return None
     try:

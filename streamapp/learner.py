@@ -18,12 +18,11 @@ import logging
 import time
 from typing import Any
 
-import numpy as np
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from streamapp.assembly import build_codec, build_embedder, build_head, load_served_bundle
 from streamapp.codec import UnknownLabelError, dead_letter_key
-from streamapp.events import DeadLetter, Reason, SourcePosition
+from streamapp.events import DeadLetter, Reason, SourcePosition, position_of
 from streamapp.kafka.config import consumer_config, producer_config
 from streamapp.kafka.producer import OutputProducer
 from streamapp.lifecycle import Bounds, ExitSignals, freeze_startup_objects
@@ -112,22 +111,19 @@ class Learner:
     def _learn(self, messages: list[Any]) -> int:
         if not messages:
             return 0
-        rows, labels = [], []
         for msg in messages:
-            source = SourcePosition.of(msg)
-            self.offsets[source.tp] = source.offset + 1
-            try:
-                embedding, label = self.codec.decode_training_example(msg.value(), self.dim)
-            except ValueError as exc:
-                unknown = isinstance(exc, UnknownLabelError)
-                self._dead_letter(msg, Reason.UNKNOWN_LABEL if unknown else Reason.SCHEMA, str(exc))
-                continue
-            rows.append(embedding)
-            labels.append(label)
-        if rows:
-            self.head.learn_many(np.array(rows, np.float64), np.array(labels, np.int64))
-            self._since_snapshot += len(rows)
-        return len(rows)
+            topic, partition, offset = position_of(msg)
+            self.offsets[(topic, partition)] = offset + 1
+        X, y, refused = self.codec.decode_training_examples([m.value() for m in messages], self.dim)
+        for index, why in refused:
+            unknown = isinstance(why, UnknownLabelError)
+            self._dead_letter(
+                messages[index], Reason.UNKNOWN_LABEL if unknown else Reason.SCHEMA, str(why)
+            )
+        if len(y):
+            self.head.learn_many(X, y)
+            self._since_snapshot += len(y)
+        return len(y)
 
     def _dead_letter(self, msg: Any, reason: Reason, why: str) -> None:
         assert self._producer is not None

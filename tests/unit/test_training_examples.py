@@ -48,3 +48,38 @@ def test_joined_examples_encode_one_record_each_that_decodes_back(codec: Codec) 
         assert (doc["event_id"], doc["label_delay_s"]) == (ids[i], joined.delays[i])
         embedding, label = codec.decode_training_example(value, 4)
         assert embedding == joined.embeddings[i].tolist() and label == joined.labels[i]
+
+
+def test_a_batch_of_examples_decodes_as_each_alone_in_arrival_order(codec: Codec) -> None:
+    """The learner decodes a batch at once: the same examples, in the same order, and the
+    same refusals as decoding each value alone (a list as label refused, not a crash)."""
+    import numpy as np
+
+    good = [orjson.dumps({"embedding": [float(i), 1.0], "label": "xy"[i % 2]}) for i in range(6)]
+    values: list[bytes | None] = [
+        good[0],
+        orjson.dumps({"embedding": [1, 2], "label": ["x"]}),  # unhashable label
+        good[1],
+        orjson.dumps({"embedding": [1.0, True], "label": "x"}),
+        None,
+        good[2],
+        b"[not json",
+        orjson.dumps({"embedding": [1.0], "label": "x"}),
+        orjson.dumps({"embedding": [1.0, 2.0], "label": "z"}),
+        orjson.dumps({"embedding": [1, 10**18], "label": "y"}),  # ints are numbers
+        good[3],
+    ]
+    X, y, refused = codec.decode_training_examples(values, 2)
+    alone = []
+    reasons = []
+    for i, value in enumerate(values):
+        try:
+            alone.append(codec.decode_training_example(value, 2))
+        except ValueError as exc:
+            reasons.append((i, type(exc), str(exc)))
+    assert X.tolist() == [[float(v) for v in e] for e, _ in alone]
+    assert y.tolist() == [label for _, label in alone]
+    assert [(i, type(e), str(e)) for i, e in refused] == reasons
+    assert len(y) == 5 and [i for i, _ in refused] == [1, 3, 4, 6, 7, 8]
+    assert isinstance(refused[-1][1], UnknownLabelError)
+    assert np.asarray(X).dtype == np.float64
