@@ -114,7 +114,7 @@ class OutputProducer:
                 for later_key, later_value in records[i:]:
                     self.produce(topic, later_value, later_key)
                 break
-        self._producer.poll(0)
+        self.poll(0)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every produced record is acknowledged; raise if any failed."""
@@ -130,12 +130,20 @@ class OutputProducer:
             raise DeliveryTimeoutError(f"{remaining} records still unacknowledged after {timeout}s")
 
     def poll(self, timeout: float = 0.0) -> None:
-        self._producer.poll(timeout)
+        """Serve delivery reports; a fatal error (e.g. fenced while adding a partition to the
+        transaction) raises as :class:`FencedError` or :class:`ProducerFatalError`."""
+        try:
+            self._producer.poll(timeout)
+        except (KafkaException, SystemError) as exc:
+            error = _kafka_error(exc)
+            if error is None:
+                raise
+            raise _fatal(error, "poll") from exc
 
     def in_flight(self) -> int:
         """Records produced and not acknowledged yet (after serving the delivery callbacks;
         raises if one failed)."""
-        self._producer.poll(0)
+        self.poll(0)
         self._raise_if_failed()
         return len(self._producer)
 

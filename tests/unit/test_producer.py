@@ -1,0 +1,40 @@
+"""The output producer turns a fatal client error into the worker's own exceptions."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from streamapp.errors import FencedError, ProducerFatalError
+from streamapp.kafka.producer import OutputProducer
+
+
+class FailingClient:
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def produce(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def poll(self, timeout: float = 0.0) -> int:
+        raise KafkaException(KafkaError(self.code, "add partitions to transaction", fatal=True))
+
+    def __len__(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [(KafkaError._FENCED, FencedError), (KafkaError._FATAL, ProducerFatalError)],
+)
+def test_a_fatal_error_raised_while_serving_reports_is_the_workers_own(
+    code: int, expected: type[Exception]
+) -> None:
+    """A fenced producer can raise from poll() (e.g. adding a partition to the transaction);
+    it must reach the worker as FencedError (stop), never as a raw KafkaException."""
+    producer = OutputProducer({"bootstrap.servers": "127.0.0.1:9"})
+    producer._producer = FailingClient(code)  # type: ignore[assignment]
+    with pytest.raises(expected):
+        producer.produce_many("predictions", [(b"k", b"v")])
+    with pytest.raises(expected):
+        producer.in_flight()
