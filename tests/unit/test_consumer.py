@@ -98,9 +98,8 @@ class FetchingConsumer(FakeConsumer):
         return partitions
 
 
-def test_a_partition_that_runs_empty_but_is_fetched_to_its_end_does_not_hold_the_batch(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _two_partitions(monkeypatch: pytest.MonkeyPatch) -> tuple[BatchConsumer, FetchingConsumer]:
+    """A batch consumer on a fake client, assigned features[0] and features[1]."""
     monkeypatch.setattr(consumer_module, "Consumer", FetchingConsumer)
     batch = BatchConsumer({}, ["features"], max_idle_s=60.0)
     kafka = batch._consumer
@@ -108,6 +107,13 @@ def test_a_partition_that_runs_empty_but_is_fetched_to_its_end_does_not_hold_the
     kafka.callbacks["on_assign"](
         kafka, [TopicPartition("features", 0), TopicPartition("features", 1)]
     )
+    return batch, kafka
+
+
+def test_a_partition_that_runs_empty_but_is_fetched_to_its_end_does_not_hold_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    batch, kafka = _two_partitions(monkeypatch)
     # one fetch brought everything there is: partition 0 up to offset 1, partition 1 up to 2
     kafka.queue = [Msg("features", 0, 0, 10), Msg("features", 1, 0, 20), Msg("features", 1, 1, 30)]
     kafka.high = {("features", 0): 1, ("features", 1): 2}
@@ -122,13 +128,7 @@ def test_a_partition_that_runs_empty_but_is_fetched_to_its_end_does_not_hold_the
 def test_a_partition_with_more_on_the_broker_still_holds_later_messages_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(consumer_module, "Consumer", FetchingConsumer)
-    batch = BatchConsumer({}, ["features"], max_idle_s=60.0)
-    kafka = batch._consumer
-    assert isinstance(kafka, FetchingConsumer)
-    kafka.callbacks["on_assign"](
-        kafka, [TopicPartition("features", 0), TopicPartition("features", 1)]
-    )
+    batch, kafka = _two_partitions(monkeypatch)
     kafka.queue = [Msg("features", 0, 0, 10), Msg("features", 1, 0, 20), Msg("features", 1, 1, 30)]
     kafka.high = {("features", 0): 5, ("features", 1): 2}  # partition 0 has 4 more not fetched
 
