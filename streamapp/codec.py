@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import fastjsonschema
 import numpy as np
@@ -49,6 +50,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MissingPolicy = Literal["dead-letter", "impute"]
 
@@ -287,16 +290,15 @@ class Codec:
         ok = np.ones(len(msgs), np.bool_)
         undecided = [j for j, event_id in enumerate(ids) if event_id is None] if None in ids else []
         for j in undecided:  # not in the common shape: checked one by one
-            msg = msgs[j]
-            try:
-                ids[j], ts[j] = self._decode_feature(msg, X[j], absent[j], now)
-            except _RejectError as reject:
-                self._reject(batch, msg, reject)
+            decoded = self._or_dead_letter(
+                batch,
+                msgs[j],
+                functools.partial(self._decode_feature, msgs[j], X[j], absent[j], now),
+            )
+            if decoded is None:
                 ok[j] = False
-            except Exception as exc:  # one message must never stop the loop: it is dead-lettered
-                failure = _RejectError(Reason.DECODE, f"{type(exc).__name__}: {exc}")
-                self._reject(batch, msg, failure)
-                ok[j] = False
+            else:
+                ids[j], ts[j] = decoded
         if not ok.all():
             keep = np.flatnonzero(ok)
             X, absent, ts = X[keep], absent[keep], ts[keep]
@@ -391,14 +393,11 @@ class Codec:
             if feedback is not None:
                 batch.feedback.append(feedback)
                 continue
-            try:
-                batch.feedback.append(self._decode_feedback(msg, now))
-            except _RejectError as reject:
-                self._reject(batch, msg, reject)
-            except Exception as exc:  # one message must never stop the loop: it is dead-lettered
-                self._reject(
-                    batch, msg, _RejectError(Reason.DECODE, f"{type(exc).__name__}: {exc}")
-                )
+            label = self._or_dead_letter(
+                batch, msg, functools.partial(self._decode_feedback, msg, now)
+            )
+            if label is not None:
+                batch.feedback.append(label)
 
     def _plain_feedback(
         self, doc: Any, msg: Message, now: float, position: tuple[str, int, int]
@@ -526,6 +525,19 @@ class Codec:
                 f"(max_future_skew_s={self.max_future_skew_s:g})",
             )
         return ts
+
+    def _or_dead_letter(
+        self, batch: DecodedBatch, msg: Message, decode: Callable[[], T]
+    ) -> T | None:
+        """What ``decode`` gives for ``msg``, or None with ``msg`` dead-lettered: its reason,
+        or ``decode`` for any other exception (one message must never stop the loop)."""
+        try:
+            return decode()
+        except _RejectError as reject:
+            self._reject(batch, msg, reject)
+        except Exception as exc:
+            self._reject(batch, msg, _RejectError(Reason.DECODE, f"{type(exc).__name__}: {exc}"))
+        return None
 
     @staticmethod
     def _reject(batch: DecodedBatch, msg: Message, reject: _RejectError) -> None:
