@@ -391,8 +391,17 @@ class PendingLedger:
         cap = self.max_entries
         slots = [s % cap for s in range(self._oldest, self._next) if self._ids[s % cap] is not None]
         index = np.asarray(slots, dtype=np.int64)
-        gone_seqs = range(max(self._gone_next - cap, 0), self._gone_next)
-        gone = np.asarray([s % cap for s in gone_seqs if self._remembers(s)], np.int64)
+        gone_ids, remembered = self._gone_ids, self._gone
+        # the ring slots whose id is remembered at this sequence (not at a later one); inline,
+        # since a snapshot walks up to max_entries of them
+        gone = np.asarray(
+            [
+                s % cap
+                for s in range(max(self._gone_next - cap, 0), self._gone_next)
+                if (event_id := gone_ids[s % cap]) is not None and remembered.get(event_id) == s
+            ],
+            np.int64,
+        )
         early = list(self._early.values())
         return {
             "topics": list(self._topics),
@@ -476,10 +485,6 @@ class PendingLedger:
             self._gone_ids[slot] = event_id
             self._gone[event_id] = slot
         self._gone_next = len(ids)
-
-    def _remembers(self, seq: int) -> bool:
-        event_id = self._gone_ids[seq % self.max_entries]
-        return event_id is not None and self._gone.get(event_id) == seq
 
     def _drop(self, slot: int, why: _Gone) -> None:
         event_id = self._ids[slot]

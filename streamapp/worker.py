@@ -311,8 +311,12 @@ class Worker:
         consumer = self._consumer
         return consumer.lag() if consumer is not None else {}
 
-    def event_counts(self) -> dict[str, int]:
-        counts = {"commits": self.delivery.commits, "transaction_aborts": self.delivery.aborts}
+    def event_counts(self) -> dict[str, float]:
+        counts: dict[str, float] = {
+            "commits": self.delivery.commits,
+            "transaction_aborts": self.delivery.aborts,
+            "commit_seconds": self.delivery.commit_seconds,
+        }
         if self._watcher is not None:
             counts["model_swaps"] = self._watcher.swaps
             counts["model_refusals"] = self._watcher.refusals

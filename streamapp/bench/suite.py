@@ -7,6 +7,7 @@ this machine's cores, and absolute numbers move from run to run.
 from __future__ import annotations
 
 import logging
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -271,7 +272,13 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"**Delivery**: median of {d['repeat']} runs, at-least-once "
             f"{d['median_events_per_second']['at-least-once']:,.0f} events/s, exactly-once "
             f"{d['median_events_per_second']['exactly-once']:,.0f} "
-            f"(ratio {d['exactly_once_over_at_least_once']:.2f}).",
+            f"(ratio {d['exactly_once_over_at_least_once']:.2f}); the loop's work blocked in "
+            "commits: "
+            + ", ".join(
+                f"{mode} {statistics.median(shares):.1%}"
+                for mode, shares in d["commit_share"].items()
+            )
+            + ".",
             "",
         ]
     if "scaleout" in result:

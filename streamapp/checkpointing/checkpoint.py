@@ -77,6 +77,7 @@ class OffsetCheckpoint:
         self._pending: dict[tuple[str, int], int] = {}
         self._last_commit = clock()
         self.commits = 0
+        self.commit_seconds = 0.0  # the loop's time blocked in flush + commit
 
     @property
     def pending(self) -> dict[tuple[str, int], int]:
@@ -114,9 +115,14 @@ class OffsetCheckpoint:
         )
         if not selected:
             return
-        self._producer.flush()
-        offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(selected.items())]
-        if not self._consumer.commit(offsets):
+        began = time.perf_counter()
+        try:
+            self._producer.flush()
+            offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(selected.items())]
+            committed = self._consumer.commit(offsets)
+        finally:
+            self.commit_seconds += time.perf_counter() - began
+        if not committed:
             return  # the group is rebalancing: still pending, committed on revoke or next time
         for tp in list(selected):
             del self._pending[tp]
@@ -197,6 +203,7 @@ class TransactionalCheckpoint:
         self._snapshot_current = False  # the last commit wrote a snapshot of the current state
         self.commits = 0
         self.aborts = 0
+        self.commit_seconds = 0.0  # the loop's time blocked in commits, snapshots included
         self._producer.begin_transaction()
 
     @property
@@ -237,6 +244,13 @@ class TransactionalCheckpoint:
     def commit(self, snapshot: bool = False) -> None:
         """Commit the open transaction (it always covers every partition), with a snapshot of
         the learning state when asked or when a committed partition has none yet."""
+        began = time.perf_counter()
+        try:
+            self._commit(snapshot)
+        finally:
+            self.commit_seconds += time.perf_counter() - began
+
+    def _commit(self, snapshot: bool) -> None:
         offsets = self.pending
         if not self._dirty and not offsets and (not snapshot or self._snapshot_current):
             return  # nothing new since the last commit (e.g. a revoke right after shutdown)

@@ -190,6 +190,10 @@ class AtLeastOnce(Delivery):
         return 0
 
     @property
+    def commit_seconds(self) -> float:
+        return self._checkpoint.commit_seconds if self._checkpoint else 0.0
+
+    @property
     def pending(self) -> bool:
         return bool(self._checkpoint and self._checkpoint.pending)
 
@@ -275,6 +279,10 @@ class ExactlyOnce(Delivery):
     @property
     def aborts(self) -> int:
         return self._checkpoint.aborts if self._checkpoint else 0
+
+    @property
+    def commit_seconds(self) -> float:
+        return self._checkpoint.commit_seconds if self._checkpoint else 0.0
 
     @property
     def pending(self) -> bool:

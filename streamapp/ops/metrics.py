@@ -55,6 +55,8 @@ LEDGER_EVENT_OUTCOMES = ("expired", "evicted")
 _EVENT_DOCS = {
     "commits": "Checkpoints committed (transactions in exactly-once mode).",
     "transaction_aborts": "Transactions aborted (exactly-once mode only).",
+    "commit_seconds": "Seconds the loop spent blocked in commits (at-least-once: flush and "
+    "offset commit; exactly-once: the transaction's commit with its snapshot).",
     "model_swaps": "Model versions swapped in without a restart (with a model registry).",
     "model_refusals": "Promoted model versions refused (failed verification).",
 }
@@ -111,7 +113,7 @@ class MetricsSource(Protocol):
 
     def model_info(self) -> dict[str, str]: ...
     def consumer_lag(self) -> dict[tuple[str, int], int]: ...
-    def event_counts(self) -> dict[str, int]: ...
+    def event_counts(self) -> dict[str, float]: ...
     def last_drift_report(self) -> dict[str, Any] | None: ...
 
 
@@ -184,7 +186,7 @@ class WorkerMetrics:
         for (topic, partition), behind in sorted(source.consumer_lag().items()):
             lag.add_metric([topic, str(partition)], behind)
         yield lag
-        counts = {name: 0 for name in _EVENT_DOCS} | source.event_counts()
+        counts: dict[str, float] = {name: 0 for name in _EVENT_DOCS} | source.event_counts()
         for name, count in counts.items():
             yield _counter(name, _EVENT_DOCS.get(name, name.replace("_", " ")), count)
         recoveries = source.recoveries

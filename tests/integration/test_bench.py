@@ -58,6 +58,9 @@ def test_every_suite_runs_and_writes_json_and_markdown(
     assert set(result["variants"]["variants"]) == {"torch", "int8", "onnx"}
     assert result["memory"]["peak_rss_mib"] > 0
     assert result["delivery"]["exactly_once_over_at_least_once"] > 0
+    # every run committed at least once (its final commit), which blocked the loop a while
+    for shares in result["delivery"]["commit_share"].values():
+        assert len(shares) == 1 and 0 < shares[0] < 1
     assert set(result["scaleout"]["events_per_second"]) == {
         "1 scorer process",
         "2 scorer processes",
@@ -66,3 +69,4 @@ def test_every_suite_runs_and_writes_json_and_markdown(
     assert saved["throughput"]["events"] == 400
     table = (tmp_path / "bench.md").read_text()
     assert "| streamapp worker |" in table and "| p50 ms |" in table
+    assert "blocked in commits: at-least-once" in table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -205,3 +206,43 @@ def test_a_due_commit_waits_for_its_outputs_without_blocking_then_flushes() -> N
     clock.now = 1.5 + DEFER_INTERVALS  # waited long enough: flush (blocking) and commit
     checkpoint.commit_if_due()
     assert outputs.log[-2:] == ["flush", [("features", 0, 20)]] and checkpoint.commits == 2
+
+
+class SlowCommits(FakeOutputs):
+    """Each flush (at-least-once) or transaction commit (exactly-once) blocks for 20 ms."""
+
+    def flush(self, timeout: float = 30.0) -> None:
+        time.sleep(0.02)
+        super().flush(timeout)
+
+
+def test_the_time_blocked_in_commits_is_counted_in_both_modes(parts) -> None:
+    from streamapp.checkpointing.checkpoint import OffsetCheckpoint
+
+    outputs = SlowCommits()
+    at_least_once = OffsetCheckpoint(outputs, outputs, interval_s=0)
+    at_least_once.commit_if_due()  # nothing stored: no commit, no time
+    assert at_least_once.commit_seconds == 0
+    at_least_once.store({("features", 0): 10})
+    at_least_once.commit_if_due()
+    assert at_least_once.commit_seconds >= 0.02
+
+    producer, _, _ = parts
+    slow_commit = producer.commit_transaction
+
+    def commit_transaction(timeout: float = 0) -> None:
+        time.sleep(0.02)
+        slow_commit(timeout)
+
+    producer.commit_transaction = commit_transaction  # type: ignore[method-assign]
+    exactly_once = checkpoint(parts)
+    exactly_once.store({("features", 0): 7})
+    exactly_once.commit()
+    assert exactly_once.commit_seconds >= 0.02
+    # an aborted transaction blocked the loop as long: it counts too
+    before = exactly_once.commit_seconds
+    exactly_once.store({("features", 0): 9})
+    producer.fail_commit = TransactionError("broker said no", abortable=True)
+    with pytest.raises(TransactionError):
+        exactly_once.commit()
+    assert exactly_once.commit_seconds >= before + 0.02

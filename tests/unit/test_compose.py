@@ -163,7 +163,7 @@ def exported_metric_names(bundle_path: Path) -> set[str]:
         def consumer_lag(self) -> dict[tuple[str, int], int]:
             return {("features", 0): 0}
 
-        def event_counts(self) -> dict[str, int]:
+        def event_counts(self) -> dict[str, float]:
             return {"commits": 1, "transaction_aborts": 0}
 
         def last_drift_report(self) -> dict[str, object]:

@@ -59,7 +59,7 @@ class Source:
     messages = 55
     recoveries = 0
 
-    def __init__(self, pipeline: Pipeline, events: dict[str, int]) -> None:
+    def __init__(self, pipeline: Pipeline, events: dict[str, float]) -> None:
         self.pipeline = pipeline
         self.events = events
 
@@ -69,7 +69,7 @@ class Source:
     def consumer_lag(self) -> dict[tuple[str, int], int]:
         return {}
 
-    def event_counts(self) -> dict[str, int]:
+    def event_counts(self) -> dict[str, float]:
         return self.events
 
     def last_drift_report(self) -> None:
@@ -99,7 +99,9 @@ def names(scraped: dict[str, float]) -> set[str]:
 def test_every_mode_exports_the_same_metrics_with_zero_where_they_do_not_apply() -> None:
     at_least_once = samples(WorkerMetrics(Source(a_pipeline(), {"commits": 7})))
     exactly_once = samples(
-        WorkerMetrics(Source(a_pipeline(), {"commits": 7, "transaction_aborts": 2}))
+        WorkerMetrics(
+            Source(a_pipeline(), {"commits": 7, "transaction_aborts": 2, "commit_seconds": 0.25})
+        )
     )
     before_start = samples(WorkerMetrics(Source(a_pipeline(), {})))  # no checkpoint yet
 
@@ -107,7 +109,14 @@ def test_every_mode_exports_the_same_metrics_with_zero_where_they_do_not_apply()
     assert at_least_once["streamapp_transaction_aborts_total"] == 0
     assert exactly_once["streamapp_transaction_aborts_total"] == 2
     assert at_least_once["streamapp_commits_total"] == 7
-    for name in ("commits", "transaction_aborts", "model_swaps", "model_refusals"):
+    assert exactly_once["streamapp_commit_seconds_total"] == 0.25
+    for name in (
+        "commits",
+        "transaction_aborts",
+        "commit_seconds",
+        "model_swaps",
+        "model_refusals",
+    ):
         assert before_start[f"streamapp_{name}_total"] == 0
     assert at_least_once["streamapp_drift_reports_total"] == 0  # before the first report
 
