@@ -44,6 +44,7 @@ DEFAULT_SUITES = ("throughput", "latency", "learning", "variants", "memory")
 
 WORKER = "streamapp worker"
 QUIX = "quix per-message app, numpy"
+LARGE_BATCH = 2000  # the throughput suite's row with a larger batch.max_size
 
 
 def run_bench(
@@ -114,6 +115,13 @@ def _throughput(settings: Settings, bundle: Path, events: int) -> dict[str, Any]
             (
                 f"{WORKER}, head only",  # finetune.layers=0: scikit-learn SGD on the embedding
                 {"finetune.layers": 0},
+                events,
+                lambda s: run_worker(s, messages),
+            ),
+            (
+                # the cost of a batch's fixed work, against larger windows and a staler head
+                f"{WORKER}, batches of {LARGE_BATCH}",
+                {"batch.max_size": LARGE_BATCH},
                 events,
                 lambda s: run_worker(s, messages),
             ),

@@ -45,6 +45,7 @@ def test_every_suite_runs_and_writes_json_and_markdown(
         "faust per-event agent",
         "streamapp worker",
         "streamapp worker, head only",
+        "streamapp worker, batches of 2000",
         "streamapp worker, faust runtime",
         "streamapp worker, int8 backbone",
         "streamapp worker, onnx backbone",
