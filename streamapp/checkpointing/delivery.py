@@ -66,6 +66,10 @@ class Delivery:
     """What both guarantees share: the producer (replaced after a fatal error), the give-up
     rule for repeatedly lost outputs, and the recovery flag the loop checks."""
 
+    # each guarantee's checkpoint, attached with the consumer: it counts commits and holds
+    # what is not committed yet
+    _checkpoint: OffsetCheckpoint | TransactionalCheckpoint | None
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.producer: OutputProducer | None = None
@@ -86,6 +90,18 @@ class Delivery:
         self.producer.produce_many(topic, records)
 
     # -- what every guarantee answers -------------------------------------------------------
+
+    @property
+    def commits(self) -> int:
+        return self._checkpoint.commits if self._checkpoint else 0
+
+    @property
+    def commit_seconds(self) -> float:
+        return self._checkpoint.commit_seconds if self._checkpoint else 0.0
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._checkpoint and self._checkpoint.pending)
 
     def start(self) -> None:
         self.producer = self._new_producer()
@@ -182,20 +198,8 @@ class AtLeastOnce(Delivery):
         self._checkpoint: OffsetCheckpoint | None = None
 
     @property
-    def commits(self) -> int:
-        return self._checkpoint.commits if self._checkpoint else 0
-
-    @property
     def aborts(self) -> int:
         return 0
-
-    @property
-    def commit_seconds(self) -> float:
-        return self._checkpoint.commit_seconds if self._checkpoint else 0.0
-
-    @property
-    def pending(self) -> bool:
-        return bool(self._checkpoint and self._checkpoint.pending)
 
     def attach(self, consumer: BatchConsumer) -> None:
         super().attach(consumer)
@@ -273,20 +277,8 @@ class ExactlyOnce(Delivery):
         self._checkpoint: TransactionalCheckpoint | None = None
 
     @property
-    def commits(self) -> int:
-        return self._checkpoint.commits if self._checkpoint else 0
-
-    @property
     def aborts(self) -> int:
         return self._checkpoint.aborts if self._checkpoint else 0
-
-    @property
-    def commit_seconds(self) -> float:
-        return self._checkpoint.commit_seconds if self._checkpoint else 0.0
-
-    @property
-    def pending(self) -> bool:
-        return bool(self._checkpoint and self._checkpoint.pending)
 
     @property
     def replaying(self) -> bool:
