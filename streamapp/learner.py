@@ -25,7 +25,7 @@ from streamapp.codec import UnknownLabelError, dead_letter_key
 from streamapp.events import DeadLetter, Reason, SourcePosition, position_of
 from streamapp.kafka.config import consumer_config, producer_config
 from streamapp.kafka.producer import OutputProducer
-from streamapp.lifecycle import Bounds, ExitSignals, freeze_startup_objects
+from streamapp.lifecycle import Bounds, ExitSignals, tune_garbage_collector
 from streamapp.model.bundle import Bundle
 from streamapp.model_updates import HeadSnapshot, read_latest_head
 from streamapp.settings import Settings
@@ -73,7 +73,7 @@ class Learner:
         }
         self._consumer = Consumer(config)
         self._consumer.subscribe([s.topics.training_examples], on_assign=self._on_assign)
-        freeze_startup_objects()
+        tune_garbage_collector()
         logger.info(
             "learner started: %s %s from head_seq %d",
             self.bundle.name,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 
-__all__ = ["Bounds", "ExitSignals", "freeze_startup_objects"]
+__all__ = ["YOUNG_COLLECTION_THRESHOLD", "Bounds", "ExitSignals", "tune_garbage_collector"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +82,22 @@ class Bounds:
         return self.timeout is not None and time.monotonic() - self.started >= self.timeout
 
 
-def freeze_startup_objects() -> None:
-    """Move what start-up made (modules, torch, the model) out of the collector's sight: it
-    lives as long as the process, and each full collection would walk all of it (300 ms in
-    a worker here, a stall in the middle of a batch)."""
+# young containers between two collections; Python's default (700) collects a few times per
+# batch, each time walking the batch's live documents and promoting them to be walked again
+YOUNG_COLLECTION_THRESHOLD = 20_000
+
+
+def tune_garbage_collector() -> None:
+    """Set the collector up for a loop of micro-batches, once start-up is done.
+
+    What start-up made (modules, torch, the model) lives as long as the process: frozen out
+    of the collector's sight, since each full collection would walk all of it (300 ms in a
+    worker here, a stall in the middle of a batch). A batch's garbage is freed by reference
+    counting; collecting young objects every :data:`YOUNG_COLLECTION_THRESHOLD` allocations
+    instead of every 700 cuts the collector's time from ~0.7 to ~0.05 microseconds per input
+    message (cycles are still collected, less often).
+    """
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, older, oldest)

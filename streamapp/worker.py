@@ -21,7 +21,7 @@ from streamapp.hotswap import ModelWatcher
 from streamapp.kafka.admin import BrokerProbe, partition_counts
 from streamapp.kafka.config import consumer_config, validate_timing
 from streamapp.kafka.consumer import BatchConsumer
-from streamapp.lifecycle import Bounds, ExitSignals, freeze_startup_objects
+from streamapp.lifecycle import Bounds, ExitSignals, tune_garbage_collector
 from streamapp.model.bundle import Bundle
 from streamapp.model.registry import ModelRef
 from streamapp.model_updates import HeadFollower
@@ -122,7 +122,7 @@ class Worker:
                 s.http.host, s.http.port, self.metrics.render, self.health, self.readiness
             )
             self._server.start()
-        freeze_startup_objects()
+        tune_garbage_collector()
         logger.info(
             "worker started: model %s %s, group %s, inputs %s, %s",
             self.bundle.name,
