@@ -74,9 +74,15 @@ class OutputProducer:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._failed = _FirstError()
-        # one global delivery callback instead of a callback object per message
+        # one global delivery callback, called for failures only: a report per delivered
+        # record cost the loop ~0.5 us of Python each (a Message object and a call)
         self._producer = Producer(
-            {**config, "on_delivery": self._failed, "error_cb": self._failed.on_error}
+            {
+                **config,
+                "on_delivery": self._failed,
+                "delivery.report.only.error": True,
+                "error_cb": self._failed.on_error,
+            }
         )
 
     def _raise_if_failed(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from streamapp.errors import FencedError, ProducerFatalError
+from streamapp.errors import DeliveryError, FencedError, ProducerFatalError
 from streamapp.kafka.producer import OutputProducer
 
 
@@ -38,3 +38,12 @@ def test_a_fatal_error_raised_while_serving_reports_is_the_workers_own(
         producer.produce_many("predictions", [(b"k", b"v")])
     with pytest.raises(expected):
         producer.in_flight()
+
+
+def test_a_failed_delivery_is_still_reported_with_reports_for_failures_only() -> None:
+    """Successful deliveries are not reported (one Python call per record saved); a record
+    that cannot be delivered still is, and the next flush raises it."""
+    producer = OutputProducer({"bootstrap.servers": "127.0.0.1:9", "message.timeout.ms": 200})
+    producer.produce_many("predictions", [(b"k", b"v")])
+    with pytest.raises(DeliveryError, match="delivery to predictions failed"):
+        producer.flush(timeout=10.0)
