@@ -235,7 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--latency-seconds", type=float, default=10.0, help="per load level")
     bench.add_argument("--memory-events", type=int, default=1_000_000)
-    bench.add_argument("--repeat", type=int, default=3, help="runs per mode (delivery)")
+    bench.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each compared loop (throughput) and of each mode (delivery)",
+    )
     bench.add_argument("--out", type=Path, default=Path("bench-results"))
 
     report = sub.add_parser("report", help="render the drift history as PNG + HTML")

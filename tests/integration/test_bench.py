@@ -51,6 +51,12 @@ def test_every_suite_runs_and_writes_json_and_markdown(
         "streamapp worker, onnx backbone",
     }
     assert all(rate > 0 for rate in rates.values())
+    # the loops the targets compare report the median of their runs (one each here)
+    runs = result["throughput"]["runs"]
+    assert set(runs) == {"minimal batched loop", "streamapp worker"} | (
+        {"quix per-message app, numpy"} if optional["quix per-message app, numpy"] else set()
+    )
+    assert all(rates[name] == values[0] for name, values in runs.items())
     floor, through_worker = result["latency"]
     for level in (floor, through_worker):
         assert level["predictions"] > 0 and level["p50_ms"] <= level["p99_ms"]
@@ -70,4 +76,5 @@ def test_every_suite_runs_and_writes_json_and_markdown(
     assert saved["throughput"]["events"] == 400
     table = (tmp_path / "bench.md").read_text()
     assert "| streamapp worker |" in table and "| p50 ms |" in table
+    assert f"| streamapp worker | {rates['streamapp worker']:,} | 1.00 | " in table
     assert "blocked in commits: at-least-once" in table
