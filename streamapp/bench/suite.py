@@ -162,9 +162,9 @@ def _throughput(settings: Settings, bundle: Path, events: int, repeat: int) -> d
         runs: dict[str, list[int]] = {}
         skipped: set[str] = set()  # faust-streaming or the peers' virtualenv is not installed
         for index, name in enumerate(run_order(list(by_name), REPEATED, repeat)):
-            _, overrides, outputs, run = by_name[name]
             if name in skipped:
                 continue
+            _, overrides, outputs, run = by_name[name]
             loop_settings = backlog.for_loop(name.split()[0] + str(index), **overrides)
             if run(loop_settings) is False:
                 skipped.add(name)
