@@ -202,8 +202,11 @@ class OutputProducer:
             error = _kafka_error(exc)
             if error is None:
                 raise
-            if error.code() in (*_FENCED, KafkaError._FATAL) or error.fatal():
-                raise _fatal(self._fatal_error() or error, method.__name__) from exc
+            # a producer librdkafka already declared fatal (fenced) can fail a later call
+            # with a non-fatal error (a conflicting commit): what stops it is the fatal one
+            fatal = self._fatal_error()
+            if fatal is not None or error.code() in (*_FENCED, KafkaError._FATAL) or error.fatal():
+                raise _fatal(fatal or error, method.__name__) from exc
             raise TransactionError(
                 error.str(), abortable=error.txn_requires_abort(), retriable=error.retriable()
             ) from exc

@@ -47,3 +47,26 @@ def test_a_failed_delivery_is_still_reported_with_reports_for_failures_only() ->
     producer.produce_many("predictions", [(b"k", b"v")])
     with pytest.raises(DeliveryError, match="delivery to predictions failed"):
         producer.flush(timeout=10.0)
+
+
+class ConflictingClient(FailingClient):
+    """A producer librdkafka has already declared fenced, whose commit call then fails
+    with a non-fatal conflict (as seen when a zombie's commit raced its fencing)."""
+
+    def poll(self, timeout: float = 0.0) -> int:
+        return 0
+
+    def commit_transaction(self, timeout: float = 30.0) -> None:
+        conflict = "Conflicting commit_transaction API call is already in progress"
+        raise KafkaException(KafkaError(KafkaError._CONFLICT, conflict))
+
+
+def test_any_transactional_failure_of_a_fenced_producer_is_the_fencing() -> None:
+    """It used to surface as a TransactionError ('Conflicting commit_transaction ...'): the
+    worker aborted, restored its snapshot and went on as a zombie instead of stopping."""
+    producer = OutputProducer({"bootstrap.servers": "127.0.0.1:9"})
+    producer._producer = ConflictingClient(KafkaError._FENCED)  # type: ignore[assignment]
+    fenced = KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True)
+    producer._failed.on_error(fenced)  # librdkafka's error callback says so first
+    with pytest.raises(FencedError):
+        producer.commit_transaction()
