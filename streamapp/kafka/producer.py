@@ -102,10 +102,9 @@ class OutputProducer:
             except BufferError:
                 self._producer.poll(0.05)  # queue full: serve delivery reports, then retry
             except KafkaException as exc:
-                error = exc.args[0]
                 # e.g. fenced by a newer instance with our transactional.id
-                if error.fatal() or error.code() in (*_FENCED, KafkaError._FATAL):
-                    raise _fatal(self._fatal_error() or error, "produce") from exc
+                if (fatal := self._if_fatal(exc.args[0], "produce")) is not None:
+                    raise fatal from exc
                 raise
 
     def produce_many(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
@@ -174,6 +173,15 @@ class OutputProducer:
         self._failed.error = None  # records of an aborted transaction are void anyway
         self._call(self._producer.abort_transaction, timeout)
 
+    def _if_fatal(self, error: KafkaError, during: str) -> StreamappError | None:
+        """The worker's exception when ``error`` is fatal, or when librdkafka declared the
+        producer fatal before it: a fenced producer can fail a later call with a non-fatal
+        error (a conflicting commit), and what has to stop the worker is the fencing."""
+        fatal = self._fatal_error()
+        if fatal is not None or error.fatal() or error.code() in (*_FENCED, KafkaError._FATAL):
+            return _fatal(fatal or error, during)
+        return None
+
     def _fatal_error(self) -> KafkaError | None:
         """The underlying fatal error once the producer reported ``_FATAL``."""
         try:
@@ -202,11 +210,8 @@ class OutputProducer:
             error = _kafka_error(exc)
             if error is None:
                 raise
-            # a producer librdkafka already declared fatal (fenced) can fail a later call
-            # with a non-fatal error (a conflicting commit): what stops it is the fatal one
-            fatal = self._fatal_error()
-            if fatal is not None or error.code() in (*_FENCED, KafkaError._FATAL) or error.fatal():
-                raise _fatal(fatal or error, method.__name__) from exc
+            if (fatal := self._if_fatal(error, method.__name__)) is not None:
+                raise fatal from exc
             raise TransactionError(
                 error.str(), abortable=error.txn_requires_abort(), retriable=error.retriable()
             ) from exc
