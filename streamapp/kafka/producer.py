@@ -89,8 +89,10 @@ class OutputProducer:
         failed = self._failed
         if failed.error is not None:
             err, topic, failed.error = failed.error, failed.topic, None
-            if err.fatal() or err.code() in _FENCED:
-                raise _fatal(err, f"delivery to {topic}")
+            # a fenced producer's records fail with the generic _FATAL: the fencing behind it
+            # is what stops the worker (a replaced producer would fence its successor)
+            if (fatal := self._if_fatal(err, f"delivery to {topic}")) is not None:
+                raise fatal
             raise DeliveryError(f"delivery to {topic} failed: {err}")
 
     def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:

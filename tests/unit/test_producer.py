@@ -70,3 +70,22 @@ def test_any_transactional_failure_of_a_fenced_producer_is_the_fencing() -> None
     producer._failed.on_error(fenced)  # librdkafka's error callback says so first
     with pytest.raises(FencedError):
         producer.commit_transaction()
+
+
+class _Record:
+    def topic(self) -> str:
+        return "predictions"
+
+
+def test_a_delivery_failed_by_a_fencing_is_the_fencing() -> None:
+    """A record a fenced producer could not deliver fails with the generic ``_FATAL``; the
+    fencing behind it came through the error callback. It used to surface as
+    ProducerFatalError, on which exactly-once replaced the producer: the new one's
+    init_transactions fenced the successor, and the zombie went on."""
+    producer = OutputProducer({"bootstrap.servers": "127.0.0.1:9"})
+    producer._producer = ConflictingClient(KafkaError._FENCED)  # type: ignore[assignment]
+    fenced = KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True)
+    producer._failed.on_error(fenced)
+    producer._failed(KafkaError(KafkaError._FATAL, "Fatal error", fatal=True), _Record())
+    with pytest.raises(FencedError):
+        producer.produce_many("predictions", [(b"k", b"v")])
