@@ -5,11 +5,18 @@ feature events at each rate in turn (each carrying its send time as ``ts``), sen
 half a second later (so the ledger and learning work as in production), and a consumer of
 ``predictions`` takes ``receive time - event ts`` for every prediction. The first second of
 each level is left out (the batch size adapts to the new rate).
+
+Two references run the same way, each on topics of its own: one produce -> consume hop (the
+floor the broker sets), and two hops through a plain relay process
+(:mod:`streamapp.bench.relay`), which shows what the broker and the machine add to two hops
+under the same load, tail included.
 """
 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -30,9 +37,13 @@ from streamapp.kafka.config import producer_config
 from streamapp.scenarios import get_scenario
 from streamapp.settings import Settings
 
-__all__ = ["measure_latency"]
+__all__ = ["ONE_HOP", "RELAY", "WORKER", "measure_latency"]
 
 logger = logging.getLogger(__name__)
+
+ONE_HOP = "one broker hop (floor)"
+RELAY = "plain relay, no streamapp (two hops)"
+WORKER = "through the worker (two hops)"
 
 _TICK_S = 0.005  # the producer sends a burst every 5 ms
 _WARMUP_S = 1.0
@@ -41,23 +52,33 @@ _WARMUP_S = 1.0
 def measure_latency(
     settings: Settings, loads: list[int], seconds: float = 10.0
 ) -> list[dict[str, Any]]:
-    """p50/p95/p99/max latency in milliseconds at each offered load (events/s), through the
-    worker and, as the floor the broker sets, for one produce -> consume hop without it."""
+    """p50/p95/p99/max latency in milliseconds at each offered load (events/s): one hop,
+    two hops through a plain relay, and through the worker (each path's levels in order)."""
     scenario = get_scenario(SCENARIO)
     X, y, _ = scenario.target_data(20_000)
     rows = [row.tolist() for row in X]
     labels = [scenario.classes[i] for i in y]
     floor = Backlog(settings, "latency-floor").settings
     results = [
-        {"path": "one broker hop (floor)", **level}
+        {"path": ONE_HOP, **level}
         for level in _levels(floor, floor.topics.features, rows, labels, loads, seconds)
     ]
-    worker = start_worker_process(settings)
-    try:
-        for level in _levels(settings, settings.topics.predictions, rows, labels, loads, seconds):
-            results.append({"path": "through the worker (two hops)", **level})
-    finally:
-        stop_process(worker)
+    relayed = Backlog(settings, "latency-relay").for_loop("relay")  # its own outputs and group
+    for path, process_settings, command in (
+        (RELAY, relayed, [sys.executable, "-m", "streamapp.bench.relay"]),
+        (WORKER, settings, None),
+    ):
+        process = (
+            start_worker_process(process_settings)
+            if command is None
+            else subprocess.Popen(command, env=process_settings.subprocess_env())
+        )
+        try:
+            topic = process_settings.topics.predictions
+            for level in _levels(process_settings, topic, rows, labels, loads, seconds):
+                results.append({"path": path, **level})
+        finally:
+            stop_process(process)
     return results
 
 

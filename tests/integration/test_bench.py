@@ -57,10 +57,14 @@ def test_every_suite_runs_and_writes_json_and_markdown(
         {"quix per-message app, numpy"} if optional["quix per-message app, numpy"] else set()
     )
     assert all(rates[name] == values[0] for name, values in runs.items())
-    floor, through_worker = result["latency"]
-    for level in (floor, through_worker):
+    paths = [level["path"] for level in result["latency"]]
+    assert paths == [
+        "one broker hop (floor)",
+        "plain relay, no streamapp (two hops)",
+        "through the worker (two hops)",
+    ]
+    for level in result["latency"]:
         assert level["predictions"] > 0 and level["p50_ms"] <= level["p99_ms"]
-    assert through_worker["path"] == "through the worker (two hops)"
     assert result["learning_labels_per_s"] > 0
     assert set(result["variants"]["variants"]) == {"torch", "int8", "onnx"}
     assert result["memory"]["peak_rss_mib"] > 0
@@ -76,5 +80,6 @@ def test_every_suite_runs_and_writes_json_and_markdown(
     assert saved["throughput"]["events"] == 400
     table = (tmp_path / "bench.md").read_text()
     assert "| streamapp worker |" in table and "| p50 ms |" in table
+    assert "At 200 events/s the worker adds " in table and "over the plain relay's" in table
     assert f"| streamapp worker | {rates['streamapp worker']:,} | 1.00 | " in table
     assert "blocked in commits: at-least-once" in table
