@@ -145,8 +145,16 @@ class Pipeline:
         self.instance = instance  # which worker's window a report describes
         self.companion = companion  # a challenger scoring the same batches in shadow
 
-    def process(self, batch: DecodedBatch) -> Outputs:
-        """Score the batch's events, learn from its labels, report drift when due."""
+    def process(
+        self,
+        batch: DecodedBatch,
+        on_scored: Callable[[PredictionBlock], None] | None = None,
+    ) -> Outputs:
+        """Score the batch's events, learn from its labels, report drift when due.
+
+        ``on_scored`` gets the batch's predictions as soon as they are made (the worker
+        produces them then): they need not wait for the batch's learning and drift work.
+        """
         now = self.clock()
         outputs = Outputs(dead_letters=list(batch.dead_letters))
         block = batch.features
@@ -160,6 +168,8 @@ class Pipeline:
             scored, waiting = self._score(features, now)
             parts.append((np.flatnonzero(fresh), scored))
         outputs.predictions = _in_input_order(parts)
+        if on_scored is not None and outputs.predictions is not None:
+            on_scored(outputs.predictions)
         outputs.joined = self._learn([*waiting, *batch.feedback])
         if self.companion is not None:  # before a report, which says how it compares
             self.companion.process(batch, outputs)

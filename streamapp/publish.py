@@ -53,17 +53,21 @@ class Publisher:
         self.shadow_model = shadow_model  # the challenger's name and version, if one runs
 
     def publish(
-        self, outputs: Outputs, is_live: Callable[[SourcePosition], bool] | None = None
+        self,
+        outputs: Outputs,
+        is_live: Callable[[SourcePosition], bool] | None = None,
+        *,
+        with_predictions: bool = True,
     ) -> None:
         """Produce ``outputs``; with ``is_live``, only what comes from live (not replayed)
-        inputs, and no drift reports (a replay rebuilds state, its reports went out before)."""
+        inputs, and no drift reports (a replay rebuilds state, its reports went out before).
+        ``with_predictions=False``: the predictions went out already (:meth:`predictions`)."""
         topics = self.topics
         dead_letters = outputs.dead_letters
         if is_live is not None:
             dead_letters = [d for d in dead_letters if is_live(d.source)]
-        self._predictions(
-            topics.predictions, outputs.predictions, (self.model_name, self.model_version), is_live
-        )
+        if with_predictions:
+            self.predictions(outputs.predictions, is_live)
         if self.shadow_model is not None:
             shadow = outputs.shadow_predictions
             self._predictions(topics.shadow_predictions, shadow, self.shadow_model, is_live)
@@ -91,6 +95,15 @@ class Publisher:
                 report["dataset"]["drifted_share"],
                 report["performance"].get("accuracy"),
             )
+
+    def predictions(
+        self,
+        predictions: PredictionBlock | None,
+        is_live: Callable[[SourcePosition], bool] | None = None,
+    ) -> None:
+        """Produce the model's predictions alone (``is_live`` as in :meth:`publish`)."""
+        model = (self.model_name, self.model_version)
+        self._predictions(self.topics.predictions, predictions, model, is_live)
 
     def _predictions(
         self,

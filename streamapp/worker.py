@@ -177,8 +177,12 @@ class Worker:
             began = time.perf_counter()
             decoded = self.codec.decode_batch(messages)
             live = self.delivery.live(messages)
-            outputs = self.pipeline.process(decoded)
-            self._publisher_required().publish(outputs, live)
+            publisher = self._publisher_required()
+            # predictions go out as soon as they are made, ahead of the batch's learning
+            outputs = self.pipeline.process(
+                decoded, lambda scored: publisher.predictions(scored, live)
+            )
+            publisher.publish(outputs, live, with_predictions=False)
             self.delivery.store(decoded.offsets)
             if self.shadow is not None:
                 self.shadow.maybe_promote()

@@ -46,6 +46,22 @@ def test_predict_before_learn_within_one_batch(pipeline: Pipeline) -> None:
     assert pipeline.ledger.counts.joined == 5
 
 
+def test_predictions_are_handed_over_before_the_batch_is_learned(pipeline: Pipeline) -> None:
+    X = np.random.default_rng(0).uniform(0, 16, size=(4, 64))
+    labels = [Feedback(f"e{i}", i % 10, 101.0) for i in range(4)]
+    handed: list[tuple[object, int]] = []
+    out = pipeline.process(
+        DecodedBatch(block([f"e{i}" for i in range(4)], X), feedback=labels),
+        on_scored=lambda scored: handed.append((scored, pipeline.head.n_learned)),
+    )
+    # the worker produces them at that point: the same block the outputs hold, no label learned
+    assert handed == [(out.predictions, 0)]
+    assert pipeline.head.n_learned == 4
+    no_events = DecodedBatch(FeatureBlock.empty(64), feedback=[Feedback("e0", 1, 102.0)])
+    pipeline.process(no_events, on_scored=lambda scored: handed.append((scored, -1)))
+    assert len(handed) == 1  # nothing scored, nothing handed over
+
+
 def test_learning_uses_the_served_embedding(pipeline: Pipeline) -> None:
     X = np.random.default_rng(1).uniform(0, 16, size=(3, 64))
     pipeline.process(DecodedBatch(block(["a", "b", "c"], X)))
