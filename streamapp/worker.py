@@ -3,20 +3,19 @@ and no branch on the delivery guarantee: :mod:`streamapp.checkpointing.delivery`
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from streamapp.assembly import build_codec, build_pipeline, load_served_bundle
 from streamapp.batching import BatchPolicy
-from streamapp.checkpointing.delivery import AtLeastOnce, ExactlyOnce, make_delivery
+from streamapp.checkpointing.delivery import AtLeastOnce, ExactlyOnce, IsLive, make_delivery
 from streamapp.checkpointing.state import decode_state, encode_state
 from streamapp.checkpointing.state_store import Snapshot
 from streamapp.errors import DeliveryError, FencedError
-from streamapp.events import Outputs
+from streamapp.events import Outputs, PredictionBlock
 from streamapp.hotswap import ModelWatcher
 from streamapp.kafka.admin import BrokerProbe, partition_counts
 from streamapp.kafka.config import consumer_config, validate_timing
@@ -177,12 +176,8 @@ class Worker:
             began = time.perf_counter()
             decoded = self.codec.decode_batch(messages)
             live = self.delivery.live(messages)
-            publisher = self._publisher_required()
-            # predictions go out as soon as they are made, ahead of the batch's learning
-            outputs = self.pipeline.process(
-                decoded, lambda scored: publisher.predictions(scored, live)
-            )
-            publisher.publish(outputs, live, with_predictions=False)
+            outputs = self.pipeline.process(decoded, functools.partial(self._serve, live=live))
+            self._publisher_required().publish(outputs, live, with_predictions=False)
             self.delivery.store(decoded.offsets)
             if self.shadow is not None:
                 self.shadow.maybe_promote()
@@ -279,13 +274,17 @@ class Worker:
             pending,
         )
 
+    def _serve(self, predictions: PredictionBlock, live: IsLive | None) -> None:
+        """Produce a batch's predictions the moment they are made, ahead of its learning and
+        drift work; their latency (event time -> produced) is measured here."""
+        self._publisher_required().predictions(predictions, live)
+        self.metrics.observe_latencies(time.time() - predictions.event_ts)
+
     def _observe(self, messages: int, outputs: Outputs, began: float) -> None:
         elapsed = time.perf_counter() - began
         self.messages += messages
         self.busy_s += elapsed
-        predictions = outputs.predictions
-        latencies = time.time() - predictions.event_ts if predictions is not None else np.empty(0)
-        self.metrics.observe_batch(messages, elapsed, latencies)
+        self.metrics.observe_batch(messages, elapsed)
 
     def _publish_final_report(self) -> None:
         """The last partial window's drift report, on the way out (not in a replay, whose

@@ -140,10 +140,13 @@ class WorkerMetrics:
         for standard in (ProcessCollector, PlatformCollector, GCCollector):
             standard(registry=self.registry)
 
-    def observe_batch(self, messages: int, seconds: float, latencies: np.ndarray) -> None:
+    def observe_batch(self, messages: int, seconds: float) -> None:
         self.batch_size.observe(messages)
         self.batch_seconds.observe(seconds)
-        self.latency_seconds.observe_many(latencies)
+
+    def observe_latencies(self, seconds: np.ndarray) -> None:
+        """Event time -> prediction produced, for each of a batch's predictions."""
+        self.latency_seconds.observe_many(seconds)
 
     def render(self) -> bytes:
         """The Prometheus text exposition format."""

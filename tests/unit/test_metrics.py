@@ -165,7 +165,7 @@ def test_process_and_python_metrics_are_on_the_registry() -> None:
 @pytest.mark.parametrize("seconds", [90.0, 240.0, 1200.0])
 def test_latencies_of_minutes_land_in_finite_buckets(seconds: float) -> None:
     metrics = WorkerMetrics(Source(a_pipeline(), {}))
-    metrics.observe_batch(1, 0.01, np.array([seconds]))
+    metrics.observe_latencies(np.array([seconds]))
     scraped = samples(metrics)
     buckets = {
         float(key.split('"')[1]): value
