@@ -230,7 +230,7 @@ def _at_2k(result: dict[str, Any], path: str) -> dict[str, Any] | None:
 
 def _against_relay(result: dict[str, Any]) -> list[str]:
     """What the worker adds over two hops through a plain relay (same broker, same load)."""
-    lines = []
+    lines: list[str] = []
     for load in dict.fromkeys(level["offered_per_s"] for level in result.get("latency", [])):
         relay, worker = _level(result, RELAY, load), _level(result, THROUGH_WORKER, load)
         if relay and worker:
