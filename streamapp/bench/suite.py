@@ -197,7 +197,7 @@ def _targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
         target("worker >= 0.5x minimal batched loop", value, value >= 0.5)
     if QUIX in ratios:
         target("worker >= 2.5x Quix per-message numpy app", ratios[QUIX], ratios[QUIX] >= 2.5)
-    hop, worker = _at_2k(result, ONE_HOP), _at_2k(result, THROUGH_WORKER)
+    hop, worker = _level(result, ONE_HOP, 2000), _level(result, THROUGH_WORKER, 2000)
     if hop and worker:
         added = round(worker["p50_ms"] - hop["p50_ms"], 1)
         target("worker adds <= 3 ms p50 over one hop at 2k events/s", added, added <= 3)
@@ -222,10 +222,6 @@ def _level(result: dict[str, Any], path: str, load: int) -> dict[str, Any] | Non
         if level["path"] == path and level["offered_per_s"] == load and "p50_ms" in level:
             return level
     return None
-
-
-def _at_2k(result: dict[str, Any], path: str) -> dict[str, Any] | None:
-    return _level(result, path, 2000)
 
 
 def _against_relay(result: dict[str, Any]) -> list[str]:

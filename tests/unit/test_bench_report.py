@@ -1,0 +1,52 @@
+"""The latency targets and the relay comparison, from a bench result (no broker, no timing)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streamapp.bench.latency import ONE_HOP, RELAY, WORKER
+from streamapp.bench.suite import _against_relay, _targets
+
+
+def level(path: str, load: int, p50: float, p99: float) -> dict[str, Any]:
+    return {"path": path, "offered_per_s": load, "p50_ms": p50, "p99_ms": p99}
+
+
+RESULT = {
+    "latency": [
+        level(ONE_HOP, 1000, 0.5, 5.0),
+        level(ONE_HOP, 2000, 0.7, 10.0),
+        level(RELAY, 1000, 1.0, 80.0),
+        level(RELAY, 2000, 1.5, 100.0),
+        level(WORKER, 1000, 2.0, 40.0),
+        level(WORKER, 2000, 3.5, 50.0),
+    ]
+}
+
+
+def test_latency_targets_compare_the_worker_with_one_hop_at_2k() -> None:
+    targets = _targets(RESULT)
+    assert targets["worker adds <= 3 ms p50 over one hop at 2k events/s"] == {
+        "value": 2.8,
+        "met": True,
+    }
+    assert targets["worker p99 <= 3x one-hop p99 at 2k events/s"] == {"value": 5.0, "met": False}
+
+
+def test_the_worker_is_compared_with_the_plain_relay_at_every_load() -> None:
+    [sentence, blank] = _against_relay(RESULT)
+    assert sentence == (
+        "At 1,000 events/s the worker adds +1.0 ms at p50 over the plain relay's two hops; "
+        "its p99 is 0.50x the relay's (40.0 vs 80.0 ms). "
+        "At 2,000 events/s the worker adds +2.0 ms at p50 over the plain relay's two hops; "
+        "its p99 is 0.50x the relay's (50.0 vs 100.0 ms)."
+    )
+    assert blank == ""
+
+
+def test_a_level_that_delivered_nothing_is_left_out() -> None:
+    levels = RESULT["latency"]
+    silent = {"latency": [*levels[:3], {"path": RELAY, "offered_per_s": 2000}, *levels[4:]]}
+    [sentence, _] = _against_relay(silent)
+    assert sentence.startswith("At 1,000 events/s") and "2,000" not in sentence
+    assert _against_relay({"latency": [level(ONE_HOP, 2000, 0.7, 10.0)]}) == []
