@@ -223,6 +223,14 @@ _EDGE_DOCS = [
     {"event_id": "e", "features": [True, 2, 3]},  # a bool is not a JSON number
     {"event_id": "e", "features": ["1.5", 2, 3]},
     {"event_id": "e", "features": [None, 2, 3]},
+    # bools among ints or floats, nested values of one shape, an integer beyond int64 (one
+    # beyond uint64: in _corpus), and plain 0s and 1s: what array type inference gets wrong
+    {"event_id": "e", "features": [True, False, True]},
+    {"event_id": "e", "features": [0, 1, True]},
+    {"event_id": "e", "features": [0.5, 1.0, False]},
+    {"event_id": "e", "features": [[1], [2], [3]]},
+    {"event_id": "e", "features": [1, 2, 2**63]},
+    {"event_id": "e", "features": [0, 1, 0]},
     {"event_id": "", "features": [1, 2, 3]},
     {"event_id": "x" * 257, "features": [1, 2, 3]},
     {"event_id": False, "features": [1, 2, 3]},
@@ -280,6 +288,7 @@ def _corpus() -> list[FakeMessage]:
         ("features", b'{"event_id": "far", "features": [1, 2, 3], "ts": 1e12}'),
         ("features", b'{"event_id": "inf", "features": [1, 2, 1e400]}'),
         ("features", b'{"event_id": "big", "features": [1, 2, 1e7]}'),
+        ("features", b'{"event_id": "u65", "features": [1.5, 2, 18446744073709551616]}'),
         ("features", b'{"event_id": "ok", "features": {"a": 1, "b": 2, "c": 3}}'),
         ("features", b'{"event_id": "dup", "event_id": "dup2", "features": [1, 2, 3]}'),
         ("features", None),
