@@ -181,7 +181,7 @@ class Worker:
             self.delivery.store(decoded.offsets)
             if self.shadow is not None:
                 self.shadow.maybe_promote()
-            self._observe(len(messages), outputs, began)
+            self._observe(len(messages), began)
             if self.on_batch:
                 self.on_batch(self, outputs)
         self.delivery.commit_if_due()
@@ -280,7 +280,7 @@ class Worker:
         self._publisher_required().predictions(predictions, live)
         self.metrics.observe_latencies(time.time() - predictions.event_ts)
 
-    def _observe(self, messages: int, outputs: Outputs, began: float) -> None:
+    def _observe(self, messages: int, began: float) -> None:
         elapsed = time.perf_counter() - began
         self.messages += messages
         self.busy_s += elapsed
