@@ -19,15 +19,15 @@ from typing import Any, Protocol
 
 from confluent_kafka import TopicPartition
 
-from streamapp.errors import TransactionError
+from streamapp.errors import FencedError, ProducerFatalError, TransactionError
 
 __all__ = ["OffsetCheckpoint", "TransactionalCheckpoint"]
 
 logger = logging.getLogger(__name__)
 
 # a commit that times out is still under way and is called again (any other transactional
-# call would conflict with it); bounded, so a producer the broker stopped answering (a fenced
-# zombie on some brokers) gives up within half a minute
+# call would conflict with it); bounded: after half a minute only a new producer, whose
+# init_transactions settles the transaction on the broker, can go on
 COMMIT_ATTEMPTS = 3
 COMMIT_TIMEOUT_S = 10.0
 
@@ -166,7 +166,8 @@ class TransactionalCheckpoint:
        ``send_offsets_to_transaction``, and commits.
     3. On failure the transaction is aborted and :class:`TransactionError` raised: the
        caller restores the last snapshot and replays (nothing of the aborted transaction is
-       visible to ``read_committed`` readers).
+       visible to ``read_committed`` readers). A fenced or dead producer is not aborted
+       (it cannot be): :class:`FencedError` or :class:`ProducerFatalError` goes up as is.
 
     A ``fault_hook`` is called just before the commit (tests inject failures there).
     """
@@ -267,6 +268,8 @@ class TransactionalCheckpoint:
             if self._fault_hook is not None:
                 self._fault_hook("commit")
             self._commit_transaction()
+        except (FencedError, ProducerFatalError):
+            raise  # the producer is dead: its transaction is void, and an abort would fail
         except TransactionError as exc:
             if not exc.abortable:
                 raise
@@ -289,14 +292,21 @@ class TransactionalCheckpoint:
 
     def _commit_transaction(self) -> None:
         """Commit, calling again while librdkafka says the call may be retried (a commit that
-        timed out is still under way: any other transactional call would conflict with it)."""
+        timed out is still under way: any other transactional call would conflict with it).
+
+        A commit still in doubt after the last attempt leaves a producer that can neither
+        commit nor abort: it is reported as failed for good, so the worker replaces it."""
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
                 self._producer.commit_transaction(COMMIT_TIMEOUT_S)
                 return
             except TransactionError as exc:
-                if not exc.retriable or attempt == COMMIT_ATTEMPTS:
+                if not exc.retriable:
                     raise
+                if attempt == COMMIT_ATTEMPTS:
+                    raise ProducerFatalError(
+                        f"commit still in doubt after {attempt} attempts: {exc}"
+                    ) from exc
                 logger.warning("commit_transaction failed (%s): calling it again", exc)
 
     def abort(self) -> None:

@@ -34,6 +34,7 @@ from streamapp.errors import (
     BrokerError,
     DeliveryError,
     DeliveryTimeoutError,
+    FencedError,
     ProducerFatalError,
     TransactionError,
 )
@@ -78,6 +79,7 @@ class Delivery:
         self.producer_restarts = 0
         self._consumer: BatchConsumer | None = None
         self._failures: deque[float] = deque()
+        self._dead_producer: FencedError | ProducerFatalError | None = None
 
     # -- the sink the publishers write to ---------------------------------------------------
 
@@ -145,7 +147,13 @@ class Delivery:
 
     def recover(self) -> None:
         """Read again from the last commit; retried on the next turn while the broker
-        cannot answer."""
+        cannot answer. A producer found fenced in a rebalance stops the worker here; one
+        found dead is replaced first."""
+        dead, self._dead_producer = self._dead_producer, None
+        if isinstance(dead, FencedError):
+            raise dead
+        if dead is not None:
+            self._replace_producer()
         try:
             self._rewind()
         except KafkaException as exc:
@@ -354,15 +362,27 @@ class ExactlyOnce(Delivery):
         except TransactionError as exc:
             logger.warning("commit on revoke failed (%s); recovering after the rebalance", exc)
             self.recovery_required = True
+        except (FencedError, ProducerFatalError) as exc:
+            self._after_rebalance(exc)
         self._forget([(tp.topic, tp.partition) for tp in partitions])
 
     def on_lost(self, partitions: list[KafkaPartition]) -> None:
         if self._checkpoint is None:
             return
         # the open transaction holds outputs of partitions we no longer own
-        self._checkpoint.abort()
+        try:
+            self._checkpoint.abort()
+        except (FencedError, ProducerFatalError) as exc:
+            self._after_rebalance(exc)
         self.recovery_required = True
         self._forget([(tp.topic, tp.partition) for tp in partitions])
+
+    def _after_rebalance(self, exc: FencedError | ProducerFatalError) -> None:
+        """A dead producer met in a rebalance callback: raising there would escape
+        librdkafka (and its close()), so the loop's next recovery raises or replaces it."""
+        logger.warning("producer failed in a rebalance (%s): handled after it", exc)
+        self._dead_producer = exc
+        self.recovery_required = True
 
     def _forget(self, gone: list[Partition]) -> None:
         self._required().forget(gone)

@@ -10,7 +10,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streamapp.batching import BatchPolicy
-from streamapp.errors import BrokerError
+from streamapp.errors import BrokerError, FencedError, StreamappError
 from streamapp.events import position_of
 from streamapp.ops.logs import at
 from streamapp.ordering import TimestampMerger
@@ -68,11 +68,23 @@ class BatchConsumer:
         self._on_revoke = on_revoke
         self._on_lost = on_lost
         self.assignment: set[tuple[str, int]] = set()
+        self._closing = False
         self._consumer.subscribe(
             list(topics), on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )
 
     def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._closing:
+            # an assignment served by close(): positioning the partitions (reading committed
+            # offsets) fails on a handle going away, and a callback that does not assign
+            # leaves confluent-kafka asking the rebalance protocol, which can hang in close
+            # (librdkafka#4041); a terminating consumer takes this assign as an unassign
+            logger.info("not taking %s: closing", _describe(partitions))
+            try:
+                self._consumer.assign(partitions)
+            except KafkaException as exc:
+                logger.debug("assign while closing: %s", exc)
+            return
         self.assignment |= {(tp.topic, tp.partition) for tp in partitions}
         self._merger.assign((tp.topic, tp.partition) for tp in partitions)
         logger.info("assigned %s", _describe(partitions))
@@ -147,8 +159,8 @@ class BatchConsumer:
                 at_end.discard(tp)
             elif err.code() == KafkaError._PARTITION_EOF:
                 at_end.add(tp)
-            elif err.fatal():
-                raise BrokerError(f"fatal consumer error: {err}")
+            elif err.fatal() or err.code() == KafkaError._FATAL:
+                raise _fatal(err)
             else:
                 logger.warning(
                     "consumer error on %s[%s]@%s: %s",
@@ -263,7 +275,17 @@ class BatchConsumer:
                 self._consumer.seek(TopicPartition(topic, partition, offset))
 
     def close(self) -> None:
+        self._closing = True
         self._consumer.close()
+
+
+def _fatal(err: KafkaError) -> StreamappError:
+    """The worker's exception for a fatal consumer error. librdkafka's one fatal consumer
+    error is a static member fenced by a newer one with its ``group.instance.id``: another
+    instance of this worker took over, so this one stops as a fenced producer does."""
+    if "fenced" in err.str().lower():
+        return FencedError(f"consumer fenced by a newer instance: {err.str()}")
+    return BrokerError(f"fatal consumer error: {err}")
 
 
 def _describe(partitions: list[TopicPartition]) -> str:

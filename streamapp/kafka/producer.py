@@ -180,9 +180,11 @@ class OutputProducer:
         producer fatal before it: a fenced producer can fail a later call with a non-fatal
         error (a conflicting commit), and what has to stop the worker is the fencing."""
         fatal = self._fatal_error()
-        if fatal is not None or error.fatal() or error.code() in (*_FENCED, KafkaError._FATAL):
-            return _fatal(fatal or error, during)
-        return None
+        if fatal is None and (error.fatal() or error.code() in (*_FENCED, KafkaError._FATAL)):
+            # remembered: the error callback may not have said so, and the abort that follows
+            # a failed commit must not report its conflict instead of the fencing
+            fatal = self._failed.fatal = error
+        return None if fatal is None else _fatal(fatal, during)
 
     def _fatal_error(self) -> KafkaError | None:
         """The underlying fatal error once the producer reported ``_FATAL``."""

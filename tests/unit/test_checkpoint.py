@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from streamapp.checkpointing.checkpoint import TransactionalCheckpoint
-from streamapp.errors import TransactionError
+from streamapp.errors import FencedError, ProducerFatalError, TransactionError
 
 
 class FakeProducer:
@@ -135,6 +135,54 @@ def test_a_fatal_commit_error_is_not_aborted(parts) -> None:
     with pytest.raises(TransactionError):
         cp.commit()
     assert "abort" not in producer.log
+
+
+class DeadProducer(FakeProducer):
+    """librdkafka after a commit went wrong: the commit call stays current, so an abort
+    conflicts with it."""
+
+    def abort_transaction(self, timeout: float = 0) -> None:
+        self.log.append("abort")
+        raise TransactionError(
+            "Conflicting commit_transaction API call is already in progress",
+            abortable=False,
+            retriable=True,
+        )
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [FencedError("producer fenced during commit_transaction"), ProducerFatalError("dead")],
+    ids=["fenced", "fatal"],
+)
+def test_a_dead_producer_s_commit_failure_reaches_the_worker_unaborted(failure) -> None:
+    # a zombie whose commit met its successor's fencing must stop as fenced, not be told
+    # that its abort conflicted and go on as if it still owned the transactional.id
+    producer = DeadProducer()
+    cp = checkpoint((producer, FakeStore(), Clock()))
+    cp.store({("features", 0): 7})
+    producer.fail_commit = failure
+    with pytest.raises(type(failure)):
+        cp.commit()
+    assert "abort" not in producer.log and cp.committed == {}
+
+
+def test_a_commit_still_in_doubt_after_every_attempt_reports_a_dead_producer() -> None:
+    # it can neither commit nor abort: only a new producer settles its transaction
+    from streamapp.checkpointing.checkpoint import COMMIT_ATTEMPTS
+
+    class NeverAnswers(DeadProducer):
+        def commit_transaction(self, timeout: float = 0) -> None:
+            self.log.append("commit attempt")
+            raise TransactionError("timed out", abortable=False, retriable=True)
+
+    producer = NeverAnswers()
+    cp = checkpoint((producer, FakeStore(), Clock()))
+    cp.store({("features", 0): 7})
+    with pytest.raises(ProducerFatalError, match="in doubt"):
+        cp.commit()
+    assert producer.log.count("commit attempt") == COMMIT_ATTEMPTS
+    assert "abort" not in producer.log and cp.committed == {}
 
 
 def test_an_injected_fault_aborts_and_is_reported_as_a_transaction_error(parts) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
+from streamapp.errors import BrokerError, FencedError
 from streamapp.kafka import consumer as consumer_module
 from streamapp.kafka.consumer import BatchConsumer
 
@@ -135,3 +136,65 @@ def test_a_partition_with_more_on_the_broker_still_holds_later_messages_back(
     released = batch._consume(10, 0.0)
 
     assert [(m.partition(), m.offset()) for m in released] == [(0, 0)]
+
+
+class ClosingConsumer(FakeConsumer):
+    """librdkafka can serve a pending assignment from inside close()."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.answered: list[list[TopicPartition]] = []
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.answered.append(partitions)
+
+    def close(self) -> None:
+        self.callbacks["on_assign"](self, [TopicPartition("features", 0)])
+
+
+def test_an_assignment_served_while_closing_is_not_positioned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # positioning reads the committed offsets, which fails on a handle being destroyed, and
+    # the failure used to escape close() (and the worker's)
+    monkeypatch.setattr(consumer_module, "Consumer", ClosingConsumer)
+    positioned: list[Any] = []
+
+    def on_assign(partitions: list[TopicPartition]) -> None:
+        positioned.append(partitions)
+        raise RuntimeError("Failed to get committed offsets: Broker handle destroyed")
+
+    batch = BatchConsumer({}, ["features"], on_assign=on_assign)
+    batch.close()
+    assert positioned == [] and batch.assignment == set()
+    # answered by the callback itself: confluent-kafka's own answer asks librdkafka for the
+    # rebalance protocol first, which hung a closing consumer forever (librdkafka#4041)
+    kafka = batch._consumer
+    assert isinstance(kafka, ClosingConsumer)
+    assert kafka.answered == [[TopicPartition("features", 0)]]
+
+
+class ErrorMsg(Msg):
+    def __init__(self, error: KafkaError) -> None:
+        super().__init__("features", 0, -1, 0)
+        self._error = error
+
+    def error(self) -> KafkaError:  # type: ignore[override]
+        return self._error
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("Static consumer fenced by other consumer with same group.instance.id", FencedError),
+        ("something else went wrong for good", BrokerError),
+    ],
+    ids=["fenced", "other"],
+)
+def test_a_fatal_consumer_error_stops_the_worker(reason: str, expected: type) -> None:
+    # librdkafka reports it as _FATAL, an error that does not say fatal() itself: it was
+    # logged as a warning and the fenced member went on consuming as a zombie
+    error = KafkaError(KafkaError._FATAL, f"Fatal error: Broker: {reason}")
+    assert not error.fatal()
+    with pytest.raises(expected):
+        BatchConsumer._errors([ErrorMsg(error)])

@@ -72,6 +72,26 @@ def test_any_transactional_failure_of_a_fenced_producer_is_the_fencing() -> None
         producer.commit_transaction()
 
 
+class FencedOnCommit(ConflictingClient):
+    """The commit itself raises the fencing (no error callback before it); the commit call
+    stays current in librdkafka, so the abort after it conflicts."""
+
+    def commit_transaction(self, timeout: float = 30.0) -> None:
+        raise KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+
+    def abort_transaction(self, timeout: float = 30.0) -> None:
+        super().commit_transaction()
+
+
+def test_a_fencing_seen_once_is_what_every_later_call_reports() -> None:
+    producer = OutputProducer({"bootstrap.servers": "127.0.0.1:9"})
+    producer._producer = FencedOnCommit(KafkaError._FENCED)  # type: ignore[assignment]
+    with pytest.raises(FencedError):
+        producer.commit_transaction()
+    with pytest.raises(FencedError):
+        producer.abort_transaction()
+
+
 class _Record:
     def topic(self) -> str:
         return "predictions"

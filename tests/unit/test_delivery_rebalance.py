@@ -1,0 +1,63 @@
+"""A producer that died inside a rebalance callback is dealt with by the loop, not raised
+out of librdkafka (where it escaped ``close()``, or left a fenced zombie running)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from streamapp.checkpointing.delivery import ExactlyOnce
+from streamapp.errors import FencedError, ProducerFatalError
+from streamapp.settings import Settings
+
+
+class DeadCheckpoint:
+    """The transactional checkpoint over a producer that failed for good."""
+
+    def __init__(self, failure: Exception) -> None:
+        self.failure = failure
+
+    def commit(self, snapshot: bool = False) -> None:
+        raise self.failure
+
+    def abort(self) -> None:
+        raise self.failure
+
+    def forget(self, partitions: Any) -> None:
+        pass
+
+
+def delivery_over(failure: Exception, monkeypatch: pytest.MonkeyPatch) -> ExactlyOnce:
+    settings = Settings(
+        bootstrap_servers="127.0.0.1:9", processing_guarantee="exactly-once", instance_id="w1"
+    )
+    delivery = ExactlyOnce(settings, state=None)  # type: ignore[arg-type]
+    delivery._checkpoint = DeadCheckpoint(failure)  # type: ignore[assignment]
+    monkeypatch.setattr(delivery, "_rewind", lambda: None)
+    return delivery
+
+
+@pytest.mark.parametrize("callback", ["on_revoke", "on_lost"])
+def test_a_fencing_met_in_a_rebalance_stops_the_worker_at_its_next_recovery(
+    callback: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    delivery = delivery_over(FencedError("fenced during commit_transaction"), monkeypatch)
+    getattr(delivery, callback)([TopicPartition("features", 0)])  # does not raise
+    assert delivery.recovery_required
+    with pytest.raises(FencedError):
+        delivery.recover()
+
+
+def test_a_producer_dead_in_a_rebalance_is_replaced_before_the_recovery(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    delivery = delivery_over(ProducerFatalError("dead"), monkeypatch)
+    replaced: list[bool] = []
+    monkeypatch.setattr(delivery, "_replace_producer", lambda: replaced.append(True))
+    delivery.on_revoke([TopicPartition("features", 0)])
+    delivery.recover()
+    assert replaced == [True] and not delivery.recovery_required
+    delivery.recover()  # once
+    assert replaced == [True]
