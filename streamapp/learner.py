@@ -24,6 +24,7 @@ from streamapp.assembly import build_codec, build_embedder, build_head, load_ser
 from streamapp.codec import UnknownLabelError, dead_letter_key
 from streamapp.events import DeadLetter, Reason, SourcePosition, position_of
 from streamapp.kafka.config import consumer_config, producer_config
+from streamapp.kafka.consumer import wait_for_join
 from streamapp.kafka.producer import OutputProducer
 from streamapp.lifecycle import Bounds, ExitSignals, tune_garbage_collector
 from streamapp.model.bundle import Bundle
@@ -55,6 +56,7 @@ class Learner:
         self._last_snapshot = time.monotonic()
         self._running = False
         self._consumer: Consumer | None = None
+        self._joined = False  # the group has served the first assignment
         self._producer: OutputProducer | None = None
 
     def start(self) -> None:
@@ -83,6 +85,7 @@ class Learner:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # the snapshot's offsets win: it holds exactly the examples before them
+        self._joined = True
         for tp in partitions:
             if (tp.topic, tp.partition) in self.offsets:
                 tp.offset = self.offsets[(tp.topic, tp.partition)]
@@ -179,6 +182,7 @@ class Learner:
 
     def close(self) -> None:
         if self._consumer is not None:
+            wait_for_join(self._consumer, lambda: self._joined)
             self._consumer.close()
         if self._producer is not None:
             self._producer.flush()

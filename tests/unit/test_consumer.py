@@ -165,7 +165,7 @@ def test_an_assignment_served_while_closing_is_not_positioned(
         raise RuntimeError("Failed to get committed offsets: Broker handle destroyed")
 
     batch = BatchConsumer({}, ["features"], on_assign=on_assign)
-    batch.close()
+    batch.close(join_timeout_s=0)  # the group never answered before close
     assert positioned == [] and batch.assignment == set()
     # answered by the callback itself: confluent-kafka's own answer asks librdkafka for the
     # rebalance protocol first, which hung a closing consumer forever (librdkafka#4041)
@@ -198,3 +198,35 @@ def test_a_fatal_consumer_error_stops_the_worker(reason: str, expected: type) ->
     assert not error.fatal()
     with pytest.raises(expected):
         BatchConsumer._errors([ErrorMsg(error)])
+
+
+class JoiningConsumer(FakeConsumer):
+    """The group answers the first join on the third poll."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.polls = 0
+        self.closed_after: int | None = None
+
+    def poll(self, timeout: float = -1) -> None:
+        self.polls += 1
+        if self.polls == 3:
+            self.callbacks["on_assign"](self, [TopicPartition("features", 0)])
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed_after = self.polls
+
+
+def test_close_waits_for_a_first_assignment_on_its_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    # served inside close() instead, it hung there for good (librdkafka#4041): 2 of 16 workers
+    # stopped 100-300 ms after start never exited
+    monkeypatch.setattr(consumer_module, "Consumer", JoiningConsumer)
+    positioned: list[list[TopicPartition]] = []
+    batch = BatchConsumer({}, ["features"], on_assign=lambda parts: positioned.append(parts))
+    batch.close()
+    kafka = batch._consumer
+    assert isinstance(kafka, JoiningConsumer)
+    assert kafka.closed_after == 3 and positioned == [[TopicPartition("features", 0)]]
