@@ -289,7 +289,7 @@ def wait_for_join(consumer: Consumer, joined: Callable[[], bool], timeout_s: flo
 
     A consumer closed while its first assignment is on the way gets that assignment served
     from inside ``close()``, where the group handle no longer answers, and the callback's
-    ``assign`` hangs for good (librdkafka#4041; 2 of 16 workers stopped 100-300 ms after
+    ``assign`` hangs for good (librdkafka#4041; 10 of 40 workers closed 0-400 ms after
     start never exited). So it polls until ``joined()`` (an empty assignment counts); what
     those polls fetch is not processed, hence never committed. ``unsubscribe`` first would
     cost a static member its place in the group (KIP-345: a restart would rebalance).
