@@ -280,27 +280,33 @@ def test_a_second_worker_joining_causes_no_duplicates(
     assert max(counts.values()) == 1
 
 
-def test_a_zombie_with_the_same_transactional_id_is_fenced_and_stops(
-    make_settings: Callable[..., Settings],
-) -> None:
-    settings = make_settings(partitions=2, **EOS)
-    n = 4000
-    produce_scenario(settings, n)
-    zombie = Worker(settings)
+def start_zombie(zombie: Worker) -> tuple[threading.Thread, list[BaseException]]:
+    """Run ``zombie`` in a thread; what stops it (the fencing is the point) lands in the list."""
     failure: list[BaseException] = []
 
     def run_zombie() -> None:
         try:
             zombie.run(timeout=60)
-        except BaseException as exc:  # the fencing error is the point of the test
+        except BaseException as exc:
             failure.append(exc)
 
     thread = threading.Thread(target=run_zombie)
     thread.start()
-    while zombie.pipeline.stats.events_scored < 500:
-        time.sleep(0.05)
-    with Worker(settings) as successor:  # same instance id: fences the zombie
-        thread.join(timeout=60)
+    return thread, failure
+
+
+def fence_and_finish(
+    settings: Settings,
+    n: int,
+    zombie: tuple[threading.Thread, list[BaseException]],
+    started: Callable[[], None] = lambda: None,
+) -> None:
+    """A successor with the zombie's instance id fences it and finishes: the zombie stopped
+    with the fencing, and each event was predicted once."""
+    thread, failure = zombie
+    with Worker(settings) as successor:
+        started()
+        thread.join(timeout=90)
         assert not thread.is_alive()
         deadline = time.monotonic() + 60
         while successor.pipeline.head.n_learned < n and time.monotonic() < deadline:
@@ -308,6 +314,19 @@ def test_a_zombie_with_the_same_transactional_id_is_fenced_and_stops(
     assert failure and isinstance(failure[0], FencedError), failure
     counts = exactly_once(settings, n)
     assert max(counts.values()) == 1
+
+
+def test_a_zombie_with_the_same_transactional_id_is_fenced_and_stops(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(partitions=2, **EOS)
+    n = 4000
+    produce_scenario(settings, n)
+    zombie = Worker(settings)
+    running = start_zombie(zombie)
+    while zombie.pipeline.stats.events_scored < 500:
+        time.sleep(0.05)
+    fence_and_finish(settings, n, running)
 
 
 @pytest.mark.parametrize("release", ["after", "racing"])
@@ -329,26 +348,8 @@ def test_a_zombie_fenced_around_its_commit_stops_with_the_fencing(
             go.wait(60)
 
     zombie = Worker(settings, fault_hook=hold_a_commit)
-    failure: list[BaseException] = []
-
-    def run_zombie() -> None:
-        try:
-            zombie.run(timeout=60)
-        except BaseException as exc:  # the fencing error is the point of the test
-            failure.append(exc)
-
-    thread = threading.Thread(target=run_zombie)
-    thread.start()
+    running = start_zombie(zombie)
     assert held.wait(60)
     if release == "racing":
         go.set()
-    with Worker(settings) as successor:
-        go.set()
-        thread.join(timeout=90)
-        assert not thread.is_alive()
-        deadline = time.monotonic() + 60
-        while successor.pipeline.head.n_learned < n and time.monotonic() < deadline:
-            successor.run(timeout=2)
-    assert failure and isinstance(failure[0], FencedError), failure
-    counts = exactly_once(settings, n)
-    assert max(counts.values()) == 1
+    fence_and_finish(settings, n, running, started=go.set)
