@@ -13,6 +13,7 @@ from streamapp.ops.logs import RepeatFilter
 from streamapp.settings import Settings
 
 __all__ = [
+    "PREFETCH_KBYTES",
     "admin_config",
     "consumer_config",
     "producer_config",
@@ -23,6 +24,8 @@ __all__ = [
 
 
 _LIBRDKAFKA_LOG = logging.getLogger("streamapp.kafka.librdkafka")
+# librdkafka's fetch queue bound per partition (it overshoots by up to one fetch response)
+PREFETCH_KBYTES = 2048
 # a broker outage makes every client log a connection error per reconnect attempt
 LIBRDKAFKA_REPEAT_S = 10.0
 _LIBRDKAFKA_LOG.addFilter(RepeatFilter(interval_s=LIBRDKAFKA_REPEAT_S))
@@ -82,6 +85,11 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         # a resumed (or newly caught-up) partition joins the next fetch request: do not let
         # an idle fetch hold the broker connection for librdkafka's default 500 ms
         "fetch.wait.max.ms": 100,
+        # prefetch a few batches per partition, not librdkafka's 64 MB: a pause (backpressure)
+        # throws the prefetched data away to be fetched again, and a whole backlog held in
+        # the queue is memory for nothing; refill 5 ms after a full queue, not 1 s later
+        "queued.max.messages.kbytes": PREFETCH_KBYTES,
+        "fetch.queue.backoff.ms": 5,
         **({"group.instance.id": settings.group_instance_id} if settings.group_instance_id else {}),
         **{k: v for k, v in settings.kafka.items() if not k.startswith(_PRODUCER_ONLY)},
         **overrides,

@@ -1,8 +1,13 @@
-"""Client configurations: the defaults the latency depends on, and the passthrough over them."""
+"""Client configurations: the defaults latency and memory rest on, and the passthrough."""
 
 from __future__ import annotations
 
-from streamapp.kafka.config import producer_config, transactional_producer_config
+from streamapp.kafka.config import (
+    PREFETCH_KBYTES,
+    consumer_config,
+    producer_config,
+    transactional_producer_config,
+)
 from streamapp.settings import Settings
 
 
@@ -15,3 +20,18 @@ def test_output_producers_send_a_batch_without_lingering() -> None:
 def test_the_passthrough_still_sets_linger() -> None:
     settings = Settings(bootstrap_servers="localhost:9092", kafka={"linger.ms": "5"})
     assert producer_config(settings)["linger.ms"] == "5"
+
+
+def test_consumers_prefetch_a_bounded_queue_and_refill_it_soon() -> None:
+    # librdkafka's defaults: 64 MB per partition, refilled 1 s after the queue was full
+    consumer = consumer_config(Settings(bootstrap_servers="localhost:9092"))
+    assert consumer["queued.max.messages.kbytes"] == PREFETCH_KBYTES <= 4096
+    assert consumer["fetch.queue.backoff.ms"] <= 10
+
+
+def test_the_passthrough_still_sets_the_prefetch() -> None:
+    settings = Settings(
+        bootstrap_servers="localhost:9092", kafka={"queued.max.messages.kbytes": "65536"}
+    )
+    assert consumer_config(settings)["queued.max.messages.kbytes"] == "65536"
+    assert "queued.max.messages.kbytes" not in producer_config(settings)
