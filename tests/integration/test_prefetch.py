@@ -14,7 +14,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streamapp.kafka.config import consumer_config
+from streamapp.kafka.config import PREFETCH_KBYTES, consumer_config
 from streamapp.settings import Settings
 
 BACKLOG_BYTES = 12 * 1024 * 1024
@@ -51,7 +51,7 @@ def test_a_consumer_with_a_full_prefetch_queue_stops_fetching(
         consumer.close()
 
     queued = [s["topics"][topic]["partitions"]["0"]["fetchq_size"] for s in stats]
-    full = [s for s, size in zip(stats, queued, strict=True) if size > 2 * 1024 * 1024]
+    full = [s for s, size in zip(stats, queued, strict=True) if size > PREFETCH_KBYTES * 1024]
     assert 0 < taken < 100 and len(full) >= 10  # a slow reader, a queue full most of the time
     # unbounded, noida-db is asked ~12,000 times a second; a real broker waits on each ask
     assert _fetches(full[-1]) - _fetches(full[0]) < 50
