@@ -236,6 +236,14 @@ def assert_valid(schema_name: str, document: object) -> None:
     jsonschema.Draft202012Validator(load_schema(schema_name)).validate(document)
 
 
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Poll ``condition`` until it holds; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
 def second_has_not_joined(second: Worker) -> None:
     """An ``on_batch`` hook for a first worker: ~1,000 events/s (batches of 100) until the
     ``second`` has scored something, so the backlog is not gone before it joins."""

@@ -36,6 +36,7 @@ from tests.conftest import (
     second_has_not_joined,
     state_arrays,
     wait_caught_up,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -268,8 +269,7 @@ def test_a_second_worker_joining_causes_no_duplicates(
     second = Worker(settings.with_overrides(instance_id="w2"))
     threads = [threading.Thread(target=w.run, kwargs={"timeout": 60}) for w in (first, second)]
     threads[0].start()
-    while first.pipeline.stats.events_scored < 500:
-        time.sleep(0.05)
+    wait_until(lambda: first.pipeline.stats.events_scored >= 500, "first did no work")
     threads[1].start()
     counts = exactly_once(settings, n)
     for worker, thread in zip((first, second), threads, strict=True):
@@ -324,8 +324,7 @@ def test_a_zombie_with_the_same_transactional_id_is_fenced_and_stops(
     produce_scenario(settings, n)
     zombie = Worker(settings)
     running = start_zombie(zombie)
-    while zombie.pipeline.stats.events_scored < 500:
-        time.sleep(0.05)
+    wait_until(lambda: zombie.pipeline.stats.events_scored >= 500, "the zombie did no real work")
     fence_and_finish(settings, n, running)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
 from streamapp.settings import Settings
 from streamapp.worker import Worker
-from tests.conftest import assert_valid, settings_env
+from tests.conftest import assert_valid, settings_env, wait_until
 from tests.unit.test_registry import registry_serving_v1
 
 pytestmark = pytest.mark.integration
@@ -43,13 +42,6 @@ def control_events(settings: Settings) -> list[ControlEvent]:
     """Every event on the control topic so far."""
     messages = read_to_end(settings, settings.topics.model_control, "test-control-reader")
     return [ControlEvent.decode(msg.value() or b"") for msg in messages]
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def test_promote_swaps_between_batches_refuses_a_corrupt_bundle_and_rolls_back(

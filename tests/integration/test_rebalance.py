@@ -20,7 +20,7 @@ from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
 from streamapp.settings import Settings
 from streamapp.worker import Worker
-from tests.conftest import read_topic, second_has_not_joined
+from tests.conftest import read_topic, second_has_not_joined, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +37,7 @@ def test_a_second_worker_joining_takes_over_partitions_and_nothing_is_lost(
     second = Worker(settings)
     threads = [threading.Thread(target=w.run, kwargs={"timeout": 60}) for w in (first, second)]
     threads[0].start()
-    while first.pipeline.stats.events_scored < 500:  # the first has done real work
-        time.sleep(0.05)
+    wait_until(lambda: first.pipeline.stats.events_scored >= 500, "first did no work")
     threads[1].start()
     deadline = time.monotonic() + 45
     while time.monotonic() < deadline:
