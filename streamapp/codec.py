@@ -589,9 +589,17 @@ class Codec:
             try:
                 # NaN/Infinity tokens (Python's json, JavaScript) parse here and are then
                 # rejected as non_finite, which says more than "invalid JSON"
-                return json.loads(text)
+                doc = json.loads(text)
+                # Python's json also keeps a lone surrogate escape ("\ud800"), which orjson
+                # refuses: a string holding one could never be written out again
+                json.dumps(doc, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:  # a ValueError too: first
+                raise _RejectError(
+                    Reason.ENCODING, "a string holds a lone surrogate escape (not a character)"
+                ) from None
             except (ValueError, RecursionError):
                 raise _RejectError(Reason.DECODE, f"invalid JSON: {exc}") from None
+            return doc
 
     @staticmethod
     def _validate(check: Any, doc: Any) -> None:

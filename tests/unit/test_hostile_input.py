@@ -79,6 +79,14 @@ def corpus(n_features: int) -> list[Hostile]:
             "escaped control characters", "features", event(b'"h-\\u0000\\u0001\\u001f"'), None
         ),
         Hostile("raw control characters", "features", event(b'"h-\x00\x01"'), "decode"),
+        Hostile("lone surrogate id", "features", event(b'"h-\\ud800"'), "encoding"),
+        Hostile(
+            "lone surrogate label id",
+            "feedback",
+            b'{"event_id": "x\\udfff", "label": "0"}',
+            "encoding",
+        ),
+        Hostile("surrogate pair id", "features", event(b'"h-\\ud83d\\ude00"'), None),
         Hostile("250 KB of \\x01", "features", b"\x01" * 250_000, "decode"),
         Hostile("900 KB not UTF-8", "features", b"\xff\xfe" * 450_000, "oversized"),
         Hostile(
@@ -211,6 +219,8 @@ def test_thousands_of_random_inputs_never_raise_and_each_dead_letter_fits() -> N
             outcomes[source.offset] += 1  # type: ignore[union-attr]
         for dead in batch.dead_letters:
             _assert_fits(dead, codec)
+        for event_id in batch.features.ids + [f.event_id for f in batch.feedback]:
+            event_id.encode()  # what is accepted can be written out again
     assert outcomes == [1] * len(inputs)  # each input exactly once: event, label or dead letter
 
 
