@@ -29,7 +29,7 @@ import logging
 from typing import Any, Literal
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 from streamapp.model.head import HeadState, OnlineHead
 from streamapp.settings import GuardSettings
@@ -55,10 +55,16 @@ def head_is_finite(head: OnlineHead) -> bool:
 
 
 def _mcnemar_worse(b: int, c: int) -> float:
-    """One-sided exact p-value that the adapted model is worse (``c`` = only source right)."""
+    """One-sided exact p-value that the adapted model is worse (``c`` = only source right):
+    ``P(X >= c)`` for ``X ~ Binomial(b + c, 1/2)``, as ``scipy.stats.binomtest(c, b + c,
+    alternative="greater")`` gives it (to an ulp) without its ~60 µs per call, once a batch.
+
+    >>> round(_mcnemar_worse(0, 6), 12), _mcnemar_worse(3, 3)  # (1/2)**6: only source right
+    (0.015625, 1.0)
+    """
     if c <= b:
         return 1.0
-    return float(stats.binomtest(c, b + c, 0.5, alternative="greater").pvalue)
+    return float(special.bdtrc(c - 1, b + c, 0.5))
 
 
 class SafeAdaptationGuard:
@@ -87,11 +93,12 @@ class SafeAdaptationGuard:
 
     def observe(self, truth: np.ndarray, adapted: np.ndarray, source: np.ndarray) -> str | None:
         """Record paired outcomes (class indices) and decide; returns the decision, if any."""
-        w = self.settings.window
-        for right_a, right_s in zip(adapted == truth, source == truth, strict=True):
-            slot = self._seen % w
-            self._adapted_right[slot], self._source_right[slot] = right_a, right_s
-            self._seen += 1
+        w, count = self.settings.window, len(truth)
+        keep = min(count, w)  # of a batch longer than the window, only its last labels stay
+        slots = (self._seen + count - keep + np.arange(keep)) % w
+        self._adapted_right[slots] = (adapted == truth)[count - keep :]
+        self._source_right[slots] = (source == truth)[count - keep :]
+        self._seen += count
         n, b, c = self._window_counts()
         decision: Decision | None = None
         if not self.serving_source:

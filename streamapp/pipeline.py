@@ -165,11 +165,13 @@ class Pipeline:
         if again.any():
             parts.append((np.flatnonzero(again), self._reemit(block.select(again), now)))
         if len(features):
-            scored, waiting = self._score(features, now)
+            scored, embeddings = self._score(features, now)
             parts.append((np.flatnonzero(fresh), scored))
         outputs.predictions = _in_input_order(parts)
         if on_scored is not None and outputs.predictions is not None:
             on_scored(outputs.predictions)
+        if len(features):  # after the predictions left: the ledger and drift are off their path
+            waiting = self._remember(features, scored, embeddings)
         outputs.joined = self._learn([*waiting, *batch.feedback])
         if self.companion is not None:  # before a report, which says how it compares
             self.companion.process(batch, outputs)
@@ -245,8 +247,9 @@ class Pipeline:
             served_by=served_by,
         )
 
-    def _score(self, block: FeatureBlock, now: float) -> tuple[PredictionBlock, list[Feedback]]:
-        embeddings = self.embed(block.X)  # one forward pass for the whole batch
+    def _score(self, block: FeatureBlock, now: float) -> tuple[PredictionBlock, np.ndarray]:
+        """The block's predictions and embeddings: one forward pass for the whole batch."""
+        embeddings = self.embed(block.X)
         by_source = self.guard is not None and self.guard.serving_source
         proba = (self.source_proba if by_source else self.head.predict_proba_many)(embeddings)
         served_by = (
@@ -254,30 +257,35 @@ class Pipeline:
             if self.guard is None
             else np.full(len(block), SOURCE if by_source else ADAPTED, np.int8)
         )
-        labels = proba.argmax(axis=1)
-        head_seq = np.full(len(block), self.head.n_learned, np.int64)
-        waiting = self.ledger.add(
-            block.ids,
-            embeddings,
-            proba,
-            block.ts,
-            sources=block.sources or None,
-            head_seq=head_seq,
-        )
-        self.monitor.update_events(block.X, labels, block.ts)
-        self.stats.events_scored += len(block)
         prediction = PredictionBlock(
             ids=block.ids,
             keys=block.keys,
             proba=proba,
-            labels=labels,
+            labels=proba.argmax(axis=1),
             event_ts=block.ts,
             scored_ts=now,
-            head_seq=head_seq,
+            head_seq=np.full(len(block), self.head.n_learned, np.int64),
             sources=block.sources,
             served_by=served_by,
         )
-        return prediction, waiting
+        return prediction, embeddings
+
+    def _remember(
+        self, block: FeatureBlock, scored: PredictionBlock, embeddings: np.ndarray
+    ) -> list[Feedback]:
+        """Served rows into the ledger (to learn on when their labels come) and the drift
+        window; returns the parked labels that were waiting for these events."""
+        waiting = self.ledger.add(
+            block.ids,
+            embeddings,
+            scored.proba,
+            block.ts,
+            sources=block.sources or None,
+            head_seq=scored.head_seq,
+        )
+        self.monitor.update_events(block.X, scored.labels, block.ts)
+        self.stats.events_scored += len(block)
+        return waiting
 
     def _learn(self, feedback: Sequence[Feedback]) -> JoinedExamples | None:
         """Join labels to served rows and learn from them (unless a learner process does);

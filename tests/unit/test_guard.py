@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
+import pytest
+from scipy import stats
 
 from streamapp.checkpointing.state import decode_state, encode_state
 from streamapp.codec import Codec, DecodedBatch
 from streamapp.drift.monitor import DriftMonitor
 from streamapp.drift.stats import ReferenceProfile
 from streamapp.events import FeatureBlock, Feedback
-from streamapp.guard import GuardSettings, SafeAdaptationGuard
+from streamapp.guard import GuardSettings, SafeAdaptationGuard, _mcnemar_worse
 from streamapp.ledger import PendingLedger
 from streamapp.model.head import SGDHead
 from streamapp.pipeline import Pipeline
@@ -45,6 +47,34 @@ def test_a_slightly_worse_adapted_model_that_is_not_significant_keeps_serving() 
     adapted[:3] = 1  # 3 more mistakes than the source in 100: p = 0.125
     assert guard.observe(truth, adapted=adapted, source=truth) is None
     assert guard.state == "adapted"
+
+
+def test_the_p_value_is_the_exact_one_sided_binomial_test() -> None:
+    for b in range(0, 120, 7):
+        for c in range(b + 1, 160, 5):
+            exact = stats.binomtest(c, b + c, 0.5, alternative="greater").pvalue
+            assert _mcnemar_worse(b, c) == pytest.approx(exact, rel=1e-12, abs=1e-300)
+    assert _mcnemar_worse(5, 5) == _mcnemar_worse(6, 5) == 1.0
+
+
+@pytest.mark.parametrize("sizes", [[1] * 250, [7, 93, 1, 150, 3], [250], [99, 101, 50]])
+def test_a_batch_of_labels_leaves_the_window_as_one_label_at_a_time_does(
+    sizes: list[int],
+) -> None:
+    rng = np.random.default_rng(3)
+    truth, adapted, source = (rng.integers(0, 2, 250) for _ in range(3))
+    one_by_one, batched = SafeAdaptationGuard(SETTINGS), SafeAdaptationGuard(SETTINGS)
+    for i in range(250):
+        one_by_one.observe(truth[i : i + 1], adapted[i : i + 1], source[i : i + 1])
+    start = 0
+    for size in sizes:  # batches longer than the window (100) keep only their last labels
+        batched.observe(*(a[start : start + size] for a in (truth, adapted, source)))
+        start += size
+    expected, got = one_by_one.state_dict(), batched.state_dict()
+    for name in ("adapted_right", "source_right"):
+        np.testing.assert_array_equal(got[name], expected[name])
+    assert got["seen"] == expected["seen"] == 250
+    assert batched.summary()["p_value"] == one_by_one.summary()["p_value"]
 
 
 def make_pipeline(guard: SafeAdaptationGuard | None) -> Pipeline:
