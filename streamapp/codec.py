@@ -629,6 +629,9 @@ class Codec:
 
     def _feedback(self, doc: dict[str, Any], ts: float, msg: Message) -> Feedback:
         label = self._label_index.get(str(doc["label"]))
+        if label is None and type(doc["label"]) is float and doc["label"].is_integer():
+            # JSON has one number type: 1.0 (what numpy or JavaScript may write) is the integer 1
+            label = self._label_index.get(str(int(doc["label"])))
         if label is None:
             raise _RejectError(
                 Reason.UNKNOWN_LABEL,

@@ -268,7 +268,12 @@ class Settings(BaseSettings):
         "text", description="text (key=value context) or one JSON object per line"
     )
     max_payload_bytes: int = Field(262_144, ge=64, description="larger inputs are dead-lettered")
-    max_abs_value: float = Field(1e6, gt=0, description="larger feature values are dead-lettered")
+    max_abs_value: float = Field(
+        1e6,
+        gt=0,
+        le=3.4e38,  # the backbone sees float32: a larger value would become infinity
+        description="larger feature values are dead-lettered (at most 3.4e38, float32's range)",
+    )
     max_future_skew_s: float = Field(
         300.0,
         gt=0,

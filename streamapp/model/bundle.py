@@ -26,6 +26,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -310,6 +311,11 @@ def _check_shapes(
         problems.append(f"input_shape {m.input_shape} does not hold {m.input_dim} values")
     if n_classes < 2:
         problems.append("fewer than 2 classes")
+    for what, names in (("class", m.classes), ("feature name", m.feature_names)):
+        # labels and dict features are matched by text: 1 and "1" are the same name
+        repeated = sorted(name for name, n in Counter(map(str, names)).items() if n > 1)
+        if repeated:
+            problems.append(f"repeated {what} {', '.join(map(repr, repeated[:5]))}")
     if coef.shape != (rows, m.embedding_dim) or intercept.shape != (rows,):
         problems.append(
             f"head {coef.shape}/{intercept.shape}, expected ({rows}, {m.embedding_dim})"

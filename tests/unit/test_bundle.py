@@ -151,7 +151,21 @@ def garbage_head(bundle: Path) -> None:
     _rewrite(bundle, "head.npz", lambda path: path.write_bytes(b"not a zip at all"))
 
 
+def repeated_class(bundle: Path) -> None:
+    manifest = orjson.loads((bundle / "manifest.json").read_bytes())
+    manifest["classes"][-1] = int(manifest["classes"][0])  # 0 and "0": the same label text
+    (bundle / "manifest.json").write_bytes(orjson.dumps(manifest))
+
+
+def repeated_feature(bundle: Path) -> None:
+    manifest = orjson.loads((bundle / "manifest.json").read_bytes())
+    manifest["feature_names"][1] = manifest["feature_names"][0]
+    (bundle / "manifest.json").write_bytes(orjson.dumps(manifest))
+
+
 BREAKERS: dict[str, tuple[Callable[[Path], None], str]] = {
+    "repeated_class": (repeated_class, "repeated class '0'"),
+    "repeated_feature": (repeated_feature, "repeated feature name"),
     "object_head": (object_head, "head.npz is not a plain numeric .npz"),
     "nan_head": (nan_head, "non-finite weights in head.npz coef"),
     "nan_backbone": (nan_backbone, "non-finite weights in backbone.pt"),

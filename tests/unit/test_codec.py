@@ -487,6 +487,17 @@ def test_a_small_dead_letter_is_whole_and_a_tombstone_has_no_payload(codec: Code
     assert (tombstone["payload_encoding"], tombstone["payload_size"]) == ("none", 0)
 
 
+def test_an_integral_float_label_is_its_integer_class() -> None:
+    codec = Codec(["a"], ["0", "1"])
+    labels = [b'{"event_id": "e", "label": %s}' % label for label in (b"1.0", b"1e0", b"-0.0")]
+    batch = codec.decode_batch([FakeMessage("feedback", v, offset=i) for i, v in enumerate(labels)])
+    assert [f.label for f in batch.feedback] == [1, 1, 0]
+    for label, reason in ((b"3.0", Reason.UNKNOWN_LABEL), (b"1.5", Reason.SCHEMA)):
+        value = b'{"event_id": "e", "label": %s}' % label
+        [dead] = codec.decode_batch([FakeMessage("feedback", value)]).dead_letters
+        assert dead.reason is reason
+
+
 def test_an_echoed_label_is_cut_in_the_message() -> None:
     codec = Codec(["a", "b", "c"], ["0", "1"], max_payload_bytes=1_000_000)
     value = orjson.dumps({"event_id": "e", "label": "L" * 200_000})

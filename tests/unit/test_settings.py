@@ -42,6 +42,8 @@ def test_invalid_values_are_refused_with_a_clear_error() -> None:
         Settings().with_overrides(**{"batch.max_size": 0})
     with pytest.raises(pydantic.ValidationError, match="device"):
         Settings(device="tpu")  # type: ignore[arg-type]
+    with pytest.raises(pydantic.ValidationError, match="max_abs_value"):
+        Settings(max_abs_value=1e300)  # beyond float32: accepted values would be infinite
 
 
 def test_clients_need_bootstrap_servers() -> None:
