@@ -46,6 +46,9 @@ class Table:
     input_shape: list[int] | None = None
     ids: list[str] | None = None
     ts: np.ndarray | None = None
+    # the file named its features (CSV/Parquet columns, an NPZ's feature_names): a replay
+    # sends them by name, so a column order other than the model's cannot go unnoticed
+    named: bool = False
 
     def __len__(self) -> int:
         return len(self.y)
@@ -102,7 +105,8 @@ def load_table(
 def _read_csv(path: Path) -> dict[str, list[Any]]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first name
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle, delimiter=delimiter)
             header = next(reader, None)
             if not header:
@@ -159,7 +163,7 @@ def _from_columns(
         raise DataError(f"{path}: the label column {label_column!r} has empty values")
     ids = [str(v) for v in columns[id_column]] if id_column else None
     ts = _numeric(path, ts_column, columns[ts_column]) if ts_column else None
-    return _table(path, X, labels, names, classes, None, ids, ts)
+    return _table(path, X, labels, names, classes, None, ids, ts, named=True)
 
 
 def _table(
@@ -171,6 +175,8 @@ def _table(
     input_shape: list[int] | None,
     ids: list[str] | None,
     ts: np.ndarray | None,
+    *,
+    named: bool,
 ) -> Table:
     known = list(classes) if classes is not None else class_names(labels)
     index = {name: i for i, name in enumerate(known)}
@@ -180,7 +186,7 @@ def _table(
     y = np.fromiter((index[label] for label in labels), np.int64, len(labels))  # type: ignore[index]
     if ts is not None and not np.isfinite(ts).all():
         raise DataError(f"{path}: the timestamp column has empty or non-finite values")
-    return Table(X, y, names, known, input_shape, ids, ts)
+    return Table(X, y, names, known, input_shape, ids, ts, named)
 
 
 def _numeric(path: Path, name: str, values: list[Any]) -> np.ndarray:
@@ -265,7 +271,8 @@ def _load_npz(
     labels = [_label(v) for v in y.tolist()]
     ids = [str(v) for v in arrays[id_column].tolist()] if id_column else None
     ts = arrays[ts_column].astype(np.float64) if ts_column else None
-    return _table(path, X, labels, names, classes, shape, ids, ts)
+    named = "feature_names" in arrays
+    return _table(path, X, labels, names, classes, shape, ids, ts, named=named)
 
 
 def _npz_feature_names(path: Path, arrays: dict[str, np.ndarray], d: int) -> list[str]:

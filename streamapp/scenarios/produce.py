@@ -84,7 +84,8 @@ def table_records(
 
     Event ids come from the table's id column (else ``id_prefix`` + row number), event times
     from its timestamp column (else ``start_ts`` + row / ``rate``; default start: now).
-    Records come out in timestamp order; a missing value is sent as ``null``.
+    Records come out in timestamp order; a missing value is sent as ``null``. Features go by
+    name (``{name: value}``) when the file named them, else as a list in column order.
 
     >>> from streamapp.datasets import Table
     >>> t = Table(np.array([[1.0], [np.nan]]), np.array([0, 1]), ["x"], ["a", "b"])
@@ -92,6 +93,9 @@ def table_records(
     ...  for r in table_records(t, rate=10, label_delay_s=0.01, start_ts=0)]
     [('features', [1.0], None), ('feedback', None, 'a'), ('features', [None], None), \
 ('feedback', None, 'b')]
+    >>> named = Table(np.array([[1.0, 2.0]]), np.array([0]), ["x", "y"], ["a"], named=True)
+    >>> next(table_records(named, start_ts=0)).value["features"]
+    {'x': 1.0, 'y': 2.0}
     """
     start_ts = time.time() if start_ts is None else start_ts
     n = len(table)
@@ -105,7 +109,8 @@ def table_records(
         ts = float(times[i])
         while pending and pending[0][0] <= ts:
             yield heapq.heappop(pending)[2]
-        features = [None if math.isnan(v) else v for v in table.X[i].tolist()]
+        values = [None if math.isnan(v) else v for v in table.X[i].tolist()]
+        features = dict(zip(table.feature_names, values, strict=True)) if table.named else values
         event = {"event_id": ids[i], "ts": ts, "features": features}
         yield Record("features", ids[i], event, ts)
         if labeled[i]:

@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
+from streamapp.codec import Codec
 from streamapp.datasets import load_table
 from streamapp.errors import DataError
+from streamapp.scenarios.produce import table_records
+from tests.unit.test_codec import FakeMessage
 
 
 def write_csv(path: Path, text: str) -> Path:
@@ -43,6 +47,26 @@ def test_npz_shaped_features_set_the_input_shape(tmp_path: Path) -> None:
     table = load_table(tmp_path / "d.npz", "y")
     assert table.input_shape == [1, 2, 3]
     assert table.X.shape == (2, 6) and table.classes == ["cat", "dog"]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbflabel,a\n1,2\n0,3\n")  # Excel's "CSV UTF-8"
+    table = load_table(path, "label")
+    assert table.feature_names == ["a"] and table.classes == ["0", "1"]
+
+
+def test_a_replay_sends_named_columns_by_name_whatever_their_order(tmp_path: Path) -> None:
+    """A target file whose columns come in another order than the model's is scored on the
+    right features (it was scored on swapped ones, silently); an unnamed NPZ goes by position."""
+    path = write_csv(tmp_path / "target.csv", "f2,f1,label\n20,10,a\n")
+    [event, _] = table_records(load_table(path, "label"), start_ts=0)
+    codec = Codec(["f1", "f2"], ["a", "b"])
+    message = FakeMessage("features", orjson.dumps(event.value), timestamp_ms=1000)
+    assert codec.decode_batch([message], now=1.0).features.X.tolist() == [[10.0, 20.0]]
+    np.savez(tmp_path / "d.npz", X=np.array([[1.0, 2.0]]), y=np.array(["a"]))
+    [event, _] = table_records(load_table(tmp_path / "d.npz", "y"), start_ts=0)
+    assert event.value["features"] == [1.0, 2.0]
 
 
 @pytest.mark.parametrize(
