@@ -37,7 +37,12 @@ import torch
 
 from streamapp.drift.stats import ReferenceProfile
 from streamapp.errors import BundleError
-from streamapp.model.formats import BACKBONE_FILES, load_backbone, save_backbone
+from streamapp.model.formats import (
+    BACKBONE_FILES,
+    copy_backbone,
+    load_backbone,
+    save_backbone,
+)
 from streamapp.model.logits import logit_rows
 
 __all__ = [
@@ -133,15 +138,19 @@ def write_bundle(
     head_intercept: np.ndarray,
     reference: ReferenceProfile,
 ) -> Manifest:
-    """Write a bundle atomically (to a temporary sibling, then rename); returns the manifest
-    with its file checksums filled in. ``backbone`` is a module (its state_dict is saved in
-    the manifest's ``backbone_format``) or a file copied as is (torch.export, ONNX).
-    Nothing is left behind when writing fails."""
+    """Write a bundle atomically (to a temporary sibling, verified by loading it, then
+    renamed); returns the manifest with its file checksums filled in. ``backbone`` is a module
+    (its state_dict is saved in the manifest's ``backbone_format``) or a file copied as is
+    (torch.export, ONNX). Nothing is left behind when writing or the verification fails."""
     path = check_new_bundle(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
         final = _write_files(staging, manifest, backbone, head_coef, head_intercept, reference)
+        try:
+            load_bundle(staging)  # what would be refused on loading is never written
+        except BundleError as exc:
+            raise BundleError(str(exc).replace(str(staging), str(path))) from None
         check_new_bundle(path)  # another writer may have won meanwhile
         os.rename(staging, path)
     except BaseException:
@@ -161,7 +170,7 @@ def _write_files(
 ) -> Manifest:
     backbone_file = manifest.backbone_file
     if isinstance(backbone, Path):
-        shutil.copyfile(backbone, staging / backbone_file)
+        copy_backbone(backbone, staging / backbone_file, manifest.backbone_format)
     else:
         save_backbone(backbone, staging / backbone_file, manifest.backbone_format)
     np.savez(staging / "head.npz", coef=head_coef, intercept=head_intercept)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import logging
 import pickle
+import shutil
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ __all__ = [
     "BACKBONE_FILES",
     "OnnxBackbone",
     "check_pt2",
+    "copy_backbone",
     "format_of",
     "infer_architecture",
     "load_backbone",
@@ -241,6 +243,40 @@ def _load_pt2(path: Path) -> nn.Module:
 
 
 # -- ONNX --------------------------------------------------------------------------------------
+
+
+def copy_backbone(source: Path, target: Path, fmt: str) -> None:
+    """Copy a backbone file into a bundle. An ONNX model whose weights live in external data
+    files beside it (what ``torch.onnx.export`` writes by default) is written as one file: a
+    bundle holds one checksummed backbone file."""
+    if fmt != "onnx" or not _onnx_external_data(source):
+        shutil.copyfile(source, target)
+        return
+    import onnx
+
+    try:
+        # the data files are resolved next to the model; a location outside its folder is refused
+        model = onnx.load(str(source))
+        onnx.save_model(model, str(target))
+    except Exception as exc:  # onnx raises ValueError (over 2 GB), OSError, its own types
+        raise BundleError(
+            f"{source.name}: its external data cannot be bundled: {_first_line(exc)}"
+        ) from None
+
+
+def _onnx_external_data(path: Path) -> bool:
+    """True when an ONNX file keeps tensors in external data files (False without onnx, which
+    only onnxruntime then loads: a missing data file fails the bundle's verification)."""
+    try:
+        import onnx
+        from onnx.external_data_helper import uses_external_data
+    except ImportError:
+        return False
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not ONNX: copied as is, and refused when the bundle is verified
+        return False
+    return any(uses_external_data(tensor) for tensor in model.graph.initializer)
 
 
 class OnnxBackbone(nn.Module):

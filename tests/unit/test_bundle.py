@@ -103,6 +103,23 @@ def test_bundles_are_immutable(digits_bundle: Path) -> None:
         )
 
 
+def test_a_bundle_that_would_not_load_is_never_written(digits_bundle: Path, tmp_path: Path) -> None:
+    from streamapp.model.bundle import write_bundle
+
+    bundle = load_bundle(digits_bundle)
+    out = tmp_path / "models" / "digits" / "2"
+    with pytest.raises(BundleError, match=f"{out}: non-finite weights in head.npz"):
+        write_bundle(
+            out,
+            bundle.manifest,
+            bundle.backbone,
+            np.full_like(bundle.head_coef, np.nan),
+            bundle.head_intercept,
+            bundle.reference,
+        )
+    assert list(out.parent.iterdir()) == []  # neither the bundle nor its staging folder
+
+
 # -- every bundle error is one line (issue 11, item 9) -----------------------------------------
 
 

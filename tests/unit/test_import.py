@@ -101,6 +101,37 @@ def test_an_imported_backbone_embeds_like_the_original_module(
     np.testing.assert_allclose(embed(table.X[:1]), expected[:1], rtol=1e-4, atol=1e-5)
 
 
+def test_an_onnx_model_with_external_data_is_bundled_as_one_file(
+    data_csv: Path, tmp_path: Path
+) -> None:
+    """torch.onnx.export keeps large weights in a data file beside the model by default; the
+    bundle copied only the model and was then refused (and left on disk)."""
+    onnx = pytest.importorskip("onnx")
+    net = user_net()
+    exported = export_onnx(net, torch.zeros(3, D), tmp_path / "single.onnx")
+    (user := tmp_path / "user").mkdir()
+    onnx.save_model(
+        onnx.load(str(exported)),
+        str(user / "net.onnx"),
+        save_as_external_data=True,
+        location="net.onnx.data",
+        size_threshold=0,
+    )
+    table = load_table(data_csv, "label")
+    manifest = import_bundle(user / "net.onnx", table, tmp_path / "b", name="net")
+    assert set(manifest.files) == {"backbone.onnx", "head.npz", "reference.npz"}
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
+        "backbone.onnx",
+        "head.npz",
+        "manifest.json",
+        "reference.npz",
+    ]
+    with torch.inference_mode():
+        expected = net(torch.tensor(standardized(table.X), dtype=torch.float32)).numpy()
+    embed = make_embedder(load_bundle(tmp_path / "b"))
+    np.testing.assert_allclose(embed(table.X), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_a_safetensors_mlp_is_read_as_the_builtin_architecture(
     data_csv: Path, tmp_path: Path
 ) -> None:
