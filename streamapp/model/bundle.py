@@ -268,17 +268,29 @@ def _finite(array: np.ndarray) -> bool:
 
 
 def _unpickling_reason(exc: BaseException) -> str:
-    """The one useful sentence of torch's multi-line weights_only refusal.
+    """The one useful sentence of torch's multi-line weights_only refusal: after its
+    ``WeightsUnpickler error:`` marker, else (a blocked module's global) the paragraph that is
+    not its advice to load with ``weights_only=False`` or to read the documentation.
 
     >>> _unpickling_reason(Exception("Weights only load failed.\\n\\tWeightsUnpickler error: "
     ...                               "Unsupported global: GLOBAL print was not allowed. More."))
     'Unsupported global: GLOBAL print was not allowed'
+    >>> _unpickling_reason(Exception("Weights only load failed. Re-running `torch.load` with "
+    ...     "`weights_only` set to `False` will likely succeed.\\n\\n\\nTrying to load unsupported "
+    ...     "GLOBAL posix.system whose module posix is blocked.\\n\\nCheck the documentation."))
+    'Trying to load unsupported GLOBAL posix.system whose module posix is blocked.'
+    >>> _unpickling_reason(Exception("Weights only load failed. WeightsUnpickler error: \\n\\n"
+    ...                               "Unsupported operand 149\\n\\nCheck the documentation."))
+    'Unsupported operand 149'
     """
-    text = str(exc)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
     marker = "WeightsUnpickler error:"
     if marker in text:
-        text = text.split(marker, 1)[1].split(". ", 1)[0].strip().rstrip(".")
-    return _brief(Exception(re.sub(r"\x1b\[[0-9;]*m", "", text)))
+        reason = re.split(r"\n\s*\n|\. ", text.split(marker, 1)[1].lstrip(), maxsplit=1)[0]
+        return _brief(Exception(reason.strip().rstrip(".")))
+    advice = ("Weights only load failed", "Check the documentation")
+    reasons = [p for p in re.split(r"\n\s*\n", text) if p.strip() and not p.startswith(advice)]
+    return _brief(Exception(" ".join(reasons) or text))
 
 
 def _brief(exc: BaseException) -> str:

@@ -102,7 +102,9 @@ def load_backbone(
     if fmt == "onnx":
         return OnnxBackbone(path)
     if fmt == "state_dict":
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a refusal is one line: no notes on pickle protocols
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     elif fmt == "safetensors":
         state = load_safetensors(path)
     else:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import shutil
@@ -164,6 +165,22 @@ def pickled_backbone(bundle: Path) -> None:
     _rewrite(bundle, "backbone.pt", lambda path: path.write_bytes(pickle.dumps(print, protocol=2)))
 
 
+class _RunsCode:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ("touch streamapp-was-pwned",))
+
+
+def code_pickle_backbone(bundle: Path) -> None:
+    """A zip-format torch file whose pickle calls os.system (torch 2.13 words this refusal
+    without the marker the first one has)."""
+    _rewrite(bundle, "backbone.pt", lambda path: torch.save({"w": _RunsCode()}, path))
+
+
+def protocol4_pickle_backbone(bundle: Path) -> None:
+    """A raw pickle of protocol 4: torch warns about the protocol before refusing it."""
+    _rewrite(bundle, "backbone.pt", lambda path: path.write_bytes(pickle.dumps(_RunsCode(), 4)))
+
+
 def garbage_head(bundle: Path) -> None:
     _rewrite(bundle, "head.npz", lambda path: path.write_bytes(b"not a zip at all"))
 
@@ -188,6 +205,8 @@ BREAKERS: dict[str, tuple[Callable[[Path], None], str]] = {
     "nan_backbone": (nan_backbone, "non-finite weights in backbone.pt"),
     "pickled_backbone": (pickled_backbone, "refused to unpickle it (Unsupported global"),
     "garbage_head": (garbage_head, "head.npz is not a plain numeric .npz"),
+    "code_pickle_backbone": (code_pickle_backbone, "unsupported GLOBAL posix.system"),
+    "protocol4_pickle_backbone": (protocol4_pickle_backbone, "unpickle it (Unsupported operand"),
 }
 
 

@@ -17,6 +17,8 @@ from tests.unit.test_bundle import BREAKERS
 CASES = [
     ("verify", "object_head"),  # was an uncaught traceback, exit 1
     ("verify", "pickled_backbone"),  # was refused, but in 3-5 lines
+    ("verify", "protocol4_pickle_backbone"),  # was refused after two lines of torch's warning
+    ("verify", "code_pickle_backbone"),  # was refused without its reason (torch 2.13's wording)
     ("verify", "nan_head"),  # was accepted
     ("run", "object_head"),
     ("run", "nan_backbone"),
