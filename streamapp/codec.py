@@ -628,10 +628,14 @@ class Codec:
                 raise _RejectError(Reason.VALUE_RANGE, "a feature exceeds float range") from None
 
     def _feedback(self, doc: dict[str, Any], ts: float, msg: Message) -> Feedback:
-        label = self._label_index.get(str(doc["label"]))
-        if label is None and type(doc["label"]) is float and doc["label"].is_integer():
+        value = doc["label"]
+        label = self._label_index.get(str(value))
+        if label is None and type(value) is float and value.is_integer():
             # JSON has one number type: 1.0 (what numpy or JavaScript may write) is the integer 1
-            label = self._label_index.get(str(int(doc["label"])))
+            label = self._label_index.get(str(int(value)))
+        elif label is None and type(value) is str:
+            # class names read from data files lose their surrounding blanks; so does a label
+            label = self._label_index.get(value.strip())
         if label is None:
             raise _RejectError(
                 Reason.UNKNOWN_LABEL,

@@ -56,8 +56,19 @@ def make_embedder(
     if variant == "torch":
         return Embedder(bundle.backbone, mean, std, device=device, half=half, **shaped)
     if variant == "int8":
+        if not any(isinstance(layer, torch.nn.Linear) for layer in bundle.backbone.modules()):
+            raise ConfigError(
+                f"variant=int8 quantizes torch Linear layers, and this {m.backbone_format} "
+                "backbone shows none (it would run unquantized): serve variant=torch"
+            )
         return Embedder(quantize_int8(bundle.backbone), mean, std, exact=False, **shaped)
     if variant == "onnx":
+        if m.backbone_format == "torch.export":
+            raise ConfigError(
+                "variant=onnx needs an ONNX backbone and this one is a torch.export program: "
+                "export your network with torch.onnx.export and import that, or serve "
+                "variant=torch"
+            )
         onnx_file = bundle.path / (m.backbone_file if m.backbone_format == "onnx" else ONNX_FILE)
         return OnnxEmbedder(onnx_file, mean, std, **shaped)
     raise BundleError(f"unknown backbone variant {variant!r}; expected one of {VARIANTS}")
@@ -125,8 +136,13 @@ def export_onnx(bundle_path: Path | str) -> Path:
     manifest (rewritten atomically). The weights are the bundle's: its version stays."""
     bundle = load_bundle(bundle_path)
     m = bundle.manifest
-    if m.backbone_format in ("onnx", "torch.export"):
-        raise BundleError(f"{bundle.path}: the backbone is {m.backbone_format}; nothing to export")
+    if m.backbone_format == "onnx":
+        raise BundleError(f"{bundle.path}: the backbone is ONNX already; nothing to export")
+    if m.backbone_format == "torch.export":
+        raise BundleError(
+            f"{bundle.path}: a torch.export program is not converted here: export your network "
+            "with torch.onnx.export and import that as a bundle of its own"
+        )
     target = bundle.path / ONNX_FILE
     staging = target.with_suffix(".onnx.tmp")
     example = torch.zeros(2, *(m.input_shape or [m.input_dim]))

@@ -487,11 +487,13 @@ def test_a_small_dead_letter_is_whole_and_a_tombstone_has_no_payload(codec: Code
     assert (tombstone["payload_encoding"], tombstone["payload_size"]) == ("none", 0)
 
 
-def test_an_integral_float_label_is_its_integer_class() -> None:
+def test_an_integral_float_or_padded_label_is_its_class() -> None:
     codec = Codec(["a"], ["0", "1"])
     labels = [b'{"event_id": "e", "label": %s}' % label for label in (b"1.0", b"1e0", b"-0.0")]
     batch = codec.decode_batch([FakeMessage("feedback", v, offset=i) for i, v in enumerate(labels)])
     assert [f.label for f in batch.feedback] == [1, 1, 0]
+    padded = FakeMessage("feedback", b'{"event_id": "e", "label": " 1\\t"}')
+    assert [f.label for f in codec.decode_batch([padded]).feedback] == [1]  # as files' classes
     for label, reason in ((b"3.0", Reason.UNKNOWN_LABEL), (b"1.5", Reason.SCHEMA)):
         value = b'{"event_id": "e", "label": %s}' % label
         [dead] = codec.decode_batch([FakeMessage("feedback", value)]).dead_letters

@@ -27,6 +27,7 @@ from streamapp.events import FeatureBlock, Feedback, SourcePosition
 from streamapp.model.backbone import CNNBackbone, MLPBackbone
 from streamapp.model.bundle import load_bundle
 from streamapp.model.importer import import_bundle
+from streamapp.model.variants import export_onnx as export_onnx_variant
 from streamapp.model.variants import make_embedder
 from streamapp.settings import Settings
 
@@ -130,6 +131,25 @@ def test_an_onnx_model_with_external_data_is_bundled_as_one_file(
         expected = net(torch.tensor(standardized(table.X), dtype=torch.float32)).numpy()
     embed = make_embedder(load_bundle(tmp_path / "b"))
     np.testing.assert_allclose(embed(table.X), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+def test_variants_an_imported_program_cannot_run_say_so_and_what_to_serve(
+    fmt: str, data_csv: Path, tmp_path: Path
+) -> None:
+    """int8 ran a .pt2 or ONNX backbone unquantized, silently; onnx on a .pt2 bundle pointed
+    to `models export`, which refuses a torch.export program."""
+    exporter = export_pt2 if fmt == "pt2" else export_onnx
+    backbone = exporter(user_net(), torch.zeros(3, D), tmp_path / f"net.{fmt}")
+    import_bundle(backbone, load_table(data_csv, "label"), tmp_path / "b", name="net")
+    bundle = load_bundle(tmp_path / "b")
+    with pytest.raises(ConfigError, match="would run unquantized"):
+        make_embedder(bundle, "int8")
+    if fmt == "pt2":
+        with pytest.raises(ConfigError, match=r"torch\.onnx\.export"):
+            make_embedder(bundle, "onnx")
+        with pytest.raises(BundleError, match=r"torch\.onnx\.export"):
+            export_onnx_variant(tmp_path / "b")
 
 
 def test_a_safetensors_mlp_is_read_as_the_builtin_architecture(
