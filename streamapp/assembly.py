@@ -7,6 +7,7 @@ the Faust runtime and the challenger all get their parts here (uvicorn's ``Confi
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -85,9 +86,15 @@ def finetune_layers(settings: Settings, bundle: Bundle) -> int | str:
     if why_not is None:
         return "all" if layers == "auto" else layers
     if layers == "auto":
-        logger.info("head-only learning: %s", why_not)
+        _say_once(f"head-only learning: {why_not}")
         return 0
     raise ConfigError(f"finetune.layers={layers}: {why_not}; set finetune.layers=0")
+
+
+@functools.cache
+def _say_once(message: str) -> None:
+    """Log ``message`` once per process (a restore builds the pipeline again)."""
+    logger.info(message)
 
 
 def _cannot_finetune(settings: Settings, bundle: Bundle) -> str | None:
@@ -95,7 +102,7 @@ def _cannot_finetune(settings: Settings, bundle: Bundle) -> str | None:
     if settings.variant != "torch":
         return f"the {settings.variant} variant is head-only"
     if m.backbone_format == "onnx":
-        return "an ONNX backbone is head-only (import a .pt2 or a state_dict to fine-tune)"
+        return "an ONNX backbone is head-only (import a .pt2 or safetensors to fine-tune)"
     if m.input_shape is not None and len(m.input_shape) > 1:
         return "a backbone of shaped inputs is fine-tuned only in its head"
     return None

@@ -332,6 +332,8 @@ def _check_shapes(
         problems.append(f"input_shape {m.input_shape} does not hold {m.input_dim} values")
     if n_classes < 2:
         problems.append("fewer than 2 classes")
+    if m.input_dim < 1:
+        problems.append("no features")
     for what, names in (("class", m.classes), ("feature name", m.feature_names)):
         # labels and dict features are matched by text: 1 and "1" are the same name
         repeated = sorted(name for name, n in Counter(map(str, names)).items() if n > 1)
