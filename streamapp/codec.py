@@ -87,9 +87,19 @@ class DecodedBatch:
     feedback: list[Feedback] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    # the input itself (references, no copy): a dead letter found later keeps its payload
+    messages: list[Message] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.features) + len(self.feedback) + len(self.dead_letters)
+
+    def payload_at(self, source: SourcePosition) -> bytes | None:
+        """The value of the input read at ``source``; None when this batch does not hold it.
+        A scan: only rare rejects (a duplicate event) ask."""
+        for msg in self.messages:
+            if position_of(msg) == source:
+                return msg.value()
+        return None
 
 
 def encode_json(value: Any) -> bytes:
@@ -250,7 +260,7 @@ class Codec:
         """
         now = time.time() if now is None else now
         messages = list(messages)
-        batch = DecodedBatch(FeatureBlock.empty(len(self.feature_names)))
+        batch = DecodedBatch(FeatureBlock.empty(len(self.feature_names)), messages=messages)
         positions = [position_of(m) for m in messages]
         offsets = batch.offsets
         event_rows: list[int] = []

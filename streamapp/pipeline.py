@@ -158,7 +158,7 @@ class Pipeline:
         now = self.clock()
         outputs = Outputs(dead_letters=list(batch.dead_letters))
         block = batch.features
-        fresh, again = self._sort_out(block, outputs.dead_letters)
+        fresh, again = self._sort_out(block, outputs.dead_letters, batch.payload_at)
         features = block.select(fresh) if not fresh.all() else block
         waiting: list[Feedback] = []
         parts: list[tuple[np.ndarray, PredictionBlock]] = []
@@ -185,7 +185,10 @@ class Pipeline:
         return outputs
 
     def _sort_out(
-        self, block: FeatureBlock, dead: list[DeadLetter]
+        self,
+        block: FeatureBlock,
+        dead: list[DeadLetter],
+        payload_at: Callable[[SourcePosition], bytes | None],
     ) -> tuple[np.ndarray, np.ndarray]:
         """Masks of the rows to score and of the redeliveries to re-emit; dead-letters
         duplicates (an ``event_id`` already served from another position)."""
@@ -210,17 +213,20 @@ class Pipeline:
             fresh[i] = seen is Seen.NEW
             self.stats.redelivered += seen is Seen.REDELIVERED
             if seen is Seen.DUPLICATE:
-                dead.append(self._duplicate(block, i))
+                dead.append(self._duplicate(block, i, payload_at))
         return fresh, again
 
     @staticmethod
-    def _duplicate(block: FeatureBlock, i: int) -> DeadLetter:
+    def _duplicate(
+        block: FeatureBlock, i: int, payload_at: Callable[[SourcePosition], bytes | None]
+    ) -> DeadLetter:
+        source = block.sources[i] if block.sources else SourcePosition("", -1, -1)
         return DeadLetter(
-            block.sources[i] if block.sources else SourcePosition("", -1, -1),
+            source,
             block.keys[i],
             Reason.DUPLICATE_EVENT,
             f"event_id {block.ids[i]!r} was already scored from another position",
-            None,
+            payload_at(source),  # a dead letter keeps the input, so it can be sent again
         )
 
     def _reemit(self, block: FeatureBlock, now: float) -> PredictionBlock:
