@@ -207,8 +207,12 @@ class Worker:
             try:
                 self._publish_final_report()
                 self.delivery.commit_final()
-            except Exception:
-                logger.exception("final commit failed; the uncommitted inputs will be re-read")
+            except Exception as exc:  # e.g. the broker is down: one line, not a traceback
+                logger.error(
+                    "final commit failed (%s: %s); the uncommitted inputs will be re-read",
+                    type(exc).__name__,
+                    " ".join(str(exc).split()),
+                )
         if self._consumer is not None:
             self._consumer.close()
         if self._started:

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -17,7 +20,7 @@ from streamapp.errors import (
     TransactionError,
 )
 
-__all__ = ["OutputProducer"]
+__all__ = ["HANG_GRACE_S", "OutputProducer", "exit_hung"]
 
 # records of an aborted transaction are purged: void by design, not a delivery failure
 _PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
@@ -26,6 +29,23 @@ _PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 _FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 
 logger = logging.getLogger(__name__)
+
+# librdkafka can block in a transactional call far past the call's own timeout (seen in
+# send_offsets_to_transaction after a broker outage; librdkafka#5456). No signal handler runs
+# meanwhile, so a watchdog ends the process this long after the timeout: nothing was committed,
+# and a restarted worker restores its snapshot and replays
+HANG_GRACE_S = 15.0
+
+
+def exit_hung(call: str, seconds: float) -> None:
+    """The watchdog's action: one line, then exit 2 at once (the main thread is stuck in C)."""
+    logger.critical(
+        "%s did not return within %g s (a librdkafka hang, librdkafka#5456): exiting for a "
+        "restart; nothing was committed, so the restart replays from the last commit",
+        call,
+        seconds,
+    )
+    os._exit(2)
 
 
 class _FirstError:
@@ -72,8 +92,11 @@ def _kafka_error(exc: BaseException) -> KafkaError | None:
 class OutputProducer:
     """``produce`` never blocks forever and never drops: a full queue is drained first."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(
+        self, config: dict[str, Any], on_hang: Callable[[str, float], None] = exit_hung
+    ) -> None:
         self._failed = _FirstError()
+        self._on_hang = on_hang  # a transactional call stuck past its timeout
         # one global delivery callback, called for failures only: a report per delivered
         # record cost the loop ~0.5 us of Python each (a Message object and a call)
         self._producer = Producer(
@@ -157,7 +180,7 @@ class OutputProducer:
     # -- transactions (a producer configured with a transactional.id) -------------------------
 
     def init_transactions(self, timeout: float = 30.0) -> None:
-        self._call(self._producer.init_transactions, timeout)
+        self._call(self._producer.init_transactions, timeout, timeout=timeout)
 
     def begin_transaction(self) -> None:
         self._call(self._producer.begin_transaction)
@@ -165,15 +188,21 @@ class OutputProducer:
     def send_offsets_to_transaction(
         self, offsets: list[TopicPartition], group_metadata: Any, timeout: float = 30.0
     ) -> None:
-        self._call(self._producer.send_offsets_to_transaction, offsets, group_metadata, timeout)
+        self._call(
+            self._producer.send_offsets_to_transaction,
+            offsets,
+            group_metadata,
+            timeout,
+            timeout=timeout,
+        )
 
     def commit_transaction(self, timeout: float = 30.0) -> None:
-        self._call(self._producer.commit_transaction, timeout)
+        self._call(self._producer.commit_transaction, timeout, timeout=timeout)
         self._raise_if_failed()
 
     def abort_transaction(self, timeout: float = 30.0) -> None:
         self._failed.error = None  # records of an aborted transaction are void anyway
-        self._call(self._producer.abort_transaction, timeout)
+        self._call(self._producer.abort_transaction, timeout, timeout=timeout)
 
     def _if_fatal(self, error: KafkaError, during: str) -> StreamappError | None:
         """The worker's exception when ``error`` is fatal, or when librdkafka declared the
@@ -207,7 +236,15 @@ class OutputProducer:
         except KafkaException as exc:  # a failed producer may refuse even that
             logger.debug("purge on close: %s", exc)
 
-    def _call(self, method: Any, *args: Any) -> None:
+    def _call(self, method: Any, *args: Any, timeout: float | None = None) -> None:
+        """``method(*args)``, its errors as the worker's; one given a ``timeout`` is watched:
+        past ``timeout + HANG_GRACE_S``, ``on_hang`` runs (librdkafka releases the GIL)."""
+        watchdog = None
+        if timeout is not None:
+            limit = timeout + HANG_GRACE_S
+            watchdog = threading.Timer(limit, self._on_hang, (method.__name__, limit))
+            watchdog.daemon = True
+            watchdog.start()
         try:
             method(*args)
         except (KafkaException, SystemError) as exc:
@@ -219,3 +256,6 @@ class OutputProducer:
             raise TransactionError(
                 error.str(), abortable=error.txn_requires_abort(), retriable=error.retriable()
             ) from exc
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
