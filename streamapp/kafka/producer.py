@@ -32,8 +32,8 @@ logger = logging.getLogger(__name__)
 
 # librdkafka can block in a transactional call far past the call's own timeout (seen in
 # send_offsets_to_transaction after a broker outage; librdkafka#5456). No signal handler runs
-# meanwhile, so a watchdog ends the process this long after the timeout: nothing was committed,
-# and a restarted worker restores its snapshot and replays
+# meanwhile, so a watchdog ends the process this long after the timeout; a restarted worker
+# resumes from the last completed commit (exactly-once: its snapshot, then a replay)
 HANG_GRACE_S = 15.0
 
 
@@ -41,7 +41,7 @@ def exit_hung(call: str, seconds: float) -> None:
     """The watchdog's action: one line, then exit 2 at once (the main thread is stuck in C)."""
     logger.critical(
         "%s did not return within %g s (a librdkafka hang, librdkafka#5456): exiting for a "
-        "restart; nothing was committed, so the restart replays from the last commit",
+        "restart, which resumes from the last completed commit",
         call,
         seconds,
     )
