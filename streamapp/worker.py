@@ -14,6 +14,7 @@ from streamapp.batching import BatchPolicy
 from streamapp.checkpointing.delivery import AtLeastOnce, ExactlyOnce, IsLive, make_delivery
 from streamapp.checkpointing.state import decode_state, encode_state
 from streamapp.checkpointing.state_store import Snapshot
+from streamapp.codec import one_line
 from streamapp.errors import DeliveryError, FencedError
 from streamapp.events import Outputs, PredictionBlock
 from streamapp.hotswap import ModelWatcher
@@ -211,7 +212,7 @@ class Worker:
                 logger.error(
                     "final commit failed (%s: %s); the uncommitted inputs will be re-read",
                     type(exc).__name__,
-                    " ".join(str(exc).split()),
+                    one_line(str(exc)),
                 )
         if self._consumer is not None:
             self._consumer.close()
