@@ -402,7 +402,7 @@ def _scenario(name: str, seed: int) -> Any:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from streamapp.model.bundle import check_new_bundle, load_bundle
+    from streamapp.model.bundle import check_new_bundle
     from streamapp.model.importer import import_bundle
 
     check_new_bundle(args.out)
@@ -419,7 +419,6 @@ def cmd_import(args: argparse.Namespace) -> int:
         holdout=args.test_fraction,
         seed=args.seed,
     )
-    load_bundle(args.out)  # what a worker will load, verified once here
     print(
         f"wrote {args.out}: {manifest.name} {manifest.version} ({manifest.backbone_format}, "
         f"{manifest.input_dim} features -> {manifest.embedding_dim}-d) {manifest.source_metrics}"
