@@ -60,7 +60,8 @@ class Publisher:
         with_predictions: bool = True,
     ) -> None:
         """Produce ``outputs``; with ``is_live``, only what comes from live (not replayed)
-        inputs, and no drift reports (a replay rebuilds state, its reports went out before).
+        inputs. Drift reports always: a replay makes none of those that went out before (the
+        monitor resumes after the last committed one), so any it makes is new.
         ``with_predictions=False``: the predictions went out already (:meth:`predictions`)."""
         topics = self.topics
         dead_letters = outputs.dead_letters
@@ -85,7 +86,7 @@ class Publisher:
             value = self.codec.encode_dead_letter(dead)
             self.sink.produce(topics.dead_letter, value, dead_letter_key(dead.key))
         _log_dead_letters(dead_letters)
-        for report in [] if is_live is not None else outputs.drift_reports:
+        for report in outputs.drift_reports:
             self.last_report = report
             self.sink.produce(topics.drift, encode_json(report), self.model_name.encode())
             logger.info(

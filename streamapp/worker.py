@@ -15,6 +15,7 @@ from streamapp.checkpointing.delivery import AtLeastOnce, ExactlyOnce, IsLive, m
 from streamapp.checkpointing.state import decode_state, encode_state
 from streamapp.checkpointing.state_store import Snapshot
 from streamapp.codec import one_line
+from streamapp.drift.monitor import DriftCursor
 from streamapp.errors import DeliveryError, FencedError
 from streamapp.events import Outputs, PredictionBlock
 from streamapp.hotswap import ModelWatcher
@@ -292,9 +293,9 @@ class Worker:
         self.metrics.observe_batch(messages, elapsed)
 
     def _publish_final_report(self) -> None:
-        """The last partial window's drift report, on the way out (not in a replay, whose
-        reports went out before the restore)."""
-        if self.delivery.replaying or (report := self.pipeline.final_report(time.time())) is None:
+        """The last partial window's drift report, on the way out (also in a replay: the
+        window holds only what no committed report counted)."""
+        if (report := self.pipeline.final_report(time.time())) is None:
             return
         self._publisher_required().publish(Outputs(drift_reports=[report]))
         self.delivery.store({})  # something to commit: in exactly-once, the report
@@ -381,6 +382,15 @@ class Worker:
             self.pipeline.head.n_learned,
             len(self.pipeline.ledger),
         )
+
+    def drift_cursor(self) -> DriftCursor:
+        return self.pipeline.monitor.cursor()
+
+    def resume_drift(self, committed: DriftCursor) -> None:
+        self.pipeline.monitor.resume(committed)
+
+    def replay_finished(self) -> None:
+        self.pipeline.monitor.replay_finished()
 
     def _make_shadow(self) -> Shadow | None:
         """A fresh challenger, when one is configured."""

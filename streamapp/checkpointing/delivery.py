@@ -27,9 +27,11 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_STORED, KafkaEx
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from streamapp.checkpointing.checkpoint import OffsetCheckpoint, TransactionalCheckpoint
+from streamapp.checkpointing.notes import committed_cursor, encode_note
 from streamapp.checkpointing.replay import ReplayGate
 from streamapp.checkpointing.state_store import Snapshot, StateStore
 from streamapp.codec import Message
+from streamapp.drift.monitor import DriftCursor
 from streamapp.errors import (
     BrokerError,
     DeliveryError,
@@ -57,10 +59,14 @@ FAILURE_WINDOW_S = 60.0
 
 
 class LearningState(Protocol):
-    """What exactly-once snapshots and restores: the owner of the pipeline."""
+    """What exactly-once snapshots and restores: the owner of the pipeline. The drift cursor
+    goes with every commit; after a restore the last committed one is handed back."""
 
     def snapshot(self) -> bytes: ...
     def restore(self, snapshot: Snapshot | None) -> None: ...
+    def drift_cursor(self) -> DriftCursor: ...
+    def resume_drift(self, committed: DriftCursor) -> None: ...
+    def replay_finished(self) -> None: ...
 
 
 class Delivery:
@@ -117,10 +123,6 @@ class Delivery:
     def live(self, messages: Iterable[Message]) -> IsLive | None:
         """Which of a batch's outputs to publish (``None``: all of them)."""
         return None
-
-    @property
-    def replaying(self) -> bool:
-        return False
 
     def outputs_failed(self, exc: DeliveryError) -> None:
         """Outputs since the last commit may be lost: replace a failed producer and recover
@@ -281,16 +283,13 @@ class ExactlyOnce(Delivery):
         )
         self._gate = ReplayGate()
         self._restored_offsets: dict[Partition, int] = {}
+        self._resume_pending = False  # the next assignment's commit notes complete a restore
         self._seq = 0
         self._checkpoint: TransactionalCheckpoint | None = None
 
     @property
     def aborts(self) -> int:
         return self._checkpoint.aborts if self._checkpoint else 0
-
-    @property
-    def replaying(self) -> bool:
-        return self._gate.active
 
     def start(self) -> None:
         # fences an earlier instance with our transactional.id and aborts its open
@@ -310,6 +309,7 @@ class ExactlyOnce(Delivery):
             interval_s=s.commit_interval_ms / 1000.0,
             snapshot_interval_s=s.snapshot_interval_s,
             first_seq=self._seq,
+            note=lambda: encode_note(s.transactional_id, self._state.drift_cursor()),
             fault_hook=self._fault_hook,
         )
         self._checkpoint.snapshot_partitions = set(self._restored_offsets)
@@ -323,6 +323,8 @@ class ExactlyOnce(Delivery):
         checkpoint.store(offsets)
         if self._gate.active:
             self._gate.advance(checkpoint.processed)
+            if not self._gate.active:
+                self._state.replay_finished()
 
     def commit_if_due(self) -> None:
         try:
@@ -386,7 +388,10 @@ class ExactlyOnce(Delivery):
 
     def _forget(self, gone: list[Partition]) -> None:
         self._required().forget(gone)
+        replaying = self._gate.active
         self._gate.forget(gone)
+        if replaying and not self._gate.active:
+            self._state.replay_finished()
 
     def _new_producer(self) -> OutputProducer:
         producer = OutputProducer(transactional_producer_config(self.settings))
@@ -404,6 +409,7 @@ class ExactlyOnce(Delivery):
         snapshot = self._store.read_latest()
         self._state.restore(snapshot)
         self._restored_offsets = dict(snapshot.offsets) if snapshot else {}
+        self._resume_pending = True
         return snapshot.seq if snapshot else 0
 
     def _rewind(self) -> None:
@@ -426,11 +432,8 @@ class ExactlyOnce(Delivery):
         """Where each partition resumes (the snapshot's offset, else the committed one), and
         the committed offsets up to which that is a replay."""
         consumer = self._consumer_required()
-        committed = {
-            (tp.topic, tp.partition): tp.offset
-            for tp in consumer.committed([KafkaPartition(t, p) for t, p in partitions])
-            if tp.offset >= 0
-        }
+        positions = consumer.committed([KafkaPartition(t, p) for t, p in partitions])
+        committed = {(tp.topic, tp.partition): tp.offset for tp in positions if tp.offset >= 0}
         starts = {}
         for tp in partitions:
             restored = self._restored_offsets.get(tp)
@@ -439,6 +442,14 @@ class ExactlyOnce(Delivery):
                 self._gate.replay_until(tp, committed[tp])
             elif tp in committed:
                 starts[tp] = committed[tp]
+        if self._resume_pending:  # the first assignment after a restore
+            self._resume_pending = False
+            notes = (tp.metadata for tp in positions if tp.offset >= 0)
+            cursor = committed_cursor(notes, self.settings.transactional_id)
+            if cursor is not None:
+                self._state.resume_drift(cursor)
+            if not self._gate.active:
+                self._state.replay_finished()
         return starts, committed
 
     def _required(self) -> TransactionalCheckpoint:

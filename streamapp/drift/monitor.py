@@ -13,9 +13,19 @@ import numpy as np
 from streamapp.drift.performance import ErrorDetectors, RollingPerformance
 from streamapp.drift.stats import ReferenceProfile, compare_binned
 
-__all__ = ["DriftMonitor", "WindowCounts", "window_sections"]
+__all__ = ["DriftCursor", "DriftMonitor", "WindowCounts", "window_sections"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DriftCursor:
+    """Where the last report cut the stream: its ``report_seq`` and how many events and
+    joined labels the monitor had counted since it started, at that cut."""
+
+    reports: int = 0
+    events: int = 0
+    labels: int = 0
 
 
 class DriftMonitor:
@@ -23,6 +33,27 @@ class DriftMonitor:
 
     A report is due every ``window_events`` scored events, or every ``interval_s`` seconds
     once at least ``min_events`` were scored.
+
+    Exactly-once keeps reports in step with the committed inputs through a :class:`DriftCursor`:
+    each commit carries :meth:`cursor`, and after a restore :meth:`resume` skips the events
+    and labels that the last committed report already counted, however the replay's batches
+    fall (a window is cut where a batch ends, and a replay's batches are not the original's).
+
+    >>> from streamapp.drift.stats import ReferenceProfile
+    >>> rng = np.random.default_rng(0)
+    >>> profile = ReferenceProfile.from_data(rng.normal(size=(500, 2)), np.zeros(500, int), 2)
+    >>> def monitor():
+    ...     return DriftMonitor(profile, ["a", "b"], ["x", "y"], window_events=100)
+    >>> def scored(m, n):
+    ...     m.update_events(rng.normal(size=(n, 2)), np.zeros(n, int), np.zeros(n))
+    >>> original = monitor()
+    >>> scored(original, 60); scored(original, 60)  # a report is due after the 2nd batch
+    >>> original.report(0.0)["window"]["events"], original.cursor()
+    (120, DriftCursor(reports=1, events=120, labels=0))
+    >>> replay = monitor()  # restored from before those batches, replayed in one batch
+    >>> replay.resume(original.cursor()); scored(replay, 150)
+    >>> replay.reports, replay.events_in_window  # the 30 events after the committed cut
+    (1, 30)
 
     Parameters
     ----------
@@ -57,6 +88,9 @@ class DriftMonitor:
         self.detectors = ErrorDetectors()
         self.reports = 0
         self._imputed_total = np.zeros(len(self.feature_names))
+        self._events_total = self._labels_total = 0  # counted since the start, for cursors
+        self._cut_events = self._cut_labels = 0  # the totals at the last report
+        self._skip_events = self._skip_labels = 0  # replayed ones a committed report counted
         self._start_window(time.time())
 
     def _start_window(self, now: float) -> None:
@@ -76,6 +110,13 @@ class DriftMonitor:
         imputed with the source mean (``missing=impute``): counted, and binned as the mean."""
         if len(X) == 0:
             return
+        self._events_total += len(X)
+        if self._skip_events:
+            skip = min(self._skip_events, len(X))
+            self._skip_events -= skip
+            X, predicted, event_ts = X[skip:], predicted[skip:], event_ts[skip:]
+            if len(X) == 0:
+                return
         missing = np.isnan(X)
         if missing.any():
             counts = missing.sum(axis=0)
@@ -99,14 +140,50 @@ class DriftMonitor:
             return
         self.performance.update(y_true, proba, source_pred, delays)
         self.detectors.update(proba.argmax(axis=1) != y_true)
-        self._labels += len(y_true)
+        skip = min(self._skip_labels, len(y_true))
+        self._skip_labels -= skip
+        self._labels += len(y_true) - skip
+        self._labels_total += len(y_true)
+
+    def cursor(self) -> DriftCursor:
+        """The last report's cut, for a commit to carry."""
+        return DriftCursor(self.reports, self._cut_events, self._cut_labels)
+
+    def resume(self, committed: DriftCursor) -> None:
+        """After a restore from an older snapshot: the last committed report was ``committed``,
+        so the replay's events and labels up to its cut belong to reports already published.
+        Nothing to do when the restored state is already there."""
+        if committed.reports <= self.reports:
+            return
+        logger.info(
+            "drift reports resume after report %d (the snapshot had %d)",
+            committed.reports,
+            self.reports,
+        )
+        self.reports = committed.reports
+        self._cut_events, self._cut_labels = committed.events, committed.labels
+        self._skip_events = max(committed.events - self._events_total, 0)
+        self._skip_labels = max(committed.labels - self._labels_total, 0)
+        self._start_window(time.time())
+
+    def replay_finished(self) -> None:
+        """What a replay did not bring (a broker that lost records) is not waited for."""
+        self._skip_events = self._skip_labels = 0
 
     _WINDOW = ("_feature_counts", "_class_counts", "_sum", "_sumsq", "_imputed", "_imputed_total")
     _SCALARS = ("_events", "_labels", "_window_start", "_first_ts", "_last_ts", "reports")
+    _COUNTERS = (
+        "_events_total",
+        "_labels_total",
+        "_cut_events",
+        "_cut_labels",
+        "_skip_events",
+        "_skip_labels",
+    )
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {name: getattr(self, name).copy() for name in self._WINDOW}
-        state.update({name: getattr(self, name) for name in self._SCALARS})
+        state.update({name: getattr(self, name) for name in self._SCALARS + self._COUNTERS})
         state["performance"] = self.performance.state_dict()
         state["detectors"] = self.detectors.state_dict()
         return state
@@ -125,6 +202,8 @@ class DriftMonitor:
             if value is None and name in self._EMPTY:
                 value = self._EMPTY[name]
             setattr(self, name, type(getattr(self, name))(value))
+        for name in self._COUNTERS:  # absent from snapshots before cursors
+            setattr(self, name, int(state.get(name, 0)))
         self.performance.load_state_dict(state["performance"])
         self.detectors.load_state_dict(state["detectors"])
 
@@ -154,6 +233,7 @@ class DriftMonitor:
         )
         detectors = self.detectors.summary()
         self.reports += 1
+        self._cut_events, self._cut_labels = self._events_total, self._labels_total
         report = {
             "report_seq": self.reports,
             "ts": now,

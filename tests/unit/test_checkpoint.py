@@ -23,6 +23,7 @@ class FakeProducer:
 
     def send_offsets_to_transaction(self, offsets: Any, group_metadata: Any, timeout: float = 0):
         self.log.append(("offsets", [(o.topic, o.partition, o.offset) for o in offsets]))
+        self.notes = [o.metadata for o in offsets]
 
     def commit_transaction(self, timeout: float = 0) -> None:
         if self.fail_commit is not None:
@@ -114,6 +115,38 @@ def test_nothing_new_commits_nothing_unless_a_snapshot_of_newer_state_is_asked(p
     cp.commit()
     cp.commit(snapshot=True)  # the last commit already wrote a snapshot of this state
     assert producer.log == before and len(store.snapshots) == 1
+
+
+def test_a_note_goes_with_every_partition_s_offset_and_never_moves_one_back(parts) -> None:
+    producer, _, _ = parts
+    notes = iter(["n1", "n2", "n3"])
+    cp = checkpoint(parts, note=lambda: next(notes))
+    cp.store({("features", 0): 5, ("feedback", 0): 3})
+    cp.commit()
+    assert producer.notes == ["n1", "n1"]
+    cp.store({("features", 0): 6})  # only one partition moved: the other's offset is re-sent
+    cp.commit()
+    assert producer.log[-3] == ("offsets", [("features", 0, 6), ("feedback", 0, 3)])
+    assert producer.notes == ["n2", "n2"]
+    # a replay from a snapshot: processed offsets below the committed ones are not sent back
+    cp.reset({("features", 0): 2, ("feedback", 0): 1}, dict(cp.committed), set(cp.committed))
+    cp.store({("features", 0): 4})
+    cp.commit()
+    assert producer.log[-3] == ("offsets", [("features", 0, 6), ("feedback", 0, 3)])
+    assert producer.notes == ["n3", "n3"] and cp.committed == {
+        ("features", 0): 6,
+        ("feedback", 0): 3,
+    }
+
+
+def test_without_a_note_only_the_offsets_that_moved_are_sent(parts) -> None:
+    producer, _, _ = parts
+    cp = checkpoint(parts)
+    cp.store({("features", 0): 5, ("feedback", 0): 3})
+    cp.commit()
+    cp.store({("features", 0): 6})
+    cp.commit()
+    assert producer.log[-3] == ("offsets", [("features", 0, 6)]) and producer.notes == [None]
 
 
 def test_a_failed_commit_aborts_reopens_and_keeps_the_offsets_uncommitted(parts) -> None:

@@ -157,3 +157,58 @@ def test_bin_counts_are_each_features_histogram_on_its_cuts() -> None:
         expected = np.bincount(index, minlength=cuts.size + 1)
         np.testing.assert_array_equal(counts[f], expected)
     assert counts.sum() == 300 * 4
+
+
+def _cursor_monitor() -> DriftMonitor:
+    rng = np.random.default_rng(8)
+    profile = ReferenceProfile.from_data(rng.normal(size=(500, 3)), np.zeros(500, np.int64), 2)
+    return DriftMonitor(profile, ["a", "b", "c"], ["x", "y"], window_events=100)
+
+
+def _feed(monitor: DriftMonitor, X: np.ndarray, labels: int) -> list[dict]:
+    """One batch as the pipeline gives it: its events, its joined labels, a report if due."""
+    monitor.update_events(X, (X[:, 0] > 0).astype(np.int64), np.arange(len(X), dtype=float))
+    y = np.zeros(labels, np.int64)
+    monitor.update_labels(y, np.full((labels, 2), 0.5), y, np.ones(labels))
+    return [monitor.report(0.0)] if monitor.due(0.0) else []
+
+
+def test_a_replay_in_other_batches_resumes_after_the_last_committed_report() -> None:
+    X = np.random.default_rng(9).normal(size=(330, 3))
+    original, restored = _cursor_monitor(), _cursor_monitor()
+    _feed(original, X[:40], 10)
+    restored.load_state_dict(original.state_dict())  # the snapshot
+    reports = [r for a, b in ((40, 90), (90, 150), (150, 240)) for r in _feed(original, X[a:b], 30)]
+    committed = original.cursor()  # the commit after the 240th event
+    assert [r["window"]["events"] for r in reports] == [150] and committed.events == 150
+    # the replay: the same inputs in one batch, then live
+    restored.resume(committed)
+    assert _feed(restored, X[40:240], 90) == []
+    for monitor in (original, restored):
+        _feed(monitor, X[240:330], 20)
+    assert restored.reports == original.reports == 2
+    assert restored.state_dict().keys() == original.state_dict().keys()
+    for name in ("_feature_counts", "_class_counts", "_sum", "_events", "_labels", "_cut_events"):
+        np.testing.assert_array_equal(restored.state_dict()[name], original.state_dict()[name])
+
+
+def test_a_cursor_no_newer_than_the_snapshot_changes_nothing_and_a_short_replay_ends_the_skip() -> (
+    None
+):
+    X = np.random.default_rng(10).normal(size=(300, 3))
+    monitor = _cursor_monitor()
+    assert len(_feed(monitor, X[:120], 5)) == 1
+    before = monitor.state_dict()
+    monitor.resume(monitor.cursor())
+    assert monitor.state_dict().keys() == before.keys()
+    assert monitor.events_in_window == 0 and monitor.reports == 1
+    ahead = type(monitor.cursor())(reports=3, events=500, labels=50)
+    monitor.resume(ahead)
+    _feed(monitor, X[120:200], 5)
+    assert monitor.events_in_window == 0  # counted by the committed reports
+    monitor.replay_finished()  # the broker lost the rest of the replay: live counts again
+    _feed(monitor, X[200:230], 5)
+    assert monitor.events_in_window == 30 and monitor.cursor() == ahead
+    restored = _cursor_monitor()
+    restored.load_state_dict({k: v for k, v in monitor.state_dict().items() if k != "_cut_events"})
+    assert restored.cursor().reports == 3  # a snapshot from before cursors still loads
