@@ -244,8 +244,10 @@ class Worker:
     # -- the loop's parts ------------------------------------------------------------------
 
     def _apply_model_updates(self) -> None:
-        """Between two batches: a promoted bundle, then the learner's newest head."""
-        if self._watcher is not None and (bundle := self._watcher.poll()) is not None:
+        """Between two batches: a promoted bundle (not during a replay, which rebuilds the
+        state of the bundle it started with), then the learner's newest head."""
+        watcher = None if self.delivery.replaying else self._watcher
+        if watcher is not None and (bundle := watcher.poll()) is not None:
             self._swap(bundle)
         if self._heads is not None and (head := self._heads.poll()) is not None:
             self.pipeline.head.load_state_dict(head.head)

@@ -153,6 +153,7 @@ class _SnapshotWriter(Protocol):
     def write(
         self, producer: Any, seq: int, blob: bytes, offsets: dict[tuple[str, int], int]
     ) -> None: ...
+    def write_cursor(self, producer: Any, cursor: bytes) -> None: ...
 
 
 class TransactionalCheckpoint:
@@ -163,9 +164,9 @@ class TransactionalCheckpoint:
        the open transaction.
     2. ``commit`` writes a snapshot when ``snapshot_interval_s`` has passed (or when asked),
        adds the offsets above the group's committed ones with
-       ``send_offsets_to_transaction``, and commits. With a ``note``, every partition's
-       offset is sent with the note as its metadata (an unchanged offset too), so the
-       group's committed offsets say what the outputs of the same transaction had reached.
+       ``send_offsets_to_transaction``, and commits. A ``cursor`` (small bytes saying what
+       the outputs had reached) is written to the store whenever it changed since the last
+       commit, so the one a restore reads is the last committed transaction's.
     3. On failure the transaction is aborted and :class:`TransactionError` raised: the
        caller restores the last snapshot and replays (nothing of the aborted transaction is
        visible to ``read_committed`` readers). A fenced or dead producer is not aborted
@@ -184,12 +185,13 @@ class TransactionalCheckpoint:
         interval_s: float = 1.0,
         snapshot_interval_s: float = 30.0,
         first_seq: int = 0,
-        note: Callable[[], str] | None = None,
+        cursor: Callable[[], bytes] | None = None,
         fault_hook: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._consumer = consumer
-        self._note = note
+        self._cursor = cursor
+        self._cursor_committed: bytes | None = None  # unknown at first: written once
         self._producer = producer
         self._store = store
         self._snapshot = snapshot
@@ -260,13 +262,21 @@ class TransactionalCheckpoint:
         if not self._dirty and not offsets and (not snapshot or self._snapshot_current):
             return  # nothing new since the last commit (e.g. a revoke right after shutdown)
         snapshot = snapshot or bool(offsets.keys() - self.snapshot_partitions)
+        # no position processed (e.g. stopped before the first assignment): a snapshot would
+        # claim the restored state covers no input, and the next start would not replay
+        snapshot = snapshot and bool(self.processed)
         try:
             if snapshot:
                 self.seq += 1
                 self._store.write(self._producer, self.seq, self._snapshot(), dict(self.processed))
-            sent = self._offsets_to_send(offsets)
-            if sent:
-                self._producer.send_offsets_to_transaction(sent, self._consumer.group_metadata())
+            cursor = self._cursor() if self._cursor is not None else None
+            if cursor is not None and cursor != self._cursor_committed:
+                self._store.write_cursor(self._producer, cursor)
+            if offsets:
+                self._producer.send_offsets_to_transaction(
+                    [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())],
+                    self._consumer.group_metadata(),
+                )
             if self._fault_hook is not None:
                 self._fault_hook("commit")
             self._commit_transaction()
@@ -281,6 +291,7 @@ class TransactionalCheckpoint:
             self.abort()
             raise TransactionError(f"transaction aborted: {exc}") from exc
         self.committed.update(offsets)
+        self._cursor_committed = cursor
         now = self._clock()
         self._last_commit = now
         if snapshot:
@@ -291,21 +302,6 @@ class TransactionalCheckpoint:
         self.commits += 1
         self._producer.begin_transaction()
         logger.debug("committed transaction: offsets %s, snapshot %s", offsets, snapshot)
-
-    def _offsets_to_send(self, pending: dict[tuple[str, int], int]) -> list[TopicPartition]:
-        """The pending offsets; with a note, every partition's, never below its committed one
-        (a replay's processed offsets are), each carrying the note."""
-        if self._note is None:
-            return [TopicPartition(t, p, o) for (t, p), o in sorted(pending.items())]
-        note = self._note()
-        offsets = {
-            tp: max(offset, self.committed.get(tp, -1)) for tp, offset in self.processed.items()
-        }
-        return [
-            TopicPartition(t, p, o, metadata=note)
-            for (t, p), o in sorted(offsets.items())
-            if o >= 0
-        ]
 
     def _commit_transaction(self) -> None:
         """Commit, calling again while librdkafka says the call may be retried (a commit that

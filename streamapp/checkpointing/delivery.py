@@ -27,7 +27,6 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_STORED, KafkaEx
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from streamapp.checkpointing.checkpoint import OffsetCheckpoint, TransactionalCheckpoint
-from streamapp.checkpointing.notes import committed_cursor, encode_note
 from streamapp.checkpointing.replay import ReplayGate
 from streamapp.checkpointing.state_store import Snapshot, StateStore
 from streamapp.codec import Message
@@ -59,8 +58,8 @@ FAILURE_WINDOW_S = 60.0
 
 
 class LearningState(Protocol):
-    """What exactly-once snapshots and restores: the owner of the pipeline. The drift cursor
-    goes with every commit; after a restore the last committed one is handed back."""
+    """What exactly-once snapshots and restores: the owner of the pipeline. A transaction
+    that moved the drift cursor writes it; a restore hands the last committed one back."""
 
     def snapshot(self) -> bytes: ...
     def restore(self, snapshot: Snapshot | None) -> None: ...
@@ -123,6 +122,10 @@ class Delivery:
     def live(self, messages: Iterable[Message]) -> IsLive | None:
         """Which of a batch's outputs to publish (``None``: all of them)."""
         return None
+
+    @property
+    def replaying(self) -> bool:
+        return False
 
     def outputs_failed(self, exc: DeliveryError) -> None:
         """Outputs since the last commit may be lost: replace a failed producer and recover
@@ -283,13 +286,16 @@ class ExactlyOnce(Delivery):
         )
         self._gate = ReplayGate()
         self._restored_offsets: dict[Partition, int] = {}
-        self._resume_pending = False  # the next assignment's commit notes complete a restore
         self._seq = 0
         self._checkpoint: TransactionalCheckpoint | None = None
 
     @property
     def aborts(self) -> int:
         return self._checkpoint.aborts if self._checkpoint else 0
+
+    @property
+    def replaying(self) -> bool:
+        return self._gate.active
 
     def start(self) -> None:
         # fences an earlier instance with our transactional.id and aborts its open
@@ -309,7 +315,7 @@ class ExactlyOnce(Delivery):
             interval_s=s.commit_interval_ms / 1000.0,
             snapshot_interval_s=s.snapshot_interval_s,
             first_seq=self._seq,
-            note=lambda: encode_note(s.transactional_id, self._state.drift_cursor()),
+            cursor=lambda: self._state.drift_cursor().to_json(),
             fault_hook=self._fault_hook,
         )
         self._checkpoint.snapshot_partitions = set(self._restored_offsets)
@@ -323,8 +329,7 @@ class ExactlyOnce(Delivery):
         checkpoint.store(offsets)
         if self._gate.active:
             self._gate.advance(checkpoint.processed)
-            if not self._gate.active:
-                self._state.replay_finished()
+            self._end_of_replay()
 
     def commit_if_due(self) -> None:
         try:
@@ -349,6 +354,7 @@ class ExactlyOnce(Delivery):
             self._checkpoint.committed.update(committed)
             for tp, offset in starts.items():
                 self._checkpoint.processed.setdefault(tp, offset)
+        self._end_of_replay()
         return [
             KafkaPartition(
                 tp.topic, tp.partition, starts.get((tp.topic, tp.partition), OFFSET_STORED)
@@ -387,10 +393,12 @@ class ExactlyOnce(Delivery):
         self.recovery_required = True
 
     def _forget(self, gone: list[Partition]) -> None:
+        # a replay cut short by a revoke goes on if they come back: the next assignment ends it
         self._required().forget(gone)
-        replaying = self._gate.active
         self._gate.forget(gone)
-        if replaying and not self._gate.active:
+
+    def _end_of_replay(self) -> None:
+        if not self._gate.active:
             self._state.replay_finished()
 
     def _new_producer(self) -> OutputProducer:
@@ -406,10 +414,15 @@ class ExactlyOnce(Delivery):
 
     def _restore(self) -> int:
         """Load the latest snapshot into fresh learning state; returns its sequence number."""
-        snapshot = self._store.read_latest()
+        restored = self._store.read()
+        snapshot = restored.snapshot
         self._state.restore(snapshot)
+        if restored.cursor is not None:  # written by a later commit than the snapshot's
+            try:
+                self._state.resume_drift(DriftCursor.from_json(restored.cursor))
+            except ValueError as exc:
+                logger.warning("ignoring the stored drift cursor: %s", exc)
         self._restored_offsets = dict(snapshot.offsets) if snapshot else {}
-        self._resume_pending = True
         return snapshot.seq if snapshot else 0
 
     def _rewind(self) -> None:
@@ -420,9 +433,11 @@ class ExactlyOnce(Delivery):
         assigned = sorted(consumer.assignment)
         self._gate = ReplayGate()
         starts, committed = self._start_positions(assigned)
+        processed = dict(starts)  # real offsets only: a snapshot records them
         for tp in assigned:  # never committed: back to where the group started reading
             starts.setdefault(tp, self._reset_offset())
-        checkpoint.reset(starts, committed, set(self._restored_offsets))
+        checkpoint.reset(processed, committed, set(self._restored_offsets))
+        self._end_of_replay()
         consumer.rewind(starts)
         logger.info("rewound to %s (committed %s)", starts, committed)
 
@@ -437,19 +452,11 @@ class ExactlyOnce(Delivery):
         starts = {}
         for tp in partitions:
             restored = self._restored_offsets.get(tp)
-            if restored is not None and restored < committed.get(tp, restored + 1):
+            if tp in committed and restored is not None and 0 <= restored < committed[tp]:
                 starts[tp] = restored
                 self._gate.replay_until(tp, committed[tp])
             elif tp in committed:
                 starts[tp] = committed[tp]
-        if self._resume_pending:  # the first assignment after a restore
-            self._resume_pending = False
-            notes = (tp.metadata for tp in positions if tp.offset >= 0)
-            cursor = committed_cursor(notes, self.settings.transactional_id)
-            if cursor is not None:
-                self._state.resume_drift(cursor)
-            if not self._gate.active:
-                self._state.replay_finished()
         return starts, committed
 
     def _required(self) -> TransactionalCheckpoint:

@@ -3,7 +3,9 @@ commits the input offsets, so a snapshot and the offsets can never disagree.
 
 A snapshot is split into chunks (keys ``<key>#<i>``) followed by a manifest (key ``<key>``)
 with the snapshot's sequence number, chunk count, sha256 and the input offsets it reflects.
-Readers use ``read_committed``: chunks of an aborted transaction are never seen.
+Between snapshots, a transaction whose outputs moved a cursor (the drift reports') writes it
+under ``<key>@cursor``: a few bytes, read back with the snapshot.
+Readers use ``read_committed``: records of an aborted transaction are never seen.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from streamapp.errors import BrokerError
 from streamapp.kafka.producer import OutputProducer
 
-__all__ = ["Snapshot", "StateStore"]
+__all__ = ["Restored", "Snapshot", "StateStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,14 @@ class Snapshot:
     seq: int
     blob: bytes
     offsets: dict[tuple[str, int], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """What a restore reads: the newest snapshot and the newest cursor (each may be absent)."""
+
+    snapshot: Snapshot | None
+    cursor: bytes | None
 
 
 class StateStore:
@@ -58,8 +68,20 @@ class StateStore:
         }
         producer.produce(self.topic, orjson.dumps(manifest), self.key.encode())
 
+    def write_cursor(self, producer: OutputProducer, cursor: bytes) -> None:
+        """Produce the cursor (inside the caller's open transaction)."""
+        producer.produce(self.topic, cursor, self._cursor_key)
+
+    @property
+    def _cursor_key(self) -> bytes:
+        return f"{self.key}@cursor".encode()
+
     def read_latest(self, timeout: float = 30.0) -> Snapshot | None:
         """The newest complete snapshot for ``key``, or ``None``."""
+        return self.read(timeout).snapshot
+
+    def read(self, timeout: float = 30.0) -> Restored:
+        """The newest complete snapshot and the newest cursor for ``key``."""
         config = {
             **self._consumer_config,
             "group.id": f"{self.key}-restore-{uuid.uuid4().hex[:8]}",
@@ -82,10 +104,11 @@ class StateStore:
 
     def _scan(
         self, consumer: Consumer, partitions: list[TopicPartition], timeout: float
-    ) -> Snapshot | None:
+    ) -> Restored:
         consumer.assign(partitions)
         chunks: dict[int, bytes] = {}
         latest: Snapshot | None = None
+        cursor: bytes | None = None
         prefix = f"{self.key}#".encode()
         pending = {tp.partition for tp in partitions}
         deadline = time.monotonic() + timeout
@@ -103,7 +126,9 @@ class StateStore:
                     chunks[int(key[len(prefix) :])] = msg.value() or b""
                 elif key == self.key.encode():
                     latest = self._assemble(orjson.loads(msg.value() or b"{}"), chunks) or latest
-        return latest
+                elif key == self._cursor_key:
+                    cursor = msg.value()
+        return Restored(latest, cursor)
 
     def _assemble(self, manifest: dict[str, Any], chunks: dict[int, bytes]) -> Snapshot | None:
         seq = int(manifest["seq"])

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import orjson
 
 from streamapp.drift.performance import ErrorDetectors, RollingPerformance
 from streamapp.drift.stats import ReferenceProfile, compare_binned
@@ -21,11 +22,27 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class DriftCursor:
     """Where the last report cut the stream: its ``report_seq`` and how many events and
-    joined labels the monitor had counted since it started, at that cut."""
+    joined labels the monitor had counted since it started, at that cut.
+
+    >>> DriftCursor.from_json(DriftCursor(3, 1200, 1100).to_json())
+    DriftCursor(reports=3, events=1200, labels=1100)
+    """
 
     reports: int = 0
     events: int = 0
     labels: int = 0
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({"drift": [self.reports, self.events, self.labels]})
+
+    @classmethod
+    def from_json(cls, value: bytes) -> DriftCursor:
+        """Raises ValueError for anything but a cursor."""
+        try:
+            reports, events, labels = orjson.loads(value)["drift"]
+            return cls(int(reports), int(events), int(labels))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a drift cursor: {value[:100]!r}") from exc
 
 
 class DriftMonitor:
@@ -35,9 +52,10 @@ class DriftMonitor:
     once at least ``min_events`` were scored.
 
     Exactly-once keeps reports in step with the committed inputs through a :class:`DriftCursor`:
-    each commit carries :meth:`cursor`, and after a restore :meth:`resume` skips the events
-    and labels that the last committed report already counted, however the replay's batches
-    fall (a window is cut where a batch ends, and a replay's batches are not the original's).
+    a transaction with a report also writes :meth:`cursor`, and after a restore :meth:`resume`
+    skips the events and labels that the last committed report already counted, however the
+    replay's batches fall (a window is cut where a batch ends, and a replay's batches are not
+    the original's).
 
     >>> from streamapp.drift.stats import ReferenceProfile
     >>> rng = np.random.default_rng(0)

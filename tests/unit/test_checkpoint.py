@@ -23,7 +23,6 @@ class FakeProducer:
 
     def send_offsets_to_transaction(self, offsets: Any, group_metadata: Any, timeout: float = 0):
         self.log.append(("offsets", [(o.topic, o.partition, o.offset) for o in offsets]))
-        self.notes = [o.metadata for o in offsets]
 
     def commit_transaction(self, timeout: float = 0) -> None:
         if self.fail_commit is not None:
@@ -46,6 +45,9 @@ class FakeStore:
 
     def write(self, producer: Any, seq: int, blob: bytes, offsets: dict) -> None:
         self.snapshots.append((seq, blob, offsets))
+
+    def write_cursor(self, producer: Any, cursor: bytes) -> None:
+        producer.log.append(("cursor", cursor))
 
 
 class Clock:
@@ -117,36 +119,44 @@ def test_nothing_new_commits_nothing_unless_a_snapshot_of_newer_state_is_asked(p
     assert producer.log == before and len(store.snapshots) == 1
 
 
-def test_a_note_goes_with_every_partition_s_offset_and_never_moves_one_back(parts) -> None:
+def test_a_cursor_is_written_in_the_transaction_whenever_it_moved(parts) -> None:
     producer, _, _ = parts
-    notes = iter(["n1", "n2", "n3"])
-    cp = checkpoint(parts, note=lambda: next(notes))
-    cp.store({("features", 0): 5, ("feedback", 0): 3})
+    cursor = {"now": b"c1"}
+    cp = checkpoint(parts, cursor=lambda: cursor["now"])
+    cp.store({("features", 0): 5})
     cp.commit()
-    assert producer.notes == ["n1", "n1"]
-    cp.store({("features", 0): 6})  # only one partition moved: the other's offset is re-sent
-    cp.commit()
-    assert producer.log[-3] == ("offsets", [("features", 0, 6), ("feedback", 0, 3)])
-    assert producer.notes == ["n2", "n2"]
-    # a replay from a snapshot: processed offsets below the committed ones are not sent back
-    cp.reset({("features", 0): 2, ("feedback", 0): 1}, dict(cp.committed), set(cp.committed))
-    cp.store({("features", 0): 4})
-    cp.commit()
-    assert producer.log[-3] == ("offsets", [("features", 0, 6), ("feedback", 0, 3)])
-    assert producer.notes == ["n3", "n3"] and cp.committed == {
-        ("features", 0): 6,
-        ("feedback", 0): 3,
-    }
-
-
-def test_without_a_note_only_the_offsets_that_moved_are_sent(parts) -> None:
-    producer, _, _ = parts
-    cp = checkpoint(parts)
-    cp.store({("features", 0): 5, ("feedback", 0): 3})
-    cp.commit()
+    assert producer.log[1:4] == [("cursor", b"c1"), ("offsets", [("features", 0, 5)]), "commit"]
     cp.store({("features", 0): 6})
-    cp.commit()
-    assert producer.log[-3] == ("offsets", [("features", 0, 6)]) and producer.notes == [None]
+    cp.commit()  # unchanged: not written again
+    assert ("cursor", b"c1") not in producer.log[4:]
+    cursor["now"] = b"c2"
+    cp.store({("features", 0): 7})
+    producer.fail_commit = TransactionError("broker said no", abortable=True)
+    with pytest.raises(TransactionError):
+        cp.commit()
+    cp.store({("features", 0): 7})
+    cp.commit()  # the aborted transaction's cursor is void: written again
+    assert producer.log[-4:] == [
+        ("cursor", b"c2"),
+        ("offsets", [("features", 0, 7)]),
+        "commit",
+        "begin",
+    ]
+    assert [entry for entry in producer.log if entry[0] == "cursor"] == [
+        ("cursor", b"c1"),
+        ("cursor", b"c2"),
+        ("cursor", b"c2"),
+    ]
+
+
+def test_no_snapshot_is_written_before_any_input_position_is_known(parts) -> None:
+    # stopped before its first assignment: a snapshot without offsets would make the next
+    # start skip the replay its restored state needs
+    producer, store, _ = parts
+    cp = checkpoint(parts)
+    cp.store({})  # e.g. the last partial drift report
+    cp.commit(snapshot=True)
+    assert store.snapshots == [] and producer.log[-2:] == ["commit", "begin"]
 
 
 def test_a_failed_commit_aborts_reopens_and_keeps_the_offsets_uncommitted(parts) -> None:

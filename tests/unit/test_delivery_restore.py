@@ -1,0 +1,143 @@
+"""Exactly-once's restore and replay bookkeeping, with fakes for the consumer, producer and
+state store: the drift cursor read back with the snapshot, a replay cut short by a revoke,
+and partitions that were never committed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING
+from confluent_kafka import TopicPartition as KafkaPartition
+
+from streamapp.checkpointing.delivery import ExactlyOnce
+from streamapp.checkpointing.state_store import Restored, Snapshot
+from streamapp.drift.monitor import DriftCursor
+from streamapp.settings import Settings
+
+FEATURES = ("features", 0)
+
+
+class FakeState:
+    def __init__(self) -> None:
+        self.log: list[Any] = []
+
+    def snapshot(self) -> bytes:
+        return b"state"
+
+    def restore(self, snapshot: Snapshot | None) -> None:
+        self.log.append(("restore", snapshot.seq if snapshot else None))
+
+    def drift_cursor(self) -> DriftCursor:
+        return DriftCursor()
+
+    def resume_drift(self, committed: DriftCursor) -> None:
+        self.log.append(("resume", committed))
+
+    def replay_finished(self) -> None:
+        self.log.append("replay finished")
+
+
+class FakeStore:
+    def __init__(self, restored: Restored) -> None:
+        self.restored = restored
+
+    def read(self) -> Restored:
+        return self.restored
+
+
+class FakeConsumer:
+    def __init__(self, committed: dict[tuple[str, int], int]) -> None:
+        self.committed_offsets = committed
+        self.assignment: list[tuple[str, int]] = []
+        self.rewound: dict[tuple[str, int], int] = {}
+
+    def committed(self, partitions: list[KafkaPartition]) -> list[KafkaPartition]:
+        return [
+            KafkaPartition(
+                tp.topic, tp.partition, self.committed_offsets.get((tp.topic, tp.partition), -1001)
+            )
+            for tp in partitions
+        ]
+
+    def rewind(self, starts: dict[tuple[str, int], int]) -> None:
+        self.rewound = dict(starts)
+
+
+class FakeCheckpoint:
+    def __init__(self) -> None:
+        self.processed: dict[tuple[str, int], int] = {}
+        self.committed: dict[tuple[str, int], int] = {}
+        self.seq = 0
+
+    def reset(self, processed: dict, committed: dict, snapshot_partitions: set) -> None:
+        self.processed, self.committed = dict(processed), dict(committed)
+
+    def store(self, offsets: dict[tuple[str, int], int]) -> None:
+        self.processed.update(offsets)
+
+    def forget(self, partitions: Any) -> None:
+        for tp in partitions:
+            self.processed.pop(tp, None)
+
+
+def delivery(
+    restored: Restored, committed: dict[tuple[str, int], int]
+) -> tuple[ExactlyOnce, FakeState, FakeConsumer]:
+    settings = Settings(
+        bootstrap_servers="127.0.0.1:9", processing_guarantee="exactly-once", instance_id="w1"
+    )
+    state = FakeState()
+    eos = ExactlyOnce(settings, state)
+    eos._store = FakeStore(restored)  # type: ignore[assignment]
+    consumer = FakeConsumer(committed)
+    eos._consumer = consumer  # type: ignore[assignment]
+    eos._checkpoint = FakeCheckpoint()  # type: ignore[assignment]
+    return eos, state, consumer
+
+
+def test_a_restore_hands_the_stored_drift_cursor_to_the_state_after_the_snapshot() -> None:
+    cursor = DriftCursor(reports=7, events=700, labels=650)
+    snapshot = Snapshot(3, b"", {FEATURES: 100})
+    eos, state, _ = delivery(Restored(snapshot, cursor.to_json()), {FEATURES: 400})
+    eos._restore()
+    assert state.log == [("restore", 3), ("resume", cursor)]
+    eos.on_assign([KafkaPartition(*FEATURES)])
+    assert eos.replaying and "replay finished" not in state.log  # 100..400 is replayed
+    eos.store({FEATURES: 400})
+    assert not eos.replaying and state.log[-1] == "replay finished"
+
+
+def test_a_stored_cursor_that_is_not_one_is_ignored() -> None:
+    eos, state, _ = delivery(Restored(None, b"\x00junk"), {})
+    eos._restore()
+    assert state.log == [("restore", None)]
+
+
+def test_a_replay_cut_short_by_a_revoke_is_ended_by_the_next_assignment_not_the_revoke() -> None:
+    eos, state, _ = delivery(Restored(Snapshot(1, b"", {FEATURES: 100}), None), {FEATURES: 400})
+    eos._restore()
+    eos.on_assign([KafkaPartition(*FEATURES)])
+    eos._forget([FEATURES])  # revoked mid-replay: it may come back and replay again
+    assert "replay finished" not in state.log
+    eos.on_assign([KafkaPartition(*FEATURES)])
+    assert eos.replaying and "replay finished" not in state.log
+    eos._forget([FEATURES])
+    eos.on_assign([KafkaPartition("features", 1)])  # another partition, nothing to replay
+    assert state.log[-1] == "replay finished"
+
+
+def test_a_never_committed_partition_is_rewound_to_the_start_but_not_recorded_as_processed() -> (
+    None
+):
+    eos, _, consumer = delivery(Restored(None, None), {})
+    consumer.assignment = [FEATURES]
+    eos._rewind()
+    assert consumer.rewound == {FEATURES: OFFSET_BEGINNING}
+    assert eos._checkpoint.processed == {}  # type: ignore[union-attr]
+
+
+def test_a_restored_offset_of_a_partition_with_no_committed_offset_starts_no_replay() -> None:
+    eos, _, _ = delivery(Restored(Snapshot(1, b"", {FEATURES: 50}), None), {})
+    eos._restore()
+    assert eos.on_assign([KafkaPartition(*FEATURES)])[0].offset < 0  # the stored offset
+    assert not eos.replaying
