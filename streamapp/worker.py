@@ -246,12 +246,18 @@ class Worker:
     def _apply_model_updates(self) -> None:
         """Between two batches: a promoted bundle (not during a replay, which rebuilds the
         state of the bundle it started with), then the learner's newest head."""
-        watcher = None if self.delivery.replaying else self._watcher
+        watcher = None if self._replaying_or_unassigned() else self._watcher
         if watcher is not None and (bundle := watcher.poll()) is not None:
             self._swap(bundle)
         if self._heads is not None and (head := self._heads.poll()) is not None:
             self.pipeline.head.load_state_dict(head.head)
             logger.info("head updated to head_seq %d", head.head_seq)
+
+    def _replaying_or_unassigned(self) -> bool:
+        """Whether the state is still being rebuilt: no partitions yet, a recovery due, or a
+        replay under way (a swap then would discard what the restore brought back)."""
+        assigned = self._consumer is not None and bool(self._consumer.assignment)
+        return not assigned or self.delivery.recovery_required or self.delivery.replaying
 
     def _make_publisher(self) -> Publisher:
         return Publisher(
@@ -266,12 +272,14 @@ class Worker:
 
     def _swap(self, bundle: Bundle) -> None:
         """Serve ``bundle`` from the next batch on (called between batches)."""
-        old, pending = self.bundle, len(self.pipeline.ledger)
-        stats = self.pipeline.stats
+        self._publish_final_report()  # the old bundle's last partial window, under its name
+        old, previous = self.bundle, self.pipeline
+        pending = len(previous.ledger)
         self.bundle = bundle
         self.codec = build_codec(self.settings, bundle)
         self.pipeline = build_pipeline(self.settings, bundle, self.shadow)
-        self.pipeline.stats = stats  # the counters go on; events pending a label do not
+        self.pipeline.stats = previous.stats  # the counters go on; events pending a label do not
+        self.pipeline.monitor.continue_from(previous.monitor)  # and so do report_seq numbers
         self._publisher = self._make_publisher()
         self.delivery.commit_final()  # a replay never crosses the swap
         logger.info(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_STORED, KafkaException
@@ -329,7 +329,7 @@ class ExactlyOnce(Delivery):
         checkpoint.store(offsets)
         if self._gate.active:
             self._gate.advance(checkpoint.processed)
-            self._end_of_replay()
+            self._end_of_replay(checkpoint.processed)
 
     def commit_if_due(self) -> None:
         try:
@@ -354,7 +354,7 @@ class ExactlyOnce(Delivery):
             self._checkpoint.committed.update(committed)
             for tp, offset in starts.items():
                 self._checkpoint.processed.setdefault(tp, offset)
-        self._end_of_replay()
+        self._end_of_replay(partitions)
         return [
             KafkaPartition(
                 tp.topic, tp.partition, starts.get((tp.topic, tp.partition), OFFSET_STORED)
@@ -365,14 +365,18 @@ class ExactlyOnce(Delivery):
     def on_revoke(self, partitions: list[KafkaPartition]) -> None:
         if self._checkpoint is None:
             return
+        revoked = [(tp.topic, tp.partition) for tp in partitions]
         try:
             self._checkpoint.commit(snapshot=True)
+            # the state covers them up to here: if they come back, nothing is replayed
+            processed = self._checkpoint.processed
+            self._restored_offsets.update((tp, processed[tp]) for tp in revoked if tp in processed)
         except TransactionError as exc:
             logger.warning("commit on revoke failed (%s); recovering after the rebalance", exc)
             self.recovery_required = True
         except (FencedError, ProducerFatalError) as exc:
             self._after_rebalance(exc)
-        self._forget([(tp.topic, tp.partition) for tp in partitions])
+        self._forget(revoked)
 
     def on_lost(self, partitions: list[KafkaPartition]) -> None:
         if self._checkpoint is None:
@@ -397,8 +401,10 @@ class ExactlyOnce(Delivery):
         self._required().forget(gone)
         self._gate.forget(gone)
 
-    def _end_of_replay(self) -> None:
-        if not self._gate.active:
+    def _end_of_replay(self, assigned: Collection[object]) -> None:
+        """With partitions assigned and none left to replay, the replay is over (with none
+        assigned, it has not started)."""
+        if assigned and not self._gate.active:
             self._state.replay_finished()
 
     def _new_producer(self) -> OutputProducer:
@@ -437,7 +443,7 @@ class ExactlyOnce(Delivery):
         for tp in assigned:  # never committed: back to where the group started reading
             starts.setdefault(tp, self._reset_offset())
         checkpoint.reset(processed, committed, set(self._restored_offsets))
-        self._end_of_replay()
+        self._end_of_replay(assigned)
         consumer.rewind(starts)
         logger.info("rewound to %s (committed %s)", starts, committed)
 

@@ -129,17 +129,22 @@ class DriftMonitor:
         if len(X) == 0:
             return
         self._events_total += len(X)
+        missing = np.isnan(X)
+        if missing.any():
+            self._imputed_total += missing.sum(axis=0)  # since start: skipped rows too
         if self._skip_events:
             skip = min(self._skip_events, len(X))
             self._skip_events -= skip
-            X, predicted, event_ts = X[skip:], predicted[skip:], event_ts[skip:]
+            X, predicted, event_ts, missing = (
+                X[skip:],
+                predicted[skip:],
+                event_ts[skip:],
+                missing[skip:],
+            )
             if len(X) == 0:
                 return
-        missing = np.isnan(X)
         if missing.any():
-            counts = missing.sum(axis=0)
-            self._imputed += counts
-            self._imputed_total += counts
+            self._imputed += missing.sum(axis=0)
             X = np.where(missing, self.profile.mean, X)
         self._feature_counts += self.profile.bin_counts(X)
         self._class_counts += np.bincount(predicted, minlength=len(self.classes))
@@ -183,6 +188,13 @@ class DriftMonitor:
         self._skip_events = max(committed.events - self._events_total, 0)
         self._skip_labels = max(committed.labels - self._labels_total, 0)
         self._start_window(time.time())
+
+    def continue_from(self, previous: DriftMonitor) -> None:
+        """Number reports on from ``previous`` (a monitor replaced by a new bundle's): its
+        ``report_seq``, totals and last cut; the new window starts empty."""
+        self.reports = previous.reports
+        self._events_total, self._labels_total = previous._events_total, previous._labels_total
+        self._cut_events, self._cut_labels = previous._cut_events, previous._cut_labels
 
     def replay_finished(self) -> None:
         """What a replay did not bring (a broker that lost records) is not waited for."""

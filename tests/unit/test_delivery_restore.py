@@ -79,6 +79,9 @@ class FakeCheckpoint:
         for tp in partitions:
             self.processed.pop(tp, None)
 
+    def commit(self, snapshot: bool = False) -> None:
+        self.committed.update(self.processed)
+
 
 def delivery(
     restored: Restored, committed: dict[tuple[str, int], int]
@@ -141,3 +144,26 @@ def test_a_restored_offset_of_a_partition_with_no_committed_offset_starts_no_rep
     eos._restore()
     assert eos.on_assign([KafkaPartition(*FEATURES)])[0].offset < 0  # the stored offset
     assert not eos.replaying
+
+
+def test_no_assignment_is_not_the_end_of_a_replay_that_has_not_started() -> None:
+    # all partitions lost, the recovery runs before the group assigns them again; or more
+    # members than partitions: the skip must wait for the replay the next assignment brings
+    eos, state, _ = delivery(Restored(Snapshot(1, b"", {FEATURES: 100}), None), {FEATURES: 400})
+    eos._restore()
+    eos._rewind()
+    eos.on_assign([])
+    assert "replay finished" not in state.log
+    eos.on_assign([KafkaPartition(*FEATURES)])
+    assert eos.replaying and "replay finished" not in state.log
+
+
+def test_partitions_revoked_and_assigned_back_are_not_replayed_again() -> None:
+    eos, _, _ = delivery(Restored(Snapshot(1, b"", {FEATURES: 100}), None), {FEATURES: 400})
+    eos._restore()
+    eos.on_assign([KafkaPartition(*FEATURES)])
+    eos.store({FEATURES: 900})  # the replay is done; live up to 900
+    eos.on_revoke([KafkaPartition(*FEATURES)])  # commits 900 with a snapshot
+    eos._consumer.committed_offsets[FEATURES] = 900  # type: ignore[union-attr]
+    assert eos.on_assign([KafkaPartition(*FEATURES)])[0].offset == 900
+    assert not eos.replaying  # it used to seek back to the start-up snapshot's 100

@@ -212,3 +212,20 @@ def test_a_cursor_no_newer_than_the_snapshot_changes_nothing_and_a_short_replay_
     restored = _cursor_monitor()
     restored.load_state_dict({k: v for k, v in monitor.state_dict().items() if k != "_cut_events"})
     assert restored.cursor().reports == 3  # a snapshot from before cursors still loads
+
+
+def test_skipped_rows_still_count_in_the_imputed_total_and_a_new_bundle_numbers_on() -> None:
+    X = np.random.default_rng(11).normal(size=(200, 3))
+    X[:, 1] = np.nan  # every event imputes feature b
+    original = _cursor_monitor()
+    assert len(_feed(original, X[:120], 0)) == 1
+    replay = _cursor_monitor()
+    replay.resume(original.cursor())
+    replay_report = (_feed(replay, X[:200], 0) or [replay.report(0.0)])[0]
+    later = (_feed(original, X[120:200], 0) or [original.report(0.0)])[0]
+    assert replay_report["imputed"]["total"]["b"] == later["imputed"]["total"]["b"] == 200
+    assert replay_report["window"]["events"] == later["window"]["events"] == 80
+    swapped = _cursor_monitor()
+    swapped.continue_from(original)
+    assert swapped.cursor() == original.cursor() and swapped.events_in_window == 0
+    assert [r["report_seq"] for r in _feed(swapped, X[:100], 0)] == [original.reports + 1]
