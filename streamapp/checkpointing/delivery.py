@@ -340,7 +340,12 @@ class ExactlyOnce(Delivery):
             self.recover()
 
     def commit_final(self) -> None:
-        """Commit with a snapshot, so a restart needs no replay."""
+        """Commit with a snapshot, so a restart needs no replay. Not while a recovery is due:
+        the open transaction's outputs were aborted, and committing the offsets behind them
+        would lose them (the restart replays from the last commit instead)."""
+        if self.recovery_required:
+            logger.warning("a recovery is due: the final commit is left to the restart's replay")
+            return
         try:
             self._required().commit(snapshot=True)
         except TransactionError as exc:

@@ -167,3 +167,16 @@ def test_partitions_revoked_and_assigned_back_are_not_replayed_again() -> None:
     eos._consumer.committed_offsets[FEATURES] = 900  # type: ignore[union-attr]
     assert eos.on_assign([KafkaPartition(*FEATURES)])[0].offset == 900
     assert not eos.replaying  # it used to seek back to the start-up snapshot's 100
+
+
+def test_no_final_commit_while_a_recovery_is_due() -> None:
+    # e.g. SIGTERM while the broker is down and the recovery after an aborted commit has not
+    # run yet: the processed offsets are those of outputs that were aborted
+    eos, _, _ = delivery(Restored(None, None), {FEATURES: 100})
+    eos.store({FEATURES: 300})
+    eos.recovery_required = True
+    eos.commit_final()
+    assert eos._checkpoint.committed == {}  # type: ignore[union-attr]
+    eos.recovery_required = False
+    eos.commit_final()
+    assert eos._checkpoint.committed == {FEATURES: 300}  # type: ignore[union-attr]
