@@ -344,8 +344,7 @@ class ExactlyOnce(Delivery):
         the open transaction's outputs were aborted, and committing the offsets behind them
         would lose them (the restart replays from the last commit instead)."""
         if self.recovery_required:
-            logger.warning("a recovery is due: the final commit is left to the restart's replay")
-            return
+            raise TransactionError("a recovery is due: nothing committed; a restart replays")
         try:
             self._required().commit(snapshot=True)
         except TransactionError as exc:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from confluent_kafka import OFFSET_BEGINNING
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from streamapp.checkpointing.delivery import ExactlyOnce
 from streamapp.checkpointing.state_store import Restored, Snapshot
 from streamapp.drift.monitor import DriftCursor
+from streamapp.errors import TransactionError
 from streamapp.settings import Settings
 
 FEATURES = ("features", 0)
@@ -175,7 +177,8 @@ def test_no_final_commit_while_a_recovery_is_due() -> None:
     eos, _, _ = delivery(Restored(None, None), {FEATURES: 100})
     eos.store({FEATURES: 300})
     eos.recovery_required = True
-    eos.commit_final()
+    with pytest.raises(TransactionError, match="recovery is due"):  # exit 2, one line
+        eos.commit_final()
     assert eos._checkpoint.committed == {}  # type: ignore[union-attr]
     eos.recovery_required = False
     eos.commit_final()
