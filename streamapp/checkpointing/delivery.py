@@ -329,7 +329,8 @@ class ExactlyOnce(Delivery):
         checkpoint.store(offsets)
         if self._gate.active:
             self._gate.advance(checkpoint.processed)
-            self._end_of_replay(checkpoint.processed)
+            if not self._gate.active:
+                self._state.replay_finished()
 
     def commit_if_due(self) -> None:
         try:
