@@ -458,8 +458,11 @@ class ExactlyOnce(Delivery):
         """Where each partition resumes (the snapshot's offset, else the committed one), and
         the committed offsets up to which that is a replay."""
         consumer = self._consumer_required()
-        positions = consumer.committed([KafkaPartition(t, p) for t, p in partitions])
-        committed = {(tp.topic, tp.partition): tp.offset for tp in positions if tp.offset >= 0}
+        committed = {
+            (tp.topic, tp.partition): tp.offset
+            for tp in consumer.committed([KafkaPartition(t, p) for t, p in partitions])
+            if tp.offset >= 0
+        }
         starts = {}
         for tp in partitions:
             restored = self._restored_offsets.get(tp)
