@@ -17,10 +17,11 @@ import time
 from dataclasses import asdict, dataclass, fields
 
 import orjson
-from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_END, Producer
 
 from streamapp.errors import StreamappError
 from streamapp.kafka.config import producer_config, reader_config
+from streamapp.kafka.tail import PartitionTail
 from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.model.registry import ModelRef, Registry
 from streamapp.settings import Settings
@@ -78,18 +79,20 @@ class ModelWatcher:
         self.serving = serving
         self.refusals = 0
         self.swaps = 0
-        self._consumer = Consumer(reader_config(settings, "control"))
         # only what is promoted from now on: the alias was resolved at start
-        topic = settings.topics.model_control
-        self._consumer.assign([TopicPartition(topic, 0, OFFSET_END)])
+        self._tail = PartitionTail(
+            reader_config(settings, "control"),
+            settings.topics.model_control,
+            start=OFFSET_END,
+            name="model-watcher",
+        )
         self._producer = _control_producer(settings)
         self._loading: threading.Thread | None = None
         self._loaded: Bundle | None = None
 
     def poll(self) -> Bundle | None:
-        for msg in self._consumer.consume(16, 0):
-            if msg.error() is None:
-                self._on_event(msg.value() or b"")
+        for msg in self._tail.poll():
+            self._on_event(msg.value() or b"")
         self._producer.poll(0)
         if self._loaded is not None and self._loading is not None and not self._loading.is_alive():
             bundle, self._loaded, self._loading = self._loaded, None, None
@@ -150,4 +153,4 @@ class ModelWatcher:
         if self._loading is not None:
             self._loading.join(timeout=30)
         self._producer.flush(10)
-        self._consumer.close()
+        self._tail.close()
