@@ -4,9 +4,9 @@ A caught-up librdkafka consumer sends its next fetch as soon as an empty one ret
 that answers empty fetches at once instead of holding them for ``fetch.wait.max.ms`` (noida-db
 does) then serves thousands of them a second. Measured on this project's 2-core machine: one
 idle consumer costs 0.37 of a core in the broker and 0.44 in the client's own threads. A
-follower of a topic written a few times a minute (the learner's heads, model promotions)
-instead looks at the partition's end every ``interval_s``, in a background thread, and is
-assigned only while there is something new to read.
+follower of a topic written now and then (the learner's heads, a few a second at most; model
+promotions) instead looks at the partition's end every ``interval_s``, in a background thread,
+and is assigned only while there is something new to read.
 """
 
 from __future__ import annotations
