@@ -107,12 +107,14 @@ def run_order(names: list[str], repeated: set[str], repeat: int) -> list[str]:
 
     >>> run_order(["a", "b", "c"], {"a", "c"}, 3)
     ['a', 'b', 'c', 'c', 'a', 'a', 'c']
+    >>> run_order(["a", "b"], set(), 3)
+    ['a', 'b']
     """
     compared = [name for name in names if name in repeated]
     rounds = [
-        name
+        compared[(shift + k) % len(compared)]
         for shift in range(1, max(repeat, 1))
-        for name in compared[shift % len(compared) :] + compared[: shift % len(compared)]
+        for k in range(len(compared))
     ]
     return [*names, *rounds]
 
