@@ -86,11 +86,13 @@ class PartitionTail:
 
     def _resolve_or_defer(self) -> None:
         try:
-            low, high = self._watermarks()
+            self._resolve(*self._watermarks())
         except KafkaException as exc:
             logger.info("%s[%d]: end not known yet (%s)", self.topic, self.partition, exc)
-            return
-        self._next = high if self._start == OFFSET_END else low
+
+    def _resolve(self, low: int, high: int) -> None:
+        if self._next is None:
+            self._next = high if self._start == OFFSET_END else low
 
     def _watermarks(self) -> tuple[int, int]:
         tp = TopicPartition(self.topic, self.partition)
@@ -110,11 +112,9 @@ class PartitionTail:
 
     def _read_new(self) -> None:
         """Read from the next offset to the end the partition has now, if it moved."""
-        if self._next is None:
-            self._resolve_or_defer()
-            if self._next is None:
-                return
-        _, high = self._watermarks()
+        low, high = self._watermarks()
+        self._resolve(low, high)  # the first look, when the end was not known at the start
+        assert self._next is not None
         if high <= self._next:
             return
         tp = TopicPartition(self.topic, self.partition)
