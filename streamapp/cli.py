@@ -241,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=3,
         help="runs of each compared loop (throughput) and of each mode (delivery)",
     )
+    bench.add_argument(
+        "--scorers",
+        type=_ints,
+        default=(1, 2),
+        help="scorer processes per scaleout run, e.g. 1,2,4 (the 4-over-1 target wants 8+ cores)",
+    )
     bench.add_argument("--out", type=Path, default=Path("bench-results"))
 
     report = sub.add_parser("report", help="render the drift history as PNG + HTML")
@@ -506,6 +512,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         latency_seconds=args.latency_seconds,
         memory_events=args.memory_events,
         repeat=args.repeat,
+        scorers=tuple(args.scorers),
         out=args.out,
     )
     print((args.out / "bench.md").read_text())

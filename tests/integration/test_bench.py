@@ -77,6 +77,8 @@ def test_every_suite_runs_and_writes_json_and_markdown(
         "1 scorer process",
         "2 scorer processes",
     }
+    assert result["scaleout"]["partitions"] == 4
+    assert result["scaleout"]["over_fewest"]["1 scorer process"] == 1.0
     saved = orjson.loads((tmp_path / "bench.json").read_bytes())
     assert saved["throughput"]["events"] == 400
     table = (tmp_path / "bench.md").read_text()

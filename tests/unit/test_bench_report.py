@@ -1,11 +1,14 @@
-"""The latency targets and the relay comparison, from a bench result (no broker, no timing)."""
+"""The targets, the relay comparison and the scale-out line, from a bench result (no broker, no
+timing)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from streamapp.bench.latency import ONE_HOP, RELAY, WORKER
-from streamapp.bench.suite import _against_relay, _targets
+from streamapp.bench.scaleout import partitions_for, scorer_name
+from streamapp.bench.suite import _against_relay, _targets, render_markdown
+from streamapp.cli import build_parser
 
 
 def level(path: str, load: int, p50: float, p99: float) -> dict[str, Any]:
@@ -50,3 +53,45 @@ def test_a_level_that_delivered_nothing_is_left_out() -> None:
     [sentence, _] = _against_relay(silent)
     assert sentence.startswith("At 1,000 events/s") and "2,000" not in sentence
     assert _against_relay({"latency": [level(ONE_HOP, 2000, 0.7, 10.0)]}) == []
+
+
+def scaled(rates: dict[int, int]) -> dict[str, Any]:
+    names = {count: scorer_name(count) for count in rates}
+    fewest = rates[min(rates)]
+    return {
+        "machine": {"platform": "linux", "cpus": 16, "python": "3.11", "torch": "2", "cuda": None},
+        "started": "2026-11-24 08:00",
+        "broker": "embedded noida-db",
+        "scaleout": {
+            "events": 80_000,
+            "partitions": partitions_for(tuple(rates)),
+            "events_per_second": {names[c]: rate for c, rate in rates.items()},
+            "over_fewest": {names[c]: round(rate / fewest, 2) for c, rate in rates.items()},
+        },
+    }
+
+
+def test_the_scale_out_target_compares_four_scorers_with_one() -> None:
+    result = scaled({1: 10_000, 2: 19_000, 4: 33_000})
+    assert _targets(result)["4 scorers >= 3.2x one scorer (8+ cores)"] == {
+        "value": 3.3,
+        "met": True,
+    }
+    assert _targets(scaled({1: 10_000, 4: 19_100}))["4 scorers >= 3.2x one scorer (8+ cores)"] == {
+        "value": 1.91,
+        "met": False,
+    }
+    assert _targets(scaled({1: 10_000, 2: 19_000})) == {}  # no run with 4: no verdict
+
+
+def test_the_scale_out_line_gives_each_count_over_one_scorer() -> None:
+    table = render_markdown({**scaled({1: 10_000, 4: 33_000}), "targets": {}})
+    assert "8 partitions" in table
+    assert "1 scorer process 10,000 events/s (1.00x), 4 scorer processes 33,000 events/s" in table
+    assert "(3.30x)" in table
+
+
+def test_bench_takes_the_scorer_counts_to_run() -> None:
+    args = build_parser().parse_args(["bench", "scaleout", "--scorers", "1,2,4"])
+    assert args.scorers == [1, 2, 4]
+    assert build_parser().parse_args(["bench"]).scorers == (1, 2)
