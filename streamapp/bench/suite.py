@@ -353,11 +353,12 @@ def render_markdown(result: dict[str, Any]) -> str:
         ]
     if "scaleout" in result:
         rates = result["scaleout"]["events_per_second"]
+        over = result["scaleout"].get("over_fewest", {})  # absent from older results
         lines += [
             f"**Scale-out** ({result['scaleout']['events']:,} events, "
             f"{result['scaleout']['partitions']} partitions, a learner alongside): "
             + ", ".join(
-                f"{name} {rate:,} events/s ({result['scaleout']['over_fewest'][name]:.2f}x)"
+                f"{name} {rate:,} events/s" + (f" ({over[name]:.2f}x)" if name in over else "")
                 for name, rate in rates.items()
             )
             + ".",

@@ -89,6 +89,9 @@ def test_the_scale_out_line_gives_each_count_over_one_scorer() -> None:
     assert "8 partitions" in table
     assert "1 scorer process 10,000 events/s (1.00x), 4 scorer processes 33,000 events/s" in table
     assert "(3.30x)" in table
+    older = scaled({1: 10_000, 2: 19_000})  # a bench.json written before the ratios
+    del older["scaleout"]["over_fewest"]
+    assert "2 scorer processes 19,000 events/s." in render_markdown({**older, "targets": {}})
 
 
 def test_bench_takes_the_scorer_counts_to_run() -> None:
