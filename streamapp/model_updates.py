@@ -72,7 +72,7 @@ class HeadFollower:
     def poll(self) -> HeadSnapshot | None:
         newest = None
         for msg in self._tail.poll():
-            if msg.error() is not None or (msg.key() or b"") != self.model_name.encode():
+            if (msg.key() or b"") != self.model_name.encode():
                 continue
             try:
                 snapshot = HeadSnapshot.decode(msg.value() or b"")

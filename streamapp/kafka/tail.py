@@ -70,7 +70,8 @@ class PartitionTail:
         self._thread.start()
 
     def poll(self) -> list[Message]:
-        """The records read since the last call (possibly none)."""
+        """The records read since the last call (possibly none); errors are logged by the
+        reading thread, never returned."""
         ready = self._ready
         return [ready.popleft() for _ in range(len(ready))]
 
