@@ -226,8 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
         "suites",
         nargs="*",
         metavar="SUITE",
-        help="any of throughput, latency, learning, variants, memory, delivery, scaleout "
-        "(default: all but delivery and scaleout)",
+        help="any of throughput, latency, learning, profile, variants, memory, delivery, "
+        "scaleout (default: all but delivery and scaleout)",
     )
     bench.add_argument("--events", type=int, default=20_000, help="backlog for throughput")
     bench.add_argument(
@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--repeat",
         type=int,
         default=3,
-        help="runs of each compared loop (throughput) and of each mode (delivery)",
+        help="runs of each compared loop (throughput, profile) and of each mode (delivery)",
     )
     bench.add_argument(
         "--scorers",

@@ -31,6 +31,7 @@ from streamapp.bench.loops import (
     run_worker,
 )
 from streamapp.bench.memory import measure_memory
+from streamapp.bench.profile import measure_profile
 from streamapp.bench.scaleout import measure_scale_out, scorer_name
 from streamapp.bench.variants import bundle_with_onnx, measure_variants
 from streamapp.kafka.local_broker import configured_or_embedded
@@ -40,8 +41,17 @@ __all__ = ["SUITES", "render_markdown", "run_bench", "run_order"]
 
 logger = logging.getLogger(__name__)
 
-SUITES = ("throughput", "latency", "learning", "variants", "memory", "delivery", "scaleout")
-DEFAULT_SUITES = ("throughput", "latency", "learning", "variants", "memory")
+SUITES = (
+    "throughput",
+    "latency",
+    "learning",
+    "profile",
+    "variants",
+    "memory",
+    "delivery",
+    "scaleout",
+)
+DEFAULT_SUITES = ("throughput", "latency", "learning", "profile", "variants", "memory")
 
 WORKER = "streamapp worker"
 QUIX = "quix per-message app, numpy"
@@ -75,6 +85,8 @@ def run_bench(
             )
         if "learning" in suites:
             result["learning_labels_per_s"] = round(measure_learning(settings))
+        if "profile" in suites:
+            result["profile"] = measure_profile(settings, events, repeat)
         if "variants" in suites:
             result["variants"] = measure_variants(bundle)
         if "memory" in suites:
@@ -254,6 +266,24 @@ def _against_relay(result: dict[str, Any]) -> list[str]:
     return [" ".join(lines), ""] if lines else []
 
 
+def _profile_lines(profile: dict[str, Any]) -> list[str]:
+    """The in-process CPU per event, part by part, of the minimal loop's work and the worker's."""
+
+    def parts(us: dict[str, float]) -> str:
+        named = " + ".join(f"{part} {value:.1f}" for part, value in us.items() if part != "total")
+        return f"{named} = {us['total']:.1f}"
+
+    return [
+        f"**Where the time goes** (in process, no broker: µs of CPU per event with its label, "
+        f"{profile['events']:,} events in batches of {profile['batch_messages']:,} messages, "
+        f"medians of {profile['rounds']} alternating rounds): minimal loop "
+        f"{parts(profile['minimal_us_per_event'])}; streamapp worker "
+        f"{parts(profile['worker_us_per_event'])}: were Kafka free, the worker would run at "
+        f"{profile['minimal_over_worker']:.2f}x the minimal loop's rate.",
+        "",
+    ]
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
@@ -298,6 +328,8 @@ def render_markdown(result: dict[str, Any]) -> str:
             "join and `learn_many` (in process).",
             "",
         ]
+    if "profile" in result:
+        lines += _profile_lines(result["profile"])
     if "variants" in result:
         v = result["variants"]
         lines += [

@@ -26,7 +26,16 @@ def test_every_suite_runs_and_writes_json_and_markdown(
     )
     result = run_bench(
         settings,
-        ("throughput", "latency", "learning", "variants", "memory", "delivery", "scaleout"),
+        (
+            "throughput",
+            "latency",
+            "learning",
+            "profile",
+            "variants",
+            "memory",
+            "delivery",
+            "scaleout",
+        ),
         events=400,
         loads=(200,),
         latency_seconds=3.0,
@@ -66,6 +75,19 @@ def test_every_suite_runs_and_writes_json_and_markdown(
     for level in result["latency"]:
         assert level["predictions"] > 0 and level["p50_ms"] <= level["p99_ms"]
     assert result["learning_labels_per_s"] > 0
+    profile = result["profile"]
+    # both loops scored every event of the backlog, and each part of each took some CPU
+    assert profile["predictions"] == {"minimal": 400, "worker": 400}
+    assert list(profile["minimal_us_per_event"]) == ["parse", "score", "encode", "total"]
+    assert list(profile["worker_us_per_event"]) == [
+        "decode",
+        "score",
+        "ledger, learning and drift",
+        "encode",
+        "total",
+    ]
+    for parts in (profile["minimal_us_per_event"], profile["worker_us_per_event"]):
+        assert all(value > 0 for value in parts.values())
     assert set(result["variants"]["variants"]) == {"torch", "int8", "onnx"}
     assert result["memory"]["peak_rss_mib"] > 0
     assert result["delivery"]["exactly_once_over_at_least_once"] > 0
@@ -86,3 +108,4 @@ def test_every_suite_runs_and_writes_json_and_markdown(
     assert "At 200 events/s the worker adds " in table and "over the plain relay's" in table
     assert f"| streamapp worker | {rates['streamapp worker']:,} | 1.00 | " in table
     assert "blocked in commits: at-least-once" in table
+    assert "**Where the time goes** (in process, no broker" in table

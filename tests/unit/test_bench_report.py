@@ -7,7 +7,13 @@ from typing import Any
 
 from streamapp.bench.latency import ONE_HOP, RELAY, WORKER
 from streamapp.bench.scaleout import partitions_for, scorer_name
-from streamapp.bench.suite import _against_relay, _targets, render_markdown
+from streamapp.bench.suite import (
+    DEFAULT_SUITES,
+    SUITES,
+    _against_relay,
+    _targets,
+    render_markdown,
+)
 from streamapp.cli import build_parser
 
 
@@ -98,3 +104,36 @@ def test_bench_takes_the_scorer_counts_to_run() -> None:
     args = build_parser().parse_args(["bench", "scaleout", "--scorers", "1,2,4"])
     assert args.scorers == [1, 2, 4]
     assert build_parser().parse_args(["bench"]).scorers == (1, 2)
+
+
+PROFILE = {
+    "events": 20_000,
+    "batch_messages": 500,
+    "rounds": 3,
+    "minimal_us_per_event": {"parse": 3.0, "score": 1.8, "encode": 0.2, "total": 5.0},
+    "worker_us_per_event": {
+        "decode": 10.2,
+        "score": 1.2,
+        "ledger, learning and drift": 9.5,
+        "encode": 2.5,
+        "total": 23.4,
+    },
+    "minimal_over_worker": 0.214,
+    "predictions": {"minimal": 20_000, "worker": 20_000},
+}
+
+
+def test_the_profile_line_gives_every_part_and_the_ratio() -> None:
+    table = render_markdown({**scaled({1: 10_000}), "profile": PROFILE, "targets": {}})
+    assert "20,000 events in batches of 500 messages, medians of 3 alternating rounds" in table
+    assert "minimal loop parse 3.0 + score 1.8 + encode 0.2 = 5.0;" in table
+    assert (
+        "streamapp worker decode 10.2 + score 1.2 + ledger, learning and drift 9.5 + "
+        "encode 2.5 = 23.4: were Kafka free, the worker would run at 0.21x" in table
+    )
+    assert _targets({"profile": PROFILE}) == {}  # a diagnosis, not a target
+
+
+def test_profile_is_a_default_bench_suite() -> None:
+    assert "profile" in DEFAULT_SUITES and "profile" in SUITES
+    assert build_parser().parse_args(["bench", "profile"]).suites == ["profile"]
