@@ -1,4 +1,5 @@
-"""Benchmarks: the worker against simpler loops, latency, learning, variants, memory."""
+"""Benchmarks: the worker against simpler loops, latency, learning, where the time goes,
+variants, memory, delivery, scale-out."""
 
 from streamapp.bench.suite import DEFAULT_SUITES, SUITES, render_markdown, run_bench
 
