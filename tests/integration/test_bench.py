@@ -8,7 +8,7 @@ import orjson
 import pytest
 import torch
 
-from streamapp.bench import run_bench
+from streamapp.bench import SUITES, run_bench
 from streamapp.bench.loops import peers_python
 from streamapp.settings import Settings
 
@@ -26,16 +26,7 @@ def test_every_suite_runs_and_writes_json_and_markdown(
     )
     result = run_bench(
         settings,
-        (
-            "throughput",
-            "latency",
-            "learning",
-            "profile",
-            "variants",
-            "memory",
-            "delivery",
-            "scaleout",
-        ),
+        SUITES,
         events=400,
         loads=(200,),
         latency_seconds=3.0,
