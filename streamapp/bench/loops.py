@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -40,11 +41,13 @@ from streamapp.settings import Settings
 from streamapp.worker import Worker
 
 __all__ = [
+    "SourceModel",
     "faust_agent",
     "faust_runtime",
     "minimal_loop",
     "passthrough",
     "peers_python",
+    "prediction_records",
     "quix_peer",
     "run_worker",
 ]
@@ -89,6 +92,14 @@ class SourceModel:
             return [self.classes[i] for i in scores.argmax(dim=1).tolist()]
 
 
+def prediction_records(docs: list[dict[str, Any]], labels: list[str]) -> list[bytes]:
+    """The minimal loop's output: a small record per event, its id and predicted label."""
+    return [
+        orjson.dumps({"event_id": doc["event_id"], "label": label})
+        for doc, label in zip(docs, labels, strict=True)
+    ]
+
+
 def minimal_loop(settings: Settings, messages: int, batch_size: int) -> None:
     """Batched (``batch_size`` > 1) or per-event scoring; labels are consumed and skipped."""
     model = SourceModel(settings)
@@ -103,9 +114,8 @@ def minimal_loop(settings: Settings, messages: int, batch_size: int) -> None:
         if not events:
             continue
         docs = [orjson.loads(m.value()) for m in events]
-        labels = model.labels([d["features"] for d in docs])
-        for msg, doc, label in zip(events, docs, labels, strict=True):
-            value = orjson.dumps({"event_id": doc["event_id"], "label": label})
+        values = prediction_records(docs, model.labels([d["features"] for d in docs]))
+        for msg, value in zip(events, values, strict=True):
             producer.produce(out, value, msg.key())
         producer.poll(0)
     producer.flush()

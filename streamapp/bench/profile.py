@@ -20,7 +20,7 @@ import orjson
 
 from streamapp.assembly import build_codec, build_pipeline, load_served_bundle
 from streamapp.bench.common import SCENARIO
-from streamapp.bench.loops import SourceModel
+from streamapp.bench.loops import SourceModel, prediction_records
 from streamapp.codec import encode_json
 from streamapp.events import PredictionBlock
 from streamapp.scenarios import get_scenario, stream
@@ -106,9 +106,7 @@ def _minimal_round(model: SourceModel, features: str, batches: list[list[InputRe
         clock.lap("parse")
         labels = model.labels([d["features"] for d in docs]) if docs else []
         clock.lap("score")
-        clock.predictions += len(labels)
-        for doc, label in zip(docs, labels, strict=True):
-            orjson.dumps({"event_id": doc["event_id"], "label": label})
+        clock.predictions += len(prediction_records(docs, labels))
         clock.lap("encode")
     return clock
 
