@@ -30,6 +30,7 @@ __all__ = [
     "output_rate",
     "plain_consumer",
     "read_rss_bytes",
+    "run_order",
     "start_worker_process",
     "stop_process",
 ]
@@ -181,3 +182,25 @@ def machine() -> dict[str, Any]:
 def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
     for start in range(0, total, size):
         yield start, min(size, total - start)
+
+
+def run_order(names: list[str], repeated: set[str], repeat: int) -> list[str]:
+    """Every loop once, then ``repeat - 1`` more rounds of the ``repeated`` ones: the loops
+    the targets compare alternate, so a minute when the shared machine is slow falls on all.
+    Each round starts one loop further along (a run is slower after some loops than after
+    others: which loop comes first must not depend on the loop).
+
+    >>> run_order(["a", "b", "c"], {"a", "c"}, 3)
+    ['a', 'b', 'c', 'c', 'a', 'a', 'c']
+    >>> run_order(["a", "b"], set(), 3)
+    ['a', 'b']
+    >>> run_order(["a", "b"], {"a", "b"}, 3)  # two loops: A B B A A B
+    ['a', 'b', 'b', 'a', 'a', 'b']
+    """
+    compared = [name for name in names if name in repeated]
+    rounds = [
+        compared[(shift + k) % len(compared)]
+        for shift in range(1, max(repeat, 1))
+        for k in range(len(compared))
+    ]
+    return [*names, *rounds]

@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from streamapp.assembly import build_codec, build_pipeline, load_served_bundle
-from streamapp.bench.common import SCENARIO
+from streamapp.bench.common import SCENARIO, run_order
 from streamapp.bench.loops import SourceModel, prediction_records
 from streamapp.codec import encode_json
 from streamapp.events import PredictionBlock
@@ -149,7 +149,7 @@ def measure_profile(settings: Settings, events: int = 20_000, rounds: int = 3) -
         "minimal": lambda: _minimal_round(model, settings.topics.features, batches),
         "worker": lambda: _worker_round(settings, batches),
     }
-    for name in _alternating(list(loops), rounds):
+    for name in run_order(list(loops), set(loops), rounds):  # A B B A ...
         clock = loops[name]()
         runs[name].append({part: us / events for part, us in clock.parts.items()})
         predictions[name] = clock.predictions
@@ -165,16 +165,6 @@ def measure_profile(settings: Settings, events: int = 20_000, rounds: int = 3) -
         "minimal_over_worker": round(minimal["total"] / worker["total"], 3),
         "predictions": predictions,  # of each loop's last round: every event, for both
     }
-
-
-def _alternating(names: list[str], rounds: int) -> Iterator[str]:
-    """``rounds`` of every name, each round in the other order (A B B A ...).
-
-    >>> list(_alternating(["a", "b"], 3))
-    ['a', 'b', 'b', 'a', 'a', 'b']
-    """
-    for index in range(max(rounds, 1)):
-        yield from names if index % 2 == 0 else reversed(names)
 
 
 def _medians(runs: list[dict[str, float]], parts: tuple[str, ...]) -> dict[str, float]:

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import torch
 
-from streamapp.bench.common import Backlog, ensure_bundle, machine, output_rate
+from streamapp.bench.common import Backlog, ensure_bundle, machine, output_rate, run_order
 from streamapp.bench.delivery import measure_delivery
 from streamapp.bench.latency import ONE_HOP, RELAY, measure_latency
 from streamapp.bench.latency import WORKER as THROUGH_WORKER
@@ -110,26 +110,6 @@ def _external(settings: Settings) -> bool:
 def _fresh(settings: Settings, name: str) -> Settings:
     """Settings on input and output topics and a group of their own."""
     return Backlog(settings, name).for_loop(name)
-
-
-def run_order(names: list[str], repeated: set[str], repeat: int) -> list[str]:
-    """Every loop once, then ``repeat - 1`` more rounds of the ``repeated`` ones: the loops
-    the targets compare alternate, so a minute when the shared machine is slow falls on all.
-    Each round starts one loop further along (a run is slower after some loops than after
-    others: which loop comes first must not depend on the loop).
-
-    >>> run_order(["a", "b", "c"], {"a", "c"}, 3)
-    ['a', 'b', 'c', 'c', 'a', 'a', 'c']
-    >>> run_order(["a", "b"], set(), 3)
-    ['a', 'b']
-    """
-    compared = [name for name in names if name in repeated]
-    rounds = [
-        compared[(shift + k) % len(compared)]
-        for shift in range(1, max(repeat, 1))
-        for k in range(len(compared))
-    ]
-    return [*names, *rounds]
 
 
 def _throughput(settings: Settings, bundle: Path, events: int, repeat: int) -> dict[str, Any]:
