@@ -3,6 +3,7 @@
 __all__ = [
     "BrokerError",
     "BundleError",
+    "CommitPostponedError",
     "ConfigError",
     "DataError",
     "DeliveryError",
@@ -40,6 +41,10 @@ class DeliveryError(StreamappError):
 
 class DeliveryTimeoutError(DeliveryError):
     """Outputs were not acknowledged in time; they are still queued and may yet arrive."""
+
+
+class CommitPostponedError(DeliveryTimeoutError):
+    """The group coordinator could not be reached for a commit; the offsets stay pending."""
 
 
 class ProducerFatalError(DeliveryError):

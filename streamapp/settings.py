@@ -219,6 +219,12 @@ class Settings(BaseSettings):
     )
     transaction_timeout_ms: int = Field(60_000, ge=1000)
     max_poll_interval_ms: int = Field(300_000, ge=1000)
+    broker_outage_limit_s: float = Field(
+        300.0,
+        gt=0,
+        description="how long commits may fail for want of a broker before the worker exits "
+        "(code 2, one line); shorter outages are ridden through, offsets held and retried",
+    )
     bootstrap_servers: str | None = Field(
         None, description="Kafka bootstrap servers; unset means the embedded broker (demo)"
     )

@@ -16,7 +16,8 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from streamapp.kafka import LocalBroker, ensure_topics
+from streamapp.kafka import ensure_topics
+from streamapp.kafka.brokers import Broker, BrokerChoice, choose_broker, start_broker
 from streamapp.model.training import train_source_bundle
 from streamapp.scenarios import get_scenario
 from streamapp.schemas import load_schema
@@ -34,15 +35,42 @@ def digits_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def pytest_report_header() -> str:
+    external = os.environ.get(EXTERNAL_BROKER_ENV)
+    return f"broker: external {external}" if external else f"broker: {choose_broker().why}"
+
+
 @pytest.fixture(scope="session")
-def bootstrap_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Kafka-protocol broker: ``$STREAMAPP_TEST_BOOTSTRAP`` or an embedded noida-db."""
+def broker_choice() -> BrokerChoice:
+    """Apache Kafka where Java runs it, else noida-db (see :mod:`streamapp.kafka.brokers`)."""
+    return choose_broker()
+
+
+@pytest.fixture(scope="session")
+def bootstrap_servers(
+    tmp_path_factory: pytest.TempPathFactory, broker_choice: BrokerChoice
+) -> Iterator[str]:
+    """A real broker: ``$STREAMAPP_TEST_BOOTSTRAP``, or one the session starts."""
     external = os.environ.get(EXTERNAL_BROKER_ENV)
     if external:
         yield external
         return
-    with LocalBroker(data_dir=tmp_path_factory.mktemp("broker")) as broker:
+    broker = start_broker(broker_choice.kind, tmp_path_factory.mktemp("broker"))
+    try:
         yield broker.bootstrap_servers
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path, broker_choice: BrokerChoice) -> Iterator[Broker]:
+    """A broker of this test's own (of the session's kind), to stop and restart: ``stop``
+    then ``start`` brings it back on the same port and data."""
+    broker = start_broker(broker_choice.kind, tmp_path / "broker")
+    try:
+        yield broker
+    finally:
+        broker.close()
 
 
 @pytest.fixture

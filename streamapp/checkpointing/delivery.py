@@ -27,6 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_STORED, KafkaEx
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from streamapp.checkpointing.checkpoint import OffsetCheckpoint, TransactionalCheckpoint
+from streamapp.checkpointing.outage import OutageClock
 from streamapp.checkpointing.replay import ReplayGate
 from streamapp.checkpointing.state_store import Snapshot, StateStore
 from streamapp.codec import Message
@@ -85,6 +86,7 @@ class Delivery:
         self._consumer: BatchConsumer | None = None
         self._failures: deque[float] = deque()
         self._dead_producer: FencedError | ProducerFatalError | None = None
+        self.outage = OutageClock(settings.broker_outage_limit_s)
 
     # -- the sink the publishers write to ---------------------------------------------------
 
@@ -132,7 +134,7 @@ class Delivery:
         by reading the inputs again from the last commit. Outputs that are only late (still
         queued) keep their offsets pending instead."""
         if isinstance(exc, DeliveryTimeoutError):
-            logger.warning("commit deferred: %s", exc)
+            self.outage.failed(str(exc))  # gives up (raises) past the outage limit
             return
         now = time.monotonic()
         self._failures.append(now)
@@ -170,6 +172,16 @@ class Delivery:
 
     def flush(self) -> None:
         """On close: wait for what is not in a transaction."""
+
+    def commit_if_due(self) -> None:
+        """Commit when due; a commit that went through ends an outage."""
+        before = self.commits
+        self._commit_if_due()
+        if self.commits != before:
+            self.outage.succeeded()
+
+    def _commit_if_due(self) -> None:
+        raise NotImplementedError
 
     # -- the parts each guarantee fills in --------------------------------------------------
 
@@ -223,16 +235,22 @@ class AtLeastOnce(Delivery):
     def store(self, offsets: dict[Partition, int]) -> None:
         self._required().store(offsets)
 
-    def commit_if_due(self) -> None:
+    def _commit_if_due(self) -> None:
         self._required().commit_if_due()
 
     def commit_final(self) -> None:
         self._required().commit()
 
     def on_revoke(self, partitions: list[KafkaPartition]) -> None:
-        # commit what is done before the partitions go to another worker
+        # commit what is done before the partitions go to another worker; with the broker
+        # away that fails, and the next owner re-reads from the last commit (at least once)
         if self._checkpoint is not None:
-            self._checkpoint.commit(only=[(tp.topic, tp.partition) for tp in partitions])
+            revoked = [(tp.topic, tp.partition) for tp in partitions]
+            try:
+                self._checkpoint.commit(only=revoked)
+            except (DeliveryError, KafkaException) as exc:
+                logger.warning("commit on revoke failed (%s): the next owner re-reads", exc)
+                self._checkpoint.forget(revoked)
 
     def on_lost(self, partitions: list[KafkaPartition]) -> None:
         if self._checkpoint is not None:
@@ -332,7 +350,7 @@ class ExactlyOnce(Delivery):
             if not self._gate.active:
                 self._state.replay_finished()
 
-    def commit_if_due(self) -> None:
+    def _commit_if_due(self) -> None:
         try:
             self._required().commit_if_due()
         except TransactionError as exc:

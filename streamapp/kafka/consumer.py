@@ -10,7 +10,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streamapp.batching import BatchPolicy
-from streamapp.errors import BrokerError, FencedError, StreamappError
+from streamapp.errors import BrokerError, CommitPostponedError, FencedError, StreamappError
 from streamapp.events import position_of
 from streamapp.ops.logs import at
 from streamapp.ordering import TimestampMerger
@@ -29,6 +29,20 @@ _REBALANCING = {
     KafkaError.ILLEGAL_GENERATION,
     KafkaError.UNKNOWN_MEMBER_ID,
     KafkaError._STATE,
+    KafkaError.STALE_MEMBER_EPOCH,  # KIP-848: a commit from before the member's new epoch
+    KafkaError.FENCED_MEMBER_EPOCH,
+}
+# the coordinator is away (a broker outage or a moved coordinator): postponed, not fatal
+_COORDINATOR_AWAY = {
+    KafkaError._WAIT_COORD,
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NETWORK_EXCEPTION,
 }
 
 
@@ -223,12 +237,18 @@ class BatchConsumer:
         """Synchronously commit ``offsets`` (next offsets to read).
 
         Returns False when the group is rebalancing (the offsets stay the caller's to commit
-        on revoke or later); raises on any other failure.
+        on revoke or later); raises :class:`CommitPostponedError` when the coordinator cannot
+        be reached (the caller's outage clock decides how long that may last), and
+        ``KafkaException`` on any other failure.
         """
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             error = exc.args[0]
+            if error.code() in _COORDINATOR_AWAY or (
+                error.retriable() and error.code() not in _REBALANCING
+            ):
+                raise CommitPostponedError(f"commit postponed: {error.str()}") from exc
             if error.code() not in _REBALANCING:
                 raise
             logger.info("commit deferred: %s", error.str())

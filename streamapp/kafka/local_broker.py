@@ -7,6 +7,7 @@ would orphan it when killed), on a free port, and stopped by its own PID.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import importlib.resources
 import logging
 import os
@@ -69,6 +70,10 @@ class LocalBroker:
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def name(self) -> str:
+        return f"noida-db {importlib.metadata.version('noida-db')}"
 
     @property
     def pid(self) -> int | None:
