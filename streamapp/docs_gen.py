@@ -235,7 +235,7 @@ def _metavar(action: argparse.Action) -> str:
     if action.nargs == 0:
         return ""
     if action.choices is not None and not isinstance(action, argparse._SubParsersAction):
-        return "|".join(str(choice) for choice in action.choices)
+        return "{" + ",".join(str(choice) for choice in action.choices) + "}"
     if action.metavar is not None:
         return str(action.metavar)
     return action.dest.upper() if action.option_strings else action.dest
