@@ -3,6 +3,8 @@
 ``python -m streamapp.docs_gen`` writes ``docs/configuration.md`` and ``docs/cli.md``;
 ``python -m streamapp.docs_gen --check`` exits 1 naming the pages that are stale (``make docs``
 runs it before ``mkdocs build --strict``, and ``tests/unit/test_docs.py`` does the same check).
+``python -m streamapp.docs_gen --bench bench-results/bench.md`` puts a benchmark run's results
+into ``docs/benchmarks.md``.
 
 Both pages are rendered from data, never from argparse's or pydantic's own formatters, so the
 text does not depend on the terminal width or the Python version.
@@ -35,6 +37,7 @@ __all__ = [
     "render_cli",
     "render_configuration",
     "settings_groups",
+    "splice_bench",
     "write",
 ]
 
@@ -338,6 +341,25 @@ PAGES: dict[str, Callable[[], str]] = {
 }
 
 
+BENCH_START = "<!-- bench.md:start -->"
+BENCH_END = "<!-- bench.md:end -->"
+
+
+def splice_bench(page: str, bench_md: str) -> str:
+    """``page`` with the text between its bench markers replaced by ``bench_md`` (the
+    ``bench.md`` that ``streamapp bench`` writes).
+
+    >>> page = f"# Benchmarks\\n{BENCH_START}\\nold\\n{BENCH_END}\\nafter\\n"
+    >>> splice_bench(page, "new").splitlines()[1:4]
+    ['<!-- bench.md:start -->', 'new', '<!-- bench.md:end -->']
+    """
+    head, start, rest = page.partition(BENCH_START)
+    _, end, tail = rest.partition(BENCH_END)
+    if not start or not end:
+        raise ValueError(f"the page has no {BENCH_START} ... {BENCH_END} block")
+    return f"{head}{start}\n{bench_md.strip()}\n{end}{tail}"
+
+
 def write(docs_dir: Path = DOCS_DIR) -> list[Path]:
     """Write every generated page; the paths written."""
     written = []
@@ -362,7 +384,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m streamapp.docs_gen", description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 if a page is stale")
     parser.add_argument("--docs-dir", type=Path, default=DOCS_DIR)
+    parser.add_argument(
+        "--bench",
+        type=Path,
+        metavar="BENCH_MD",
+        help="put a `streamapp bench` run's bench.md into benchmarks.md's latest results",
+    )
     args = parser.parse_args(argv)
+    if args.bench is not None:
+        page = args.docs_dir / "benchmarks.md"
+        text = splice_bench(page.read_text(encoding="utf-8"), args.bench.read_text("utf-8"))
+        page.write_text(text, encoding="utf-8")
+        print(f"wrote {page} from {args.bench}")
+        return 0
     missing = missing_descriptions()
     if missing:
         print(f"settings without a description: {', '.join(missing)}", file=sys.stderr)

@@ -166,3 +166,17 @@ def _simple_commands(line: str) -> Iterator[list[str]]:
             words = []
         else:
             words.append(token)
+
+
+def test_a_bench_run_replaces_the_latest_results(tmp_path: Path) -> None:
+    page = (DOCS / "benchmarks.md").read_text(encoding="utf-8")
+    assert page.count(docs_gen.BENCH_START) == page.count(docs_gen.BENCH_END) == 1
+    (tmp_path / "benchmarks.md").write_text(page, encoding="utf-8")
+    bench_md = tmp_path / "bench.md"
+    bench_md.write_text("Measured on a test machine.\n\n| loop | events/s |\n", encoding="utf-8")
+    assert docs_gen.main(["--bench", str(bench_md), "--docs-dir", str(tmp_path)]) == 0
+    text = (tmp_path / "benchmarks.md").read_text(encoding="utf-8")
+    assert "Measured on a test machine." in text
+    assert "155,039" not in text  # the old run is gone
+    assert text.split(docs_gen.BENCH_START)[0] == page.split(docs_gen.BENCH_START)[0]
+    assert text.split(docs_gen.BENCH_END)[1] == page.split(docs_gen.BENCH_END)[1]
