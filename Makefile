@@ -1,10 +1,11 @@
-# Two commands from a clean clone: `make run` (the demo on an embedded broker), `make test`.
+# Two commands from a clean clone: `make run` (the demo on an embedded broker), `make test`
+# (ruff, the docs build, pytest).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-peers clean
+.PHONY: run test lint docs bench bench-peers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,12 +18,19 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check streamapp tests
+	$(BIN)/ruff format --check streamapp tests
+	@$(MAKE) --no-print-directory docs
 	@# pytest exits 5 when nothing was collected (e.g. a -k filter); not a failure
 	$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo 'no tests collected'; exit 0; fi; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check streamapp tests
 	$(BIN)/ruff format --check streamapp tests
+
+# The docs site (mkdocs.yml, docs/): the generated pages must be current, and the build strict.
+docs: $(STAMP)
+	$(BIN)/python -m streamapp.docs_gen --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d .streamapp/site
 
 bench: $(STAMP)
 	$(BIN)/streamapp bench $(ARGS)

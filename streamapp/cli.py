@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--role",
         choices=["all", "scorer", "learner"],
         default=None,
-        help="all (default): one process; scorer and learner: see 'Scaling out' in the README",
+        help="all (default): one process; scorer and learner: see 'Scaling out' in the docs",
     )
     run.add_argument(
         "--runtime",

@@ -11,7 +11,7 @@ hands them to the same code as the default runtime: :class:`~streamapp.codec.Cod
 :class:`~streamapp.publish.Publisher` (predictions, dead letters, drift reports). Both
 agents run on one event loop, so the pipeline is never entered twice at once.
 
-Semantics (see the README): at-least-once only. Outputs are produced by streamapp's
+Semantics (see docs/operating.md): at-least-once only. Outputs are produced by streamapp's
 producer and flushed before the batch's events are acknowledged, so Faust commits an
 offset only after its outputs are delivered. There is no event-time merge of the two
 topics (a label that overtakes its event is parked by the ledger until the event is

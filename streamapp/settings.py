@@ -40,16 +40,31 @@ class TopicNames(BaseModel):
 
     model_config = _FROZEN
 
-    features: str = "features"
-    feedback: str = "feedback"
-    predictions: str = "predictions"
-    drift: str = "drift"
-    dead_letter: str = "dead-letter"
-    state: str = "streamapp-state"
-    model_control: str = "model-control"
-    training_examples: str = "training-examples"
-    model_updates: str = "model-updates"
-    shadow_predictions: str = "shadow-predictions"
+    features: str = Field("features", description="input: feature events to score")
+    feedback: str = Field(
+        "feedback", description="input: delayed labels, co-partitioned with features"
+    )
+    predictions: str = Field("predictions", description="output: one prediction per event")
+    drift: str = Field("drift", description="output: drift reports")
+    dead_letter: str = Field(
+        "dead-letter", description="output: inputs that could not be processed, with the reason"
+    )
+    state: str = Field(
+        "streamapp-state",
+        description="compacted: learning-state snapshots and drift cursors (exactly-once)",
+    )
+    model_control: str = Field(
+        "model-control", description="lifecycle events: promote, rollback, loaded, refused"
+    )
+    training_examples: str = Field(
+        "training-examples", description="scale-out: joined examples from scorers to the learner"
+    )
+    model_updates: str = Field(
+        "model-updates", description="scale-out, compacted: head snapshots from the learner"
+    )
+    shadow_predictions: str = Field(
+        "shadow-predictions", description="a challenger's predictions (champion/challenger)"
+    )
 
     def inputs(self) -> list[str]:
         return [self.features, self.feedback]
@@ -73,7 +88,10 @@ class BatchSettings(BaseModel):
         "has arrived; batches still grow under load)",
     )
     idle_wait_ms: int = Field(
-        100, ge=1, le=60_000, description="how long an idle loop waits for a message"
+        100,
+        ge=1,
+        le=60_000,
+        description="how long an idle loop waits for a message before it ticks (commits, timers)",
     )
     align_max_idle_ms: int = Field(
         1000,
@@ -88,7 +106,9 @@ class LedgerSettings(BaseModel):
 
     model_config = _FROZEN
 
-    max_entries: int = Field(100_000, ge=1)
+    max_entries: int = Field(
+        100_000, ge=1, description="served rows waiting for a label; beyond, the oldest are evicted"
+    )
     ttl_s: float = Field(3600.0, gt=0, description="labels later than this (event time) are late")
     early_label_ttl_s: float = Field(
         60.0, ge=0, description="how long a label that beat its event waits for it"
@@ -103,11 +123,15 @@ class DriftSettings(BaseModel):
 
     model_config = _FROZEN
 
-    window_events: int = Field(1000, ge=10)
-    interval_s: float = Field(30.0, gt=0)
+    window_events: int = Field(1000, ge=10, description="scored events per drift report")
+    interval_s: float = Field(
+        30.0, gt=0, description="seconds per drift report (with at least min_events events)"
+    )
     min_events: int = Field(50, ge=1, description="a timed report needs at least this many events")
     alpha: float = Field(0.01, gt=0, lt=1, description="per-feature false-alarm rate")
-    dataset_drift_share: float = Field(0.25, gt=0, le=1)
+    dataset_drift_share: float = Field(
+        0.25, gt=0, le=1, description="share of drifted features that flags the dataset"
+    )
     performance_window: int = Field(1000, ge=10, description="labels in the rolling metrics")
 
 
@@ -116,11 +140,15 @@ class HeadSettings(BaseModel):
 
     model_config = _FROZEN
 
-    kind: Literal["sgd", "river"] = "sgd"
-    learning_rate: Literal["constant", "invscaling", "adaptive", "optimal"] = "constant"
-    eta0: float = Field(0.003, gt=0)
-    alpha: float = Field(1e-4, ge=0)
-    seed: int = 0
+    kind: Literal["sgd", "river"] = Field(
+        "sgd", description="sgd: scikit-learn SGDClassifier; river: river LogisticRegression"
+    )
+    learning_rate: Literal["constant", "invscaling", "adaptive", "optimal"] = Field(
+        "constant", description="SGD learning-rate schedule (head-only learning)"
+    )
+    eta0: float = Field(0.003, gt=0, description="SGD initial learning rate")
+    alpha: float = Field(1e-4, ge=0, description="SGD L2 regularization strength")
+    seed: int = Field(0, description="SGD random seed (updates are deterministic)")
 
 
 class FinetuneSettings(BaseModel):
@@ -133,9 +161,9 @@ class FinetuneSettings(BaseModel):
         description='top backbone layers trained with the head: 0 = head only, k, "all"; '
         '"auto" = all where the backbone can be fine-tuned (torch, flat inputs), else head only',
     )
-    optimizer: Literal["sgd", "adam"] = "adam"
+    optimizer: Literal["sgd", "adam"] = Field("adam", description="the torch optimizer")
     lr: float = Field(1e-2, gt=0, description="learning rate of the torch optimizer")
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="the optimizer's weight decay")
     momentum: float = Field(0.0, ge=0, lt=1, description="sgd only")
     step_size: int = Field(
         50, ge=1, description="joined labels per optimizer step (steps are batch-invariant)"
@@ -151,7 +179,9 @@ class GuardSettings(BaseModel):
 
     model_config = _FROZEN
 
-    enabled: bool = True
+    enabled: bool = Field(
+        True, description="serve the frozen source model while the adapted one is worse"
+    )
     window: int = Field(500, ge=10, description="paired labels in the rolling comparison")
     min_labels: int = Field(100, ge=1, description="paired labels before the first decision")
     alpha: float = Field(0.01, gt=0, lt=1, description="significance of a fallback")
@@ -163,7 +193,7 @@ class ChallengerSettings(BaseModel):
 
     model_config = _FROZEN
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="run a challenger in shadow")
     bundle: Path | None = Field(None, description="its bundle (default: the served one)")
     head: HeadSettings | None = Field(None, description="its head (default: the champion's)")
     finetune: FinetuneSettings | None = Field(
@@ -181,10 +211,13 @@ class HttpSettings(BaseModel):
     model_config = _FROZEN
 
     enabled: bool = Field(True, description="serve /metrics, /healthz and /readyz")
-    host: str = "0.0.0.0"
+    host: str = Field("0.0.0.0", description="the address the endpoints listen on")
     port: int = Field(9400, ge=0, le=65535, description="0 picks a free port")
     stall_s: float = Field(
-        60.0, gt=0, description="/healthz fails when the poll loop has not ticked for this long"
+        60.0,
+        gt=0,
+        description="/healthz fails when the poll loop has not ticked, or had work and "
+        "committed nothing, for this long",
     )
 
 
@@ -193,8 +226,10 @@ class LearnerSettings(BaseModel):
 
     model_config = _FROZEN
 
-    snapshot_every_examples: int = Field(1000, ge=1)
-    snapshot_interval_s: float = Field(2.0, gt=0)
+    snapshot_every_examples: int = Field(
+        1000, ge=1, description="publish a head snapshot after this many examples"
+    )
+    snapshot_interval_s: float = Field(2.0, gt=0, description="... or after this many seconds")
 
 
 class Settings(BaseSettings):
@@ -204,7 +239,11 @@ class Settings(BaseSettings):
         env_prefix="STREAMAPP_", env_nested_delimiter="__", frozen=True, extra="forbid"
     )
 
-    processing_guarantee: Literal["at-least-once", "exactly-once"] = "at-least-once"
+    processing_guarantee: Literal["at-least-once", "exactly-once"] = Field(
+        "at-least-once",
+        description="exactly-once: outputs, input offsets and learning-state snapshots in one "
+        "Kafka transaction",
+    )
     instance_id: str = Field(
         default_factory=socket.gethostname,
         description="stable id of this worker: its transactional.id and state key (exactly-once)",
@@ -217,8 +256,12 @@ class Settings(BaseSettings):
     snapshot_interval_s: float = Field(
         30.0, gt=0, description="learning-state snapshot interval (exactly-once)"
     )
-    transaction_timeout_ms: int = Field(60_000, ge=1000)
-    max_poll_interval_ms: int = Field(300_000, ge=1000)
+    transaction_timeout_ms: int = Field(
+        60_000, ge=1000, description="the producer's transaction.timeout.ms (exactly-once)"
+    )
+    max_poll_interval_ms: int = Field(
+        300_000, ge=1000, description="the consumer's max.poll.interval.ms"
+    )
     broker_outage_limit_s: float = Field(
         300.0,
         gt=0,
@@ -230,10 +273,11 @@ class Settings(BaseSettings):
     )
     kafka: dict[str, str] = Field(
         default_factory=dict,
-        description="librdkafka passthrough for every client, e.g. security.protocol, sasl.*",
+        description="librdkafka properties for every client, e.g. security.protocol, sasl.*; "
+        "consumer-only and producer-only keys go only to those clients (CLI: -X key=value)",
     )
-    group_id: str = "streamapp"
-    client_id: str = "streamapp"
+    group_id: str = Field("streamapp", description="the consumer group")
+    client_id: str = Field("streamapp", description="the Kafka client id")
     topics: TopicNames = TopicNames()
     batch: BatchSettings = BatchSettings()
     ledger: LedgerSettings = LedgerSettings()
@@ -255,7 +299,9 @@ class Settings(BaseSettings):
     )
     model_name: str | None = Field(None, description="the registered model to serve")
     model_alias: str = Field("production", description="the alias (or version) to serve")
-    device: Literal["cpu", "cuda"] = "cpu"
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu", description="cuda: the backbone on the GPU, one pinned host-to-device copy a batch"
+    )
     variant: Literal["torch", "int8", "onnx"] = Field(
         "torch",
         description="how the backbone runs: torch (float64 on CPU, exact replays), int8 "
@@ -265,11 +311,13 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         0,
         ge=0,
-        description="torch intra-op threads; 0 (auto): by what the backbone costs, one per "
-        "500k FLOPs per row, at least 1, at most the cores but one (1 for the demo MLP: more "
-        "threads spin against the broker client's threads for the cores)",
+        description="torch intra-op and numpy BLAS threads; 0 (auto): by what the backbone "
+        "costs, one per 500k FLOPs per row, at least 1, at most the cores but one (1 for the "
+        "demo MLP: more threads spin against the broker client's threads for the cores)",
     )
-    commit_interval_ms: int = Field(1000, ge=0)
+    commit_interval_ms: int = Field(
+        1000, ge=0, description="checkpoint interval: flush + offset commit, or a transaction"
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="text (key=value context) or one JSON object per line"
     )

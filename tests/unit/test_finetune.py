@@ -180,7 +180,7 @@ def test_the_source_model_stays_frozen_while_the_head_learns() -> None:
 
 
 def test_defaults_are_the_measured_ones() -> None:
-    # chosen with streamapp.bench.transfer (README, transfer table)
+    # chosen with streamapp.bench.transfer (docs/benchmarks.md, learning quality)
     settings = FinetuneSettings()
     assert (settings.layers, settings.optimizer, settings.lr, settings.step_size) == (
         "auto", "adam", 1e-2, 50,
