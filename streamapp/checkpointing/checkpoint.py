@@ -326,7 +326,10 @@ class TransactionalCheckpoint:
         """Abort the open transaction and open a new one; outputs since the last commit are void."""
         self.aborts += 1
         logger.warning("aborting the open transaction")
-        self._producer.abort_transaction()
+        try:
+            self._producer.abort_transaction()
+        except TransactionError as exc:  # e.g. the coordinator is away: no state to go on from
+            raise ProducerFatalError(f"abort_transaction failed: {exc}") from exc
         self._producer.begin_transaction()
         self._dirty = False
 

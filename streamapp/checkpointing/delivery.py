@@ -149,7 +149,11 @@ class Delivery:
         if isinstance(exc, ProducerFatalError):
             self._replace_producer()
         else:
-            self._discard_open_outputs()
+            try:
+                self._discard_open_outputs()
+            except (TransactionError, KafkaException) as failed:  # e.g. the broker is away
+                logger.warning("could not discard the open outputs (%s): new producer", failed)
+                self._replace_producer()
         self.recovery_required = True
 
     def recover(self) -> None:
@@ -163,8 +167,8 @@ class Delivery:
             self._replace_producer()
         try:
             self._rewind()
-        except KafkaException as exc:
-            logger.warning("recovery postponed, the broker did not answer: %s", exc)
+        except (KafkaException, BrokerError) as exc:
+            self.outage.failed(f"recovery postponed: {exc}")  # raises past the outage limit
             time.sleep(self.settings.batch.idle_wait_ms / 1000.0)
             return
         self.recovery_required = False
@@ -198,9 +202,17 @@ class Delivery:
         raise NotImplementedError
 
     def _replace_producer(self) -> None:
+        """A new producer in place of one librdkafka cannot resume; tried again while the
+        broker is away, up to the outage limit."""
         assert self.producer is not None
         self.producer.close()
-        self.producer = self._new_producer()
+        while True:
+            try:
+                self.producer = self._new_producer()
+                break
+            except (TransactionError, KafkaException) as exc:
+                self.outage.failed(f"no new producer yet: {exc}")  # raises past the limit
+                time.sleep(1.0)
         self._use_producer(self.producer)
         self.producer_restarts += 1
         logger.warning("replaced the output producer after a fatal error")
@@ -409,6 +421,8 @@ class ExactlyOnce(Delivery):
             self._checkpoint.abort()
         except (FencedError, ProducerFatalError) as exc:
             self._after_rebalance(exc)
+        except TransactionError as exc:  # the broker is away: a new producer aborts it
+            self._after_rebalance(ProducerFatalError(f"abort failed: {exc}"))
         self.recovery_required = True
         self._forget([(tp.topic, tp.partition) for tp in partitions])
 

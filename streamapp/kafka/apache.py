@@ -381,7 +381,9 @@ class ApacheKafka:
                 pass
             if time.monotonic() > deadline:
                 tails = " | ".join(n.log_tail(300) for n in running)
-                raise BrokerError(f"{self.name} did not serve in {self.start_timeout:.0f} s: {tails}")
+                raise BrokerError(
+                    f"{self.name} did not serve in {self.start_timeout:.0f} s: {tails}"
+                )
             time.sleep(0.2)
 
 

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -20,7 +18,7 @@ from streamapp.errors import (
     TransactionError,
 )
 
-__all__ = ["HANG_GRACE_S", "OutputProducer", "exit_hung"]
+__all__ = ["HANG_GRACE_S", "OutputProducer"]
 
 # records of an aborted transaction are purged: void by design, not a delivery failure
 _PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
@@ -31,21 +29,10 @@ _FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PR
 logger = logging.getLogger(__name__)
 
 # librdkafka can block in a transactional call far past the call's own timeout (seen in
-# send_offsets_to_transaction after a broker outage; librdkafka#5456). No signal handler runs
-# meanwhile, so a watchdog ends the process this long after the timeout; a restarted worker
-# resumes from the last completed commit (exactly-once: its snapshot, then a replay)
+# send_offsets_to_transaction after a broker outage; librdkafka#5456, #5511). Such a call runs
+# on a thread of its own: past this grace after its timeout the producer is declared failed,
+# and the worker replaces it (the new one's init_transactions fences the stuck one)
 HANG_GRACE_S = 15.0
-
-
-def exit_hung(call: str, seconds: float) -> None:
-    """The watchdog's action: one line, then exit 2 at once (the main thread is stuck in C)."""
-    logger.critical(
-        "%s did not return within %g s (a librdkafka hang, librdkafka#5456): exiting for a "
-        "restart, which resumes from the last completed commit",
-        call,
-        seconds,
-    )
-    os._exit(2)
 
 
 class _FirstError:
@@ -92,11 +79,9 @@ def _kafka_error(exc: BaseException) -> KafkaError | None:
 class OutputProducer:
     """``produce`` never blocks forever and never drops: a full queue is drained first."""
 
-    def __init__(
-        self, config: dict[str, Any], on_hang: Callable[[str, float], None] = exit_hung
-    ) -> None:
+    def __init__(self, config: dict[str, Any]) -> None:
         self._failed = _FirstError()
-        self._on_hang = on_hang  # a transactional call stuck past its timeout
+        self._hung: str | None = None  # a transactional call stuck past its timeout
         # one global delivery callback, called for failures only: a report per delivered
         # record cost the loop ~0.5 us of Python each (a Message object and a call)
         self._producer = Producer(
@@ -230,6 +215,8 @@ class OutputProducer:
 
     def close(self) -> None:
         """Drop whatever is still queued (after a fatal error nothing more can be sent)."""
+        if self._hung is not None:
+            return  # another thread is inside librdkafka: leave the client to it
         try:
             self._producer.purge(in_queue=True, in_flight=True, blocking=False)
             self._producer.poll(0)
@@ -237,16 +224,16 @@ class OutputProducer:
             logger.debug("purge on close: %s", exc)
 
     def _call(self, method: Any, *args: Any, timeout: float | None = None) -> None:
-        """``method(*args)``, its errors as the worker's; one given a ``timeout`` is watched:
-        past ``timeout + HANG_GRACE_S``, ``on_hang`` runs (librdkafka releases the GIL)."""
-        watchdog = None
-        if timeout is not None:
-            limit = timeout + HANG_GRACE_S
-            watchdog = threading.Timer(limit, self._on_hang, (method.__name__, limit))
-            watchdog.daemon = True
-            watchdog.start()
+        """``method(*args)``, its errors as the worker's. One given a ``timeout`` runs on a
+        thread of its own: stuck past ``timeout + HANG_GRACE_S``, the producer is failed for
+        good (:class:`ProducerFatalError`), and the caller replaces it."""
+        if self._hung is not None:
+            raise ProducerFatalError(f"producer abandoned: {self._hung} never returned")
         try:
-            method(*args)
+            if timeout is None:
+                method(*args)
+            else:
+                self._call_watched(method, args, timeout + HANG_GRACE_S)
         except (KafkaException, SystemError) as exc:
             error = _kafka_error(exc)
             if error is None:
@@ -256,6 +243,28 @@ class OutputProducer:
             raise TransactionError(
                 error.str(), abortable=error.txn_requires_abort(), retriable=error.retriable()
             ) from exc
-        finally:
-            if watchdog is not None:
-                watchdog.cancel()
+
+    def _call_watched(self, method: Any, args: tuple[Any, ...], limit: float) -> None:
+        outcome: list[BaseException | None] = []
+
+        def call() -> None:
+            try:
+                method(*args)
+                outcome.append(None)
+            except BaseException as exc:  # handed to the caller's thread
+                outcome.append(exc)
+
+        # a daemon: a thread stuck in librdkafka must not hold the process at exit
+        thread = threading.Thread(target=call, name=f"producer-{method.__name__}", daemon=True)
+        thread.start()
+        thread.join(limit)
+        if thread.is_alive():
+            self._hung = method.__name__
+            logger.error(
+                "%s did not return within %g s (librdkafka#5456): abandoning the producer",
+                method.__name__,
+                limit,
+            )
+            raise ProducerFatalError(f"{method.__name__} did not return within {limit:g} s")
+        if (error := outcome[0]) is not None:
+            raise error
