@@ -20,6 +20,9 @@ test: $(STAMP)
 	$(BIN)/ruff check streamapp tests
 	$(BIN)/ruff format --check streamapp tests
 	@$(MAKE) --no-print-directory docs
+	@# the broker of the integration tests: Apache Kafka (jars resolved once), or one line
+	@# saying why noida-db stands in; under CI a missing Java or Maven fails here
+	$(BIN)/python -m streamapp.kafka.apache check
 	@# pytest exits 5 when nothing was collected (e.g. a -k filter); not a failure
 	$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo 'no tests collected'; exit 0; fi; exit $$rc
 

@@ -247,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=(1, 2),
         help="scorer processes per scaleout run, e.g. 1,2,4 (the 4-over-1 target wants 8+ cores)",
     )
+    bench.add_argument(
+        "--broker",
+        choices=("auto", "kafka", "embedded"),
+        default="auto",
+        help="without -b: start Apache Kafka (kafka), noida-db (embedded), or Apache Kafka "
+        "where Java runs it, else noida-db (auto); the report names the broker measured",
+    )
     bench.add_argument("--out", type=Path, default=Path("bench-results"))
 
     report = sub.add_parser("report", help="render the drift history as PNG + HTML")
@@ -514,6 +521,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         repeat=args.repeat,
         scorers=tuple(args.scorers),
         out=args.out,
+        broker={"auto": None, "kafka": "kafka", "embedded": "noida"}[args.broker],
     )
     print((args.out / "bench.md").read_text())
     print(f"written: {args.out / 'bench.json'}, {args.out / 'bench.md'}")

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from streamapp.events import Outputs
 from streamapp.kafka.admin import ensure_topics
-from streamapp.kafka.local_broker import configured_or_embedded
+from streamapp.kafka.brokers import configured_or_started
 from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.model.training import train_source_bundle
 from streamapp.scenarios import get_scenario, stream
@@ -98,7 +98,7 @@ def _pct(value: object) -> str:
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     console = Console()
-    with configured_or_embedded(settings) as settings:
+    with configured_or_started(settings) as (settings, _):
         ensure_topics(settings, partitions=args.partitions)
         bundle = _bundle(settings, args.scenario)
         scenario = get_scenario(args.scenario)

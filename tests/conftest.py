@@ -62,6 +62,17 @@ def bootstrap_servers(
         broker.close()
 
 
+@pytest.fixture(params=["classic", "consumer"])
+def group_protocol(request: pytest.FixtureRequest, broker_choice: BrokerChoice) -> dict[str, str]:
+    """Both consumer group protocols (KIP-848's ``consumer`` needs Apache Kafka 4), as the
+    ``kafka`` passthrough of the tests' settings; under ``consumer`` the worker drops the
+    session timeout (the broker's ``group.consumer.session.timeout.ms`` rules)."""
+    external = os.environ.get(EXTERNAL_BROKER_ENV)
+    if request.param == "consumer" and broker_choice.kind == "noida" and not external:
+        pytest.skip("noida-db has no KIP-848 consumer groups")
+    return {"session.timeout.ms": "6000", "group.protocol": request.param}
+
+
 @pytest.fixture
 def own_broker(tmp_path: Path, broker_choice: BrokerChoice) -> Iterator[Broker]:
     """A broker of this test's own (of the session's kind), to stop and restart: ``stop``

@@ -34,7 +34,7 @@ from streamapp.bench.memory import measure_memory
 from streamapp.bench.profile import measure_profile
 from streamapp.bench.scaleout import measure_scale_out, scorer_name
 from streamapp.bench.variants import bundle_with_onnx, measure_variants
-from streamapp.kafka.local_broker import configured_or_embedded
+from streamapp.kafka.brokers import BrokerKind, configured_or_started
 from streamapp.settings import Settings
 
 __all__ = ["SUITES", "render_markdown", "run_bench", "run_order"]
@@ -72,11 +72,14 @@ def run_bench(
     repeat: int = 3,
     scorers: tuple[int, ...] = (1, 2),
     out: Path | None = None,
+    broker: BrokerKind | None = None,
 ) -> dict[str, Any]:
+    """Every suite of ``suites`` on one broker: the configured cluster, else one of kind
+    ``broker`` started for the run (``None``: Apache Kafka where Java runs it)."""
     result: dict[str, Any] = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M")}
-    with configured_or_embedded(settings) as settings:
+    with configured_or_started(settings, broker) as (settings, broker_name):
         bundle = ensure_bundle(settings)
-        result["broker"] = "embedded noida-db" if not _external(settings) else "external"
+        result["broker"] = broker_name
         if "throughput" in suites:
             result["throughput"] = _throughput(settings, bundle, events, repeat)
         if "latency" in suites:
@@ -101,10 +104,6 @@ def run_bench(
         (out / "bench.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
         (out / "bench.md").write_text(render_markdown(result))
     return result
-
-
-def _external(settings: Settings) -> bool:
-    return "127.0.0.1" not in (settings.bootstrap_servers or "")
 
 
 def _fresh(settings: Settings, name: str) -> Settings:

@@ -269,8 +269,7 @@ class ApacheKafka:
                 *self._java_command(node, java, heap_mb=128),
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                cluster_id,
+                f"--cluster-id={cluster_id}",  # '=': an id may begin with '-'
                 "-c",
                 str(config),
                 *self.format_args,
@@ -361,6 +360,7 @@ class ApacheKafka:
             process.wait()
 
     def _wait_serving(self) -> None:
+        from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
         running = [n for n in self._nodes if n.process is not None]
@@ -377,7 +377,7 @@ class ApacheKafka:
                 brokers = admin.list_topics(timeout=1).brokers
                 if len(brokers) >= len(running):
                     return
-            except Exception:  # noqa: BLE001 - not serving yet
+            except KafkaException:  # not serving yet
                 pass
             if time.monotonic() > deadline:
                 tails = " | ".join(n.log_tail(300) for n in running)
@@ -388,25 +388,45 @@ class ApacheKafka:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    """``python -m streamapp.kafka.apache fetch|serve``: resolve the jars, or run a broker."""
+    """``python -m streamapp.kafka.apache check|fetch|serve``.
+
+    ``check`` says in one line which broker the tests will use (resolving the jars when it is
+    Apache Kafka; exit 1 under CI when Java or Maven is missing), ``fetch`` resolves the jars,
+    ``serve`` runs a cluster in the foreground until Ctrl-C.
+    """
     import argparse
 
+    from streamapp.kafka.brokers import choose_broker
+
     parser = argparse.ArgumentParser(prog="python -m streamapp.kafka.apache")
-    parser.add_argument("command", choices=["fetch", "serve"])
-    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("command", choices=["check", "fetch", "serve"])
+    parser.add_argument("--nodes", type=int, default=1, help="serve: the number of nodes")
     args = parser.parse_args(argv)
-    if args.command == "fetch":
-        print(resolve_runtime())
-        return 0
+    try:
+        if args.command == "check":
+            choice = choose_broker()
+            if choice.kind == "kafka":
+                resolve_runtime()
+            print(choice.why)
+        elif args.command == "fetch":
+            print(resolve_runtime())
+        else:
+            _serve(args.nodes)
+    except BrokerError as exc:
+        print(f"error: {exc}")
+        return 1
+    return 0
+
+
+def _serve(nodes: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with ApacheKafka(nodes=args.nodes) as kafka:
+    with ApacheKafka(nodes=nodes) as kafka:
         print(f"{kafka.name} serving on {kafka.bootstrap_servers} (Ctrl-C stops it)", flush=True)
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
-    return 0
 
 
 if __name__ == "__main__":

@@ -11,9 +11,11 @@ CI (``CI`` set) a missing Java or Maven is an error, never a silent fallback.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -21,8 +23,18 @@ from typing import Literal, Protocol
 from streamapp.errors import BrokerError
 from streamapp.kafka.apache import DEFAULT_HOME, KAFKA_VERSION, ApacheKafka, java_missing
 from streamapp.kafka.local_broker import LocalBroker
+from streamapp.settings import Settings
 
-__all__ = ["Broker", "BrokerChoice", "BrokerKind", "choose_broker", "start_broker"]
+__all__ = [
+    "Broker",
+    "BrokerChoice",
+    "BrokerKind",
+    "choose_broker",
+    "configured_or_started",
+    "start_broker",
+]
+
+logger = logging.getLogger(__name__)
 
 BrokerKind = Literal["kafka", "noida"]
 BROKER_ENV = "STREAMAPP_TEST_BROKER"
@@ -73,3 +85,31 @@ def start_broker(kind: BrokerKind, data_dir: Path | None = None) -> Broker:
     brings it back on the same port and data."""
     broker: Broker = ApacheKafka(data_dir=data_dir) if kind == "kafka" else LocalBroker(data_dir)
     return broker.start()
+
+
+@contextlib.contextmanager
+def configured_or_started(
+    settings: Settings, kind: BrokerKind | None = "noida"
+) -> Iterator[tuple[Settings, str]]:
+    """``settings`` and the name of the broker they reach: the configured cluster when
+    bootstrap servers are set; otherwise a broker of ``kind`` started for the block
+    (``None``: as :func:`choose_broker` says)."""
+    if settings.bootstrap_servers:
+        yield settings, f"the cluster at {settings.bootstrap_servers}"
+        return
+    if kind is None:
+        choice = choose_broker()
+        logger.info("%s", choice.why)
+        kind = choice.kind
+    broker = start_broker(kind)
+    try:
+        logger.info("%s on %s", broker.name, broker.bootstrap_servers)
+        yield (
+            settings.with_overrides(
+                bootstrap_servers=broker.bootstrap_servers,
+                kafka={"session.timeout.ms": "6000", **settings.kafka},
+            ),
+            f"{broker.name}, started on this machine",
+        )
+    finally:
+        broker.close()

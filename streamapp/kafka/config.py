@@ -23,6 +23,7 @@ __all__ = [
 ]
 
 
+logger = logging.getLogger(__name__)
 _LIBRDKAFKA_LOG = logging.getLogger("streamapp.kafka.librdkafka")
 # librdkafka's fetch queue bound per partition (it overshoots by up to one fetch response)
 PREFETCH_KBYTES = 2048
@@ -71,8 +72,38 @@ def _common(settings: Settings) -> dict[str, Any]:
     }
 
 
+# what the broker decides under the KIP-848 protocol (librdkafka refuses them there)
+_CLASSIC_ONLY = (
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "partition.assignment.strategy",
+    "group.protocol.type",
+)
+
+
 def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """Offsets are committed explicitly by the checkpoint, never automatically."""
+    """Offsets are committed explicitly by the checkpoint, never automatically.
+
+    With ``group.protocol=consumer`` (KIP-848) the session timeout, heartbeat interval and
+    assignor belong to the broker: a passthrough that sets them is warned about and dropped.
+    """
+    config = _classic_consumer_config(settings, **overrides)
+    if str(config.get("group.protocol", "classic")).lower() != "consumer":
+        return config
+    for key in _CLASSIC_ONLY:
+        if key in config and (key in settings.kafka or key in overrides):
+            logger.warning(
+                "%s is set by the broker under group.protocol=consumer (group.consumer.*): "
+                "ignoring %s=%s",
+                key,
+                key,
+                config[key],
+            )
+        config.pop(key, None)
+    return config
+
+
+def _classic_consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return {
         **_common(settings),
         "group.id": settings.group_id,

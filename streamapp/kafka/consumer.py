@@ -46,6 +46,18 @@ _COORDINATOR_AWAY = {
 }
 
 
+def _cooperative(config: dict[str, Any]) -> bool:
+    """Whether rebalances hand out partitions incrementally: KIP-848's consumer protocol, or
+    the classic one with the cooperative-sticky assignor.
+
+    >>> _cooperative({"group.protocol": "consumer"}), _cooperative({})
+    (True, False)
+    """
+    protocol = str(config.get("group.protocol", "classic")).lower()
+    strategy = str(config.get("partition.assignment.strategy", "")).lower()
+    return protocol == "consumer" or "cooperative" in strategy
+
+
 class BatchConsumer:
     """A ``confluent_kafka.Consumer`` that hands out micro-batches in event-time order and
     reports rebalances.
@@ -69,6 +81,7 @@ class BatchConsumer:
     ) -> None:
         # end-of-partition events tell the merger a partition holds nothing back
         self._consumer = Consumer({**config, "enable.partition.eof": True})
+        self._cooperative = _cooperative(config)
         self._merger = TimestampMerger(
             {topic: rank for rank, topic in enumerate(topics)},
             max_idle_s=max_idle_s,
@@ -96,7 +109,7 @@ class BatchConsumer:
             # (librdkafka#4041); a terminating consumer takes this assign as an unassign
             logger.info("not taking %s: closing", _describe(partitions))
             try:
-                self._consumer.assign(partitions)
+                self._take(partitions)
             except KafkaException as exc:
                 logger.debug("assign while closing: %s", exc)
             return
@@ -107,7 +120,15 @@ class BatchConsumer:
         if self._on_assign:
             positioned = self._on_assign(partitions)
             if positioned is not None:
-                self._consumer.assign(positioned)
+                self._take(positioned)
+
+    def _take(self, partitions: list[TopicPartition]) -> None:
+        """Assign in the callback: the whole assignment under an eager protocol, the added
+        partitions under a cooperative one (KIP-848's ``group.protocol=consumer``)."""
+        if self._cooperative:
+            self._consumer.incremental_assign(partitions)
+        else:
+            self._consumer.assign(partitions)
 
     def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         logger.info("revoking %s", _describe(partitions))

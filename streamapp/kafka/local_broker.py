@@ -6,7 +6,6 @@ would orphan it when killed), on a free port, and stopped by its own PID.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import importlib.resources
 import logging
@@ -17,14 +16,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
 from streamapp.errors import BrokerError
-from streamapp.settings import Settings
 
-__all__ = ["LocalBroker", "free_port", "configured_or_embedded"]
+__all__ = ["LocalBroker", "free_port"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,18 +162,3 @@ class LocalBroker:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-@contextlib.contextmanager
-def configured_or_embedded(settings: Settings) -> Iterator[Settings]:
-    """``settings`` as they are when bootstrap servers are configured; otherwise with an
-    embedded broker started for the duration of the block."""
-    if settings.bootstrap_servers:
-        yield settings
-        return
-    with LocalBroker() as broker:
-        logger.info("embedded broker (noida-db) on %s", broker.bootstrap_servers)
-        yield settings.with_overrides(
-            bootstrap_servers=broker.bootstrap_servers,
-            kafka={"session.timeout.ms": "6000", **settings.kafka},
-        )

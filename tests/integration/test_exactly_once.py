@@ -23,6 +23,7 @@ from streamapp.checkpointing.state import decode_state
 from streamapp.checkpointing.state_store import StateStore
 from streamapp.errors import FencedError, TransactionError
 from streamapp.kafka.admin import ensure_topics
+from streamapp.kafka.brokers import BrokerChoice
 from streamapp.kafka.config import consumer_config, reader_config
 from streamapp.kafka.topic_reader import read_to_end
 from streamapp.scenarios import get_scenario, stream
@@ -226,15 +227,18 @@ def test_an_aborted_transaction_leaves_nothing_and_the_retry_publishes_once(
     assert_same_head(final_head(settings), reference_head(settings, total))
 
 
-@pytest.mark.skipif(
-    not os.environ.get(EXTERNAL_BROKER_ENV),
-    reason="noida-db 0.2.3 never evicts a SIGKILLed group member (no reassignment 34 s after "
-    "the kill with session.timeout.ms=6000); run with STREAMAPP_TEST_BOOTSTRAP=<Apache Kafka>",
-)
 def test_a_survivor_takes_over_a_killed_workers_partitions_exactly_once(
-    make_settings: Callable[..., Settings], workers: WorkerProcesses
+    make_settings: Callable[..., Settings],
+    workers: WorkerProcesses,
+    broker_choice: BrokerChoice,
+    group_protocol: dict[str, str],
 ) -> None:
-    settings = make_settings(partitions=4, **EOS)
+    if broker_choice.kind == "noida" and not os.environ.get(EXTERNAL_BROKER_ENV):
+        pytest.skip(
+            "noida-db 0.2.3 never evicts a SIGKILLed group member (no reassignment 34 s after "
+            "the kill with session.timeout.ms=6000)"
+        )
+    settings = make_settings(partitions=4, **{**EOS, "kafka": group_protocol})
     n = 6000
     produce_scenario(settings, n)
     dynamic = {"static_membership": False}  # the dead member must leave the group

@@ -25,7 +25,9 @@ from streamapp.kafka import ensure_topics
 from streamapp.kafka.brokers import Broker, BrokerChoice
 from streamapp.kafka.local_broker import free_port
 from streamapp.settings import Settings, TopicNames
-from tests.conftest import WorkerProcesses, read_topic
+from streamapp.worker import Worker
+from tests.conftest import WorkerProcesses, read_topic, wait_caught_up
+from tests.integration.test_exactly_once import EOS, exactly_once, produce_scenario
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -137,3 +139,45 @@ def test_the_worker_rides_through_a_broker_outage_and_predicts_every_acknowledge
     assert _healthz(http_port) == 200
     worker.terminate()
     assert worker.wait(timeout=60) == 0
+
+
+def test_a_broker_killed_during_a_transaction_commit_loses_and_duplicates_nothing(
+    digits_bundle: Path, own_broker: Broker
+) -> None:
+    """The broker dies between send_offsets_to_transaction and commit_transaction: the
+    commit's outcome is unknown to the worker until the broker is back. It must neither
+    exit nor publish twice: the in-doubt producer is replaced, and the replay fills in."""
+    suffix = uuid.uuid4().hex[:8]
+    settings = Settings(
+        bootstrap_servers=own_broker.bootstrap_servers,
+        topics=TopicNames(**{name: f"{name}-{suffix}" for name in TopicNames.model_fields}),
+        group_id=f"group-{suffix}",
+        bundle=digits_bundle,
+        kafka={"session.timeout.ms": str(SESSION_TIMEOUT_MS)},
+        http={"enabled": False},
+    ).with_overrides(**EOS)
+    ensure_topics(settings, partitions=2)
+    n = 3000
+    produce_scenario(settings, n)
+    commits = Counter[str]()
+    restarted = threading.Event()
+
+    def kill_on_the_fifth_commit(point: str) -> None:
+        commits[point] += 1
+        if commits[point] == 5:
+            own_broker.stop(kill=True)
+            threading.Timer(8.0, lambda: (own_broker.start(), restarted.set())).start()
+
+    worker = Worker(settings, fault_hook=kill_on_the_fifth_commit)
+    running = threading.Thread(target=worker.run, kwargs={"timeout": 240})
+    running.start()
+    try:
+        assert restarted.wait(timeout=120), "the fault never fired"
+        wait_caught_up(settings, timeout=120)
+    finally:
+        worker.stop()
+        running.join()
+        worker.close()
+    assert restarted.is_set(), "the fault never fired"
+    counts = exactly_once(settings, n)
+    assert max(counts.values()) == 1, counts.most_common(3)

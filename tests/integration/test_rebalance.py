@@ -26,9 +26,12 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_second_worker_joining_takes_over_partitions_and_nothing_is_lost(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], group_protocol: dict[str, str]
 ) -> None:
-    settings = make_settings(partitions=4, **{"batch.max_size": 100})
+    settings = make_settings(
+        partitions=4,
+        **{"batch.max_size": 100, "kafka": group_protocol},
+    )
     n = 6000
     produce_records(settings, stream(get_scenario("digits-shift"), n, rate=1000, label_delay_s=0.5))
 

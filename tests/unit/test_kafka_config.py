@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+from confluent_kafka import Consumer
+
 from streamapp.kafka.config import (
     PREFETCH_KBYTES,
     consumer_config,
@@ -35,3 +40,26 @@ def test_the_passthrough_still_sets_the_prefetch() -> None:
     )
     assert consumer_config(settings)["queued.max.messages.kbytes"] == "65536"
     assert "queued.max.messages.kbytes" not in producer_config(settings)
+
+
+def test_the_consumer_group_protocol_drops_what_the_broker_decides(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """librdkafka refuses session.timeout.ms & co. under group.protocol=consumer (it used to
+    crash the worker at start): the default goes quietly, the user's with a warning."""
+    settings = Settings(
+        bootstrap_servers="localhost:9092",
+        kafka={"group.protocol": "consumer", "session.timeout.ms": "6000"},
+    )
+    with caplog.at_level(logging.WARNING, logger="streamapp.kafka.config"):
+        consumer = consumer_config(settings)
+    assert consumer["group.protocol"] == "consumer"
+    assert not {"session.timeout.ms", "heartbeat.interval.ms"} & consumer.keys()
+    [warning] = caplog.messages
+    assert "ignoring session.timeout.ms=6000" in warning
+    Consumer(consumer).close()  # librdkafka accepts the configuration
+
+
+def test_the_classic_protocol_keeps_the_session_timeout() -> None:
+    settings = Settings(bootstrap_servers="localhost:9092", kafka={"session.timeout.ms": "6000"})
+    assert consumer_config(settings)["session.timeout.ms"] == "6000"
