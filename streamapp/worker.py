@@ -19,6 +19,7 @@ from streamapp.drift.monitor import DriftCursor
 from streamapp.errors import DeliveryError, FencedError
 from streamapp.events import Outputs, PredictionBlock
 from streamapp.hotswap import ModelWatcher
+from streamapp.kafka.access import check_access
 from streamapp.kafka.admin import BrokerProbe, partition_counts
 from streamapp.kafka.config import consumer_config, validate_timing
 from streamapp.kafka.consumer import BatchConsumer
@@ -98,6 +99,7 @@ class Worker:
     def start(self) -> None:
         s = self.settings
         validate_timing(s)
+        check_access(s)  # one line now, not a retry loop later: login, ACLs
         self._check_copartitioning()
         self.delivery.start()  # exactly-once: restores the last snapshot into the pipeline
         self._publisher = self._make_publisher()

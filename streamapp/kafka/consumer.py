@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from streamapp.batching import BatchPolicy
 from streamapp.errors import BrokerError, CommitPostponedError, FencedError, StreamappError
 from streamapp.events import position_of
+from streamapp.kafka.access import authorization_error
 from streamapp.ops.logs import at
 from streamapp.ordering import TimestampMerger
 
@@ -198,6 +199,10 @@ class BatchConsumer:
                 at_end.add(tp)
             elif err.fatal() or err.code() == KafkaError._FATAL:
                 raise _fatal(err)
+            elif (
+                refused := authorization_error(err, f"consuming {topic}[{partition}]")
+            ) is not None:
+                raise refused  # an ACL or a login no retry mends: one line, exit
             else:
                 logger.warning(
                     "consumer error on %s[%s]@%s: %s",

@@ -17,6 +17,7 @@ from streamapp.errors import (
     StreamappError,
     TransactionError,
 )
+from streamapp.kafka.access import authorization_error
 
 __all__ = ["HANG_GRACE_S", "OutputProducer"]
 
@@ -101,6 +102,8 @@ class OutputProducer:
             # is what stops the worker (a replaced producer would fence its successor)
             if (fatal := self._if_fatal(err, f"delivery to {topic}")) is not None:
                 raise fatal
+            if (refused := authorization_error(err, f"writing to {topic}")) is not None:
+                raise refused  # an ACL no re-read mends: one line, exit
             raise DeliveryError(f"delivery to {topic} failed: {err}")
 
     def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:

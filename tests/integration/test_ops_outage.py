@@ -11,15 +11,16 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import orjson
 import pytest
 
-from streamapp.kafka import LocalBroker, ensure_topics
+from streamapp.kafka import ensure_topics
 from streamapp.kafka.admin import BrokerProbe
+from streamapp.kafka.brokers import Broker
 from streamapp.kafka.config import LIBRDKAFKA_REPEAT_S
 from streamapp.kafka.local_broker import free_port
 from streamapp.settings import Settings
@@ -59,18 +60,12 @@ def test_the_probe_answers_from_its_state_and_logs_only_through_the_logger(
     assert "|FAIL|" not in captured.err + captured.out
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[LocalBroker]:
-    """A broker of this test's own, on a fixed port so it can come back where it was."""
-    with LocalBroker(data_dir=tmp_path / "broker", port=free_port()) as own:
-        yield own
-
-
 @pytest.mark.integration
 @pytest.mark.slow
 def test_a_broker_outage_keeps_readyz_fast_and_every_log_line_json(
-    broker: LocalBroker, digits_bundle: Path, tmp_path: Path
+    own_broker: Broker, digits_bundle: Path, tmp_path: Path
 ) -> None:
+    broker = own_broker
     port = free_port()
     settings = Settings(
         bootstrap_servers=broker.bootstrap_servers,
