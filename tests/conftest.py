@@ -125,8 +125,12 @@ def read_topic(
 ) -> list[tuple[bytes | None, dict]]:
     """Every committed record of ``topic`` from the beginning: until ``expected`` are read,
     or nothing new arrived for ``idle`` seconds, or ``timeout``."""
+    security = {
+        k: v for k, v in settings.kafka.items() if k.startswith(("security.", "sasl.", "ssl."))
+    }
     consumer = Consumer(
         {
+            **security,
             "bootstrap.servers": settings.bootstrap_servers,
             "group.id": f"reader-{uuid.uuid4().hex}",
             "auto.offset.reset": "earliest",

@@ -20,6 +20,7 @@ line (see :func:`authorization_error`).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, TypedDict
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
@@ -97,14 +98,7 @@ def check_access(settings: Settings, timeout: float = 10.0) -> None:
 
     admin = AdminClient({**admin_config(settings), "error_cb": on_error})
     try:
-        try:
-            admin.list_topics(timeout=timeout)
-        except KafkaException as exc:
-            if login_errors:
-                raise _login_failed(settings, login_errors[0]) from exc
-            raise BrokerError(f"cannot reach {settings.bootstrap_servers}: {exc}") from exc
-        if login_errors:
-            raise _login_failed(settings, login_errors[0])
+        _reach(admin, settings, login_errors, timeout)
         needs = required_access(settings)
         try:
             missing = _missing_on_topics(admin, needs["topics"], timeout)
@@ -116,6 +110,27 @@ def check_access(settings: Settings, timeout: float = 10.0) -> None:
         admin.poll(0)  # hands the client's queued logs to the logger
     if missing:
         raise BrokerError(f"not authorized: {'; '.join(missing)} (see docs: operating, security)")
+
+
+def _reach(
+    admin: AdminClient, settings: Settings, login_errors: list[KafkaError], timeout: float
+) -> None:
+    """Ask for metadata a second at a time, serving the error callback in between: a refused
+    login is known after one attempt, not after the whole ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin.list_topics(timeout=1.0)
+            failure = None
+        except KafkaException as exc:
+            failure = exc
+        admin.poll(0)  # the error callback
+        if login_errors:
+            raise _login_failed(settings, login_errors[0]) from failure
+        if failure is None:
+            return
+        if time.monotonic() > deadline:
+            raise BrokerError(f"cannot reach {settings.bootstrap_servers}: {failure}") from failure
 
 
 def _login_failed(settings: Settings, error: KafkaError) -> BrokerError:

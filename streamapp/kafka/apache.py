@@ -145,6 +145,12 @@ class ApacheKafka:
         Broker properties that win over the defaults (e.g. listeners for SASL/TLS).
     format_args
         Extra ``StorageTool format`` arguments (e.g. ``--add-scram`` for SCRAM users).
+    listener
+        The security protocol of the client (and inter-broker) listener, e.g. ``SASL_SSL``;
+        its SASL and TLS settings come in ``properties``.
+    client
+        librdkafka settings for the helper's own readiness check on such a listener (e.g. a
+        super user's SASL credentials and the CA).
     """
 
     def __init__(
@@ -153,6 +159,8 @@ class ApacheKafka:
         nodes: int = 1,
         properties: Mapping[str, str] | None = None,
         format_args: Sequence[str] = (),
+        listener: str = "PLAINTEXT",
+        client: Mapping[str, str] | None = None,
         home: Path = DEFAULT_HOME,
         version: str = KAFKA_VERSION,
         heap_mb: int = 512,
@@ -162,6 +170,8 @@ class ApacheKafka:
         self.nodes = nodes
         self.properties = dict(properties or {})
         self.format_args = tuple(format_args)
+        self.listener = listener
+        self.client = dict(client or {})
         self.home = home
         self.version = version
         self.heap_mb = heap_mb
@@ -281,7 +291,7 @@ class ApacheKafka:
     def _properties(self, node: _Node) -> str:
         replicas = min(3, self.nodes)
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self._nodes)
-        listener = self.properties.get("streamapp.client.listener", "PLAINTEXT")
+        listener = self.listener
         defaults = {
             "process.roles": "broker,controller",
             "node.id": str(node.node_id),
@@ -291,9 +301,7 @@ class ApacheKafka:
             "advertised.listeners": f"{listener}://127.0.0.1:{node.port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": listener,
-            "listener.security.protocol.map": f"{listener}:{listener},CONTROLLER:PLAINTEXT"
-            if listener != "PLAINTEXT"
-            else "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": f"{listener}:{listener},CONTROLLER:PLAINTEXT",
             "log.dirs": str(node.data / "log"),
             "num.partitions": "1",
             "default.replication.factor": str(replicas),
@@ -317,7 +325,6 @@ class ApacheKafka:
             "log.segment.bytes": str(64 * 1024 * 1024),
         }
         merged = {**defaults, **self.properties}
-        merged.pop("streamapp.client.listener", None)
         return "".join(f"{key}={value}\n" for key, value in merged.items())
 
     def _java_command(self, node: _Node, java: str, heap_mb: int) -> list[str]:
@@ -365,7 +372,7 @@ class ApacheKafka:
 
         running = [n for n in self._nodes if n.process is not None]
         bootstrap = ",".join(f"127.0.0.1:{n.port}" for n in running)
-        admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+        admin = AdminClient({**self.client, "bootstrap.servers": bootstrap, "log_level": 0})
         deadline = time.monotonic() + self.start_timeout
         while True:
             for node in running:

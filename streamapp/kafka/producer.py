@@ -83,6 +83,7 @@ class OutputProducer:
     def __init__(self, config: dict[str, Any]) -> None:
         self._failed = _FirstError()
         self._hung: str | None = None  # a transactional call stuck past its timeout
+        self._transactional_id = config.get("transactional.id")
         # one global delivery callback, called for failures only: a report per delivered
         # record cost the loop ~0.5 us of Python each (a Message object and a call)
         self._producer = Producer(
@@ -241,6 +242,9 @@ class OutputProducer:
             error = _kafka_error(exc)
             if error is None:
                 raise
+            doing = f"{method.__name__} as transactional.id {self._transactional_id}"
+            if (refused := authorization_error(error, doing)) is not None:
+                raise refused from exc  # an ACL no new producer mends: one line, exit
             if (fatal := self._if_fatal(error, method.__name__)) is not None:
                 raise fatal from exc
             raise TransactionError(
