@@ -14,7 +14,7 @@ import jsonschema
 import numpy as np
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 
 from streamapp.kafka import ensure_topics
 from streamapp.kafka.brokers import Broker, BrokerChoice, choose_broker, start_broker
@@ -185,16 +185,21 @@ def wait_caught_up(settings: Settings, timeout: float = 120) -> None:
             for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ]
         deadline = time.monotonic() + timeout
+        committed: dict[tuple[str, int], int] = {}
+        ends: dict[tuple[str, int], int] = {}
         while True:
-            committed = {
-                (tp.topic, tp.partition): tp.offset
-                for tp in consumer.committed(partitions, timeout=10)
-            }
-            ends = {
-                (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1]
-                for tp in partitions
-            }
-            if all(committed[tp] >= end for tp, end in ends.items()):
+            try:
+                committed = {
+                    (tp.topic, tp.partition): tp.offset
+                    for tp in consumer.committed(partitions, timeout=10)
+                }
+                ends = {
+                    (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1]
+                    for tp in partitions
+                }
+            except KafkaException:  # e.g. a leader moving after a broker fault: ask again
+                ends = {}
+            if ends and all(committed[tp] >= end for tp, end in ends.items()):
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(

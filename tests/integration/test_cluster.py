@@ -1,0 +1,108 @@
+"""Leader loss in a three-broker cluster (RF 3, ``min.insync.replicas=2``): an exactly-once
+worker streams with labels while the test SIGKILLs, one after the other, the leader of an
+input partition, the leader of an output partition and the transaction coordinator's
+broker, each restarted a few seconds later. Nothing is lost, nothing duplicated in
+``read_committed``, and the learning state equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from streamapp.kafka import ensure_topics
+from streamapp.kafka.apache import ApacheKafka
+from streamapp.kafka.brokers import BrokerChoice
+from streamapp.scenarios import get_scenario, stream
+from streamapp.scenarios.produce import produce_records
+from streamapp.settings import Settings, TopicNames
+from tests.conftest import WorkerProcesses, wait_caught_up
+from tests.integration.test_exactly_once import (
+    EOS,
+    assert_same_head,
+    exactly_once,
+    final_head,
+    reference_head,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+EVENTS = 4000  # with their labels: ~8,000 records over ~27 s
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafka]:
+    with ApacheKafka(data_dir=tmp_path_factory.mktemp("cluster"), nodes=3, heap_mb=384) as kafka:
+        yield kafka
+
+
+@pytest.fixture(autouse=True)
+def _apache_kafka_only(broker_choice: BrokerChoice) -> None:
+    if broker_choice.kind != "kafka":
+        pytest.skip("a three-broker cluster needs Apache Kafka")
+
+
+def leader(cluster: ApacheKafka, topic: str, partition: int = 0) -> int:
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap_servers, "log_level": 0})
+    return int(admin.list_topics(topic, timeout=10).topics[topic].partitions[partition].leader)
+
+
+def kill_and_restart(cluster: ApacheKafka, find: Callable[[], int], down_s: float = 4.0) -> int:
+    node = find()
+    cluster.stop_node(node, kill=True)
+    time.sleep(down_s)
+    cluster.start_node(node)
+    return node
+
+
+def test_leader_and_coordinator_loss_loses_and_duplicates_nothing_same_learning_state(
+    cluster: ApacheKafka, digits_bundle: Path, workers: WorkerProcesses
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    settings = Settings(
+        bootstrap_servers=cluster.bootstrap_servers,
+        topics=TopicNames(**{name: f"{name}-{suffix}" for name in TopicNames.model_fields}),
+        group_id=f"group-{suffix}",
+        bundle=digits_bundle,
+        kafka={"session.timeout.ms": "6000"},
+        http={"enabled": False},
+    ).with_overrides(**EOS)
+    ensure_topics(settings, partitions=2, replication_factor=3)
+    records = list(
+        stream(get_scenario("digits-shift"), EVENTS, rate=150, label_delay_s=0.5, seed=5)
+    )
+    producing = threading.Thread(
+        target=produce_records, args=(settings, records), kwargs={"realtime": True}
+    )
+    producing.start()
+    worker = workers.start(settings)
+    workers.wait_for("worker", "assigned", timeout=90)
+    killed = []
+    try:
+        time.sleep(3.0)
+        killed.append(kill_and_restart(cluster, lambda: leader(cluster, settings.topics.features)))
+        time.sleep(2.0)
+        killed.append(
+            kill_and_restart(cluster, lambda: leader(cluster, settings.topics.predictions))
+        )
+        time.sleep(2.0)
+        # one __transaction_state partition: its leader is every transaction's coordinator
+        killed.append(kill_and_restart(cluster, lambda: leader(cluster, "__transaction_state")))
+    finally:
+        producing.join(timeout=120)
+    assert not producing.is_alive(), "the test producer did not finish"
+    print(f"killed and restarted nodes {killed}")
+
+    wait_caught_up(settings, timeout=180)
+    counts = exactly_once(settings, EVENTS, timeout=120)
+    assert max(counts.values()) == 1, counts.most_common(3)
+    assert worker.poll() is None, workers.log()[-3000:]
+    worker.terminate()
+    assert worker.wait(timeout=60) == 0
+    assert_same_head(final_head(settings), reference_head(settings, len(records)))
