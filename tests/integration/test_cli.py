@@ -75,6 +75,19 @@ def test_demo_runs_end_to_end_on_a_given_cluster(
     assert "unknown_label 1" in shown  # the demo's bad inputs were dead-lettered
 
 
+def test_the_demo_runs_on_its_embedded_broker_with_no_setup(
+    digits_bundle: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make run``'s path: no bootstrap servers, so the demo starts noida-db itself (a user
+    without Java still gets the demo in two commands)."""
+    monkeypatch.delenv("STREAMAPP_BOOTSTRAP_SERVERS", raising=False)
+    args = ["demo", "--bundle", str(digits_bundle), "--events", "500", "--rate", "4000"]
+    assert main([*args, "--label-delay", "0.2"]) == 0
+    shown = capsys.readouterr().out
+    assert "streamapp demo - done" in shown
+    assert "500" in shown  # events scored
+
+
 def test_topics_says_when_partitions_are_fewer_and_grows_them(
     make_settings: Callable[..., Settings], capsys: pytest.CaptureFixture[str]
 ) -> None:
