@@ -10,6 +10,9 @@ import torch
 
 from streamapp.bench import SUITES, run_bench
 from streamapp.bench.loops import peers_python
+from streamapp.kafka.admin import partition_counts
+from streamapp.kafka.apache import KAFKA_VERSION
+from streamapp.kafka.brokers import BrokerChoice, BrokerKind, configured_or_started
 from streamapp.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -34,6 +37,7 @@ def test_every_suite_runs_and_writes_json_and_markdown(
         repeat=1,
         out=tmp_path,
     )
+    assert result["broker"] == f"the cluster at {bootstrap_servers}"  # not "embedded noida-db"
     rates = result["throughput"]["events_per_second"]
     # the Quix Streams peer runs when its virtualenv exists; a GPU adds a CUDA worker row
     optional = {"quix per-message app, numpy": peers_python() is not None}
@@ -100,3 +104,18 @@ def test_every_suite_runs_and_writes_json_and_markdown(
     assert f"| streamapp worker | {rates['streamapp worker']:,} | 1.00 | " in table
     assert "blocked in commits: at-least-once" in table
     assert "**Where the time goes** (in process, no broker" in table
+
+
+@pytest.mark.parametrize("kind", ["noida", "kafka"])
+def test_a_started_broker_is_named_with_its_version(
+    kind: BrokerKind, broker_choice: BrokerChoice
+) -> None:
+    """What ``bench --broker`` measured on is named in the report (the old one said
+    "embedded noida-db" for any loopback broker)."""
+    if kind == "kafka" and broker_choice.kind != "kafka":
+        pytest.skip("Apache Kafka cannot run here")
+    with configured_or_started(Settings(), kind) as (settings, name):
+        assert settings.bootstrap_servers
+        partition_counts(settings, ["x"])  # it serves
+    expected = {"noida": "noida-db 0.2.3", "kafka": f"Apache Kafka {KAFKA_VERSION}"}[kind]
+    assert name == f"{expected}, started on this machine"
