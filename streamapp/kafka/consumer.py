@@ -199,9 +199,7 @@ class BatchConsumer:
                 at_end.add(tp)
             elif err.fatal() or err.code() == KafkaError._FATAL:
                 raise _fatal(err)
-            elif (
-                refused := authorization_error(err, f"consuming {topic}[{partition}]")
-            ) is not None:
+            elif (refused := authorization_error(err, f"reading {topic}[{partition}]")) is not None:
                 raise refused  # an ACL or a login no retry mends: one line, exit
             else:
                 logger.warning(

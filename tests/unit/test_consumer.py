@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from streamapp.errors import BrokerError, FencedError
+from streamapp.errors import BrokerError, CommitPostponedError, FencedError
 from streamapp.kafka import consumer as consumer_module
 from streamapp.kafka.consumer import BatchConsumer
 
@@ -230,3 +230,79 @@ def test_close_waits_for_a_first_assignment_on_its_way(monkeypatch: pytest.Monke
     kafka = batch._consumer
     assert isinstance(kafka, JoiningConsumer)
     assert kafka.closed_after == 3 and positioned == [[TopicPartition("features", 0)]]
+
+
+class CommittingConsumer(FakeConsumer):
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.refusal: KafkaError | None = None
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        if self.refusal is not None:
+            raise KafkaException(self.refusal)
+
+
+@pytest.mark.parametrize(
+    "code", [KafkaError._WAIT_COORD, KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TRANSPORT]
+)
+def test_a_commit_while_the_coordinator_is_away_is_postponed_not_fatal(
+    monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """An Apache Kafka broker SIGKILL made the commit raise _WAIT_COORD out of the loop and
+    end the worker; it is a postponement the outage clock bounds."""
+    monkeypatch.setattr(consumer_module, "Consumer", CommittingConsumer)
+    batch = BatchConsumer({}, ["features"])
+    kafka = batch._consumer
+    assert isinstance(kafka, CommittingConsumer)
+    kafka.refusal = KafkaError(code)
+    with pytest.raises(CommitPostponedError):
+        batch.commit([TopicPartition("features", 0, 5)])
+    kafka.refusal = KafkaError(KafkaError.REBALANCE_IN_PROGRESS)
+    assert batch.commit([TopicPartition("features", 0, 5)]) is False
+    kafka.refusal = KafkaError(KafkaError.OFFSET_METADATA_TOO_LARGE)
+    with pytest.raises(KafkaException):
+        batch.commit([TopicPartition("features", 0, 5)])
+    kafka.refusal = None
+    assert batch.commit([TopicPartition("features", 0, 5)]) is True
+
+
+class IncrementalConsumer(FakeConsumer):
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.calls: list[tuple[str, list[TopicPartition]]] = []
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.calls.append(("assign", partitions))
+
+    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        self.calls.append(("incremental_assign", partitions))
+
+
+@pytest.mark.parametrize(
+    ("config", "call"),
+    [
+        ({}, "assign"),
+        ({"group.protocol": "consumer"}, "incremental_assign"),
+        ({"partition.assignment.strategy": "cooperative-sticky"}, "incremental_assign"),
+    ],
+)
+def test_a_positioned_assignment_is_incremental_under_a_cooperative_protocol(
+    monkeypatch: pytest.MonkeyPatch, config: dict[str, Any], call: str
+) -> None:
+    """Under KIP-848 a callback gets only the added partitions: assign() would drop the
+    partitions already owned."""
+    monkeypatch.setattr(consumer_module, "Consumer", IncrementalConsumer)
+    batch = BatchConsumer(config, ["features"], on_assign=lambda partitions: partitions)
+    kafka = batch._consumer
+    assert isinstance(kafka, IncrementalConsumer)
+    added = [TopicPartition("features", 1)]
+    kafka.callbacks["on_assign"](kafka, added)
+    assert kafka.calls == [(call, added)]
+
+
+def test_an_authorization_error_while_consuming_ends_the_worker_with_one_line() -> None:
+    """Without READ on the group the worker used to log GROUP_AUTHORIZATION_FAILED for ever
+    and predict nothing."""
+    error = KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED, "Broker: Group authorization failed")
+    with pytest.raises(BrokerError, match="reading features\\[0\\]: GROUP_AUTHORIZATION_FAILED"):
+        BatchConsumer._errors([ErrorMsg(error)])
