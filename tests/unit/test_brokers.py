@@ -8,7 +8,7 @@ import pytest
 
 import streamapp.kafka.brokers as brokers
 from streamapp.errors import BrokerError
-from streamapp.kafka.apache import KAFKA_VERSION, ApacheKafka, _Node
+from streamapp.kafka.apache import KAFKA_VERSION, POM, ApacheKafka, _Node
 from streamapp.kafka.brokers import choose_broker
 
 
@@ -90,3 +90,12 @@ def test_three_nodes_replicate_three_times_with_two_in_sync(tmp_path: Path) -> N
     assert props["min.insync.replicas"] == "2"
     assert props["transaction.state.log.replication.factor"] == "3"
     assert props["num.io.threads"] == "2"  # the caller's properties win
+
+
+def test_the_pom_pins_the_version_the_helper_names() -> None:
+    """One version for the tests, the benchmarks and docker-compose (its own test)."""
+    from xml.etree import ElementTree
+
+    namespace = {"m": "http://maven.apache.org/POM/4.0.0"}
+    root = ElementTree.parse(POM).getroot()
+    assert root.findtext("m:properties/m:kafka.version", namespaces=namespace) == KAFKA_VERSION
