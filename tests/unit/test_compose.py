@@ -12,8 +12,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamapp.assembly import build_pipeline
-from streamapp.kafka.apache import KAFKA_VERSION
 from streamapp.cli import build_parser
+from streamapp.kafka.apache import KAFKA_VERSION
 from streamapp.model.bundle import load_bundle
 from streamapp.ops.metrics import WorkerMetrics
 from streamapp.settings import Settings
