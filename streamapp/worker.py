@@ -310,7 +310,7 @@ class Worker:
         if (report := self.pipeline.final_report(time.time())) is None:
             return
         self._publisher_required().publish(Outputs(drift_reports=[report]))
-        self.delivery.store({})  # something to commit: in exactly-once, the report
+        self.delivery.store_report()  # something to commit: in exactly-once, the report
 
     def _publisher_required(self) -> Publisher:
         assert self._publisher is not None, "start() the worker first"
