@@ -172,20 +172,20 @@ class Worker:
         """One turn of the loop: poll a batch, process and publish it, commit when due."""
         assert self._consumer is not None
         self._apply_model_updates()
-        messages = self._consumer.poll_batch(self.policy)
+        batch = self._consumer.poll_batch(self.policy)  # messages + their next offsets
         if self.delivery.recovery_required:
             self.delivery.recover()
             return
-        if messages:
+        if batch:
             began = time.perf_counter()
-            decoded = self.codec.decode_batch(messages)
-            live = self.delivery.live(messages)
+            decoded = self.codec.decode_batch(batch)
+            live = self.delivery.live(batch)
             outputs = self.pipeline.process(decoded, functools.partial(self._serve, live=live))
             self._publisher_required().publish(outputs, live, with_predictions=False)
-            self.delivery.store(decoded.offsets)
+            self.delivery.store(batch.offsets)
             if self.shadow is not None:
                 self.shadow.maybe_promote()
-            self._observe(len(messages), began)
+            self._observe(len(batch), began)
             if self.on_batch:
                 self.on_batch(self, outputs)
         self.delivery.commit_if_due()
