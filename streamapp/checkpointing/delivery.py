@@ -4,7 +4,9 @@ worker recovers. The one owner of exactly-once; the worker's loop reads the same
     if delivery.recovery_required:
         delivery.recover()
     else:
-        publish(process(batch), delivery.live(batch)); delivery.store(offsets)
+        live = delivery.live(batch)  # which outputs to publish: a replay publishes none
+        ...publish what the engine scores and learns, only where live...
+        delivery.store(batch.offsets)
     delivery.commit_if_due()
 
 :class:`AtLeastOnce` flushes outputs, then commits offsets; after lost outputs it re-reads
@@ -59,7 +61,8 @@ FAILURE_WINDOW_S = 60.0
 
 
 class LearningState(Protocol):
-    """What exactly-once snapshots and restores: the owner of the pipeline. A transaction
+    """What exactly-once snapshots and restores: the engine (:mod:`streamapp.engine`), owner
+    of the pipeline and the challenger. A transaction
     that moved the drift cursor writes it; a restore hands the last committed one back."""
 
     def snapshot(self) -> bytes: ...
