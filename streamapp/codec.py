@@ -81,14 +81,16 @@ class _RejectError(Exception):
 
 @dataclass(slots=True)
 class DecodedBatch:
-    """One polled batch after decoding: feature columns, feedback, rejects, next offsets."""
+    """One polled batch after decoding: feature columns, feedback, rejects.
+
+    The input's positions and values ride along (plain tuples and bytes, references, no
+    copy, no Kafka message): a dead letter found later keeps its payload."""
 
     features: FeatureBlock
     feedback: list[Feedback] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    # the input itself (references, no copy): a dead letter found later keeps its payload
-    messages: list[Message] = field(default_factory=list)
+    positions: list[tuple[str, int, int]] = field(default_factory=list)
+    payloads: list[bytes | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.features) + len(self.feedback) + len(self.dead_letters)
@@ -96,9 +98,9 @@ class DecodedBatch:
     def payload_at(self, source: SourcePosition) -> bytes | None:
         """The value of the input read at ``source``; None when this batch does not hold it.
         A scan: only rare rejects (a duplicate event) ask."""
-        for msg in self.messages:
-            if position_of(msg) == source:
-                return msg.value()
+        for position, payload in zip(self.positions, self.payloads, strict=True):
+            if position == source:
+                return payload
         return None
 
 
@@ -260,15 +262,16 @@ class Codec:
         """
         now = time.time() if now is None else now
         messages = list(messages)
-        batch = DecodedBatch(FeatureBlock.empty(len(self.feature_names)), messages=messages)
         positions = [position_of(m) for m in messages]
-        offsets = batch.offsets
+        batch = DecodedBatch(
+            FeatureBlock.empty(len(self.feature_names)),
+            positions=positions,
+            payloads=[m.value() for m in messages],
+        )
         event_rows: list[int] = []
         label_rows: list[int] = []
         feedback_topic = self.feedback_topic
-        for i, (topic, partition, offset) in enumerate(positions):
-            if offsets.get((topic, partition), 0) <= offset:
-                offsets[(topic, partition)] = offset + 1
+        for i, (topic, _, _) in enumerate(positions):
             (label_rows if topic == feedback_topic else event_rows).append(i)
         if label_rows:
             self._decode_feedback_rows(messages, positions, label_rows, now, batch)

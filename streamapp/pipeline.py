@@ -1,4 +1,4 @@
-"""score -> ledger -> join -> learn -> drift, for one decoded batch. Imports no Kafka.
+"""score, then ledger -> join -> learn -> drift, for one decoded batch. Imports no Kafka.
 
 Prequential, as in river's ``progressive_val_score(delay=...)``: every event is scored
 with the head as it is, its served embedding waits in the ledger, and a label that
@@ -43,7 +43,7 @@ from streamapp.ledger import PendingLedger, Seen
 from streamapp.model.head import OnlineHead, ovr_proba
 from streamapp.model.logits import predicted_classes
 
-__all__ = ["Companion", "Embed", "Pipeline", "PipelineStats"]
+__all__ = ["Companion", "Embed", "Pipeline", "PipelineStats", "Scored"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,28 @@ class PipelineStats:
             Counter(stats["dead_letters"]),
             int(stats.get("redelivered", 0)),  # absent from older snapshots
         )
+
+
+@dataclass(slots=True)
+class Scored:
+    """A batch between :meth:`Pipeline.score` and :meth:`Pipeline.learn`.
+
+    ``outputs`` holds its predictions (input order) and the dead letters so far;
+    ``features``, ``served`` and ``embeddings`` are the new events, their predictions and
+    embeddings, which learning remembers (``served`` is None when none was new).
+    """
+
+    batch: DecodedBatch
+    outputs: Outputs
+    now: float
+    features: FeatureBlock
+    served: PredictionBlock | None = None
+    embeddings: np.ndarray | None = None
+
+    @property
+    def predictions(self) -> PredictionBlock | None:
+        """The batch's predictions, to publish before it is learned from."""
+        return self.outputs.predictions
 
 
 class Pipeline:
@@ -145,33 +167,41 @@ class Pipeline:
         self.instance = instance  # which worker's window a report describes
         self.companion = companion  # a challenger scoring the same batches in shadow
 
-    def process(
-        self,
-        batch: DecodedBatch,
-        on_scored: Callable[[PredictionBlock], None] | None = None,
-    ) -> Outputs:
-        """Score the batch's events, learn from its labels, report drift when due.
+    def process(self, batch: DecodedBatch) -> Outputs:
+        """:meth:`score` then :meth:`learn`, for a caller that publishes a batch's outputs
+        all at once (the challenger, the Faust runtime, the benchmarks)."""
+        return self.learn(self.score(batch))
 
-        ``on_scored`` gets the batch's predictions as soon as they are made (the worker
-        produces them then): they need not wait for the batch's learning and drift work.
-        """
+    def score(self, batch: DecodedBatch) -> Scored:
+        """The batch's predictions: one forward pass for its new events, the first-served
+        predictions of its redeliveries, duplicates dead-lettered. Nothing is learned or
+        remembered yet, so the predictions can leave before the batch's learning and drift
+        work (off their latency)."""
         now = self.clock()
         outputs = Outputs(dead_letters=list(batch.dead_letters))
         block = batch.features
         fresh, again = self._sort_out(block, outputs.dead_letters, batch.payload_at)
         features = block.select(fresh) if not fresh.all() else block
-        waiting: list[Feedback] = []
         parts: list[tuple[np.ndarray, PredictionBlock]] = []
+        served: PredictionBlock | None = None
+        embeddings: np.ndarray | None = None
         if again.any():
             parts.append((np.flatnonzero(again), self._reemit(block.select(again), now)))
         if len(features):
-            scored, embeddings = self._score(features, now)
-            parts.append((np.flatnonzero(fresh), scored))
+            served, embeddings = self._score(features, now)
+            parts.append((np.flatnonzero(fresh), served))
         outputs.predictions = _in_input_order(parts)
-        if on_scored is not None and outputs.predictions is not None:
-            on_scored(outputs.predictions)
-        if len(features):  # after the predictions left: the ledger and drift are off their path
-            waiting = self._remember(features, scored, embeddings)
+        return Scored(batch, outputs, now, features, served, embeddings)
+
+    def learn(self, scored: Scored) -> Outputs:
+        """The learning work of a scored batch: its served rows into the ledger and drift
+        window, labels joined and learned, the challenger's turn, a drift report when due.
+        Returns the batch's outputs (the predictions :meth:`score` made included)."""
+        batch, outputs, now, features = scored.batch, scored.outputs, scored.now, scored.features
+        waiting: list[Feedback] = []
+        # the predictions left before this: the ledger and drift are off their path
+        if scored.served is not None and scored.embeddings is not None:
+            waiting = self._remember(features, scored.served, scored.embeddings)
         outputs.joined = self._learn([*waiting, *batch.feedback])
         if self.companion is not None:  # before a report, which says how it compares
             self.companion.process(batch, outputs)

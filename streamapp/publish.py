@@ -53,22 +53,25 @@ class Publisher:
         self.shadow_model = shadow_model  # the challenger's name and version, if one runs
 
     def publish(
-        self,
-        outputs: Outputs,
-        is_live: Callable[[SourcePosition], bool] | None = None,
-        *,
-        with_predictions: bool = True,
+        self, outputs: Outputs, is_live: Callable[[SourcePosition], bool] | None = None
     ) -> None:
-        """Produce ``outputs``; with ``is_live``, only what comes from live (not replayed)
-        inputs. Drift reports always: a replay makes none of those that went out before (the
-        monitor resumes after the last committed one), so any it makes is new.
-        ``with_predictions=False``: the predictions went out already (:meth:`predictions`)."""
+        """Produce ``outputs``, the predictions first (:meth:`predictions`, then
+        :meth:`rest`); with ``is_live``, only what comes from live (not replayed) inputs."""
+        self.predictions(outputs.predictions, is_live)
+        self.rest(outputs, is_live)
+
+    def rest(
+        self, outputs: Outputs, is_live: Callable[[SourcePosition], bool] | None = None
+    ) -> None:
+        """Produce all of ``outputs`` but the model's predictions, which left first
+        (:meth:`predictions`, ahead of the batch's learning work): the challenger's
+        predictions, training examples, dead letters, drift reports. ``is_live`` as in
+        :meth:`publish`; drift reports always: a replay makes none of those that went out
+        before (the monitor resumes after the last committed one), so any it makes is new."""
         topics = self.topics
         dead_letters = outputs.dead_letters
         if is_live is not None:
             dead_letters = [d for d in dead_letters if is_live(d.source)]
-        if with_predictions:
-            self.predictions(outputs.predictions, is_live)
         if self.shadow_model is not None:
             shadow = outputs.shadow_predictions
             self._predictions(topics.shadow_predictions, shadow, self.shadow_model, is_live)

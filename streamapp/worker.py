@@ -3,21 +3,18 @@ and no branch on the delivery guarantee: :mod:`streamapp.checkpointing.delivery`
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from streamapp.assembly import build_codec, build_pipeline, load_served_bundle
+from streamapp.assembly import build_codec, load_served_bundle
 from streamapp.batching import BatchPolicy
-from streamapp.checkpointing.delivery import AtLeastOnce, ExactlyOnce, IsLive, make_delivery
-from streamapp.checkpointing.state import decode_state, encode_state
-from streamapp.checkpointing.state_store import Snapshot
+from streamapp.checkpointing.delivery import AtLeastOnce, ExactlyOnce, make_delivery
 from streamapp.codec import one_line
-from streamapp.drift.monitor import DriftCursor
+from streamapp.engine import Engine
 from streamapp.errors import DeliveryError, FencedError
-from streamapp.events import Outputs, PredictionBlock
+from streamapp.events import Outputs
 from streamapp.hotswap import ModelWatcher
 from streamapp.kafka.access import check_access
 from streamapp.kafka.admin import BrokerProbe, partition_counts
@@ -29,6 +26,7 @@ from streamapp.model.registry import ModelRef
 from streamapp.model_updates import HeadFollower
 from streamapp.ops.metrics import WorkerMetrics
 from streamapp.ops.server import OpsServer
+from streamapp.pipeline import Pipeline, Scored
 from streamapp.publish import Publisher
 from streamapp.settings import Settings
 from streamapp.shadow import Shadow
@@ -46,7 +44,11 @@ class RunSummary:
 
 
 class Worker:
-    """Consumes ``features`` + ``feedback``, runs the pipeline, publishes, checkpoints.
+    """Consumes ``features`` + ``feedback``, runs the engine, publishes, checkpoints.
+
+    The worker owns the lifecycle; the engine (:mod:`streamapp.engine`) owns the learning
+    state, and delivery (:mod:`streamapp.checkpointing.delivery`) the offsets and
+    transactions.
 
     ``run(count=, timeout=)`` bounds the loop, which makes it testable; without bounds it
     runs until SIGTERM/SIGINT (a second signal forces the exit).
@@ -66,10 +68,9 @@ class Worker:
         fault_hook: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.bundle = bundle or load_served_bundle(settings)
-        self.codec = build_codec(settings, self.bundle)
-        self.shadow = self._make_shadow()  # a challenger, when one is configured
-        self.pipeline = build_pipeline(settings, self.bundle, self.shadow)
+        bundle = bundle or load_served_bundle(settings)
+        self.codec = build_codec(settings, bundle)
+        self.engine = Engine(settings, bundle)  # pipeline and challenger, restored as one
         batch = settings.batch
         self.policy = BatchPolicy(
             batch.max_size, batch.max_wait_ms / 1000.0, batch.idle_wait_ms / 1000.0
@@ -83,7 +84,7 @@ class Worker:
         self._commits_seen = 0
         self._running = False
         self._consumer: BatchConsumer | None = None
-        self.delivery: AtLeastOnce | ExactlyOnce = make_delivery(settings, self, fault_hook)
+        self.delivery: AtLeastOnce | ExactlyOnce = make_delivery(settings, self.engine, fault_hook)
         self._started = False
         self._fenced = False
         self.metrics = WorkerMetrics(self)
@@ -94,6 +95,21 @@ class Worker:
         self._watcher: ModelWatcher | None = None
         self._heads: HeadFollower | None = None  # a scorer follows the learner's head
 
+    @property
+    def bundle(self) -> Bundle:
+        """The bundle served now."""
+        return self.engine.bundle
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The served bundle's pipeline (a restore or a swap replaces it)."""
+        return self.engine.pipeline
+
+    @property
+    def shadow(self) -> Shadow | None:
+        """The challenger, when one is configured."""
+        return self.engine.shadow
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -101,7 +117,7 @@ class Worker:
         validate_timing(s)
         check_access(s)  # one line now, not a retry loop later: login, ACLs
         self._check_copartitioning()
-        self.delivery.start()  # exactly-once: restores the last snapshot into the pipeline
+        self.delivery.start()  # exactly-once: restores the last snapshot into the engine
         self._publisher = self._make_publisher()
         self._consumer = BatchConsumer(
             consumer_config(s),
@@ -169,23 +185,27 @@ class Worker:
         )
 
     def _step(self) -> None:
-        """One turn of the loop: poll a batch, process and publish it, commit when due."""
+        """One turn of the loop: poll, decode, score, publish the predictions, learn, publish
+        the rest, store the offsets; commit when due."""
         assert self._consumer is not None
         self._apply_model_updates()
-        messages = self._consumer.poll_batch(self.policy)
+        batch = self._consumer.poll_batch(self.policy)  # messages + their next offsets
         if self.delivery.recovery_required:
             self.delivery.recover()
             return
-        if messages:
+        if batch:
             began = time.perf_counter()
-            decoded = self.codec.decode_batch(messages)
-            live = self.delivery.live(messages)
-            outputs = self.pipeline.process(decoded, functools.partial(self._serve, live=live))
-            self._publisher_required().publish(outputs, live, with_predictions=False)
-            self.delivery.store(decoded.offsets)
-            if self.shadow is not None:
-                self.shadow.maybe_promote()
-            self._observe(len(messages), began)
+            publisher = self._publisher_required()
+            decoded = self.codec.decode_batch(batch)  # events, feedback, dead letters
+            live = self.delivery.live(batch)  # None, or which inputs a replay publishes
+            scored = self.engine.score(decoded)  # one forward pass
+            publisher.predictions(scored.predictions, live)  # predictions leave first
+            self._observe_latencies(scored)
+            outputs = self.engine.learn(scored)  # ledger, join, learn, drift
+            publisher.rest(outputs, live)
+            self.delivery.store(batch.offsets)
+            self.engine.between_batches()
+            self._observe(len(batch), began)
             if self.on_batch:
                 self.on_batch(self, outputs)
         self.delivery.commit_if_due()
@@ -252,7 +272,7 @@ class Worker:
         if watcher is not None and (bundle := watcher.poll()) is not None:
             self._swap(bundle)
         if self._heads is not None and (head := self._heads.poll()) is not None:
-            self.pipeline.head.load_state_dict(head.head)
+            self.engine.load_head(head.head)
             logger.info("head updated to head_seq %d", head.head_seq)
 
     def _replaying_or_unassigned(self) -> bool:
@@ -275,13 +295,9 @@ class Worker:
     def _swap(self, bundle: Bundle) -> None:
         """Serve ``bundle`` from the next batch on (called between batches)."""
         self._publish_final_report()  # the old bundle's last partial window, under its name
-        old, previous = self.bundle, self.pipeline
-        pending = len(previous.ledger)
-        self.bundle = bundle
+        old = self.bundle
         self.codec = build_codec(self.settings, bundle)
-        self.pipeline = build_pipeline(self.settings, bundle, self.shadow)
-        self.pipeline.stats = previous.stats  # the counters go on; events pending a label do not
-        self.pipeline.monitor.continue_from(previous.monitor)  # and so do report_seq numbers
+        pending = self.engine.swap(bundle)  # counters and report_seq go on, pending labels not
         self._publisher = self._make_publisher()
         self.delivery.commit_final()  # a replay never crosses the swap
         logger.info(
@@ -292,11 +308,11 @@ class Worker:
             pending,
         )
 
-    def _serve(self, predictions: PredictionBlock, live: IsLive | None) -> None:
-        """Produce a batch's predictions the moment they are made, ahead of its learning and
-        drift work; their latency (event time -> produced) is measured here."""
-        self._publisher_required().predictions(predictions, live)
-        self.metrics.observe_latencies(time.time() - predictions.event_ts)
+    def _observe_latencies(self, scored: Scored) -> None:
+        """The predictions' latency, event time -> produced: measured as they leave, ahead of
+        the batch's learning and drift work."""
+        if scored.predictions is not None:
+            self.metrics.observe_latencies(time.time() - scored.predictions.event_ts)
 
     def _observe(self, messages: int, began: float) -> None:
         elapsed = time.perf_counter() - began
@@ -307,10 +323,10 @@ class Worker:
     def _publish_final_report(self) -> None:
         """The last partial window's drift report, on the way out (also in a replay: the
         window holds only what no committed report counted)."""
-        if (report := self.pipeline.final_report(time.time())) is None:
+        if (report := self.engine.final_report(time.time())) is None:
             return
         self._publisher_required().publish(Outputs(drift_reports=[report]))
-        self.delivery.store({})  # something to commit: in exactly-once, the report
+        self.delivery.store_report()  # something to commit: in exactly-once, the report
 
     def _publisher_required(self) -> Publisher:
         assert self._publisher is not None, "start() the worker first"
@@ -364,51 +380,6 @@ class Worker:
             "partitions_assigned": bool(consumer and consumer.assignment),
             "broker_reachable": bool(self._probe and self._probe.reachable()),
         }
-
-    # -- the learning state, as exactly-once snapshots and restores it ----------------------
-
-    def snapshot(self) -> bytes:
-        """The pipeline's state, and the challenger's when there is one."""
-        state = self.pipeline.state_dict()
-        if self.shadow is not None:
-            state["shadow"] = self.shadow.state_dict()
-        return encode_state(state)
-
-    def restore(self, snapshot: Snapshot | None) -> None:
-        """Fresh learning state, then ``snapshot``'s when there is one."""
-        self.shadow = self._make_shadow()
-        self.pipeline = build_pipeline(self.settings, self.bundle, self.shadow)
-        if snapshot is None:
-            logger.info(
-                "no learning-state snapshot for %s: starting from the source head",
-                self.settings.transactional_id,
-            )
-            return
-        state = decode_state(snapshot.blob)
-        self.pipeline.load_state_dict(state)
-        if self.shadow is not None and "shadow" in state:
-            self.shadow.load_state_dict(state["shadow"])
-        logger.info(
-            "restored snapshot %d (head_seq %d, %d pending labels)",
-            snapshot.seq,
-            self.pipeline.head.n_learned,
-            len(self.pipeline.ledger),
-        )
-
-    def drift_cursor(self) -> DriftCursor:
-        return self.pipeline.monitor.cursor()
-
-    def resume_drift(self, committed: DriftCursor) -> None:
-        self.pipeline.monitor.resume(committed)
-
-    def replay_finished(self) -> None:
-        self.pipeline.monitor.replay_finished()
-
-    def _make_shadow(self) -> Shadow | None:
-        """A fresh challenger, when one is configured."""
-        if not self.settings.challenger.enabled:
-            return None
-        return Shadow(self.settings, self.bundle)
 
     def _check_copartitioning(self) -> None:
         topics = self.settings.topics

@@ -22,7 +22,6 @@ from streamapp.assembly import build_codec, build_pipeline, load_served_bundle
 from streamapp.bench.common import SCENARIO, run_order
 from streamapp.bench.loops import SourceModel, prediction_records
 from streamapp.codec import encode_json
-from streamapp.events import PredictionBlock
 from streamapp.scenarios import get_scenario, stream
 from streamapp.settings import Settings
 
@@ -115,22 +114,19 @@ def _worker_round(settings: Settings, batches: list[list[InputRecord]]) -> _Cloc
     """The worker's per-batch work (``Worker._step``) minus Kafka, on fresh state."""
     bundle = load_served_bundle(settings)
     codec, pipeline = build_codec(settings, bundle), build_pipeline(settings, bundle)
-    served: list[PredictionBlock] = []
     clock = _Clock()
-
-    def on_scored(predictions: PredictionBlock) -> None:
-        clock.lap("score")  # the worker produces them here, before the batch's learning
-        served.append(predictions)
-        clock.predictions += len(predictions)
-
     for batch in batches:
         decoded = codec.decode_batch(batch)
         clock.lap("decode")
-        pipeline.process(decoded, on_scored)
+        scored = pipeline.score(decoded)
+        predictions = scored.predictions
+        if predictions is not None:
+            clock.lap("score")  # the worker produces them here, before the batch's learning
+            clock.predictions += len(predictions)
+        pipeline.learn(scored)
         clock.lap("ledger, learning and drift")
-        for predictions in served:
+        if predictions is not None:
             codec.encode_predictions(predictions, bundle.name, bundle.version)
-        served.clear()
         clock.lap("encode")
     return clock
 

@@ -188,6 +188,7 @@ class TransactionalCheckpoint:
         cursor: Callable[[], bytes] | None = None,
         fault_hook: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        snapshot_partitions: Iterable[tuple[str, int]] = (),
     ) -> None:
         self._consumer = consumer
         self._cursor = cursor
@@ -206,7 +207,7 @@ class TransactionalCheckpoint:
         self._last_commit = self._last_snapshot = clock()
         # every committed partition must be covered by a snapshot, or a restore could not
         # rebuild the state that its committed offset stands for
-        self.snapshot_partitions: set[tuple[str, int]] = set()
+        self.snapshot_partitions: set[tuple[str, int]] = set(snapshot_partitions)
         self._snapshot_current = False  # the last commit wrote a snapshot of the current state
         self.commits = 0
         self.aborts = 0
@@ -229,10 +230,31 @@ class TransactionalCheckpoint:
         self.snapshot_partitions = set(snapshot_partitions)
         self._dirty = False
 
+    def restored(self, seq: int) -> None:
+        """A restore read snapshot ``seq``: the next snapshot is numbered after it (and after
+        any this checkpoint wrote)."""
+        self.seq = max(self.seq, seq)
+
+    def assigned(
+        self, starts: dict[tuple[str, int], int], committed: dict[tuple[str, int], int]
+    ) -> None:
+        """Partitions were assigned: the group's commits, and where processing resumes (for a
+        partition with no position yet)."""
+        self.committed.update(committed)
+        for tp, offset in starts.items():
+            self.processed.setdefault(tp, offset)
+
     def store(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Step 1: the next offsets of a processed batch, whose outputs are in the open
+        transaction."""
         for tp, offset in offsets.items():
             if offset > self.processed.get(tp, -1):
                 self.processed[tp] = offset
+        self.outputs_written()
+
+    def outputs_written(self) -> None:
+        """Outputs went into the open transaction (with a batch's offsets or, like the last
+        drift report, without any): the next commit is due for them."""
         self._dirty = True
         self._snapshot_current = False
 

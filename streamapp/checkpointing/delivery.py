@@ -4,7 +4,9 @@ worker recovers. The one owner of exactly-once; the worker's loop reads the same
     if delivery.recovery_required:
         delivery.recover()
     else:
-        publish(process(batch), delivery.live(batch)); delivery.store(offsets)
+        live = delivery.live(batch)  # which outputs to publish: a replay publishes none
+        ...publish what the engine scores and learns, only where live...
+        delivery.store(batch.offsets)
     delivery.commit_if_due()
 
 :class:`AtLeastOnce` flushes outputs, then commits offsets; after lost outputs it re-reads
@@ -59,7 +61,8 @@ FAILURE_WINDOW_S = 60.0
 
 
 class LearningState(Protocol):
-    """What exactly-once snapshots and restores: the owner of the pipeline. A transaction
+    """What exactly-once snapshots and restores: the engine (:mod:`streamapp.engine`), owner
+    of the pipeline and the challenger. A transaction
     that moved the drift cursor writes it; a restore hands the last committed one back."""
 
     def snapshot(self) -> bytes: ...
@@ -245,7 +248,12 @@ class AtLeastOnce(Delivery):
         self._checkpoint = OffsetCheckpoint(consumer, self.producer, interval)
 
     def store(self, offsets: dict[Partition, int]) -> None:
+        """A batch is processed and its outputs produced: commit up to ``offsets`` when due."""
         self._required().store(offsets)
+
+    def store_report(self) -> None:
+        """A drift report outside any batch went out: flushed with the next commit, it moves
+        no offset, so there is nothing more to do."""
 
     def _commit_if_due(self) -> None:
         self._required().commit_if_due()
@@ -347,16 +355,27 @@ class ExactlyOnce(Delivery):
             first_seq=self._seq,
             cursor=lambda: self._state.drift_cursor().to_json(),
             fault_hook=self._fault_hook,
+            snapshot_partitions=self._restored_offsets,  # the restored snapshot covers them
         )
-        self._checkpoint.snapshot_partitions = set(self._restored_offsets)
 
     def live(self, messages: Iterable[Message]) -> IsLive | None:
         # replayed inputs were published before the restore
         return self._gate.is_live if self._gate.any_replayed(messages) else None
 
     def store(self, offsets: dict[Partition, int]) -> None:
+        """A batch is processed and its outputs are in the open transaction: commit up to
+        ``offsets`` with them; a replay that reached its end is over."""
+        self._required().store(offsets)
+        self._advance_replay()
+
+    def store_report(self) -> None:
+        """A drift report outside any batch is in the open transaction: the next commit is
+        due for it, though it moves no offset."""
+        self._required().outputs_written()
+        self._advance_replay()
+
+    def _advance_replay(self) -> None:
         checkpoint = self._required()
-        checkpoint.store(offsets)
         if self._gate.active:
             self._gate.advance(checkpoint.processed)
             if not self._gate.active:
@@ -386,9 +405,7 @@ class ExactlyOnce(Delivery):
     def on_assign(self, partitions: list[KafkaPartition]) -> list[KafkaPartition] | None:
         starts, committed = self._start_positions([(tp.topic, tp.partition) for tp in partitions])
         if self._checkpoint is not None:
-            self._checkpoint.committed.update(committed)
-            for tp, offset in starts.items():
-                self._checkpoint.processed.setdefault(tp, offset)
+            self._checkpoint.assigned(starts, committed)
         self._end_of_replay(partitions)
         return [
             KafkaPartition(
@@ -472,7 +489,7 @@ class ExactlyOnce(Delivery):
         """The in-memory state includes work whose outputs were discarded: restore the last
         snapshot and replay from it."""
         checkpoint, consumer = self._required(), self._consumer_required()
-        checkpoint.seq = max(checkpoint.seq, self._restore())
+        checkpoint.restored(self._restore())
         assigned = sorted(consumer.assignment)
         self._gate = ReplayGate()
         starts, committed = self._start_positions(assigned)

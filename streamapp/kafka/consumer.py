@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -16,7 +17,7 @@ from streamapp.kafka.access import authorization_error
 from streamapp.ops.logs import at
 from streamapp.ordering import TimestampMerger
 
-__all__ = ["BatchConsumer", "PartitionsCallback", "wait_for_join"]
+__all__ = ["BatchConsumer", "PartitionsCallback", "PolledBatch", "next_offsets", "wait_for_join"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,44 @@ _COORDINATOR_AWAY = {
     KafkaError.REQUEST_TIMED_OUT,
     KafkaError.NETWORK_EXCEPTION,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class PolledBatch:
+    """One micro-batch of messages, and the next offset to read of each partition it holds
+    (what processing it moves the group's committed position to)."""
+
+    messages: list[Message] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, messages: list[Message]) -> PolledBatch:
+        return cls(messages, next_offsets(messages))
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def __iter__(self) -> Iterator[Message]:
+        return iter(self.messages)
+
+
+def next_offsets(messages: Iterable[Message]) -> dict[tuple[str, int], int]:
+    """Per partition, the offset after the last of ``messages`` (each input counts, a
+    dead-lettered one too: it is handled, not skipped).
+
+    >>> class M:
+    ...     def __init__(self, p, o): self.p, self.o = p, o
+    ...     def topic(self): return "features"
+    ...     def partition(self): return self.p
+    ...     def offset(self): return self.o
+    >>> next_offsets([M(0, 7), M(1, 3), M(0, 5)])
+    {('features', 0): 8, ('features', 1): 4}
+    """
+    offsets: dict[tuple[str, int], int] = {}
+    for topic, partition, offset in map(position_of, messages):
+        if offsets.get((topic, partition), 0) <= offset:
+            offsets[(topic, partition)] = offset + 1
+    return offsets
 
 
 def _cooperative(config: dict[str, Any]) -> bool:
@@ -156,9 +195,10 @@ class BatchConsumer:
         # buffered but unprocessed: never committed, so the next owner reads them again
         self._merger.revoke(gone)
 
-    def poll_batch(self, policy: BatchPolicy) -> list[Message]:
-        """A micro-batch as ``policy`` collects it, in event-time order; errors filtered."""
-        return policy.collect(self._consume)
+    def poll_batch(self, policy: BatchPolicy) -> PolledBatch:
+        """A micro-batch as ``policy`` collects it, in event-time order, errors filtered, with
+        the next offsets to commit once it is processed."""
+        return PolledBatch.of(policy.collect(self._consume))
 
     def _consume(self, max_items: int, timeout: float) -> list[Message]:
         """Fetch into the merger, then release what is safe in timestamp order."""

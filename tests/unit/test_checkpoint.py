@@ -250,6 +250,29 @@ def test_forget_and_reset_move_the_bookkeeping(parts) -> None:
     assert cp.processed == {("features", 0): 1} and cp.pending == {}
 
 
+def test_assigned_restored_and_outputs_without_offsets_move_the_bookkeeping(parts) -> None:
+    producer, store, clock = parts
+    cp = checkpoint(parts, snapshot_partitions={("features", 0)})
+    assert cp.snapshot_partitions == {("features", 0)}
+    cp.assigned({("features", 0): 4, ("features", 1): 2}, {("features", 0): 6})
+    cp.assigned({("features", 0): 9}, {})  # a partition with a position keeps it
+    assert cp.processed == {("features", 0): 4, ("features", 1): 2}
+    assert cp.committed == {("features", 0): 6}
+    cp.restored(5)
+    cp.restored(3)  # never numbered back
+    assert cp.seq == 5
+    cp.store({("features", 0): 7})
+    clock.now = 1.0
+    cp.commit_if_due()
+    commits = cp.commits
+    # a drift report alone (the last partial window) is something to commit, offsets unmoved
+    cp.outputs_written()
+    clock.now = 2.0
+    cp.commit_if_due()
+    assert cp.commits == commits + 1 and producer.log[-2:] == ["commit", "begin"]
+    assert [seq for seq, _, _ in store.snapshots] == [6]  # after the restored one
+
+
 def test_a_retriable_commit_failure_calls_commit_again_instead_of_aborting(parts) -> None:
     producer, _, _ = parts
     cp = checkpoint(parts)

@@ -16,6 +16,7 @@ from streamapp.codec import (
     encode_json,
 )
 from streamapp.events import DeadLetter, Outputs, PredictionBlock, Reason, SourcePosition
+from streamapp.kafka.consumer import PolledBatch
 from streamapp.publish import Publisher
 from streamapp.scenarios.bad import bad_messages
 from streamapp.settings import TopicNames
@@ -69,17 +70,16 @@ def feature(event_id: str, features: object, ts: float | None = None) -> bytes:
 
 
 def test_list_and_named_features_decode_to_one_matrix(codec: Codec) -> None:
-    batch = codec.decode_batch(
-        [
-            FakeMessage("features", feature("e1", [1, 2, 3], ts=5.0), offset=7),
-            FakeMessage("features", feature("e2", {"c": 3, "a": 1, "b": 2}), offset=8),
-        ]
-    )
+    messages = [
+        FakeMessage("features", feature("e1", [1, 2, 3], ts=5.0), offset=7),
+        FakeMessage("features", feature("e2", {"c": 3, "a": 1, "b": 2}), offset=8),
+    ]
+    batch = codec.decode_batch(messages)
     assert batch.features.ids == ["e1", "e2"]
     assert batch.features.X.dtype == np.float32
     np.testing.assert_array_equal(batch.features.X, [[1, 2, 3], [1, 2, 3]])
     assert batch.features.ts.tolist() == [5.0, 1_700_000_000.0]  # payload ts, else Kafka's
-    assert batch.offsets == {("features", 0): 9}
+    assert PolledBatch.of(messages).offsets == {("features", 0): 9}  # the consumer's batch
     assert not batch.dead_letters
 
 
@@ -133,20 +133,20 @@ def test_feedback_labels_match_classes_by_string(codec: Codec) -> None:
 def test_each_bad_input_becomes_a_dead_letter_with_its_reason(
     codec: Codec, topic: str, value: bytes | None, reason: Reason
 ) -> None:
-    batch = codec.decode_batch(
-        [
-            FakeMessage("features", feature("ok1", [1, 2, 3]), offset=1),
-            FakeMessage(topic, value, offset=2, partition=3),
-            FakeMessage("features", feature("ok2", [1, 2, 3]), offset=3),
-        ]
-    )
+    messages = [
+        FakeMessage("features", feature("ok1", [1, 2, 3]), offset=1),
+        FakeMessage(topic, value, offset=2, partition=3),
+        FakeMessage("features", feature("ok2", [1, 2, 3]), offset=3),
+    ]
+    batch = codec.decode_batch(messages)
     assert batch.features.ids == ["ok1", "ok2"]  # the loop goes on around it
     [dead] = batch.dead_letters
     assert dead.reason is reason
     assert (dead.source.topic, dead.source.partition, dead.source.offset) == (topic, 3, 2)
     assert dead.payload == value
     assert dead.message
-    assert batch.offsets[(topic, 3)] == 3  # a dead-lettered input is handled, not skipped
+    # a dead-lettered input is handled, not skipped
+    assert PolledBatch.of(messages).offsets[(topic, 3)] == 3
 
 
 def test_the_shared_bad_message_set_covers_its_declared_reasons() -> None:
@@ -320,7 +320,7 @@ def test_the_batch_paths_decode_exactly_as_the_per_message_checks(
     assert fast.features.keys == slow.features.keys
     assert fast.feedback == slow.feedback
     assert fast.dead_letters == slow.dead_letters
-    assert fast.offsets == slow.offsets
+    assert fast.positions == slow.positions and fast.payloads == slow.payloads
 
 
 def test_an_integer_beyond_float_range_is_a_range_error(codec: Codec) -> None:

@@ -74,8 +74,19 @@ class FakeCheckpoint:
     def reset(self, processed: dict, committed: dict, snapshot_partitions: set) -> None:
         self.processed, self.committed = dict(processed), dict(committed)
 
+    def restored(self, seq: int) -> None:
+        self.seq = max(self.seq, seq)
+
+    def assigned(self, starts: dict, committed: dict) -> None:
+        self.committed.update(committed)
+        for tp, offset in starts.items():
+            self.processed.setdefault(tp, offset)
+
     def store(self, offsets: dict[tuple[str, int], int]) -> None:
         self.processed.update(offsets)
+
+    def outputs_written(self) -> None:
+        pass
 
     def forget(self, partitions: Any) -> None:
         for tp in partitions:

@@ -49,21 +49,23 @@ def test_predict_before_learn_within_one_batch(pipeline: Pipeline) -> None:
 def test_predictions_are_handed_over_before_the_batch_is_learned(pipeline: Pipeline) -> None:
     X = np.random.default_rng(0).uniform(0, 16, size=(4, 64))
     labels = [Feedback(f"e{i}", i % 10, 101.0) for i in range(4)]
-    handed: list[tuple[object, ...]] = []
-    out = pipeline.process(
-        DecodedBatch(block([f"e{i}" for i in range(4)], X), feedback=labels),
-        on_scored=lambda scored: handed.append(
-            (scored, pipeline.head.n_learned, len(pipeline.ledger), pipeline.stats.events_scored)
-        ),
+    scored = pipeline.score(DecodedBatch(block([f"e{i}" for i in range(4)], X), feedback=labels))
+    handed = (
+        scored.predictions,
+        pipeline.head.n_learned,
+        len(pipeline.ledger),
+        pipeline.stats.events_scored,
     )
+    out = pipeline.learn(scored)
     # the worker produces them at that point: the same block the outputs hold, no label
     # learned, and the ledger and drift work still to come (off the predictions' latency)
-    assert handed == [(out.predictions, 0, 0, 0)]
+    assert handed == (out.predictions, 0, 0, 0)
     assert pipeline.stats.events_scored == 4
     assert pipeline.head.n_learned == 4
     no_events = DecodedBatch(FeatureBlock.empty(64), feedback=[Feedback("e0", 1, 102.0)])
-    pipeline.process(no_events, on_scored=lambda scored: handed.append((scored,)))
-    assert len(handed) == 1  # nothing scored, nothing handed over
+    scored = pipeline.score(no_events)
+    assert scored.predictions is None  # nothing scored, nothing handed over
+    pipeline.learn(scored)
 
 
 def test_learning_uses_the_served_embedding(pipeline: Pipeline) -> None:
