@@ -80,8 +80,8 @@ class _Stream(threading.Thread):
     [
         ("sigterm", 4.0, "at-least-once"),
         ("sigkill", 4.0, "exactly-once"),
-        ("sigkill", 20.0, "at-least-once"),  # past the session timeout: partitions lost
-        ("sigkill", 20.0, "exactly-once"),
+        ("sigkill", 12.0, "at-least-once"),  # past the session timeout: partitions lost
+        ("sigkill", 12.0, "exactly-once"),
     ],
 )
 def test_the_worker_rides_through_a_broker_outage_and_predicts_every_acknowledged_event(
