@@ -268,7 +268,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"Measured {result['started']} on {m['platform']}, {m['cpus']} CPUs, Python "
         f"{m['python']}, torch {m['torch']}, GPU: {m['cuda'] or 'none'}; broker: "
-        f"{result['broker']} on the same machine.",
+        f"{result['broker']}.",
         "",
     ]
     if "throughput" in result:

@@ -67,7 +67,7 @@ def scaled(rates: dict[int, int]) -> dict[str, Any]:
     return {
         "machine": {"platform": "linux", "cpus": 16, "python": "3.11", "torch": "2", "cuda": None},
         "started": "2026-11-24 08:00",
-        "broker": "embedded noida-db",
+        "broker": "noida-db 0.2.3, started on this machine",
         "scaleout": {
             "events": 80_000,
             "partitions": partitions_for(tuple(rates)),
@@ -92,6 +92,7 @@ def test_the_scale_out_target_compares_four_scorers_with_one() -> None:
 
 def test_the_scale_out_line_gives_each_count_over_one_scorer() -> None:
     table = render_markdown({**scaled({1: 10_000, 4: 33_000}), "targets": {}})
+    assert table.splitlines()[0].endswith("broker: noida-db 0.2.3, started on this machine.")
     assert "8 partitions" in table
     assert "1 scorer process 10,000 events/s (1.00x), 4 scorer processes 33,000 events/s" in table
     assert "(3.30x)" in table
