@@ -226,21 +226,26 @@ class Worker:
         return self.delivery.recoveries
 
     def close(self) -> None:
-        """Commit what is done, then leave the group and flush the producer."""
-        if self._started and not self._fenced:
+        """Commit what is done, then leave the group and flush the producer. With the broker
+        away nothing is committed or flushed on the way out: the next start re-reads."""
+        broker_away = self._started and self.delivery.outage.down_s > 0
+        if self._started and not self._fenced and not broker_away:
             try:
                 self._publish_final_report()
                 self.delivery.commit_final()
-            except Exception as exc:  # e.g. the broker is down: one line, not a traceback
-                logger.error(
+            except Exception as exc:  # e.g. the broker went down: one line, not a traceback
+                logger.warning(
                     "final commit failed (%s: %s); the uncommitted inputs will be re-read",
                     type(exc).__name__,
                     one_line(str(exc)),
                 )
         if self._consumer is not None:
             self._consumer.close()
-        if self._started:
-            self.delivery.flush()
+        if self._started and not broker_away:
+            try:
+                self.delivery.flush()
+            except DeliveryError as exc:
+                logger.warning("outputs not flushed on the way out: %s", one_line(str(exc)))
         if self._server is not None:
             self._server.close()
         if self._watcher is not None:

@@ -90,6 +90,7 @@ class Delivery:
         self._failures: deque[float] = deque()
         self._dead_producer: FencedError | ProducerFatalError | None = None
         self.outage = OutageClock(settings.broker_outage_limit_s)
+        self._next_probe = 0.0
 
     # -- the sink the publishers write to ---------------------------------------------------
 
@@ -181,11 +182,21 @@ class Delivery:
         """On close: wait for what is not in a transaction."""
 
     def commit_if_due(self) -> None:
-        """Commit when due; a commit that went through ends an outage."""
+        """Commit when due; a commit that went through ends an outage. During an outage with
+        nothing left to commit (the partitions were lost with it), a metadata request a
+        second decides: answered, the outage is over; not, the outage clock runs on."""
         before = self.commits
         self._commit_if_due()
         if self.commits != before:
             self.outage.succeeded()
+        elif self.outage.down_s and not self.pending:
+            now = time.monotonic()
+            if now >= self._next_probe:
+                self._next_probe = now + 1.0
+                if self._consumer_required().reachable(timeout=1.0):
+                    self.outage.succeeded()
+                else:
+                    self.outage.failed("no broker answers")  # raises past the limit
 
     def _commit_if_due(self) -> None:
         raise NotImplementedError

@@ -324,6 +324,14 @@ class BatchConsumer:
     ) -> list[TopicPartition]:
         return self._consumer.committed(partitions, timeout=timeout)
 
+    def reachable(self, timeout: float) -> bool:
+        """Whether a broker answers a metadata request within ``timeout`` seconds."""
+        try:
+            self._consumer.list_topics(timeout=timeout)
+        except KafkaException:
+            return False
+        return True
+
     def lag(self) -> dict[tuple[str, int], int]:
         """Messages between what was fetched and the high watermark, per assigned partition,
         as of the last refresh (at most a second old). Safe to read from another thread."""

@@ -50,7 +50,7 @@ class _Stream(threading.Thread):
     records which events the broker acknowledged."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        super().__init__()
+        super().__init__(daemon=True)  # one whose broker never returns must not hold the exit
         self.bootstrap, self.topic = bootstrap, topic
         self.acknowledged: set[str] = set()
 
@@ -181,3 +181,34 @@ def test_a_broker_killed_during_a_transaction_commit_loses_and_duplicates_nothin
     assert restarted.is_set(), "the fault never fired"
     counts = exactly_once(settings, n)
     assert max(counts.values()) == 1, counts.most_common(3)
+
+
+def test_an_outage_past_the_limit_ends_the_worker_with_one_line(
+    workers: WorkerProcesses, digits_bundle: Path, own_broker: Broker
+) -> None:
+    """The broker never comes back: the worker does not stall silently for ever, it exits
+    non-zero with one line once ``broker_outage_limit_s`` has passed."""
+    suffix = uuid.uuid4().hex[:8]
+    settings = Settings(
+        bootstrap_servers=own_broker.bootstrap_servers,
+        topics=TopicNames(**{name: f"{name}-{suffix}" for name in TopicNames.model_fields}),
+        group_id=f"group-{suffix}",
+        bundle=digits_bundle,
+        kafka={"session.timeout.ms": str(SESSION_TIMEOUT_MS)},
+        commit_interval_ms=200,
+        broker_outage_limit_s=8.0,
+        http={"enabled": False},
+    )
+    ensure_topics(settings, partitions=1)
+    worker = workers.start(settings)
+    workers.wait_for("worker", "assigned", timeout=60)
+    producing = _Stream(own_broker.bootstrap_servers, settings.topics.features)
+    producing.start()
+    workers.wait_for("worker", "drift report", timeout=60)  # it is working
+    own_broker.stop(kill=True)
+    assert worker.wait(timeout=120) == 2
+    log = workers.log()
+    assert "Traceback" not in log
+    own = [line for line in log.splitlines() if " ERROR " in line and "librdkafka" not in line]
+    assert len(own) == 1 and "the broker has been unreachable for" in own[0], own
+    assert "broker_outage_limit_s=8" in own[0]
