@@ -239,6 +239,8 @@ class Worker:
                     type(exc).__name__,
                     one_line(str(exc)),
                 )
+        if broker_away:
+            self.delivery.hold_commits()  # the revoke in the consumer's close, too
         if self._consumer is not None:
             self._consumer.close()
         if self._started and not broker_away:

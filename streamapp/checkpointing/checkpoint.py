@@ -12,6 +12,7 @@ flushes).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -19,7 +20,13 @@ from typing import Any, Protocol
 
 from confluent_kafka import TopicPartition
 
-from streamapp.errors import FencedError, ProducerFatalError, TransactionError
+from streamapp.errors import (
+    BrokerError,
+    FencedError,
+    ProducerFatalError,
+    StreamappError,
+    TransactionError,
+)
 
 __all__ = ["OffsetCheckpoint", "TransactionalCheckpoint"]
 
@@ -305,9 +312,14 @@ class TransactionalCheckpoint:
         except (FencedError, ProducerFatalError):
             raise  # the producer is dead: its transaction is void, and an abort would fail
         except TransactionError as exc:
-            if not exc.abortable:
-                raise
+            if not exc.abortable:  # e.g. send_offsets timed out: the transaction's state is
+                # unknown, and a replay into it would publish twice; a new producer settles it
+                raise ProducerFatalError(f"transaction in an unknown state: {exc}") from exc
             self.abort()
+            raise
+        except BrokerError:  # not authorized: no retry mends it
+            with contextlib.suppress(StreamappError):
+                self.abort()
             raise
         except Exception as exc:  # an injected fault or a bug: never leave the transaction open
             self.abort()

@@ -91,6 +91,7 @@ class Delivery:
         self._dead_producer: FencedError | ProducerFatalError | None = None
         self.outage = OutageClock(settings.broker_outage_limit_s)
         self._next_probe = 0.0
+        self._holding = False  # closing with the broker away: nothing more is committed
 
     # -- the sink the publishers write to ---------------------------------------------------
 
@@ -155,7 +156,8 @@ class Delivery:
         else:
             try:
                 self._discard_open_outputs()
-            except (TransactionError, KafkaException) as failed:  # e.g. the broker is away
+            except (TransactionError, ProducerFatalError, KafkaException) as failed:
+                # e.g. the coordinator is away: a new producer's init aborts them instead
                 logger.warning("could not discard the open outputs (%s): new producer", failed)
                 self._replace_producer()
         self.recovery_required = True
@@ -180,6 +182,15 @@ class Delivery:
 
     def flush(self) -> None:
         """On close: wait for what is not in a transaction."""
+
+    def hold_commits(self) -> None:
+        """Commit nothing more, not even in a revoke on the way out (the broker is away)."""
+        self._holding = True
+
+    def _may_commit_on_revoke(self) -> bool:
+        """Not while a recovery is due: the offsets stored since the last commit stand for
+        outputs that were aborted or lost, and committing them would lose those outputs."""
+        return not (self._holding or self.recovery_required)
 
     def commit_if_due(self) -> None:
         """Commit when due; a commit that went through ends an outage. During an outage with
@@ -224,7 +235,8 @@ class Delivery:
             try:
                 self.producer = self._new_producer()
                 break
-            except (TransactionError, KafkaException) as exc:
+            except (TransactionError, ProducerFatalError, KafkaException) as exc:
+                # ProducerFatalError: an init_transactions that never returned (abandoned)
                 self.outage.failed(f"no new producer yet: {exc}")  # raises past the limit
                 time.sleep(1.0)
         self._use_producer(self.producer)
@@ -275,13 +287,22 @@ class AtLeastOnce(Delivery):
     def on_revoke(self, partitions: list[KafkaPartition]) -> None:
         # commit what is done before the partitions go to another worker; with the broker
         # away that fails, and the next owner re-reads from the last commit (at least once)
-        if self._checkpoint is not None:
-            revoked = [(tp.topic, tp.partition) for tp in partitions]
-            try:
-                self._checkpoint.commit(only=revoked)
-            except (DeliveryError, KafkaException) as exc:
-                logger.warning("commit on revoke failed (%s): the next owner re-reads", exc)
-                self._checkpoint.forget(revoked)
+        if self._checkpoint is None:
+            return
+        revoked = [(tp.topic, tp.partition) for tp in partitions]
+        if not self._may_commit_on_revoke():
+            self._checkpoint.forget(revoked)
+            return
+        try:
+            self._checkpoint.commit(only=revoked)
+        except (DeliveryError, KafkaException) as exc:
+            logger.warning("commit on revoke failed (%s): the next owner re-reads", exc)
+            self._checkpoint.forget(revoked)
+            if isinstance(exc, DeliveryError) and not isinstance(exc, DeliveryTimeoutError):
+                # a lost output, maybe of a partition we keep: re-read those too
+                if isinstance(exc, ProducerFatalError):
+                    self._dead_producer = exc
+                self.recovery_required = True
 
     def on_lost(self, partitions: list[KafkaPartition]) -> None:
         if self._checkpoint is not None:
@@ -414,7 +435,14 @@ class ExactlyOnce(Delivery):
             raise
 
     def on_assign(self, partitions: list[KafkaPartition]) -> list[KafkaPartition] | None:
-        starts, committed = self._start_positions([(tp.topic, tp.partition) for tp in partitions])
+        try:
+            starts, committed = self._start_positions(
+                [(tp.topic, tp.partition) for tp in partitions]
+            )
+        except KafkaException as exc:  # the coordinator is away: raising here escapes
+            logger.warning("start positions unknown (%s): restoring after the rebalance", exc)
+            self.recovery_required = True  # the rewind positions every assigned partition
+            return None
         if self._checkpoint is not None:
             self._checkpoint.assigned(starts, committed)
         self._end_of_replay(partitions)
@@ -429,6 +457,9 @@ class ExactlyOnce(Delivery):
         if self._checkpoint is None:
             return
         revoked = [(tp.topic, tp.partition) for tp in partitions]
+        if not self._may_commit_on_revoke():
+            self._forget(revoked)
+            return
         try:
             self._checkpoint.commit(snapshot=True)
             # the state covers them up to here: if they come back, nothing is replayed
@@ -449,8 +480,6 @@ class ExactlyOnce(Delivery):
             self._checkpoint.abort()
         except (FencedError, ProducerFatalError) as exc:
             self._after_rebalance(exc)
-        except TransactionError as exc:  # the broker is away: a new producer aborts it
-            self._after_rebalance(ProducerFatalError(f"abort failed: {exc}"))
         self.recovery_required = True
         self._forget([(tp.topic, tp.partition) for tp in partitions])
 

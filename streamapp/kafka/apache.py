@@ -59,7 +59,8 @@ logger.server.level = INFO
 
 
 def java_missing() -> str | None:
-    """Why Apache Kafka cannot start here (no Java, or no Maven and no cached jars), or None."""
+    """Why Apache Kafka cannot start here (no Java), or None; whether its jars can be had is
+    :func:`streamapp.kafka.brokers.choose_broker`'s question."""
     if _java() is None:
         return "no java on PATH (nor JAVA_HOME)"
     return None
@@ -204,12 +205,16 @@ class ApacheKafka:
     def start(self) -> ApacheKafka:
         """Start every node that is not running (formatting new ones) and wait until the
         cluster serves: all its brokers registered and answering metadata requests."""
-        if not self._nodes:
-            self._create()
-        for node in self._nodes:
-            if node.process is None:
-                self._launch(node)
-        self._wait_serving()
+        try:
+            if not self._nodes:
+                self._create()
+            for node in self._nodes:
+                if node.process is None:
+                    self._launch(node)
+            self._wait_serving()
+        except BaseException:  # no JVM left behind (they run in sessions of their own)
+            self.close()
+            raise
         logger.info("%s on %s (pids %s)", self.name, self.bootstrap_servers, self.pids)
         return self
 
@@ -382,7 +387,7 @@ class ApacheKafka:
                     raise BrokerError(f"Kafka node {node.node_id} exited: {node.log_tail()}")
             try:
                 brokers = admin.list_topics(timeout=1).brokers
-                if len(brokers) >= len(running):
+                if all(node.node_id in brokers for node in running):
                     return
             except KafkaException:  # not serving yet
                 pass

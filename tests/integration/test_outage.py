@@ -169,7 +169,15 @@ def test_a_broker_killed_during_a_transaction_commit_loses_and_duplicates_nothin
             threading.Timer(8.0, lambda: (own_broker.start(), restarted.set())).start()
 
     worker = Worker(settings, fault_hook=kill_on_the_second_commit)
-    running = threading.Thread(target=worker.run, kwargs={"timeout": 240})
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run(timeout=240)
+        except BaseException as exc:  # the worker must ride through: asserted below
+            failures.append(exc)
+
+    running = threading.Thread(target=run)
     running.start()
     try:
         assert restarted.wait(timeout=120), "the fault never fired"
@@ -178,6 +186,7 @@ def test_a_broker_killed_during_a_transaction_commit_loses_and_duplicates_nothin
         worker.stop()
         running.join()
         worker.close()
+    assert failures == [], "the worker's loop ended with an error"
     assert restarted.is_set(), "the fault never fired"
     counts = exactly_once(settings, n)
     assert max(counts.values()) == 1, counts.most_common(3)

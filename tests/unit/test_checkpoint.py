@@ -170,12 +170,15 @@ def test_a_failed_commit_aborts_reopens_and_keeps_the_offsets_uncommitted(parts)
     assert cp.aborts == 1 and cp.committed == {} and cp.commits == 0
 
 
-def test_a_fatal_commit_error_is_not_aborted(parts) -> None:
+def test_a_commit_error_that_cannot_be_aborted_fails_the_producer(parts) -> None:
+    """Not abortable: the transaction's state is unknown. Restoring and replaying into it
+    would publish twice (the open transaction still holds the outputs), so the producer is
+    reported failed for good and replaced (its successor's init settles the transaction)."""
     producer, _, _ = parts
     cp = checkpoint(parts)
     cp.store({("features", 0): 7})
     producer.fail_commit = TransactionError("fenced", abortable=False)
-    with pytest.raises(TransactionError):
+    with pytest.raises(ProducerFatalError, match="unknown state"):
         cp.commit()
     assert "abort" not in producer.log
 

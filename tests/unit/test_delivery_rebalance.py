@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from streamapp.checkpointing.delivery import ExactlyOnce
-from streamapp.errors import FencedError, ProducerFatalError
+from streamapp.errors import DeliveryError, FencedError, ProducerFatalError
 from streamapp.settings import Settings
 
 
@@ -61,3 +61,48 @@ def test_a_producer_dead_in_a_rebalance_is_replaced_before_the_recovery(
     assert replaced == [True] and not delivery.recovery_required
     delivery.recover()  # once
     assert replaced == [True]
+
+
+class RecordingCheckpoint(DeadCheckpoint):
+    """A checkpoint that records commits and forgets; its abort fails like a coordinator
+    that went away (so the open outputs cannot be discarded by an abort)."""
+
+    def __init__(self) -> None:
+        super().__init__(ProducerFatalError("abort_transaction failed: timed out"))
+        self.log: list[str] = []
+
+    def commit(self, snapshot: bool = False) -> None:
+        self.log.append("commit")
+
+    def forget(self, partitions: Any) -> None:
+        self.log.append(f"forget {sorted(partitions)}")
+
+
+@pytest.mark.parametrize("hold", ["recovery due", "closing without a broker"])
+def test_a_revoke_commits_nothing_while_a_recovery_is_due_or_on_a_brokerless_close(
+    hold: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The offsets stored since the last commit stand for outputs that were aborted or lost:
+    a revoke that committed them (it used to) would lose those outputs for good."""
+    delivery = delivery_over(ProducerFatalError("unused"), monkeypatch)
+    checkpoint = RecordingCheckpoint()
+    delivery._checkpoint = checkpoint  # type: ignore[assignment]
+    if hold == "recovery due":
+        delivery.recovery_required = True
+    else:
+        delivery.hold_commits()
+    delivery.on_revoke([TopicPartition("features", 0)])
+    assert checkpoint.log == ["forget [('features', 0)]"]
+
+
+def test_open_outputs_that_cannot_be_aborted_get_a_new_producer_not_an_exit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In an outage the abort after a lost output times out too: that used to escape the
+    loop (exit 2) instead of replacing the producer, whose init aborts the transaction."""
+    delivery = delivery_over(ProducerFatalError("unused"), monkeypatch)
+    delivery._checkpoint = RecordingCheckpoint()  # type: ignore[assignment]
+    replaced: list[bool] = []
+    monkeypatch.setattr(delivery, "_replace_producer", lambda: replaced.append(True))
+    delivery.outputs_failed(DeliveryError("delivery to predictions failed: timed out"))
+    assert replaced == [True] and delivery.recovery_required
