@@ -17,14 +17,14 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
 
 from streamapp.kafka import ensure_topics
-from streamapp.kafka.brokers import Broker, BrokerChoice, choose_broker, start_broker
+from streamapp.kafka.brokers import EXTERNAL_ENV, Broker, BrokerChoice, choose_broker, start_broker
 from streamapp.model.training import train_source_bundle
 from streamapp.scenarios import get_scenario
 from streamapp.schemas import load_schema
 from streamapp.settings import Settings, TopicNames
 from streamapp.worker import Worker
 
-EXTERNAL_BROKER_ENV = "STREAMAPP_TEST_BOOTSTRAP"
+EXTERNAL_BROKER_ENV = EXTERNAL_ENV
 
 
 @pytest.fixture(scope="session")

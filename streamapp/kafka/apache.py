@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -59,11 +60,29 @@ logger.server.level = INFO
 
 
 def java_missing() -> str | None:
-    """Why Apache Kafka cannot start here (no Java), or None; whether its jars can be had is
-    :func:`streamapp.kafka.brokers.choose_broker`'s question."""
-    if _java() is None:
+    """Why Apache Kafka cannot start here (no Java 17+), or None; whether its jars can be had
+    is :func:`streamapp.kafka.brokers.choose_broker`'s question."""
+    java = _java()
+    if java is None:
         return "no java on PATH (nor JAVA_HOME)"
+    done = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    version = _java_major(done.stderr + done.stdout)
+    if version is None or version < 17:
+        return f"Apache Kafka {KAFKA_VERSION} needs Java 17+, {java} is {version or 'unknown'}"
     return None
+
+
+def _java_major(banner: str) -> int | None:
+    """The major version in ``java -version``'s banner.
+
+    >>> _java_major('openjdk version "17.0.15" 2025-04-15'), _java_major('java version "1.8.0_1"')
+    (17, 8)
+    """
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', banner)
+    if match is None:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
 
 
 def _java() -> str | None:
@@ -408,14 +427,16 @@ def _main(argv: Sequence[str] | None = None) -> int:
     """
     import argparse
 
-    from streamapp.kafka.brokers import choose_broker
+    from streamapp.kafka.brokers import EXTERNAL_ENV, choose_broker
 
     parser = argparse.ArgumentParser(prog="python -m streamapp.kafka.apache")
     parser.add_argument("command", choices=["check", "fetch", "serve"])
     parser.add_argument("--nodes", type=int, default=1, help="serve: the number of nodes")
     args = parser.parse_args(argv)
     try:
-        if args.command == "check":
+        if args.command == "check" and os.environ.get(EXTERNAL_ENV):
+            print(f"tests run on the cluster at {os.environ[EXTERNAL_ENV]} ({EXTERNAL_ENV})")
+        elif args.command == "check":
             choice = choose_broker()
             if choice.kind == "kafka":
                 resolve_runtime()

@@ -26,6 +26,7 @@ from streamapp.kafka.local_broker import LocalBroker
 from streamapp.settings import Settings
 
 __all__ = [
+    "EXTERNAL_ENV",
     "Broker",
     "BrokerChoice",
     "BrokerKind",
@@ -38,6 +39,16 @@ logger = logging.getLogger(__name__)
 
 BrokerKind = Literal["kafka", "noida"]
 BROKER_ENV = "STREAMAPP_TEST_BROKER"
+EXTERNAL_ENV = "STREAMAPP_TEST_BOOTSTRAP"  # the tests' own cluster, started by the user
+
+
+def under_ci(env: Mapping[str, str]) -> bool:
+    """``CI`` set to anything but an explicit no.
+
+    >>> under_ci({"CI": "true"}), under_ci({"CI": "false"}), under_ci({})
+    (True, False, False)
+    """
+    return env.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 class Broker(Protocol):
@@ -75,7 +86,7 @@ def choose_broker(env: Mapping[str, str] | None = None) -> BrokerChoice:
         missing = "no mvn on PATH to resolve the Apache Kafka jars"
     if missing is None:
         return BrokerChoice("kafka", f"tests run on Apache Kafka {KAFKA_VERSION}")
-    if asked or env.get("CI"):
+    if asked or under_ci(env):
         raise BrokerError(f"Apache Kafka {KAFKA_VERSION} cannot run here: {missing}")
     return BrokerChoice("noida", f"{missing}: tests run on noida-db instead of Apache Kafka")
 

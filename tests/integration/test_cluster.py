@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streamapp.kafka import ensure_topics
@@ -53,6 +54,29 @@ def leader(cluster: ApacheKafka, topic: str, partition: int = 0) -> int:
     return int(admin.list_topics(topic, timeout=10).topics[topic].partitions[partition].leader)
 
 
+def committed_total(settings: Settings) -> int:
+    """The worker group's committed input offsets, summed (0 while it has none)."""
+    consumer = Consumer(
+        {"bootstrap.servers": settings.bootstrap_servers, "group.id": settings.group_id}
+    )
+    try:
+        partitions = [TopicPartition(settings.topics.features, p) for p in (0, 1)]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(partitions, timeout=10))
+    except KafkaException:  # a coordinator moving: no progress seen this time
+        return 0
+    finally:
+        consumer.close()
+
+
+def wait_for_progress(settings: Settings, since: int) -> int:
+    """Until the worker commits past ``since`` (it serves after the last fault)."""
+    deadline = time.monotonic() + 90
+    while (now := committed_total(settings)) <= since:
+        assert time.monotonic() < deadline, "the worker made no progress"
+        time.sleep(0.2)
+    return now
+
+
 def kill_and_restart(cluster: ApacheKafka, find: Callable[[], int], down_s: float = 4.0) -> int:
     node = find()
     cluster.stop_node(node, kill=True)
@@ -84,16 +108,15 @@ def test_leader_and_coordinator_loss_loses_and_duplicates_nothing_same_learning_
     worker = workers.start(settings)
     workers.wait_for("worker", "assigned", timeout=90)
     killed = []
+    progress = 0
     try:
-        time.sleep(3.0)
-        killed.append(kill_and_restart(cluster, lambda: leader(cluster, settings.topics.features)))
-        time.sleep(2.0)
-        killed.append(
-            kill_and_restart(cluster, lambda: leader(cluster, settings.topics.predictions))
-        )
-        time.sleep(2.0)
-        # one __transaction_state partition: its leader is every transaction's coordinator
-        killed.append(kill_and_restart(cluster, lambda: leader(cluster, "__transaction_state")))
+        for topic in (
+            settings.topics.features,
+            settings.topics.predictions,
+            "__transaction_state",  # one partition: its leader coordinates every transaction
+        ):
+            progress = wait_for_progress(settings, progress)
+            killed.append(kill_and_restart(cluster, lambda topic=topic: leader(cluster, topic)))
     finally:
         producing.join(timeout=120)
     assert not producing.is_alive(), "the test producer did not finish"
