@@ -273,6 +273,7 @@ class Settings(BaseSettings):
     )
     kafka: dict[str, str] = Field(
         default_factory=dict,
+        repr=False,  # it carries secrets (sasl.password, ssl.key.password): never printed
         description="librdkafka properties for every client, e.g. security.protocol, sasl.*; "
         "consumer-only and producer-only keys go only to those clients (CLI: -X key=value)",
     )

@@ -89,3 +89,10 @@ def test_passthrough_reaches_only_the_clients_that_understand_it() -> None:
     assert consumer["session.timeout.ms"] == "6000" and "linger.ms" not in consumer
     assert producer["linger.ms"] == "20" and "session.timeout.ms" not in producer
     assert consumer["security.protocol"] == producer["security.protocol"] == "SSL"
+
+
+def test_client_secrets_never_appear_in_the_settings_repr() -> None:
+    settings = Settings(
+        bootstrap_servers="b:9093", kafka={"sasl.password": "s3cret-pw", "ssl.key.password": "k"}
+    )
+    assert "s3cret-pw" not in repr(settings) and "s3cret-pw" not in str(settings)
