@@ -5,6 +5,7 @@ __all__ = [
     "BundleError",
     "CommitPostponedError",
     "ConfigError",
+    "ConsumerFencedError",
     "DataError",
     "DeliveryError",
     "DeliveryTimeoutError",
@@ -64,3 +65,8 @@ class TransactionError(StreamappError):
 
 class FencedError(StreamappError):
     """Another instance with this transactional.id took over; this one must stop."""
+
+
+class ConsumerFencedError(FencedError):
+    """The broker fenced this static group member (its ``group.instance.id``): a newer
+    instance, or the member itself rejoining after a coordinator failover."""

@@ -13,7 +13,7 @@ from streamapp.batching import BatchPolicy
 from streamapp.checkpointing.delivery import AtLeastOnce, ExactlyOnce, make_delivery
 from streamapp.codec import one_line
 from streamapp.engine import Engine
-from streamapp.errors import DeliveryError, FencedError
+from streamapp.errors import ConsumerFencedError, DeliveryError, FencedError
 from streamapp.events import Outputs
 from streamapp.hotswap import ModelWatcher
 from streamapp.kafka.access import check_access
@@ -119,16 +119,7 @@ class Worker:
         self._check_copartitioning()
         self.delivery.start()  # exactly-once: restores the last snapshot into the engine
         self._publisher = self._make_publisher()
-        self._consumer = BatchConsumer(
-            consumer_config(s),
-            s.topics.inputs(),
-            on_assign=self.delivery.on_assign,
-            on_revoke=self.delivery.on_revoke,
-            on_lost=self.delivery.on_lost,
-            max_idle_s=s.batch.align_max_idle_ms / 1000.0,
-            # a partition this far ahead of the others is paused; each pause costs a refetch
-            max_buffered=10 * s.batch.max_size,
-        )
+        self._consumer = self._new_consumer()
         self.delivery.attach(self._consumer)
         self._started = True
         if s.role == "scorer":
@@ -151,6 +142,34 @@ class Worker:
             s.processing_guarantee,
         )
 
+    def _new_consumer(self) -> BatchConsumer:
+        s = self.settings
+        return BatchConsumer(
+            consumer_config(s),
+            s.topics.inputs(),
+            on_assign=self.delivery.on_assign,
+            on_revoke=self.delivery.on_revoke,
+            on_lost=self.delivery.on_lost,
+            max_idle_s=s.batch.align_max_idle_ms / 1000.0,
+            # a partition this far ahead of the others is paused; each pause costs a refetch
+            max_buffered=10 * s.batch.max_size,
+        )
+
+    def _rejoin(self, fenced: ConsumerFencedError) -> None:
+        """A static member fenced by itself (librdkafka rejoining after a coordinator
+        failover) goes on with a new consumer of the same ``group.instance.id``; fenced by a
+        newer instance (its producer fenced too), it stops."""
+        if not self.delivery.still_owner(fenced):
+            raise fenced
+        old = self._consumer
+        self._consumer = self._new_consumer()
+        self.delivery.use_consumer(self._consumer)  # a recovery is due: revokes commit nothing
+        if old is not None:
+            try:
+                old.close(join_timeout_s=0)
+            except Exception as exc:  # a fatal consumer may refuse even that
+                logger.debug("closing the fenced consumer: %s", exc)
+
     def stop(self) -> None:
         """Ask the loop to finish its batch and shut down gracefully."""
         self._running = False
@@ -171,6 +190,8 @@ class Worker:
                         self._step()
                     except DeliveryError as exc:
                         self.delivery.outputs_failed(exc)
+                    except ConsumerFencedError as exc:
+                        self._rejoin(exc)
                 self.delivery.commit_final()
         except FencedError:
             self._fenced = True  # another instance owns our transactional.id now: write nothing

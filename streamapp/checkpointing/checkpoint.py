@@ -96,6 +96,10 @@ class OffsetCheckpoint:
             if offset > self._pending.get(tp, -1):
                 self._pending[tp] = offset
 
+    def use_consumer(self, consumer: _Committer) -> None:
+        """Commit through ``consumer`` from now on (the last one was replaced)."""
+        self._consumer = consumer
+
     def use_producer(self, producer: _Flusher) -> None:
         """Flush ``producer`` from now on (the last one failed; its stored offsets were
         forgotten by the rewind that follows)."""
@@ -264,6 +268,10 @@ class TransactionalCheckpoint:
         drift report, without any): the next commit is due for them."""
         self._dirty = True
         self._snapshot_current = False
+
+    def use_consumer(self, consumer: _GroupMember) -> None:
+        """Send offsets with ``consumer``'s group metadata from now on (it was replaced)."""
+        self._consumer = consumer
 
     def use_producer(self, producer: _TransactionalProducer) -> None:
         """Write through ``producer`` from now on (initialized; the last one failed, so its

@@ -36,6 +36,7 @@ from streamapp.codec import Message
 from streamapp.drift.monitor import DriftCursor
 from streamapp.errors import (
     BrokerError,
+    ConsumerFencedError,
     DeliveryError,
     DeliveryTimeoutError,
     FencedError,
@@ -122,6 +123,20 @@ class Delivery:
 
     def attach(self, consumer: BatchConsumer) -> None:
         self._consumer = consumer
+
+    def use_consumer(self, consumer: BatchConsumer) -> None:
+        """Go on with ``consumer`` in place of a fenced one: everything since the last commit
+        is read again once it has partitions."""
+        self._consumer = consumer
+        if self._checkpoint is not None:
+            self._checkpoint.use_consumer(consumer)
+            self._checkpoint.forget(list(self._checkpoint.pending))
+        self.recovery_required = True
+
+    def still_owner(self, fenced: ConsumerFencedError) -> bool:
+        """Whether this instance still owns its identity after its consumer was fenced:
+        at least once cannot tell (a newer instance took over: stop)."""
+        return False
 
     def on_assign(self, partitions: list[KafkaPartition]) -> list[KafkaPartition] | None:
         return None  # the committed offsets
@@ -482,6 +497,20 @@ class ExactlyOnce(Delivery):
             self._after_rebalance(exc)
         self.recovery_required = True
         self._forget([(tp.topic, tp.partition) for tp in partitions])
+
+    def still_owner(self, fenced: ConsumerFencedError) -> bool:
+        """A newer instance inits its producer (fencing ours) before its consumer joins, so a
+        consumer fenced while the producer still is not was fenced by itself: librdkafka
+        rejoining after a coordinator failover (cf. KAFKA-20985). Aborting the open
+        transaction asks the broker; the replay redoes what it held."""
+        try:
+            self._required().abort()
+        except FencedError:
+            return False
+        except ProducerFatalError as exc:  # replaced before the recovery
+            self._dead_producer = exc
+        logger.warning("consumer fenced (%s), producer not: a self-fence, rejoining", fenced)
+        return True
 
     def _after_rebalance(self, exc: FencedError | ProducerFatalError) -> None:
         """A dead producer met in a rebalance callback: raising there would escape

@@ -11,7 +11,12 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streamapp.batching import BatchPolicy
-from streamapp.errors import BrokerError, CommitPostponedError, FencedError, StreamappError
+from streamapp.errors import (
+    BrokerError,
+    CommitPostponedError,
+    ConsumerFencedError,
+    StreamappError,
+)
 from streamapp.events import position_of
 from streamapp.kafka.access import authorization_error
 from streamapp.ops.logs import at
@@ -399,7 +404,7 @@ def _fatal(err: KafkaError) -> StreamappError:
     error is a static member fenced by a newer one with its ``group.instance.id``: another
     instance of this worker took over, so this one stops as a fenced producer does."""
     if "fenced" in err.str().lower():
-        return FencedError(f"consumer fenced by a newer instance: {err.str()}")
+        return ConsumerFencedError(f"consumer fenced by a newer instance: {err.str()}")
     return BrokerError(f"fatal consumer error: {err}")
 
 

@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from streamapp.checkpointing.delivery import ExactlyOnce
-from streamapp.errors import DeliveryError, FencedError, ProducerFatalError
+from streamapp.errors import ConsumerFencedError, DeliveryError, FencedError, ProducerFatalError
 from streamapp.settings import Settings
 
 
@@ -106,3 +106,22 @@ def test_open_outputs_that_cannot_be_aborted_get_a_new_producer_not_an_exit(
     monkeypatch.setattr(delivery, "_replace_producer", lambda: replaced.append(True))
     delivery.outputs_failed(DeliveryError("delivery to predictions failed: timed out"))
     assert replaced == [True] and delivery.recovery_required
+
+
+def test_a_consumer_fenced_while_its_producer_is_not_was_fenced_by_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """librdkafka can fence a lone static member against itself when it rejoins after a
+    coordinator failover (it ended the worker in the three-broker test). A newer instance
+    inits its producer before its consumer joins, so the producer tells the two apart."""
+    fenced = ConsumerFencedError("consumer fenced by a newer instance")
+    newer = delivery_over(FencedError("producer fenced during abort_transaction"), monkeypatch)
+    assert newer.still_owner(fenced) is False
+    itself = delivery_over(ProducerFatalError("unused"), monkeypatch)
+    itself._checkpoint = RecordingCheckpoint()  # type: ignore[assignment]  # abort: dead producer
+    assert itself.still_owner(fenced) is True
+    replaced: list[bool] = []
+    monkeypatch.setattr(itself, "_replace_producer", lambda: replaced.append(True))
+    itself.recovery_required = True
+    itself.recover()
+    assert replaced == [True]
