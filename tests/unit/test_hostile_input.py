@@ -14,7 +14,7 @@ import pytest
 from streamapp.codec import Codec, dead_letter_key
 from streamapp.events import DeadLetter, Reason
 from tests.conftest import assert_valid
-from tests.unit.test_codec import FakeMessage
+from tests.fakes import FakeMessage
 
 PRODUCER_LIMIT = 1_000_000  # librdkafka's default message.max.bytes
 YEAR_3000 = 32_503_680_000.0
@@ -167,7 +167,7 @@ def _codec(n_features: int) -> Codec:
 
 def _messages(inputs: list[Hostile]) -> list[FakeMessage]:
     return [
-        FakeMessage(h.kind, h.value, offset=i, key=h.key, timestamp_ms=1_700_000_000_000)
+        FakeMessage(h.kind, value=h.value, offset=i, key=h.key, timestamp_ms=1_700_000_000_000)
         for i, h in enumerate(inputs)
     ]
 
