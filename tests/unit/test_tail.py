@@ -11,6 +11,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamapp.kafka import tail as tail_module
 from streamapp.kafka.tail import PartitionTail
+from tests.conftest import wait_until
 from tests.fakes import FakeMessage
 
 
@@ -90,8 +91,8 @@ def test_a_tail_outlives_an_unreachable_broker_and_reads_each_record_once(tail: 
     kafka.written = 3
     assert _read(t, 3) == [0, 1, 2]  # after two failed looks
     assert kafka.queries > FlakyConsumer.down
-    assignments = kafka.assignments
-    time.sleep(0.1)  # ~10 looks at an end that did not move
+    assignments, queries = kafka.assignments, kafka.queries
+    wait_until(lambda: kafka.queries >= queries + 10, "10 looks at an end that did not move", 5)
     assert kafka.assignments == assignments and t.poll() == []
     kafka.written = 5
     assert _read(t, 2) == [3, 4]
