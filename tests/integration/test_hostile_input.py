@@ -15,7 +15,7 @@ from streamapp.assembly import build_codec
 from streamapp.settings import Settings
 from streamapp.worker import Worker
 from tests.conftest import assert_valid, read_topic
-from tests.unit.test_codec import FakeMessage
+from tests.fakes import FakeMessage
 from tests.unit.test_hostile_input import Hostile, corpus, random_inputs
 
 pytestmark = pytest.mark.integration
@@ -87,7 +87,7 @@ def test_hostile_and_random_inputs_never_stop_the_worker(
     expected_ids = []
     for (topic, offset), h in at.items():
         if topic == topics.features and (topic, offset) not in dead_at:
-            message = FakeMessage(topic, h.value, offset=offset, key=h.key)
+            message = FakeMessage(topic, value=h.value, offset=offset, key=h.key)
             [event_id] = codec.decode_batch([message]).features.ids
             expected_ids.append(event_id)
     assert Counter(expected_ids) == predicted

@@ -70,7 +70,7 @@ def test_promote_swaps_between_batches_refuses_a_corrupt_bundle_and_rolls_back(
     thread.start()
 
     def watcher_refusals() -> int:
-        return worker._watcher.refusals if worker._watcher else 0
+        return int(worker.event_counts().get("model_refusals", 0))  # what /metrics reads
 
     steps: list[tuple[tuple[str, ...], Callable[[], bool]]] = [
         (("promote", "digits-shift", "2"), lambda: worker.bundle.version == "2"),

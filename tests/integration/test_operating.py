@@ -18,7 +18,7 @@ from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
 from streamapp.settings import Settings
 from streamapp.worker import Worker
-from tests.conftest import produce_raw
+from tests.conftest import produce_raw, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -64,9 +64,7 @@ def test_metrics_and_health_endpoints_describe_a_running_worker(
     thread = threading.Thread(target=worker.run, kwargs={"timeout": 90})
     thread.start()
     try:
-        deadline = time.monotonic() + 90
-        while worker.pipeline.ledger.counts.joined < n and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: worker.pipeline.ledger.counts.joined >= n, "every label joined", 90)
         assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
         status, body = get(f"http://127.0.0.1:{port}/readyz")
         assert status == 200, body

@@ -24,7 +24,7 @@ from streamapp.kafka.brokers import Broker
 from streamapp.kafka.config import LIBRDKAFKA_REPEAT_S
 from streamapp.kafka.local_broker import free_port
 from streamapp.settings import Settings
-from tests.conftest import settings_env
+from tests.conftest import settings_env, wait_until
 
 READYZ_BOUND_S = 1.0  # Kubernetes' default probe timeout; the answer takes milliseconds
 
@@ -46,9 +46,7 @@ def test_the_probe_answers_from_its_state_and_logs_only_through_the_logger(
     settings = Settings(bootstrap_servers=f"127.0.0.1:{free_port()}")  # nothing listens
     probe = BrokerProbe(settings, interval_s=0.2, timeout_s=0.5)
     try:
-        deadline = time.monotonic() + 5
-        while probe.refreshes < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: probe.refreshes >= 3, "three refreshes of the probe", 5)
         began = time.perf_counter()
         assert probe.reachable() is False
         assert time.perf_counter() - began < 0.05  # no request on the caller's thread

@@ -10,7 +10,6 @@ already scored them.
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -20,7 +19,7 @@ from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
 from streamapp.settings import Settings
 from streamapp.worker import Worker
-from tests.conftest import read_topic, second_has_not_joined, wait_until
+from tests.conftest import read_topic, second_has_not_joined, wait_caught_up, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -42,12 +41,12 @@ def test_a_second_worker_joining_takes_over_partitions_and_nothing_is_lost(
     threads[0].start()
     wait_until(lambda: first.pipeline.stats.events_scored >= 500, "first did no work")
     threads[1].start()
-    deadline = time.monotonic() + 45
-    while time.monotonic() < deadline:
-        if first.pipeline.stats.events_scored + second.pipeline.stats.events_scored >= n:
-            break
-        time.sleep(0.1)
-    time.sleep(2)  # let a redone tail finish too
+    wait_until(
+        lambda: first.pipeline.stats.events_scored + second.pipeline.stats.events_scored >= n,
+        "every event scored",
+        45,
+    )
+    wait_caught_up(settings, timeout=30)  # a redone tail is finished (and committed) too
     for worker, thread in zip((first, second), threads, strict=True):
         worker.stop()
         thread.join()

@@ -3,14 +3,7 @@ from __future__ import annotations
 import pytest
 
 from streamapp.batching import BatchPolicy
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import FakeClock
 
 
 def test_batch_closes_at_max_size_without_waiting() -> None:
@@ -20,7 +13,7 @@ def test_batch_closes_at_max_size_without_waiting() -> None:
         calls.append((n, timeout))
         return list(range(n))
 
-    assert len(BatchPolicy(max_size=5, max_wait_s=1.0).collect(poll, clock=Clock())) == 5
+    assert len(BatchPolicy(max_size=5, max_wait_s=1.0).collect(poll, clock=FakeClock())) == 5
     assert calls == [(5, 0.1)]
 
 
@@ -31,7 +24,7 @@ def test_an_idle_loop_waits_idle_wait_for_the_first_message() -> None:
         timeouts.append(timeout)
         return []
 
-    assert BatchPolicy(max_size=10, idle_wait_s=0.25).collect(poll, clock=Clock()) == []
+    assert BatchPolicy(max_size=10, idle_wait_s=0.25).collect(poll, clock=FakeClock()) == []
     assert timeouts == [0.25]
 
 
@@ -43,7 +36,7 @@ def test_without_max_wait_a_batch_is_what_has_arrived() -> None:
         timeouts.append(timeout)
         return chunks.pop(0)
 
-    assert BatchPolicy(max_size=100).collect(poll, clock=Clock()) == [1]
+    assert BatchPolicy(max_size=100).collect(poll, clock=FakeClock()) == [1]
     assert timeouts == [0.1, 0.0]
 
 
@@ -55,11 +48,11 @@ def test_under_load_batches_grow_to_max_size() -> None:
         return got
 
     policy = BatchPolicy(max_size=300)
-    assert [len(policy.collect(poll, clock=Clock())) for _ in range(4)] == [300, 300, 300, 100]
+    assert [len(policy.collect(poll, clock=FakeClock())) for _ in range(4)] == [300, 300, 300, 100]
 
 
 def test_an_open_batch_waits_at_most_max_wait() -> None:
-    clock, timeouts = Clock(), []
+    clock, timeouts = FakeClock(), []
 
     def poll(n: int, timeout: float) -> list[int]:
         timeouts.append(timeout)

@@ -9,6 +9,7 @@ import pytest
 
 from streamapp.checkpointing.checkpoint import TransactionalCheckpoint
 from streamapp.errors import FencedError, ProducerFatalError, TransactionError
+from tests.fakes import FakeClock
 
 
 class FakeProducer:
@@ -50,20 +51,12 @@ class FakeStore:
         producer.log.append(("cursor", cursor))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def parts() -> tuple[FakeProducer, FakeStore, Clock]:
-    return FakeProducer(), FakeStore(), Clock()
+def parts() -> tuple[FakeProducer, FakeStore, FakeClock]:
+    return FakeProducer(), FakeStore(), FakeClock()
 
 
-def checkpoint(parts: tuple[FakeProducer, FakeStore, Clock], **kwargs: Any) -> Any:
+def checkpoint(parts: tuple[FakeProducer, FakeStore, FakeClock], **kwargs: Any) -> Any:
     producer, store, clock = parts
     state = iter(range(1000))
     return TransactionalCheckpoint(
@@ -205,7 +198,7 @@ def test_a_dead_producer_s_commit_failure_reaches_the_worker_unaborted(failure) 
     # a zombie whose commit met its successor's fencing must stop as fenced, not be told
     # that its abort conflicted and go on as if it still owned the transactional.id
     producer = DeadProducer()
-    cp = checkpoint((producer, FakeStore(), Clock()))
+    cp = checkpoint((producer, FakeStore(), FakeClock()))
     cp.store({("features", 0): 7})
     producer.fail_commit = failure
     with pytest.raises(type(failure)):
@@ -223,7 +216,7 @@ def test_a_commit_still_in_doubt_after_every_attempt_reports_a_dead_producer() -
             raise TransactionError("timed out", abortable=False, retriable=True)
 
     producer = NeverAnswers()
-    cp = checkpoint((producer, FakeStore(), Clock()))
+    cp = checkpoint((producer, FakeStore(), FakeClock()))
     cp.store({("features", 0): 7})
     with pytest.raises(ProducerFatalError, match="in doubt"):
         cp.commit()
@@ -308,7 +301,7 @@ class FakeOutputs:
 def test_a_due_commit_waits_for_its_outputs_without_blocking_then_flushes() -> None:
     from streamapp.checkpointing.checkpoint import DEFER_INTERVALS, OffsetCheckpoint
 
-    outputs, clock = FakeOutputs(), Clock()
+    outputs, clock = FakeOutputs(), FakeClock()
     checkpoint = OffsetCheckpoint(outputs, outputs, interval_s=1.0, clock=clock)
     checkpoint.store({("features", 0): 10})
     outputs.waiting = 5

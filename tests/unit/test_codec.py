@@ -21,40 +21,7 @@ from streamapp.publish import Publisher
 from streamapp.scenarios.bad import bad_messages
 from streamapp.settings import TopicNames
 from tests.conftest import assert_valid
-
-
-class FakeMessage:
-    """The parts of confluent_kafka.Message the codec reads."""
-
-    def __init__(
-        self,
-        topic: str,
-        value: bytes | None,
-        offset: int = 0,
-        key: bytes | None = b"k",
-        partition: int = 0,
-        timestamp_ms: int = 1_700_000_000_000,
-    ) -> None:
-        self._topic, self._value, self._offset, self._key = topic, value, offset, key
-        self._partition, self._ts = partition, timestamp_ms
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._ts)
+from tests.fakes import DEFAULT_TIMESTAMP_MS, FakeMessage
 
 
 @pytest.fixture
@@ -71,8 +38,8 @@ def feature(event_id: str, features: object, ts: float | None = None) -> bytes:
 
 def test_list_and_named_features_decode_to_one_matrix(codec: Codec) -> None:
     messages = [
-        FakeMessage("features", feature("e1", [1, 2, 3], ts=5.0), offset=7),
-        FakeMessage("features", feature("e2", {"c": 3, "a": 1, "b": 2}), offset=8),
+        FakeMessage("features", value=feature("e1", [1, 2, 3], ts=5.0), offset=7),
+        FakeMessage("features", value=feature("e2", {"c": 3, "a": 1, "b": 2}), offset=8),
     ]
     batch = codec.decode_batch(messages)
     assert batch.features.ids == ["e1", "e2"]
@@ -90,9 +57,11 @@ def test_integer_event_ids_are_refused_on_both_topics(codec: Codec, event_id: in
         [
             # json, not orjson: orjson cannot write an integer beyond 64 bits
             FakeMessage(
-                "features", json.dumps({"event_id": event_id, "features": [1, 2, 3]}).encode()
+                "features", value=json.dumps({"event_id": event_id, "features": [1, 2, 3]}).encode()
             ),
-            FakeMessage("feedback", json.dumps({"event_id": event_id, "label": "1"}).encode()),
+            FakeMessage(
+                "feedback", value=json.dumps({"event_id": event_id, "label": "1"}).encode()
+            ),
         ]
     )
     assert not batch.features.ids and not batch.feedback
@@ -102,8 +71,8 @@ def test_integer_event_ids_are_refused_on_both_topics(codec: Codec, event_id: in
 def test_feedback_labels_match_classes_by_string(codec: Codec) -> None:
     batch = codec.decode_batch(
         [
-            FakeMessage("feedback", orjson.dumps({"event_id": "e1", "label": 1, "ts": 9.0})),
-            FakeMessage("feedback", orjson.dumps({"event_id": "e2", "label": "0"})),
+            FakeMessage("feedback", value=orjson.dumps({"event_id": "e1", "label": 1, "ts": 9.0})),
+            FakeMessage("feedback", value=orjson.dumps({"event_id": "e2", "label": "0"})),
         ]
     )
     assert [(f.event_id, f.label, f.ts) for f in batch.feedback] == [
@@ -134,9 +103,9 @@ def test_each_bad_input_becomes_a_dead_letter_with_its_reason(
     codec: Codec, topic: str, value: bytes | None, reason: Reason
 ) -> None:
     messages = [
-        FakeMessage("features", feature("ok1", [1, 2, 3]), offset=1),
-        FakeMessage(topic, value, offset=2, partition=3),
-        FakeMessage("features", feature("ok2", [1, 2, 3]), offset=3),
+        FakeMessage("features", value=feature("ok1", [1, 2, 3]), offset=1),
+        FakeMessage(topic, value=value, offset=2, partition=3),
+        FakeMessage("features", value=feature("ok2", [1, 2, 3]), offset=3),
     ]
     batch = codec.decode_batch(messages)
     assert batch.features.ids == ["ok1", "ok2"]  # the loop goes on around it
@@ -152,14 +121,15 @@ def test_each_bad_input_becomes_a_dead_letter_with_its_reason(
 def test_the_shared_bad_message_set_covers_its_declared_reasons() -> None:
     codec = Codec([f"f{i}" for i in range(4)], ["0", "1"], max_payload_bytes=100_000)
     msgs = [
-        FakeMessage(kind, value, offset=i) for i, (kind, _, value, _) in enumerate(bad_messages(4))
+        FakeMessage(kind, value=value, offset=i)
+        for i, (kind, _, value, _) in enumerate(bad_messages(4))
     ]
     batch = codec.decode_batch(msgs)
     assert [d.reason.value for d in batch.dead_letters] == [r for *_, r in bad_messages(4)]
 
 
 def test_dead_letter_record_is_schema_valid_and_base64_when_binary(codec: Codec) -> None:
-    batch = codec.decode_batch([FakeMessage("features", b"\xff\x00binary", offset=5)])
+    batch = codec.decode_batch([FakeMessage("features", value=b"\xff\x00binary", offset=5)])
     record = orjson.loads(encode_dead_letter(batch.dead_letters[0], now=1.0))
     assert_valid("dead-letter", record)
     assert record["payload_encoding"] == "base64"
@@ -256,7 +226,7 @@ def test_the_fast_path_accepts_only_what_the_schema_accepts(codec: Codec, doc: d
     except Exception:
         valid = False
     assert not fast or valid
-    batch = codec.decode_batch([FakeMessage("features", orjson.dumps(doc))])
+    batch = codec.decode_batch([FakeMessage("features", value=orjson.dumps(doc))])
     assert len(batch.features) + len(batch.dead_letters) == 1
     if not valid:
         assert batch.dead_letters[0].reason is Reason.SCHEMA
@@ -297,7 +267,7 @@ def _corpus() -> list[FakeMessage]:
     rng = np.random.default_rng(4)
     order = rng.permutation(len(values))
     return [
-        FakeMessage(values[i][0], values[i][1], offset=n, partition=int(i) % 2)
+        FakeMessage(values[i][0], value=values[i][1], offset=n, partition=int(i) % 2)
         for n, i in enumerate(order)
     ]
 
@@ -325,7 +295,7 @@ def test_the_batch_paths_decode_exactly_as_the_per_message_checks(
 
 def test_an_integer_beyond_float_range_is_a_range_error(codec: Codec) -> None:
     value = b'{"event_id": "big", "features": [1, 2, 1%s]}' % (b"0" * 400)
-    [dead] = codec.decode_batch([FakeMessage("features", value)]).dead_letters
+    [dead] = codec.decode_batch([FakeMessage("features", value=value)]).dead_letters
     assert dead.reason is Reason.VALUE_RANGE
 
 
@@ -350,9 +320,9 @@ def test_deep_nesting_is_a_decode_dead_letter_and_the_batch_goes_on(
     codec = Codec(["a", "b", "c"], ["0", "1"], max_payload_bytes=300_000)
     batch = codec.decode_batch(
         [
-            FakeMessage("features", feature("ok1", [1, 2, 3]), offset=1),
-            FakeMessage(topic, value, offset=2),
-            FakeMessage("features", feature("ok2", [1, 2, 3]), offset=3),
+            FakeMessage("features", value=feature("ok1", [1, 2, 3]), offset=1),
+            FakeMessage(topic, value=value, offset=2),
+            FakeMessage("features", value=feature("ok2", [1, 2, 3]), offset=3),
         ]
     )
     assert batch.features.ids == ["ok1", "ok2"]
@@ -372,9 +342,11 @@ def test_a_failing_batch_path_leaves_every_message_to_the_per_message_checks(
     monkeypatch.setattr(codec, "_plain_feedback", _explode)
     batch = codec.decode_batch(
         [
-            FakeMessage("features", feature("ok1", [1, 2, 3]), offset=1),
-            FakeMessage("feedback", orjson.dumps({"event_id": "ok1", "label": "1"}), offset=1),
-            FakeMessage("features", feature("bad", [1, 2]), offset=2),
+            FakeMessage("features", value=feature("ok1", [1, 2, 3]), offset=1),
+            FakeMessage(
+                "feedback", value=orjson.dumps({"event_id": "ok1", "label": "1"}), offset=1
+            ),
+            FakeMessage("features", value=feature("bad", [1, 2]), offset=2),
         ]
     )
     assert batch.features.ids == ["ok1"]
@@ -397,9 +369,9 @@ def test_any_exception_while_decoding_one_message_becomes_its_dead_letter(
     monkeypatch.setattr(codec, "_plain_features", _explode)  # every message the slow way
     batch = codec.decode_batch(
         [
-            FakeMessage("features", feature("ok1", [1, 2, 3]), offset=1),
-            FakeMessage("features", feature("bomb", [13, 2, 3]), offset=2),
-            FakeMessage("features", feature("ok2", [1, 2, 3]), offset=3),
+            FakeMessage("features", value=feature("ok1", [1, 2, 3]), offset=1),
+            FakeMessage("features", value=feature("bomb", [13, 2, 3]), offset=2),
+            FakeMessage("features", value=feature("ok2", [1, 2, 3]), offset=3),
         ]
     )
     assert batch.features.ids == ["ok1", "ok2"]
@@ -407,7 +379,7 @@ def test_any_exception_while_decoding_one_message_becomes_its_dead_letter(
     assert (dead.reason, dead.message) == (Reason.DECODE, "MemoryError: boom second line")
 
 
-KAFKA_TS = 1_700_000_000.0  # FakeMessage's default Kafka timestamp, seconds
+KAFKA_TS = DEFAULT_TIMESTAMP_MS / 1000  # FakeMessage's default Kafka timestamp, seconds
 
 
 @pytest.mark.parametrize("topic", ["features", "feedback"])
@@ -427,7 +399,7 @@ def test_a_ts_not_finite_or_too_far_ahead_is_out_of_range(
 ) -> None:
     body = b'"features": [1, 2, 3]' if topic == "features" else b'"label": "1"'
     value = b'{"event_id": "e", %s, "ts": %s}' % (body, ts)
-    batch = codec.decode_batch([FakeMessage(topic, value)])
+    batch = codec.decode_batch([FakeMessage(topic, value=value)])
     [dead] = batch.dead_letters
     assert dead.reason is Reason.TS_OUT_OF_RANGE
     assert not batch.features.ids and not batch.feedback
@@ -441,9 +413,9 @@ def test_a_ts_within_the_skew_or_in_the_past_or_absent_is_kept(codec: Codec, top
 
     batch = codec.decode_batch(
         [
-            FakeMessage(topic, doc(ts=KAFKA_TS + 300), offset=0),
-            FakeMessage(topic, doc(ts=5.0), offset=1),
-            FakeMessage(topic, doc(), offset=2),
+            FakeMessage(topic, value=doc(ts=KAFKA_TS + 300), offset=0),
+            FakeMessage(topic, value=doc(ts=5.0), offset=1),
+            FakeMessage(topic, value=doc(), offset=2),
         ]
     )
     assert not batch.dead_letters
@@ -453,14 +425,16 @@ def test_a_ts_within_the_skew_or_in_the_past_or_absent_is_kept(codec: Codec, top
 
 def test_the_skew_bound_is_configurable() -> None:
     codec = Codec(["a", "b", "c"], ["0", "1"], max_future_skew_s=10.0)
-    batch = codec.decode_batch([FakeMessage("features", feature("e", [1, 2, 3], ts=KAFKA_TS + 11))])
+    batch = codec.decode_batch(
+        [FakeMessage("features", value=feature("e", [1, 2, 3], ts=KAFKA_TS + 11))]
+    )
     assert [d.reason for d in batch.dead_letters] == [Reason.TS_OUT_OF_RANGE]
 
 
 def test_a_dead_letter_keeps_a_bounded_payload_with_its_size_and_sha256() -> None:
     codec = Codec(["a", "b", "c"], ["0", "1"], dead_letter_payload_bytes=100)
     payload = "é".encode() * 300  # 600 bytes of UTF-8: the cut must not split a character
-    [dead] = codec.decode_batch([FakeMessage("features", payload)]).dead_letters
+    [dead] = codec.decode_batch([FakeMessage("features", value=payload)]).dead_letters
     record = orjson.loads(codec.encode_dead_letter(dead, now=1.0))
     assert_valid("dead-letter", record)
     assert record["payload"] == "é" * 50
@@ -471,7 +445,10 @@ def test_a_dead_letter_keeps_a_bounded_payload_with_its_size_and_sha256() -> Non
 
 def test_a_small_dead_letter_is_whole_and_a_tombstone_has_no_payload(codec: Codec) -> None:
     batch = codec.decode_batch(
-        [FakeMessage("features", b"{oops", offset=0), FakeMessage("features", None, offset=1)]
+        [
+            FakeMessage("features", value=b"{oops", offset=0),
+            FakeMessage("features", value=None, offset=1),
+        ]
     )
     small, tombstone = (
         orjson.loads(codec.encode_dead_letter(d, now=1.0)) for d in batch.dead_letters
@@ -490,20 +467,22 @@ def test_a_small_dead_letter_is_whole_and_a_tombstone_has_no_payload(codec: Code
 def test_an_integral_float_or_padded_label_is_its_class() -> None:
     codec = Codec(["a"], ["0", "1"])
     labels = [b'{"event_id": "e", "label": %s}' % label for label in (b"1.0", b"1e0", b"-0.0")]
-    batch = codec.decode_batch([FakeMessage("feedback", v, offset=i) for i, v in enumerate(labels)])
+    batch = codec.decode_batch(
+        [FakeMessage("feedback", value=v, offset=i) for i, v in enumerate(labels)]
+    )
     assert [f.label for f in batch.feedback] == [1, 1, 0]
-    padded = FakeMessage("feedback", b'{"event_id": "e", "label": " 1\\t"}')
+    padded = FakeMessage("feedback", value=b'{"event_id": "e", "label": " 1\\t"}')
     assert [f.label for f in codec.decode_batch([padded]).feedback] == [1]  # as files' classes
     for label, reason in ((b"3.0", Reason.UNKNOWN_LABEL), (b"1.5", Reason.SCHEMA)):
         value = b'{"event_id": "e", "label": %s}' % label
-        [dead] = codec.decode_batch([FakeMessage("feedback", value)]).dead_letters
+        [dead] = codec.decode_batch([FakeMessage("feedback", value=value)]).dead_letters
         assert dead.reason is reason
 
 
 def test_an_echoed_label_is_cut_in_the_message() -> None:
     codec = Codec(["a", "b", "c"], ["0", "1"], max_payload_bytes=1_000_000)
     value = orjson.dumps({"event_id": "e", "label": "L" * 200_000})
-    [dead] = codec.decode_batch([FakeMessage("feedback", value)]).dead_letters
+    [dead] = codec.decode_batch([FakeMessage("feedback", value=value)]).dead_letters
     assert dead.reason is Reason.UNKNOWN_LABEL
     assert len(dead.message) < 300
     record = orjson.loads(codec.encode_dead_letter(dead, now=1.0))
@@ -606,7 +585,7 @@ def test_an_encoded_dead_letter_always_fits_the_producer_limit(
     ids=["null-in-list", "null-in-dict", "absent-name"],
 )
 def test_a_missing_feature_is_dead_lettered_by_default(codec: Codec, features: object) -> None:
-    batch = codec.decode_batch([FakeMessage("features", feature("x", features))])
+    batch = codec.decode_batch([FakeMessage("features", value=feature("x", features))])
     assert len(batch.features) == 0
     (dead,) = batch.dead_letters
     assert dead.reason is Reason.MISSING and "'b'" in dead.message
@@ -621,8 +600,8 @@ def test_with_impute_a_missing_feature_passes_as_nan(features: object) -> None:
     codec = Codec(["a", "b", "c"], ["0", "1"], missing="impute")
     batch = codec.decode_batch(
         [
-            FakeMessage("features", feature("x", features)),
-            FakeMessage("features", b'{"event_id": "y", "features": [NaN, 1, 2]}', offset=1),
+            FakeMessage("features", value=feature("x", features)),
+            FakeMessage("features", value=b'{"event_id": "y", "features": [NaN, 1, 2]}', offset=1),
         ]
     )
     assert batch.features.ids == ["x"]

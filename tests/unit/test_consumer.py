@@ -10,6 +10,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from streamapp.errors import BrokerError, CommitPostponedError, FencedError
 from streamapp.kafka import consumer as consumer_module
 from streamapp.kafka.consumer import BatchConsumer
+from tests.fakes import FakeMessage
 
 
 class FakeConsumer:
@@ -57,39 +58,19 @@ def test_a_partition_paused_for_backpressure_is_not_paused_when_it_comes_back(
     assert batch.assignment == {("features", 0), ("features", 1)}
 
 
-class Msg:
-    def __init__(self, topic: str, partition: int, offset: int, ts: int) -> None:
-        self._at, self._ts = (topic, partition, offset), ts
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return self._at[0]
-
-    def partition(self) -> int:
-        return self._at[1]
-
-    def offset(self) -> int:
-        return self._at[2]
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._ts)
-
-
 class FetchingConsumer(FakeConsumer):
     """Hands out queued messages; high watermarks as the last fetch response reported them."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
-        self.queue: list[Msg] = []
+        self.queue: list[FakeMessage] = []
         self.high: dict[tuple[str, int], int] = {}
 
-    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Msg]:
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
         out, self.queue = self.queue[:num_messages], self.queue[num_messages:]
         return out
 
-    def poll(self, timeout: float = -1) -> Msg | None:
+    def poll(self, timeout: float = -1) -> FakeMessage | None:
         return self.queue.pop(0) if self.queue else None
 
     def get_watermark_offsets(self, tp: TopicPartition, cached: bool = False) -> tuple[int, int]:
@@ -116,7 +97,11 @@ def test_a_partition_that_runs_empty_but_is_fetched_to_its_end_does_not_hold_the
 ) -> None:
     batch, kafka = _two_partitions(monkeypatch)
     # one fetch brought everything there is: partition 0 up to offset 1, partition 1 up to 2
-    kafka.queue = [Msg("features", 0, 0, 10), Msg("features", 1, 0, 20), Msg("features", 1, 1, 30)]
+    kafka.queue = [
+        FakeMessage("features", 0, 0, 10),
+        FakeMessage("features", 1, 0, 20),
+        FakeMessage("features", 1, 1, 30),
+    ]
     kafka.high = {("features", 0): 1, ("features", 1): 2}
 
     released = batch._consume(10, 0.0)
@@ -130,7 +115,11 @@ def test_a_partition_with_more_on_the_broker_still_holds_later_messages_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     batch, kafka = _two_partitions(monkeypatch)
-    kafka.queue = [Msg("features", 0, 0, 10), Msg("features", 1, 0, 20), Msg("features", 1, 1, 30)]
+    kafka.queue = [
+        FakeMessage("features", 0, 0, 10),
+        FakeMessage("features", 1, 0, 20),
+        FakeMessage("features", 1, 1, 30),
+    ]
     kafka.high = {("features", 0): 5, ("features", 1): 2}  # partition 0 has 4 more not fetched
 
     released = batch._consume(10, 0.0)
@@ -174,13 +163,9 @@ def test_an_assignment_served_while_closing_is_not_positioned(
     assert kafka.answered == [[TopicPartition("features", 0)]]
 
 
-class ErrorMsg(Msg):
-    def __init__(self, error: KafkaError) -> None:
-        super().__init__("features", 0, -1, 0)
-        self._error = error
-
-    def error(self) -> KafkaError:  # type: ignore[override]
-        return self._error
+def error_message(error: KafkaError) -> FakeMessage:
+    """A client error as librdkafka hands it out: a message that carries it."""
+    return FakeMessage("features", 0, -1, 0, error=error)
 
 
 @pytest.mark.parametrize(
@@ -197,7 +182,7 @@ def test_a_fatal_consumer_error_stops_the_worker(reason: str, expected: type) ->
     error = KafkaError(KafkaError._FATAL, f"Fatal error: Broker: {reason}")
     assert not error.fatal()
     with pytest.raises(expected):
-        BatchConsumer._errors([ErrorMsg(error)])
+        BatchConsumer._errors([error_message(error)])
 
 
 class JoiningConsumer(FakeConsumer):
@@ -305,4 +290,4 @@ def test_an_authorization_error_while_consuming_ends_the_worker_with_one_line() 
     and predict nothing."""
     error = KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED, "Broker: Group authorization failed")
     with pytest.raises(BrokerError, match="reading features\\[0\\]: GROUP_AUTHORIZATION_FAILED"):
-        BatchConsumer._errors([ErrorMsg(error)])
+        BatchConsumer._errors([error_message(error)])

@@ -12,7 +12,7 @@ from streamapp.codec import Codec
 from streamapp.datasets import load_table
 from streamapp.errors import DataError
 from streamapp.scenarios.produce import table_records
-from tests.unit.test_codec import FakeMessage
+from tests.fakes import FakeMessage
 
 
 def write_csv(path: Path, text: str) -> Path:
@@ -62,7 +62,7 @@ def test_a_replay_sends_named_columns_by_name_whatever_their_order(tmp_path: Pat
     path = write_csv(tmp_path / "target.csv", "f2,f1,label\n20,10,a\n")
     [event, _] = table_records(load_table(path, "label"), start_ts=0)
     codec = Codec(["f1", "f2"], ["a", "b"])
-    message = FakeMessage("features", orjson.dumps(event.value), timestamp_ms=1000)
+    message = FakeMessage("features", value=orjson.dumps(event.value), timestamp_ms=1000)
     assert codec.decode_batch([message], now=1.0).features.X.tolist() == [[10.0, 20.0]]
     np.savez(tmp_path / "d.npz", X=np.array([[1.0, 2.0]]), y=np.array(["a"]))
     [event, _] = table_records(load_table(tmp_path / "d.npz", "y"), start_ts=0)

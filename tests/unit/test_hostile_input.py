@@ -14,7 +14,7 @@ import pytest
 from streamapp.codec import Codec, dead_letter_key
 from streamapp.events import DeadLetter, Reason
 from tests.conftest import assert_valid
-from tests.unit.test_codec import FakeMessage
+from tests.fakes import FakeMessage
 
 PRODUCER_LIMIT = 1_000_000  # librdkafka's default message.max.bytes
 YEAR_3000 = 32_503_680_000.0
@@ -165,9 +165,15 @@ def _codec(n_features: int) -> Codec:
     return Codec([f"f{i}" for i in range(n_features)], ["0", "1"])
 
 
-def _messages(inputs: list[Hostile]) -> list[FakeMessage]:
+def _messages(inputs: list[Hostile], first_offset: int = 0) -> list[FakeMessage]:
     return [
-        FakeMessage(h.kind, h.value, offset=i, key=h.key, timestamp_ms=1_700_000_000_000)
+        FakeMessage(
+            h.kind,
+            value=h.value,
+            offset=first_offset + i,
+            key=h.key,
+            timestamp_ms=1_700_000_000_000,
+        )
         for i, h in enumerate(inputs)
     ]
 
@@ -209,9 +215,7 @@ def test_thousands_of_random_inputs_never_raise_and_each_dead_letter_fits() -> N
     codec = _codec(4)
     outcomes = [0] * len(inputs)
     for start in range(0, len(inputs), 100):  # batches, as the worker polls them
-        chunk = _messages(inputs[start : start + 100])
-        for m in chunk:
-            m._offset += start
+        chunk = _messages(inputs[start : start + 100], first_offset=start)
         batch = codec.decode_batch(chunk)
         sources = batch.features.sources + [f.source for f in batch.feedback]
         sources += [d.source for d in batch.dead_letters]

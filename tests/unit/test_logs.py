@@ -12,6 +12,7 @@ import orjson
 from streamapp.kafka.config import admin_config, consumer_config, producer_config
 from streamapp.ops.logs import JsonFormatter, KeyValueFormatter, RepeatFilter, at
 from streamapp.settings import Settings
+from tests.fakes import FakeClock
 
 
 def emit(formatter: logging.Formatter, **extra: object) -> str:
@@ -57,20 +58,12 @@ def test_the_cli_switch_makes_every_line_json() -> None:
     assert lines and all(orjson.loads(line)["level"] for line in lines)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def failure(message: str, level: int = logging.ERROR) -> logging.LogRecord:
     return logging.LogRecord("streamapp.kafka.librdkafka", level, "", 0, message, None, None)
 
 
 def test_a_repeated_error_passes_once_per_interval_with_the_count_held_back() -> None:
-    clock = Clock()
+    clock = FakeClock()
     only = RepeatFilter(interval_s=10.0, clock=clock)
     passed = []
     for tick in range(100):  # a refused connection every 200 ms for 20 s
@@ -84,7 +77,7 @@ def test_a_repeated_error_passes_once_per_interval_with_the_count_held_back() ->
 
 
 def test_different_errors_and_info_lines_are_not_held_back() -> None:
-    only = RepeatFilter(interval_s=10.0, clock=Clock())
+    only = RepeatFilter(interval_s=10.0, clock=FakeClock())
     assert only.filter(failure("Connect failed: Connection refused"))
     assert only.filter(failure("Metadata request timed out"))
     assert only.filter(failure("Connect failed: Connection refused", logging.WARNING))
@@ -94,7 +87,7 @@ def test_different_errors_and_info_lines_are_not_held_back() -> None:
 
 
 def test_the_held_back_count_is_a_field_of_both_formats() -> None:
-    clock = Clock()
+    clock = FakeClock()
     only = RepeatFilter(interval_s=1.0, clock=clock)
     records = [failure("FAIL broker down") for _ in range(4)]
     only.filter(records[0]), only.filter(records[1]), only.filter(records[2])

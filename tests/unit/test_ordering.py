@@ -1,44 +1,18 @@
 from __future__ import annotations
 
 from streamapp.ordering import TimestampMerger
-
-
-class Msg:
-    def __init__(self, topic: str, partition: int, offset: int, ts: int) -> None:
-        self.t, self.p, self.o, self.ts = topic, partition, offset, ts
-
-    def topic(self) -> str:
-        return self.t
-
-    def partition(self) -> int:
-        return self.p
-
-    def offset(self) -> int:
-        return self.o
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self.ts)
-
-    def __repr__(self) -> str:
-        return f"{self.t}[{self.p}]@{self.o}"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import FakeClock, FakeMessage
 
 
 def test_backlog_of_two_topics_is_interleaved_by_timestamp() -> None:
     merger = TimestampMerger({"features": 0, "feedback": 1})
     merger.assign([("features", 0), ("feedback", 0)])
-    merger.add([Msg("features", 0, i, 10 * i) for i in range(5)])  # fetched first, all of it
-    merger.add([Msg("feedback", 0, i, 10 * i + 15) for i in range(5)])
+    # fetched first, all of it
+    merger.add([FakeMessage("features", 0, i, 10 * i) for i in range(5)])
+    merger.add([FakeMessage("feedback", 0, i, 10 * i + 15) for i in range(5)])
     merger.caught_up(("features", 0))
     merger.caught_up(("feedback", 0))
-    order = [(m.topic()[0:4], m.ts) for m in merger.take(100)]
+    order = [(m.topic()[0:4], m.timestamp()[1]) for m in merger.take(100)]
     assert [ts for _, ts in order] == sorted(ts for _, ts in order)
     assert order[:3] == [("feat", 0), ("feat", 10), ("feed", 15)]
 
@@ -46,16 +20,16 @@ def test_backlog_of_two_topics_is_interleaved_by_timestamp() -> None:
 def test_equal_timestamps_put_the_event_before_its_label() -> None:
     merger = TimestampMerger({"features": 0, "feedback": 1})
     merger.assign([("features", 0), ("feedback", 0)])
-    merger.add([Msg("feedback", 0, 0, 5), Msg("features", 0, 0, 5)])
+    merger.add([FakeMessage("feedback", 0, 0, 5), FakeMessage("features", 0, 0, 5)])
     merger.caught_up(("features", 0))
     assert [m.topic() for m in merger.take(10)] == ["features", "feedback"]
 
 
 def test_a_quiet_partition_holds_others_back_only_for_max_idle() -> None:
-    clock = Clock()
+    clock = FakeClock()
     merger = TimestampMerger(max_idle_s=0.5, clock=clock)
     merger.assign([("a", 0), ("b", 0)])
-    merger.add([Msg("a", 0, 0, 1)])
+    merger.add([FakeMessage("a", 0, 0, 1)])
     assert merger.take(10) == []
     clock.now = 0.6
     assert len(merger.take(10)) == 1
@@ -64,7 +38,7 @@ def test_a_quiet_partition_holds_others_back_only_for_max_idle() -> None:
 def test_per_partition_offset_order_is_kept_even_with_out_of_order_timestamps() -> None:
     merger = TimestampMerger()
     merger.assign([("a", 0)])
-    merger.add([Msg("a", 0, 0, 50), Msg("a", 0, 1, 10)])
+    merger.add([FakeMessage("a", 0, 0, 50), FakeMessage("a", 0, 1, 10)])
     merger.caught_up(("a", 0))
     assert [m.offset() for m in merger.take(10)] == [0, 1]
 
@@ -72,7 +46,7 @@ def test_per_partition_offset_order_is_kept_even_with_out_of_order_timestamps() 
 def test_revoke_returns_unprocessed_messages_and_unblocks() -> None:
     merger = TimestampMerger()
     merger.assign([("a", 0), ("b", 0)])
-    merger.add([Msg("a", 0, 0, 1), Msg("b", 0, 0, 2)])
+    merger.add([FakeMessage("a", 0, 0, 1), FakeMessage("b", 0, 0, 2)])
     dropped = merger.revoke([("b", 0)])
     assert [m.offset() for m in dropped] == [0]
     merger.caught_up(("a", 0))
@@ -83,7 +57,7 @@ def test_revoke_returns_unprocessed_messages_and_unblocks() -> None:
 def test_full_partitions_are_reported_for_backpressure() -> None:
     merger = TimestampMerger(max_buffered=3)
     merger.assign([("a", 0), ("b", 0)])
-    merger.add([Msg("a", 0, i, i) for i in range(5)])
+    merger.add([FakeMessage("a", 0, i, i) for i in range(5)])
     assert merger.full() == [("a", 0)]
 
 
@@ -92,7 +66,12 @@ def test_add_returns_each_partitions_next_offset_and_clears_its_end_mark() -> No
     merger.assign([("a", 0), ("a", 1), ("b", 0)])
     merger.caught_up(("a", 0))
     merger.caught_up(("b", 0))
-    fetched = [Msg("a", 0, 7, 1), Msg("a", 1, 3, 2), Msg("a", 0, 8, 3), Msg("a", 1, 4, 4)]
+    fetched = [
+        FakeMessage("a", 0, 7, 1),
+        FakeMessage("a", 1, 3, 2),
+        FakeMessage("a", 0, 8, 3),
+        FakeMessage("a", 1, 4, 4),
+    ]
     assert merger.add(fetched) == {("a", 0): 9, ("a", 1): 5}
     assert merger.waiting_on() == []  # b[0] stays caught up: nothing new came from it
     # a[0] runs empty after 8 and is not known to be at its end: it holds a[1]@4 back

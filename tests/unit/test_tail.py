@@ -11,17 +11,8 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamapp.kafka import tail as tail_module
 from streamapp.kafka.tail import PartitionTail
-
-
-class Record:
-    def __init__(self, offset: int, eof: bool = False) -> None:
-        self._offset, self._eof = offset, eof
-
-    def error(self) -> KafkaError | None:
-        return KafkaError(KafkaError._PARTITION_EOF) if self._eof else None
-
-    def offset(self) -> int:
-        return self._offset
+from tests.conftest import wait_until
+from tests.fakes import FakeMessage
 
 
 class FlakyConsumer:
@@ -35,7 +26,7 @@ class FlakyConsumer:
         self.queries = 0
         self.assigned_at: int | None = None
         self.assignments = 0
-        self.pending: list[Record] = []
+        self.pending: list[FakeMessage] = []
         self.closed = False
 
     def get_watermark_offsets(self, tp: TopicPartition, timeout: float) -> tuple[int, int]:
@@ -48,16 +39,18 @@ class FlakyConsumer:
         self.assignments += 1
         self.assigned_at = partitions[0].offset
         end = self.written
-        self.pending = [Record(o) for o in range(self.assigned_at, end)] + [Record(end, True)]
+        records = [FakeMessage("model-updates", 0, o) for o in range(self.assigned_at, end)]
+        eof = FakeMessage("model-updates", 0, end, error=KafkaError(KafkaError._PARTITION_EOF))
+        self.pending = [*records, eof]
         self.position_after = end
 
     def unassign(self) -> None:
         self.assigned_at, self.pending = None, []
 
-    def poll(self, timeout: float) -> Record | None:
+    def poll(self, timeout: float) -> FakeMessage | None:
         return self.pending.pop(0) if self.pending and self.assigned_at is not None else None
 
-    def consume(self, num_messages: int, timeout: float) -> list[Record]:
+    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
         out, self.pending = self.pending[:num_messages], self.pending[num_messages:]
         return out
 
@@ -98,8 +91,8 @@ def test_a_tail_outlives_an_unreachable_broker_and_reads_each_record_once(tail: 
     kafka.written = 3
     assert _read(t, 3) == [0, 1, 2]  # after two failed looks
     assert kafka.queries > FlakyConsumer.down
-    assignments = kafka.assignments
-    time.sleep(0.1)  # ~10 looks at an end that did not move
+    assignments, queries = kafka.assignments, kafka.queries
+    wait_until(lambda: kafka.queries >= queries + 10, "10 looks at an end that did not move", 5)
     assert kafka.assignments == assignments and t.poll() == []
     kafka.written = 5
     assert _read(t, 2) == [3, 4]

@@ -17,7 +17,7 @@ from streamapp.kafka.consumer import PolledBatch
 from streamapp.model.bundle import load_bundle
 from streamapp.settings import Settings
 from streamapp.worker import Worker
-from tests.unit.test_codec import FakeMessage
+from tests.fakes import FakeMessage
 
 
 class FakeConsumer:
@@ -87,14 +87,16 @@ def _batch(worker: Worker) -> PolledBatch:
     events = [
         FakeMessage(
             "features",
-            orjson.dumps({"event_id": f"e{i}", "features": [1.0] * n_features, "ts": 100.0}),
+            value=orjson.dumps({"event_id": f"e{i}", "features": [1.0] * n_features, "ts": 100.0}),
             offset=i,
         )
         for i in range(3)
     ]
     labels = [
         FakeMessage(
-            "feedback", orjson.dumps({"event_id": f"e{i}", "label": label, "ts": 101.0}), offset=i
+            "feedback",
+            value=orjson.dumps({"event_id": f"e{i}", "label": label, "ts": 101.0}),
+            offset=i,
         )
         for i in range(3)
     ]
