@@ -85,11 +85,15 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """Offsets are committed explicitly by the checkpoint, never automatically.
 
     With ``group.protocol=consumer`` (KIP-848) the session timeout, heartbeat interval and
-    assignor belong to the broker: a passthrough that sets them is warned about and dropped.
+    assignor belong to the broker: a passthrough that sets them is warned about and dropped,
+    and the broker's ``range`` assignor is asked for (co-partitioned inputs).
     """
     config = _classic_consumer_config(settings, **overrides)
     if str(config.get("group.protocol", "classic")).lower() != "consumer":
         return config
+    # the broker's default assignor (uniform) splits features and feedback independently:
+    # range gives partition i of both topics to one member, so a label meets its event
+    config.setdefault("group.remote.assignor", "range")
     for key in _CLASSIC_ONLY:
         if key in config and (key in settings.kafka or key in overrides):
             logger.warning(

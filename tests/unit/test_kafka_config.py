@@ -55,6 +55,8 @@ def test_the_consumer_group_protocol_drops_what_the_broker_decides(
         consumer = consumer_config(settings)
     assert consumer["group.protocol"] == "consumer"
     assert not {"session.timeout.ms", "heartbeat.interval.ms"} & consumer.keys()
+    # the broker's default (uniform) split features and feedback apart: labels met no events
+    assert consumer["group.remote.assignor"] == "range"
     [warning] = caplog.messages
     assert "ignoring session.timeout.ms=6000" in warning
     Consumer(consumer).close()  # librdkafka accepts the configuration
