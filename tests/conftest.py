@@ -84,32 +84,28 @@ def own_broker(tmp_path: Path, broker_choice: BrokerChoice) -> Iterator[Broker]:
         broker.close()
 
 
+def fresh_settings(bootstrap_servers: str, bundle: Path, **overrides: object) -> Settings:
+    """Settings on uniquely named topics (not created) and a fresh group, for ``bundle`` on
+    the broker at ``bootstrap_servers``; ``overrides`` as :meth:`Settings.with_overrides`."""
+    suffix = uuid.uuid4().hex[:8]
+    topics = {name: f"{name.replace('_', '-')}-{suffix}" for name in TopicNames.model_fields}
+    return Settings(
+        bootstrap_servers=bootstrap_servers,
+        topics=TopicNames(**topics),
+        group_id=f"group-{suffix}",
+        bundle=bundle,
+        kafka={"session.timeout.ms": "6000"},
+        commit_interval_ms=200,
+        http={"enabled": False},  # tests that want the endpoints turn them on
+    ).with_overrides(**overrides)
+
+
 @pytest.fixture
 def make_settings(bootstrap_servers: str, digits_bundle: Path) -> Callable[..., Settings]:
     """Settings on fresh, uniquely named topics (created) and a fresh group."""
 
     def factory(partitions: int = 1, **overrides: object) -> Settings:
-        suffix = uuid.uuid4().hex[:8]
-        topics = TopicNames(
-            features=f"features-{suffix}",
-            feedback=f"feedback-{suffix}",
-            predictions=f"predictions-{suffix}",
-            drift=f"drift-{suffix}",
-            dead_letter=f"dead-letter-{suffix}",
-            state=f"state-{suffix}",
-            model_control=f"model-control-{suffix}",
-            training_examples=f"training-examples-{suffix}",
-            model_updates=f"model-updates-{suffix}",
-        )
-        settings = Settings(
-            bootstrap_servers=bootstrap_servers,
-            topics=topics,
-            group_id=f"group-{suffix}",
-            bundle=digits_bundle,
-            kafka={"session.timeout.ms": "6000"},
-            commit_interval_ms=200,
-            http={"enabled": False},  # tests that want the endpoints turn them on
-        ).with_overrides(**overrides)
+        settings = fresh_settings(bootstrap_servers, digits_bundle, **overrides)
         ensure_topics(settings, partitions=partitions)
         return settings
 

@@ -26,10 +26,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from streamapp.errors import BrokerError
-from streamapp.kafka.local_broker import free_port
+from streamapp.kafka.local_broker import OwnedBroker, free_port
 
 __all__ = [
     "KAFKA_VERSION",
@@ -150,7 +149,7 @@ class _Node:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
 
-class ApacheKafka:
+class ApacheKafka(OwnedBroker):
     """``with ApacheKafka() as kafka: kafka.bootstrap_servers``: a KRaft cluster on loopback.
 
     Parameters
@@ -257,22 +256,6 @@ class ApacheKafka:
             os.kill(node.process.pid, signal.SIGKILL if kill else signal.SIGTERM)
         if wait:
             self._reap(node)
-
-    def close(self) -> None:
-        self.stop()
-        if self._own_dir and self.data_dir is not None:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> ApacheKafka:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- internals -------------------------------------------------------------------------
     def _node(self, node_id: int) -> _Node:

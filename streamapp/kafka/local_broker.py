@@ -18,10 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from streamapp.errors import BrokerError
 
-__all__ = ["LocalBroker", "free_port"]
+__all__ = ["LocalBroker", "OwnedBroker", "free_port"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,37 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-class LocalBroker:
+class OwnedBroker:
+    """What every broker the project starts shares: ``with`` starts and closes it, and
+    ``close`` stops it and removes the data folder it made for itself."""
+
+    data_dir: Path | None
+    _own_dir: bool
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self, kill: bool = False) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_dir and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class LocalBroker(OwnedBroker):
     """``with LocalBroker() as broker: broker.bootstrap_servers``.
 
     Parameters
@@ -146,19 +177,3 @@ class LocalBroker:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-    def close(self) -> None:
-        self.stop()
-        if self._own_dir and self.data_dir is not None:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> LocalBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

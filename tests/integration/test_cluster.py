@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,8 +21,8 @@ from streamapp.kafka.apache import ApacheKafka
 from streamapp.kafka.brokers import BrokerChoice
 from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
-from streamapp.settings import Settings, TopicNames
-from tests.conftest import WorkerProcesses, wait_caught_up
+from streamapp.settings import Settings
+from tests.conftest import WorkerProcesses, fresh_settings, wait_caught_up
 from tests.integration.test_exactly_once import (
     EOS,
     assert_same_head,
@@ -88,15 +87,7 @@ def kill_and_restart(cluster: ApacheKafka, find: Callable[[], int], down_s: floa
 def test_leader_and_coordinator_loss_loses_and_duplicates_nothing_same_learning_state(
     cluster: ApacheKafka, digits_bundle: Path, workers: WorkerProcesses
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    settings = Settings(
-        bootstrap_servers=cluster.bootstrap_servers,
-        topics=TopicNames(**{name: f"{name}-{suffix}" for name in TopicNames.model_fields}),
-        group_id=f"group-{suffix}",
-        bundle=digits_bundle,
-        kafka={"session.timeout.ms": "6000"},
-        http={"enabled": False},
-    ).with_overrides(**EOS)
+    settings = fresh_settings(cluster.bootstrap_servers, digits_bundle, **EOS)
     ensure_topics(settings, partitions=2, replication_factor=3)
     records = list(
         stream(get_scenario("digits-shift"), EVENTS, rate=150, label_delay_s=0.5, seed=5)

@@ -13,7 +13,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -24,15 +23,13 @@ from confluent_kafka import KafkaError, Message, Producer
 from streamapp.kafka import ensure_topics
 from streamapp.kafka.brokers import Broker, BrokerChoice
 from streamapp.kafka.local_broker import free_port
-from streamapp.settings import Settings, TopicNames
 from streamapp.worker import Worker
-from tests.conftest import WorkerProcesses, read_topic, wait_caught_up
+from tests.conftest import WorkerProcesses, fresh_settings, read_topic, wait_caught_up
 from tests.integration.test_exactly_once import EOS, exactly_once, produce_scenario
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 EVENTS = 1_500
-SESSION_TIMEOUT_MS = 6000
 
 
 def _healthz(port: int) -> int:
@@ -95,14 +92,9 @@ def test_the_worker_rides_through_a_broker_outage_and_predicts_every_acknowledge
     guarantee: str,
 ) -> None:
     http_port = free_port()
-    suffix = uuid.uuid4().hex[:8]
-    settings = Settings(
-        bootstrap_servers=own_broker.bootstrap_servers,
-        topics=TopicNames(**{name: f"{name}-{suffix}" for name in TopicNames.model_fields}),
-        group_id=f"group-{suffix}",
-        bundle=digits_bundle,
-        kafka={"session.timeout.ms": str(SESSION_TIMEOUT_MS)},
-        commit_interval_ms=200,
+    settings = fresh_settings(
+        own_broker.bootstrap_servers,
+        digits_bundle,
         processing_guarantee=guarantee,
         instance_id="w1",
         http={"enabled": True, "host": "127.0.0.1", "port": http_port},
@@ -147,15 +139,7 @@ def test_a_broker_killed_during_a_transaction_commit_loses_and_duplicates_nothin
     """The broker dies between send_offsets_to_transaction and commit_transaction: the
     commit's outcome is unknown to the worker until the broker is back. It must neither
     exit nor publish twice: the in-doubt producer is replaced, and the replay fills in."""
-    suffix = uuid.uuid4().hex[:8]
-    settings = Settings(
-        bootstrap_servers=own_broker.bootstrap_servers,
-        topics=TopicNames(**{name: f"{name}-{suffix}" for name in TopicNames.model_fields}),
-        group_id=f"group-{suffix}",
-        bundle=digits_bundle,
-        kafka={"session.timeout.ms": str(SESSION_TIMEOUT_MS)},
-        http={"enabled": False},
-    ).with_overrides(**EOS)
+    settings = fresh_settings(own_broker.bootstrap_servers, digits_bundle, **EOS)
     ensure_topics(settings, partitions=2)
     n = 3000
     produce_scenario(settings, n)
@@ -197,16 +181,8 @@ def test_an_outage_past_the_limit_ends_the_worker_with_one_line(
 ) -> None:
     """The broker never comes back: the worker does not stall silently for ever, it exits
     non-zero with one line once ``broker_outage_limit_s`` has passed."""
-    suffix = uuid.uuid4().hex[:8]
-    settings = Settings(
-        bootstrap_servers=own_broker.bootstrap_servers,
-        topics=TopicNames(**{name: f"{name}-{suffix}" for name in TopicNames.model_fields}),
-        group_id=f"group-{suffix}",
-        bundle=digits_bundle,
-        kafka={"session.timeout.ms": str(SESSION_TIMEOUT_MS)},
-        commit_interval_ms=200,
-        broker_outage_limit_s=8.0,
-        http={"enabled": False},
+    settings = fresh_settings(
+        own_broker.bootstrap_servers, digits_bundle, broker_outage_limit_s=8.0
     )
     ensure_topics(settings, partitions=1)
     worker = workers.start(settings)

@@ -33,8 +33,8 @@ from streamapp.kafka.access import required_access
 from streamapp.kafka.apache import ApacheKafka
 from streamapp.kafka.brokers import BrokerChoice
 from streamapp.kafka.local_broker import free_port
-from streamapp.settings import Settings, TopicNames
-from tests.conftest import WorkerProcesses, read_topic, wait_until
+from streamapp.settings import Settings
+from tests.conftest import WorkerProcesses, fresh_settings, read_topic, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -161,17 +161,14 @@ def _apache_kafka_only(broker_choice: BrokerChoice) -> None:
 
 
 def worker_settings(kafka: ApacheKafka, ca: Path, bundle: Path, **overrides: object) -> Settings:
-    suffix = uuid.uuid4().hex[:8]
-    settings = Settings(
-        bootstrap_servers=kafka.bootstrap_servers,
-        topics=TopicNames(**{name: f"{name}-{suffix}" for name in TopicNames.model_fields}),
-        group_id=f"group-{suffix}",
-        instance_id=f"w-{suffix}",
-        bundle=bundle,
+    settings = fresh_settings(
+        kafka.bootstrap_servers,
+        bundle,
+        instance_id=f"w-{uuid.uuid4().hex[:8]}",
         kafka={"session.timeout.ms": "6000", **client_config(ca, "worker", WORKER_SECRET)},
-        commit_interval_ms=200,
         http={"enabled": True, "host": "127.0.0.1", "port": free_port()},
-    ).with_overrides(**overrides)
+        **overrides,
+    )
     admin = settings.with_overrides(kafka=client_config(ca, "admin", ADMIN_SECRET))
     ensure_topics(admin, partitions=1)
     return settings
