@@ -1,6 +1,6 @@
 """Apache Kafka itself, for the tests and the benchmarks: jars from Maven Central, KRaft mode.
 
-The runtime jars (``apache-kafka.pom.xml`` beside this module pins the version) are resolved
+The runtime jars (``runtime/pom.xml`` beside this module pins the version) are resolved
 once with Maven into a cache folder. Each node is one combined broker + controller JVM on
 free loopback ports, formatted with ``kafka.tools.StorageTool`` and stopped by its own PID.
 One node serves the test suite; three make the cluster of the leader-loss tests. Settings
@@ -40,7 +40,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-POM = Path(__file__).with_name("apache-kafka.pom.xml")
+POM = Path(__file__).with_name("runtime") / "pom.xml"
 KAFKA_VERSION = "4.1.1"  # the pom's kafka.version; docker-compose.yml runs the same image tag
 DEFAULT_HOME = Path(".streamapp") / "apache-kafka"
 

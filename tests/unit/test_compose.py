@@ -39,7 +39,7 @@ def test_compose_has_kraft_kafka_topics_model_worker_producer_and_monitoring() -
         "learner",
     }
     kafka = services["kafka"]
-    # the version the tests and benchmarks run (streamapp/kafka/apache-kafka.pom.xml)
+    # the version the tests and benchmarks run (streamapp/kafka/runtime/pom.xml)
     assert kafka["image"] == f"apache/kafka:{KAFKA_VERSION}"
     assert services["topics"]["image"] == kafka["image"]
     assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
