@@ -327,9 +327,6 @@ class ApacheKafka(OwnedBroker):
             "group.consumer.session.timeout.ms": "6000",
             "group.consumer.min.heartbeat.interval.ms": "250",
             "group.consumer.heartbeat.interval.ms": "1000",
-            # a killed node is noticed (and its partitions' leaders moved) in seconds
-            "broker.session.timeout.ms": "3000",
-            "broker.heartbeat.interval.ms": "500",
             "num.network.threads": "2",
             "num.io.threads": "4",
             "log.segment.bytes": str(64 * 1024 * 1024),
