@@ -105,7 +105,8 @@ def make_settings(bootstrap_servers: str, digits_bundle: Path) -> Callable[..., 
     """Settings on fresh, uniquely named topics (created) and a fresh group."""
 
     def factory(partitions: int = 1, **overrides: object) -> Settings:
-        settings = fresh_settings(bootstrap_servers, digits_bundle, **overrides)
+        bundle = Path(str(overrides.pop("bundle", digits_bundle)))
+        settings = fresh_settings(bootstrap_servers, bundle, **overrides)
         ensure_topics(settings, partitions=partitions)
         return settings
 
