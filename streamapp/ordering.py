@@ -5,7 +5,11 @@ backlog) that can mean all features first and all feedback later, so events woul
 scored before any label is learned: not what happened, and not reproducible. Like Kafka
 Streams, the worker releases buffered messages in timestamp order across its partitions,
 waiting for a partition with nothing buffered until it is known to be caught up (end of
-partition reached) or has been quiet for ``max_idle_s``.
+partition reached) or has been quiet for ``max_idle_s``. A *strict* merger does not take the
+end of a partition as a promise: a partition whose leader just died looks caught up, and the
+producer's retries land on its new leader seconds later with earlier timestamps than what
+the others delivered meanwhile. Strict, only a later record or ``max_idle_s`` of quiet
+releases the others, so the order is the event-time order across a failover too.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class TimestampMerger:
         How long an empty, not-caught-up partition may hold back the others.
     max_buffered
         Per-partition buffer size above which :meth:`full` reports it (to pause fetching).
+    strict
+        The end of a partition does not release the others: only a record or ``max_idle_s``.
 
     >>> class M:
     ...     def __init__(self, topic, ts, offset): self.t, self.ts, self.o = topic, ts, offset
@@ -54,6 +60,15 @@ class TimestampMerger:
     >>> _ = merger.add([M("feedback", 20, 0)]); merger.caught_up(("feedback", 0))
     >>> [(m.topic(), m.ts) for m in merger.take(10)]
     [('features', 10), ('feedback', 20), ('features', 30)]
+
+    Strict, a partition at its end still holds the others back until it has been quiet for
+    ``max_idle_s`` (here a clock that does not move):
+
+    >>> strict = TimestampMerger(max_idle_s=1.0, strict=True, clock=lambda: 0.0)
+    >>> strict.assign([("features", 0), ("features", 1)])
+    >>> _ = strict.add([M("features", 10, 0)]); strict.caught_up(("features", 1))
+    >>> strict.take(10)
+    []
     """
 
     def __init__(
@@ -62,11 +77,13 @@ class TimestampMerger:
         *,
         max_idle_s: float = 0.5,
         max_buffered: int = 10_000,
+        strict: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.topic_rank = dict(topic_rank or {})
         self.max_idle_s = max_idle_s
         self.max_buffered = max_buffered
+        self.strict = strict
         self._clock = clock
         self._buffers: dict[Partition, deque[Message]] = {}
         self._caught_up: set[Partition] = set()
@@ -107,8 +124,10 @@ class TimestampMerger:
         return next_offsets
 
     def caught_up(self, tp: Partition) -> None:
-        """The consumer reached the end of ``tp``: it holds nothing back any more."""
-        self._caught_up.add(tp)
+        """The consumer reached the end of ``tp``: it holds nothing back any more (unless
+        strict)."""
+        if not self.strict:
+            self._caught_up.add(tp)
 
     def waiting_on(self) -> list[Partition]:
         """Empty partitions that are not known to be caught up: they hold the others back."""

@@ -97,7 +97,15 @@ class BatchSettings(BaseModel):
         1000,
         ge=0,
         description="how long an input partition with nothing fetched may hold "
-        "back the others' event-time order (it never does once it reached its end)",
+        "back the others' event-time order (it never does once it reached its end, unless "
+        "align_strict)",
+    )
+    align_strict: bool = Field(
+        False,
+        description="an empty partition holds the others back even at its end, until it "
+        "delivers or has been quiet for align_max_idle_ms: the event-time order, and so the "
+        "learning, then survive a partition leader's failover (a partition whose leader died "
+        "looks caught up), at up to align_max_idle_ms of latency on a quiet partition",
     )
 
 

@@ -151,6 +151,7 @@ class Worker:
             on_revoke=self.delivery.on_revoke,
             on_lost=self.delivery.on_lost,
             max_idle_s=s.batch.align_max_idle_ms / 1000.0,
+            strict_order=s.batch.align_strict,
             # a partition this far ahead of the others is paused; each pause costs a refetch
             max_buffered=10 * s.batch.max_size,
         )
@@ -174,8 +175,15 @@ class Worker:
         """Ask the loop to finish its batch and shut down gracefully."""
         self._running = False
 
-    def run(self, *, count: int | None = None, timeout: float | None = None) -> RunSummary:
-        """Process until stopped, or ``count`` input messages, or ``timeout`` seconds."""
+    def run(
+        self,
+        *,
+        count: int | None = None,
+        timeout: float | None = None,
+        until: Callable[[], bool] | None = None,
+    ) -> RunSummary:
+        """Process until stopped, or ``count`` input messages, or ``timeout`` seconds, or
+        ``until()`` says so (checked before each turn)."""
         if not self._started:
             self.start()
         bounds = Bounds(count, timeout)
@@ -184,7 +192,11 @@ class Worker:
         self._running = True
         try:
             with ExitSignals(self.stop):
-                while self._running and not bounds.reached(self.messages - messages_before):
+                while (
+                    self._running
+                    and not bounds.reached(self.messages - messages_before)
+                    and not (until is not None and until())
+                ):
                     self.last_tick = time.monotonic()
                     try:
                         self._step()
@@ -296,14 +308,15 @@ class Worker:
     def _apply_model_updates(self) -> None:
         """Between two batches: a promoted bundle (not during a replay, which rebuilds the
         state of the bundle it started with), then the learner's newest head."""
-        watcher = None if self._replaying_or_unassigned() else self._watcher
+        watcher = None if self.rebuilding else self._watcher
         if watcher is not None and (bundle := watcher.poll()) is not None:
             self._swap(bundle)
         if self._heads is not None and (head := self._heads.poll()) is not None:
             self.engine.load_head(head.head)
             logger.info("head updated to head_seq %d", head.head_seq)
 
-    def _replaying_or_unassigned(self) -> bool:
+    @property
+    def rebuilding(self) -> bool:
         """Whether the state is still being rebuilt: no partitions yet, a recovery due, or a
         replay under way (a swap then would discard what the restore brought back)."""
         assigned = self._consumer is not None and bool(self._consumer.assignment)

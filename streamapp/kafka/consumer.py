@@ -123,6 +123,7 @@ class BatchConsumer:
         on_lost: PartitionsCallback | None = None,
         max_idle_s: float = 0.5,
         max_buffered: int = 2_000,
+        strict_order: bool = False,
     ) -> None:
         # end-of-partition events tell the merger a partition holds nothing back
         self._consumer = Consumer({**config, "enable.partition.eof": True})
@@ -131,6 +132,7 @@ class BatchConsumer:
             {topic: rank for rank, topic in enumerate(topics)},
             max_idle_s=max_idle_s,
             max_buffered=max_buffered,
+            strict=strict_order,
         )
         self._paused: set[tuple[str, int]] = set()
         self._next_offset: dict[tuple[str, int], int] = {}  # after the last message fetched
@@ -280,6 +282,8 @@ class BatchConsumer:
         next fetch. Like Kafka Streams with ``max.task.idle.ms=0``, wait only for a partition
         the broker said has more than we have fetched.
         """
+        if self._merger.strict:
+            return False  # the end of a partition is no promise to a strict merger
         marked = False
         for topic, partition in self._merger.waiting_on():
             fetched_to = self._next_offset.get((topic, partition))

@@ -27,7 +27,7 @@ from tests.integration.test_exactly_once import (
     EOS,
     assert_same_head,
     exactly_once,
-    final_head,
+    group_head,
     reference_head,
 )
 
@@ -86,12 +86,11 @@ def kill_and_restart(cluster: ApacheKafka, find: Callable[[], int], down_s: floa
 def test_leader_and_coordinator_loss_loses_and_duplicates_nothing_same_learning_state(
     cluster: ApacheKafka, digits_bundle: Path, workers: WorkerProcesses
 ) -> None:
-    # a partition is unreadable until its new leader is elected: the event-time merge waits
-    # for it (as it must for the same order, and so the same learning, as an uninterrupted run)
-    wait_out_failover = {"batch.align_max_idle_ms": 30_000}
-    settings = fresh_settings(
-        cluster.bootstrap_servers, digits_bundle, **{**EOS, **wait_out_failover}
-    )
+    # a partition whose leader died looks caught up, and its producer's retries land on the
+    # new leader seconds later: the strict event-time merge waits for them (up to 30 s), so
+    # the order, and the learning, are an uninterrupted run's
+    failover_order = {"batch.align_strict": True, "batch.align_max_idle_ms": 30_000}
+    settings = fresh_settings(cluster.bootstrap_servers, digits_bundle, **{**EOS, **failover_order})
     ensure_topics(settings, partitions=2, replication_factor=3)
     records = list(
         stream(get_scenario("digits-shift"), EVENTS, rate=150, label_delay_s=0.5, seed=5)
@@ -126,10 +125,4 @@ def test_leader_and_coordinator_loss_loses_and_duplicates_nothing_same_learning_
     assert worker.poll() is None, workers.log()[-3000:]
     worker.terminate()
     assert worker.wait(timeout=60) == 0
-    try:
-        assert_same_head(final_head(settings), reference_head(settings, len(records)))
-    except AssertionError as exc:
-        # an open defect (issue 30), reported as XFAIL, not hidden: the learned head can
-        # differ from an uninterrupted run's after leader loss (seen after a transactional
-        # call librdkafka never returned from, #5456, and a self-fenced rejoin)
-        pytest.xfail(f"learning state differs from an uninterrupted run's: {exc}")
+    assert_same_head(group_head(settings), reference_head(settings, len(records)))

@@ -66,6 +66,7 @@ def reference_head(settings: Settings, total: int) -> dict:
     reference = settings.with_overrides(
         **{
             "processing_guarantee": "at-least-once",
+            "batch.align_strict": False,  # the inputs are all there: their ends are their ends
             "group_id": settings.group_id + suffix,
             "topics.predictions": t.predictions + suffix,
             "topics.drift": t.drift + suffix,
@@ -75,6 +76,16 @@ def reference_head(settings: Settings, total: int) -> dict:
     ensure_topics(reference, partitions=2)
     with Worker(reference) as worker:
         worker.run(count=total, timeout=120)
+        return worker.pipeline.head.state_dict()
+
+
+def group_head(settings: Settings) -> dict:
+    """The learning state the group holds: its last snapshot replayed up to its committed
+    offsets, as a restart resumes it (a worker stopped in a replay left the rest to that)."""
+    resuming = settings.with_overrides(**{"batch.align_strict": False})
+    with Worker(resuming) as worker:
+        worker.run(timeout=120, until=lambda: not worker.rebuilding)
+        assert not worker.rebuilding, "the restart did not finish its replay in 120 s"
         return worker.pipeline.head.state_dict()
 
 
@@ -90,6 +101,8 @@ def assert_same_head(actual: dict, expected: dict) -> None:
     step buffer) the same to 1e-12, and the same number of labels learned."""
     actual_arrays, expected_arrays = state_arrays(actual), state_arrays(expected)
     assert actual_arrays.keys() == expected_arrays.keys()
+    shapes = {k: (actual_arrays[k].shape, v.shape) for k, v in expected_arrays.items()}
+    assert all(a == e for a, e in shapes.values()), shapes  # e.g. a step buffer's rows
     difference = max(
         float(np.abs(actual_arrays[k] - v.astype(np.float64)).max(initial=0.0))
         for k, v in expected_arrays.items()

@@ -77,3 +77,28 @@ def test_add_returns_each_partitions_next_offset_and_clears_its_end_mark() -> No
     # a[0] runs empty after 8 and is not known to be at its end: it holds a[1]@4 back
     assert [m.offset() for m in merger.take(10)] == [7, 3, 8]
     assert merger.waiting_on() == [("a", 0)]
+
+
+def test_strict_a_partition_at_its_end_holds_the_others_until_it_delivers_or_is_quiet() -> None:
+    # a leader failover: b[0] looked caught up, then its producer's retries land with an
+    # earlier timestamp than a[0]'s next record; strict, the event-time order survives
+    clock = FakeClock()
+    merger = TimestampMerger(max_idle_s=5.0, strict=True, clock=clock)
+    merger.assign([("a", 0), ("b", 0)])
+    merger.add([FakeMessage("a", 0, 0, 20)])
+    merger.caught_up(("b", 0))
+    assert merger.take(10) == []
+    assert merger.waiting_on() == [("b", 0)]
+    clock.now = 3.0
+    merger.add([FakeMessage("b", 0, 0, 10)])  # the new leader serves the retried record
+    assert [(m.topic(), m.timestamp()[1]) for m in merger.take(10)] == [("b", 10)]
+    clock.now = 8.1  # b[0] quiet for max_idle_s since it ran empty: a[0] goes on
+    assert [(m.topic(), m.timestamp()[1]) for m in merger.take(10)] == [("a", 20)]
+
+
+def test_not_strict_a_partition_at_its_end_holds_nothing_back() -> None:
+    merger = TimestampMerger(max_idle_s=5.0, clock=FakeClock())
+    merger.assign([("a", 0), ("b", 0)])
+    merger.add([FakeMessage("a", 0, 0, 20)])
+    merger.caught_up(("b", 0))
+    assert len(merger.take(10)) == 1
