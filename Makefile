@@ -1,5 +1,5 @@
 # Two commands from a clean clone: `make run` (the demo on an embedded broker), `make test`
-# (ruff, the docs build, pytest).
+# (ruff, mypy, the docs build, pytest).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -19,6 +19,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check streamapp tests
 	$(BIN)/ruff format --check streamapp tests
+	$(BIN)/mypy
 	@$(MAKE) --no-print-directory docs
 	@# the broker of the integration tests: Apache Kafka (jars resolved once), or one line
 	@# saying why noida-db stands in; under CI a missing Java or Maven fails here
@@ -29,6 +30,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check streamapp tests
 	$(BIN)/ruff format --check streamapp tests
+	$(BIN)/mypy
 
 # The docs site (mkdocs.yml, docs/): the generated pages must be current, and the build strict.
 docs: $(STAMP)

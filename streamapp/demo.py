@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from streamapp.drift.report import DriftReport
 from streamapp.events import Outputs
 from streamapp.kafka.admin import ensure_topics
 from streamapp.kafka.brokers import configured_or_started
@@ -39,7 +40,7 @@ class _Progress:
     reports: int = 0
     feature_alarms: int = 0
     change_points: int = 0
-    last_report: dict[str, object] = field(default_factory=dict)
+    last_report: DriftReport | None = None
     last_render: float = 0.0
 
 
@@ -137,10 +138,9 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         def on_batch(worker: Worker, outputs: Outputs) -> None:
             for report in outputs.drift_reports:
                 progress.reports += 1
-                progress.feature_alarms += bool(report["dataset"]["drifted"])  # type: ignore[index]
+                progress.feature_alarms += report["dataset"]["drifted"]
                 progress.change_points += sum(
-                    len(d["change_points"])
-                    for d in report["detectors"].values()  # type: ignore[attr-defined]
+                    len(d["change_points"]) for d in report["detectors"].values()
                 )
                 progress.last_report = report
             now = time.monotonic()

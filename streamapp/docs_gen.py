@@ -20,7 +20,7 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, cast, get_args, get_origin
 
 import annotated_types
 from pydantic import BaseModel
@@ -87,7 +87,7 @@ def settings_groups() -> list[tuple[str, type[BaseModel]]]:
     for name, field in Settings.model_fields.items():
         if _is_group(field):
             assert field.annotation is not None
-            groups.append((name, field.annotation))
+            groups.append((name, cast(type[BaseModel], field.annotation)))
     return groups
 
 

@@ -19,6 +19,7 @@ from streamapp.checkpointing.state import decode_state, encode_state
 from streamapp.checkpointing.state_store import Snapshot
 from streamapp.codec import DecodedBatch
 from streamapp.drift.monitor import DriftCursor
+from streamapp.drift.report import DriftReport
 from streamapp.events import Outputs
 from streamapp.model.bundle import Bundle
 from streamapp.pipeline import PipelineStats, Scored
@@ -71,7 +72,7 @@ class Engine:
         """Serve the learner's newest head (a scorer follows it)."""
         self.pipeline.head.load_state_dict(head)
 
-    def final_report(self, now: float) -> dict[str, Any] | None:
+    def final_report(self, now: float) -> DriftReport | None:
         """The last partial window's drift report; None when the window has no events."""
         return self.pipeline.final_report(now)
 

@@ -13,6 +13,8 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from streamapp.drift.report import DriftReport
+
 __all__ = [
     "ADAPTED",
     "MODEL_STATES",
@@ -255,7 +257,7 @@ class Outputs:
     """What one processed batch publishes."""
 
     predictions: PredictionBlock | None = None
-    drift_reports: list[dict[str, object]] = field(default_factory=list)
+    drift_reports: list[DriftReport] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     # the batch's labels joined to their served rows (published as training examples by a
     # scorer, compared between champion and challenger)

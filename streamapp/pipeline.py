@@ -24,7 +24,7 @@ import numpy as np
 
 from streamapp.codec import DecodedBatch
 from streamapp.drift.monitor import DriftMonitor
-from streamapp.drift.report import build_report
+from streamapp.drift.report import DriftReport, build_report
 from streamapp.events import (
     ADAPTED,
     SOURCE,
@@ -390,7 +390,7 @@ class Pipeline:
         if self.guard is not None and "guard" in state:  # absent from snapshots before a guard
             self.guard.load_state_dict(state["guard"])
 
-    def report(self, now: float) -> dict[str, Any]:
+    def report(self, now: float) -> DriftReport:
         """A drift report of the window so far (and the start of the next window)."""
         return build_report(
             self.monitor.report(now),
@@ -411,7 +411,7 @@ class Pipeline:
             challenger=self.companion.summary() if self.companion is not None else None,
         )
 
-    def final_report(self, now: float) -> dict[str, Any] | None:
+    def final_report(self, now: float) -> DriftReport | None:
         """The report of the last, partial window (on a graceful shutdown); None when the
         window has no events."""
         if self.monitor.events_in_window == 0:

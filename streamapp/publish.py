@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from streamapp.codec import Codec, dead_letter_key, encode_json
+from streamapp.drift.report import DriftReport
 from streamapp.events import DeadLetter, Outputs, PredictionBlock, SourcePosition
 from streamapp.ops.logs import at
 from streamapp.settings import TopicNames
@@ -48,7 +49,7 @@ class Publisher:
         self.topics = topics
         self.model_name = model_name
         self.model_version = model_version
-        self.last_report: dict[str, object] | None = None
+        self.last_report: DriftReport | None = None
         self.publish_examples = publish_examples  # a scorer's joined examples go to the learner
         self.shadow_model = shadow_model  # the challenger's name and version, if one runs
 

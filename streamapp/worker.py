@@ -12,6 +12,7 @@ from streamapp.assembly import build_codec, load_served_bundle
 from streamapp.batching import BatchPolicy
 from streamapp.checkpointing.delivery import AtLeastOnce, ExactlyOnce, make_delivery
 from streamapp.codec import one_line
+from streamapp.drift.report import DriftReport
 from streamapp.engine import Engine
 from streamapp.errors import ConsumerFencedError, DeliveryError, FencedError
 from streamapp.events import Outputs
@@ -400,7 +401,7 @@ class Worker:
             counts["model_refusals"] = self._watcher.refusals
         return counts
 
-    def last_drift_report(self) -> dict[str, object] | None:
+    def last_drift_report(self) -> DriftReport | None:
         return self._publisher.last_report if self._publisher else None
 
     def health(self) -> dict[str, bool]:

@@ -121,12 +121,12 @@ def _receive(
     settings: Settings, topic: str, out: deque[tuple[float, float]], stop: threading.Event
 ) -> None:
     # poll() returns on the first message (consume(n) would wait to fill n)
-    consumer = plain_consumer(settings, [topic], **{"fetch.wait.max.ms": 5})
+    consumer = plain_consumer(settings, [topic], None, **{"fetch.wait.max.ms": 5})
     try:
         while not stop.is_set():
             msg = consumer.poll(0.05)
-            if msg is not None and not msg.error():
-                doc = orjson.loads(msg.value())
+            if msg is not None and not msg.error() and (value := msg.value()) is not None:
+                doc = orjson.loads(value)
                 out.append((doc.get("event_ts", doc.get("ts")), time.time()))
     finally:
         consumer.close()

@@ -113,7 +113,7 @@ def minimal_loop(settings: Settings, messages: int, batch_size: int) -> None:
         events = [m for m in polled if m.topic() == features]
         if not events:
             continue
-        docs = [orjson.loads(m.value()) for m in events]
+        docs = [orjson.loads(m.value() or b"null") for m in events]
         values = prediction_records(docs, model.labels([d["features"] for d in docs]))
         for msg, value in zip(events, values, strict=True):
             producer.produce(out, value, msg.key())

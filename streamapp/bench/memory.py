@@ -84,7 +84,11 @@ def measure_memory(
     start_ts = time.time()
     try:
         for start, size in chunks(events, _CHUNK):
-            progress.wait(lambda done, s=start: s - done <= max_backlog, sample_s)
+
+            def backlog_small(done: int, start: int = start) -> bool:
+                return start - done <= max_backlog
+
+            progress.wait(backlog_small, sample_s)
             records = stream(
                 scenario,
                 size,

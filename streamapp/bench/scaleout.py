@@ -30,12 +30,13 @@ logger = logging.getLogger(__name__)
 
 def _wait_for_predictions(settings: Settings, events: int, timeout: float) -> None:
     consumer = plain_consumer(settings, [settings.topics.predictions])
-    seen, deadline = set(), time.monotonic() + timeout
+    seen: set[bytes] = set()
+    deadline = time.monotonic() + timeout
     try:
         while len(seen) < events:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"scale-out: {len(seen)} of {events} predictions")
-            seen.update(m.key() for m in consumer.consume(5000, 0.5) if not m.error())
+            seen.update(m.key() or b"" for m in consumer.consume(5000, 0.5) if not m.error())
     finally:
         consumer.close()
 

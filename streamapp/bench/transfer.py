@@ -15,7 +15,7 @@ import logging
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -160,7 +160,7 @@ def river_baseline(X: np.ndarray, y: np.ndarray, delay: int = 0) -> np.ndarray:
             super().update(y_true, y_pred, w)
 
     dataset = ((dict(enumerate(map(float, x))), int(t)) for x, t in zip(X, y, strict=True))
-    evaluate.progressive_val_score(dataset, model, Recorder(), delay=delay or None)
+    evaluate.progressive_val_score(cast(Any, dataset), model, Recorder(), delay=delay or None)
     # river skips the metric while the model can make no prediction yet (before its first
     # label): those first events count as wrong
     missed = np.zeros(len(y) - len(correct), bool)

@@ -58,7 +58,8 @@ def encode_state(state: dict[str, Any]) -> bytes:
 
     meta = strip(state, "")
     buffer = io.BytesIO()
-    np.savez(buffer, **{_META: np.frombuffer(orjson.dumps(meta), np.uint8)}, **arrays)
+    files: dict[str, Any] = {_META: np.frombuffer(orjson.dumps(meta), np.uint8), **arrays}
+    np.savez(buffer, **files)
     return buffer.getvalue()
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 
 from streamapp.drift.performance import ErrorDetectors, RollingPerformance
+from streamapp.drift.report import WindowMeasures, WindowSections
 from streamapp.drift.stats import ReferenceProfile, compare_binned
 
 __all__ = ["DriftCursor", "DriftMonitor", "WindowCounts", "window_sections"]
@@ -250,7 +251,7 @@ class DriftMonitor:
             return True
         return self._events >= self.min_events and now - self._window_start >= self.interval_s
 
-    def report(self, now: float) -> dict[str, Any]:
+    def report(self, now: float) -> WindowMeasures:
         """The report of the current window; starts the next one."""
         n = self._events
         sections = window_sections(
@@ -264,7 +265,7 @@ class DriftMonitor:
         detectors = self.detectors.summary()
         self.reports += 1
         self._cut_events, self._cut_labels = self._events_total, self._labels_total
-        report = {
+        report: WindowMeasures = {
             "report_seq": self.reports,
             "ts": now,
             "window": {
@@ -312,7 +313,7 @@ def window_sections(
     counts: WindowCounts,
     alpha: float,
     dataset_drift_share: float,
-) -> dict[str, Any]:
+) -> WindowSections:
     """The ``features``, ``dataset`` and ``prediction`` sections of a report on ``counts``."""
     n = counts.events
     features = compare_binned(profile.counts, counts.features, profile.n_bins)

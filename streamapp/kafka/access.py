@@ -96,7 +96,8 @@ def check_access(settings: Settings, timeout: float = 10.0) -> None:
         if error.code() in _LOGIN_FAILED:
             login_errors.append(error)
 
-    admin = AdminClient({**admin_config(settings), "error_cb": on_error})
+    config: dict[str, Any] = {**admin_config(settings), "error_cb": on_error}
+    admin = AdminClient(config)
     try:
         _reach(admin, settings, login_errors, timeout)
         needs = required_access(settings)

@@ -11,6 +11,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streamapp.batching import BatchPolicy
+from streamapp.codec import Message as Record
 from streamapp.errors import (
     BrokerError,
     CommitPostponedError,
@@ -58,21 +59,21 @@ class PolledBatch:
     """One micro-batch of messages, and the next offset to read of each partition it holds
     (what processing it moves the group's committed position to)."""
 
-    messages: list[Message] = field(default_factory=list)
+    messages: list[Record] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, messages: list[Message]) -> PolledBatch:
+    def of(cls, messages: list[Record]) -> PolledBatch:
         return cls(messages, next_offsets(messages))
 
     def __len__(self) -> int:
         return len(self.messages)
 
-    def __iter__(self) -> Iterator[Message]:
+    def __iter__(self) -> Iterator[Record]:
         return iter(self.messages)
 
 
-def next_offsets(messages: Iterable[Message]) -> dict[tuple[str, int], int]:
+def next_offsets(messages: Iterable[Record]) -> dict[tuple[str, int], int]:
     """Per partition, the offset after the last of ``messages`` (each input counts, a
     dead-lettered one too: it is handled, not skipped).
 
@@ -207,7 +208,7 @@ class BatchConsumer:
         the next offsets to commit once it is processed."""
         return PolledBatch.of(policy.collect(self._consume))
 
-    def _consume(self, max_items: int, timeout: float) -> list[Message]:
+    def _consume(self, max_items: int, timeout: float) -> list[Record]:
         """Fetch into the merger, then release what is safe in timestamp order."""
         # with messages ready to release, top up without waiting for the fetcher
         wait = 0.0 if self._merger.ready() else timeout

@@ -174,7 +174,8 @@ def _write_files(
     else:
         save_backbone(backbone, staging / backbone_file, manifest.backbone_format)
     np.savez(staging / "head.npz", coef=head_coef, intercept=head_intercept)
-    np.savez(staging / "reference.npz", **reference.as_arrays())
+    reference_arrays: dict[str, Any] = reference.as_arrays()
+    np.savez(staging / "reference.npz", **reference_arrays)
     files = {name: sha256_file(staging / name) for name in (backbone_file, *_DATA_FILES)}
     final = Manifest(**{**asdict(manifest), "files": files})
     (staging / "manifest.json").write_bytes(

@@ -21,7 +21,7 @@ import itertools
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -74,7 +74,7 @@ def split_backbone(backbone: nn.Module, layers: Layers) -> tuple[nn.Module, nn.M
         return nn.Identity(), copy_backbone(backbone)
     children = list(sequence.children())
     weighted = [i for i, m in enumerate(children) if any(True for _ in m.parameters())]
-    if layers in ("all", "auto") or layers >= len(weighted):
+    if isinstance(layers, str) or layers >= len(weighted):  # "all" or "auto"
         return nn.Identity(), copy_backbone(sequence)
     if layers < 0:
         raise ValueError(f"layers must be >= 0 or 'all', got {layers}")
@@ -109,7 +109,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (np.tanh(0.5 * z) + 1.0)
 
 
-def _fast(optimizer: type[torch.optim.Optimizer]) -> dict[str, bool]:
+def _fast(optimizer: type[torch.optim.Optimizer]) -> dict[str, Any]:
     """``fused=True`` where this torch's ``optimizer`` has fused kernels, else ``foreach``."""
     return {"fused": True} if "fused" in inspect.signature(optimizer).parameters else {}
 
@@ -327,7 +327,7 @@ class FinetuneHead:
             return
         x = torch.as_tensor(X, dtype=self.dtype, device=self.device)
         labels = torch.as_tensor(y, device=self.device)
-        rows = self.net[-1].out_features
+        rows = int(cast(nn.Linear, self.net[-1]).out_features)
         if rows == 1:
             target = labels.to(self.dtype).reshape(-1, 1)
         else:

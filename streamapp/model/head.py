@@ -191,7 +191,7 @@ class RiverHead:
             linear_model.LogisticRegression(optimizer=optim.SGD(self.lr))
         )
         for k in range(len(self.classes)):
-            binary = model.classifier.clone()
+            binary: Any = model.classifier.clone()  # river's binary LogisticRegression
             binary._weights = utils.VectorDict(
                 dict(zip(self._features, map(float, coef[k]), strict=True))
             )
@@ -216,7 +216,7 @@ class RiverHead:
         self.n_learned += len(y)
 
     def state_dict(self) -> HeadState:
-        binaries = [self._model.classifiers[k] for k in range(len(self.classes))]
+        binaries: list[Any] = [self._model.classifiers[k] for k in range(len(self.classes))]
         coef = np.array([[b._weights.get(f, 0.0) for f in self._features] for b in binaries])
         intercept = np.array([b.intercept for b in binaries])
         return {"kind": "river", "coef": coef, "intercept": intercept, "n_learned": self.n_learned}

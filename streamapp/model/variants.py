@@ -48,20 +48,29 @@ def make_embedder(
     m = bundle.manifest
     mean, std = np.asarray(m.preprocessing["mean"]), np.asarray(m.preprocessing["std"])
     # a feature the codec let through as missing (missing=impute) becomes its source mean
-    shaped = {"input_shape": m.input_shape, "impute": bundle.reference.mean}
+    shape, impute = m.input_shape, bundle.reference.mean
     if half and device == "cpu":
         raise ConfigError("half precision needs device=cuda")
     if variant != "torch" and device != "cpu":
         raise BundleError(f"the {variant} variant runs on CPU only (device={device})")
     if variant == "torch":
-        return Embedder(bundle.backbone, mean, std, device=device, half=half, **shaped)
+        return Embedder(
+            bundle.backbone, mean, std, device=device, half=half, input_shape=shape, impute=impute
+        )
     if variant == "int8":
         if not any(isinstance(layer, torch.nn.Linear) for layer in bundle.backbone.modules()):
             raise ConfigError(
                 f"variant=int8 quantizes torch Linear layers, and this {m.backbone_format} "
                 "backbone shows none (it would run unquantized): serve variant=torch"
             )
-        return Embedder(quantize_int8(bundle.backbone), mean, std, exact=False, **shaped)
+        return Embedder(
+            quantize_int8(bundle.backbone),
+            mean,
+            std,
+            exact=False,
+            input_shape=shape,
+            impute=impute,
+        )
     if variant == "onnx":
         if m.backbone_format == "torch.export":
             raise ConfigError(
@@ -70,7 +79,7 @@ def make_embedder(
                 "variant=torch"
             )
         onnx_file = bundle.path / (m.backbone_file if m.backbone_format == "onnx" else ONNX_FILE)
-        return OnnxEmbedder(onnx_file, mean, std, **shaped)
+        return OnnxEmbedder(onnx_file, mean, std, input_shape=shape, impute=impute)
     raise BundleError(f"unknown backbone variant {variant!r}; expected one of {VARIANTS}")
 
 

@@ -29,6 +29,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from streamapp.drift.report import DriftReport
 from streamapp.events import Reason
 from streamapp.guard import DECISIONS
 from streamapp.pipeline import Pipeline
@@ -107,14 +108,17 @@ class BatchHistogram:
 class MetricsSource(Protocol):
     """What the collector reads from a worker at scrape time."""
 
-    pipeline: Pipeline
     messages: int
-    recoveries: int
+
+    @property
+    def pipeline(self) -> Pipeline: ...
+    @property
+    def recoveries(self) -> int: ...
 
     def model_info(self) -> dict[str, str]: ...
     def consumer_lag(self) -> dict[tuple[str, int], int]: ...
     def event_counts(self) -> dict[str, float]: ...
-    def last_drift_report(self) -> dict[str, Any] | None: ...
+    def last_drift_report(self) -> DriftReport | None: ...
 
 
 class WorkerMetrics:
@@ -254,7 +258,7 @@ def _info(name: str, documentation: str, value: dict[str, str]) -> InfoMetricFam
     return InfoMetricFamily(f"{_PREFIX}_{name}", documentation, value=value)
 
 
-def _drift_metrics(report: dict[str, Any]) -> Iterator[Metric]:
+def _drift_metrics(report: DriftReport) -> Iterator[Metric]:
     """Gauges of the latest drift report (see ``schemas/drift-report.schema.json``)."""
     per_feature = {
         "psi": "Population stability index of the last window, per feature.",
@@ -267,8 +271,9 @@ def _drift_metrics(report: dict[str, Any]) -> Iterator[Metric]:
             f"{_PREFIX}_drift_feature_{key}", documentation, labels=["feature"]
         )
         for feature in report["features"]:
-            if key in feature:
-                family.add_metric([feature["name"]], float(feature[key]))
+            values: dict[str, Any] = dict(feature)
+            if key in values:
+                family.add_metric([feature["name"]], float(values[key]))
         yield family
     dataset = report["dataset"]
     yield _gauge("drift_drifted_share", "Share of drifted features.", dataset["drifted_share"])
@@ -292,7 +297,7 @@ def _drift_metrics(report: dict[str, Any]) -> Iterator[Metric]:
     yield changes
 
 
-def _imputed_metric(report: dict[str, Any]) -> CounterMetricFamily:
+def _imputed_metric(report: DriftReport) -> CounterMetricFamily:
     """Missing values replaced by the source mean (``missing=impute``) since start, per feature
     (the last report's running total)."""
     imputed = CounterMetricFamily(

@@ -5,6 +5,8 @@ stream (what the deployed model sees, shifted away from the source). :func:`stre
 turns a target stream into time-ordered feature events and delayed feedback.
 """
 
+from collections.abc import Callable
+
 from streamapp.scenarios.base import Record, Scenario, stream
 from streamapp.scenarios.digits import DigitsShift
 from streamapp.scenarios.hyperplane import HyperplaneDrift
@@ -19,7 +21,10 @@ __all__ = [
     "stream",
 ]
 
-SCENARIOS: dict[str, type[Scenario]] = {"digits-shift": DigitsShift, "hyperplane": HyperplaneDrift}
+SCENARIOS: dict[str, Callable[..., Scenario]] = {
+    "digits-shift": DigitsShift,
+    "hyperplane": HyperplaneDrift,
+}
 
 
 def get_scenario(name: str, seed: int = 0) -> Scenario:
