@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -21,12 +21,12 @@ from streamapp.drift.stats import ReferenceProfile
 from streamapp.model.backbone import CNNBackbone, MLPBackbone
 from streamapp.model.bundle import Manifest, check_new_bundle, write_bundle
 from streamapp.model.logits import logit_rows, predicted_classes
-from streamapp.scenarios import Scenario
 
 if TYPE_CHECKING:
     from streamapp.datasets import Table
 
 __all__ = [
+    "SourceData",
     "classification_metrics",
     "source_scale",
     "train_source",
@@ -36,6 +36,29 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class SourceData(Protocol):
+    """A named, labeled source dataset: what :func:`train_source_bundle` trains on."""
+
+    @property
+    def name(self) -> str:
+        """The model's name unless one is given."""
+        ...
+
+    @property
+    def classes(self) -> Sequence[str]:
+        """The class names; ``y`` holds indices into them."""
+        ...
+
+    @property
+    def feature_names(self) -> Sequence[str]:
+        """The names of the columns of ``X``."""
+        ...
+
+    def source_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(X, y)`` to train on; ``y`` holds class indices."""
+        ...
 
 
 def train_source(
@@ -171,7 +194,7 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
 
 
 def train_source_bundle(
-    scenario: Scenario,
+    source: SourceData,
     out: Path,
     *,
     name: str | None = None,
@@ -182,20 +205,20 @@ def train_source_bundle(
     seed: int = 0,
     holdout: float = 0.2,
 ) -> Manifest:
-    """Train on ``scenario``'s source data and write a bundle to ``out``.
+    """Train on ``source``'s data and write a bundle to ``out``.
 
     A ``holdout`` share of the source data measures the source metrics; the reference
     profile is built from the training share.
     """
-    X, y = scenario.source_data()
+    X, y = source.source_data()
     return _train_bundle(
         X,
         y,
         out,
-        name=name or scenario.name,
+        name=name or source.name,
         version=version,
-        classes=list(scenario.classes),
-        feature_names=list(scenario.feature_names),
+        classes=list(source.classes),
+        feature_names=list(source.feature_names),
         options={"hidden": hidden, "embedding_dim": embedding_dim, "epochs": epochs},
         seed=seed,
         holdout=holdout,
@@ -217,7 +240,7 @@ def train_table_bundle(
 ) -> Manifest:
     """Train on a user's data file (:func:`streamapp.datasets.load_table`) and write a bundle.
 
-    Unlike the demo scenarios (pixel intensities), a user's features have any scale: the
+    Unlike the built-in sources (pixel intensities), a user's features have any scale: the
     standardization has no floor and there is no noise augmentation.
     """
     check_new_bundle(out)
