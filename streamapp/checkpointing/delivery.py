@@ -25,11 +25,12 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from typing import Protocol
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_STORED, KafkaException
+from confluent_kafka import OFFSET_STORED, KafkaException
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from streamapp.checkpointing.checkpoint import OffsetCheckpoint, TransactionalCheckpoint
 from streamapp.checkpointing.outage import OutageClock
+from streamapp.checkpointing.positions import reset_position, resume_positions
 from streamapp.checkpointing.replay import ReplayGate
 from streamapp.checkpointing.state_store import Snapshot, StateStore
 from streamapp.codec import Message
@@ -262,11 +263,6 @@ class Delivery:
         assert self._consumer is not None, "attach() a consumer first"
         return self._consumer
 
-    def _reset_offset(self) -> int:
-        """Where a never-committed partition starts, as the consumer's reset policy says."""
-        reset = str(consumer_config(self.settings).get("auto.offset.reset", "earliest"))
-        return OFFSET_BEGINNING if reset in ("earliest", "smallest", "beginning") else OFFSET_END
-
 
 class AtLeastOnce(Delivery):
     """Flush the outputs, then commit the offsets of what produced them."""
@@ -336,14 +332,8 @@ class AtLeastOnce(Delivery):
     def _rewind(self) -> None:
         consumer = self._consumer_required()
         assigned = sorted(consumer.assignment)
-        committed = {
-            (tp.topic, tp.partition): tp.offset
-            for tp in consumer.committed([KafkaPartition(t, p) for t, p in assigned])
-        }
-        starts = {
-            tp: offset if (offset := committed.get(tp, -1)) >= 0 else self._reset_offset()
-            for tp in assigned
-        }
+        committed = consumer.committed(assigned)
+        starts = {tp: committed.get(tp, reset_position(self.settings)) for tp in assigned}
         self._required().forget(assigned)
         consumer.rewind(starts)
         logger.info("rewound to the committed offsets %s", starts)
@@ -564,7 +554,7 @@ class ExactlyOnce(Delivery):
         starts, committed = self._start_positions(assigned)
         processed = dict(starts)  # real offsets only: a snapshot records them
         for tp in assigned:  # never committed: back to where the group started reading
-            starts.setdefault(tp, self._reset_offset())
+            starts.setdefault(tp, reset_position(self.settings))
         checkpoint.reset(processed, committed, set(self._restored_offsets))
         self._end_of_replay(assigned)
         consumer.rewind(starts)
@@ -575,20 +565,10 @@ class ExactlyOnce(Delivery):
     ) -> tuple[dict[Partition, int], dict[Partition, int]]:
         """Where each partition resumes (the snapshot's offset, else the committed one), and
         the committed offsets up to which that is a replay."""
-        consumer = self._consumer_required()
-        committed = {
-            (tp.topic, tp.partition): tp.offset
-            for tp in consumer.committed([KafkaPartition(t, p) for t, p in partitions])
-            if tp.offset >= 0
-        }
-        starts = {}
-        for tp in partitions:
-            restored = self._restored_offsets.get(tp)
-            if tp in committed and restored is not None and 0 <= restored < committed[tp]:
-                starts[tp] = restored
-                self._gate.replay_until(tp, committed[tp])
-            elif tp in committed:
-                starts[tp] = committed[tp]
+        committed = self._consumer_required().committed(partitions)
+        starts, replays = resume_positions(partitions, committed, self._restored_offsets)
+        for tp, until in replays.items():
+            self._gate.replay_until(tp, until)
         return starts, committed
 
     def _required(self) -> TransactionalCheckpoint:

@@ -330,9 +330,15 @@ class BatchConsumer:
         return True
 
     def committed(
-        self, partitions: list[TopicPartition], timeout: float = 10.0
-    ) -> list[TopicPartition]:
-        return self._consumer.committed(partitions, timeout=timeout)
+        self, partitions: Iterable[tuple[str, int]], timeout: float = 10.0
+    ) -> dict[tuple[str, int], int]:
+        """The group's committed offset of each of ``partitions`` that has one."""
+        asked = [TopicPartition(topic, partition) for topic, partition in partitions]
+        return {
+            (tp.topic, tp.partition): tp.offset
+            for tp in self._consumer.committed(asked, timeout=timeout)
+            if tp.offset >= 0
+        }
 
     def reachable(self, timeout: float) -> bool:
         """Whether a broker answers a metadata request within ``timeout`` seconds."""

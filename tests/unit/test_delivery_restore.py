@@ -53,13 +53,8 @@ class FakeConsumer:
         self.assignment: list[tuple[str, int]] = []
         self.rewound: dict[tuple[str, int], int] = {}
 
-    def committed(self, partitions: list[KafkaPartition]) -> list[KafkaPartition]:
-        return [
-            KafkaPartition(
-                tp.topic, tp.partition, self.committed_offsets.get((tp.topic, tp.partition), -1001)
-            )
-            for tp in partitions
-        ]
+    def committed(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return {tp: self.committed_offsets[tp] for tp in partitions if tp in self.committed_offsets}
 
     def rewind(self, starts: dict[tuple[str, int], int]) -> None:
         self.rewound = dict(starts)
