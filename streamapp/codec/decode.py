@@ -1,0 +1,326 @@
+"""Batch decode of the input topics: polled messages in, feature columns, labels and dead
+letters out.
+
+Decoding never raises on bad input: every message becomes either part of the batch or a
+:class:`~streamapp.events.DeadLetter` with its reason. The common shapes are decoded a batch
+at a time with orjson and numpy; any other message goes through the per-message checks
+(:mod:`streamapp.codec.checks`), which accept it or say why not.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from streamapp.codec.checks import (
+    NUMBER_TYPES,
+    Message,
+    MessageChecks,
+    RejectError,
+    kafka_time,
+    kafka_times,
+    parse_all,
+)
+from streamapp.codec.dead_letters import one_line
+from streamapp.events import (
+    DeadLetter,
+    FeatureBlock,
+    Feedback,
+    Reason,
+    SourcePosition,
+    position_of,
+)
+
+__all__ = ["BatchDecoder", "DecodedBatch"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class DecodedBatch:
+    """One polled batch after decoding: feature columns, feedback, rejects.
+
+    The input's positions and values ride along (plain tuples and bytes, references, no
+    copy, no Kafka message): a dead letter found later keeps its payload."""
+
+    features: FeatureBlock
+    feedback: list[Feedback] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    positions: list[tuple[str, int, int]] = field(default_factory=list)
+    payloads: list[bytes | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.features) + len(self.feedback) + len(self.dead_letters)
+
+    def payload_at(self, source: SourcePosition) -> bytes | None:
+        """The value of the input read at ``source``; None when this batch does not hold it.
+        A scan: only rare rejects (a duplicate event) ask."""
+        for position, payload in zip(self.positions, self.payloads, strict=True):
+            if position == source:
+                return payload
+        return None
+
+
+class BatchDecoder(MessageChecks):
+    """Decodes polled batches for one model's feature layout and classes.
+
+    A part of :class:`~streamapp.codec.Codec`, which sets the attributes below (and those of
+    :class:`~streamapp.codec.checks.MessageChecks`) from its parameters."""
+
+    features_topic: str
+    feedback_topic: str
+    max_abs_value: float
+
+    def decode_batch(self, messages: Iterable[Message], now: float | None = None) -> DecodedBatch:
+        """Split ``messages`` into feature columns, feedback and dead letters.
+
+        The common shapes are decoded a batch at a time (:meth:`_plain_features`,
+        :meth:`_plain_feedback`); any message they do not take goes through the per-message
+        checks, which accept or reject it with its reason. Feature values are written
+        straight into one preallocated matrix; the finite and range checks run on the whole
+        matrix at once.
+        """
+        now = time.time() if now is None else now
+        messages = list(messages)
+        positions = [position_of(m) for m in messages]
+        batch = DecodedBatch(
+            FeatureBlock.empty(len(self.feature_names)),
+            positions=positions,
+            payloads=[m.value() for m in messages],
+        )
+        event_rows: list[int] = []
+        label_rows: list[int] = []
+        feedback_topic = self.feedback_topic
+        for i, (topic, _, _) in enumerate(positions):
+            (label_rows if topic == feedback_topic else event_rows).append(i)
+        if label_rows:
+            self._decode_feedback_rows(messages, positions, label_rows, now, batch)
+        if event_rows:
+            batch.features = self._decode_feature_rows(messages, positions, event_rows, now, batch)
+        if batch.dead_letters and event_rows and label_rows:  # keep dead letters in input order
+            order = {SourcePosition(*p): i for i, p in enumerate(positions)}
+            batch.dead_letters.sort(key=lambda dead: order[dead.source])
+        return batch
+
+    def _decode_feature_rows(
+        self,
+        messages: list[Message],
+        positions: list[tuple[str, int, int]],
+        rows: list[int],
+        now: float,
+        batch: DecodedBatch,
+    ) -> FeatureBlock:
+        """The feature events among ``messages`` (at ``rows``) as a block; the others are
+        dead letters in ``batch``."""
+        msgs = [messages[i] for i in rows]
+        X = np.empty((len(msgs), len(self.feature_names)), np.float64)
+        absent = np.zeros(X.shape, np.bool_)  # imputed (missing) values, not bad ones
+        try:
+            ids, ts = self._plain_features(msgs, X, now)
+        except Exception:  # a shortcut only: the per-message checks decide every message
+            logger.debug("batch decoding failed; decoding message by message", exc_info=True)
+            ids, ts = [None] * len(msgs), np.full(len(msgs), np.nan)
+        ok = np.ones(len(msgs), np.bool_)
+        undecided = [j for j, event_id in enumerate(ids) if event_id is None] if None in ids else []
+        for j in undecided:  # not in the common shape: checked one by one
+            decoded = self._or_dead_letter(
+                batch,
+                msgs[j],
+                functools.partial(self._decode_feature, msgs[j], X[j], absent[j], now),
+            )
+            if decoded is None:
+                ok[j] = False
+            else:
+                ids[j], ts[j] = decoded
+        if not ok.all():
+            keep = np.flatnonzero(ok)
+            X, absent, ts = X[keep], absent[keep], ts[keep]
+            msgs, ids, rows = (
+                [msgs[j] for j in keep],
+                [ids[j] for j in keep],
+                [rows[j] for j in keep],
+            )
+        sources = list(map(SourcePosition._make, map(positions.__getitem__, rows)))
+        return self._feature_block(X, absent, msgs, ids, ts, sources, batch)
+
+    def _plain_features(
+        self, msgs: list[Message], X: np.ndarray, now: float
+    ) -> tuple[list[str | None], np.ndarray]:
+        """``(event ids, event times)`` of the feature events in the common shape, decoded
+        together: a JSON object whose ``features`` is a list of exactly the model's number
+        of JSON numbers, with a valid ``event_id`` and ``ts`` (or none); their values go to
+        ``X``. The id of any other message is ``None``: the per-message checks decide it.
+        Never accepts what the schema and those checks reject (a test holds it to that)."""
+        docs = parse_all([m.value() for m in msgs], self.max_payload_bytes)
+        width = len(self.feature_names)
+        ids: list[str | None] = [None] * len(msgs)
+        stamps: list[float | int] = []
+        vectors: list[list[Any]] = []
+        names: list[str] = []
+        taken: list[int] = []
+        for j, doc in enumerate(docs):
+            if type(doc) is not dict:
+                continue
+            features, event_id, stamp = doc.get("features"), doc.get("event_id"), doc.get("ts", -1)
+            if (
+                type(features) is list
+                and len(features) == width
+                and type(event_id) is str
+                and 0 < len(event_id) <= 256
+                and type(stamp) in NUMBER_TYPES
+                and (stamp >= 0 or ("ts" not in doc))
+            ):
+                taken.append(j)
+                vectors.append(features)
+                stamps.append(stamp)
+                names.append(event_id)
+        ts = np.full(len(msgs), np.nan)
+        if not taken:
+            return ids, ts
+        if not set(map(type, itertools.chain.from_iterable(vectors))) <= NUMBER_TYPES:
+            numeric = [set(map(type, v)) <= NUMBER_TYPES for v in vectors]
+            taken = list(itertools.compress(taken, numeric))
+            vectors = list(itertools.compress(vectors, numeric))
+            stamps = list(itertools.compress(stamps, numeric))
+            names = list(itertools.compress(names, numeric))
+            if not taken:
+                return ids, ts
+        try:
+            values = np.array(vectors, np.float64)
+            event_ts = np.array(stamps, np.float64)
+        except OverflowError:  # an integer beyond float range: the per-message checks say so
+            return ids, ts
+        index = np.asarray(taken)
+        kafka_ts = kafka_times(msgs, now)[index]
+        event_ts = np.where(event_ts < 0, kafka_ts, event_ts)  # no ts: the Kafka timestamp
+        good = np.isfinite(event_ts) & (event_ts <= kafka_ts + self.max_future_skew_s)
+        if not good.all():
+            index, values, event_ts = index[good], values[good], event_ts[good]
+            names = list(itertools.compress(names, good.tolist()))
+        X[index] = values
+        ts[index] = event_ts
+        for j, name in zip(index.tolist(), names, strict=True):
+            ids[j] = name
+        return ids, ts
+
+    def _decode_feedback_rows(
+        self,
+        messages: list[Message],
+        positions: list[tuple[str, int, int]],
+        rows: list[int],
+        now: float,
+        batch: DecodedBatch,
+    ) -> None:
+        """The labels among ``messages`` (at ``rows``) into ``batch.feedback``, or its dead
+        letters."""
+        try:
+            docs = parse_all([messages[i].value() for i in rows], self.max_payload_bytes)
+        except Exception:  # a shortcut only: the per-message checks decide every message
+            docs = [None] * len(rows)
+        for i, doc in zip(rows, docs, strict=True):
+            msg = messages[i]
+            try:
+                feedback = self._plain_feedback(doc, msg, now, positions[i])
+            except Exception:
+                feedback = None
+            if feedback is not None:
+                batch.feedback.append(feedback)
+                continue
+            label = self._or_dead_letter(
+                batch, msg, functools.partial(self._decode_feedback, msg, now)
+            )
+            if label is not None:
+                batch.feedback.append(label)
+
+    def _plain_feedback(
+        self, doc: Any, msg: Message, now: float, position: tuple[str, int, int]
+    ) -> Feedback | None:
+        """A label in the common shape (valid id, a known label, a valid ``ts`` or none),
+        else ``None`` for the per-message checks to decide."""
+        if type(doc) is not dict:
+            return None
+        event_id, label, stamp = doc.get("event_id"), doc.get("label"), doc.get("ts", -1.0)
+        if not (type(event_id) is str and 0 < len(event_id) <= 256):
+            return None
+        kind = type(label)
+        index = (
+            self._label_index.get(label if kind is str else str(label))
+            if kind in (str, int)
+            else None
+        )
+        if index is None or (type(stamp) is not float and type(stamp) is not int):
+            return None
+        kafka_ts = kafka_time(msg, now)
+        if stamp == -1.0 and "ts" not in doc:
+            return Feedback(event_id, index, kafka_ts, SourcePosition(*position))
+        ts = float(stamp) if -(2**53) < stamp < 2**53 else math.inf
+        if not (0 <= ts <= kafka_ts + self.max_future_skew_s):  # NaN fails too
+            return None
+        return Feedback(event_id, index, ts, SourcePosition(*position))
+
+    def _feature_block(
+        self,
+        X: np.ndarray,
+        absent: np.ndarray,
+        msgs: list[Message],
+        ids: list[Any],
+        ts: np.ndarray,
+        sources: list[SourcePosition],
+        batch: DecodedBatch,
+    ) -> FeatureBlock:
+        """The valid rows as a block; rows with NaN/inf or out-of-range values are rejected
+        (a missing value under ``missing=impute`` is NaN on purpose)."""
+        finite = np.isfinite(X)
+        in_range = (np.abs(np.where(finite, X, 0.0)) <= self.max_abs_value).all(axis=1)
+        finite = (finite | absent).all(axis=1)
+        good = finite & in_range
+        if not good.all():
+            for i in np.flatnonzero(~good):
+                reject = (
+                    RejectError(Reason.NON_FINITE, "features contain NaN or infinity")
+                    if not finite[i]
+                    else RejectError(
+                        Reason.VALUE_RANGE, f"a feature exceeds |{self.max_abs_value:g}|"
+                    )
+                )
+                self._reject(batch, msgs[i], reject)
+            keep = np.flatnonzero(good)
+            X, ts = X[good], ts[good]
+            msgs, ids, sources = (
+                [msgs[i] for i in keep],
+                [ids[i] for i in keep],
+                [sources[i] for i in keep],
+            )
+        return FeatureBlock(ids, [m.key() for m in msgs], X.astype(np.float32), ts, sources)
+
+    def _or_dead_letter(
+        self, batch: DecodedBatch, msg: Message, decode: Callable[[], T]
+    ) -> T | None:
+        """What ``decode`` gives for ``msg``, or None with ``msg`` dead-lettered: its reason,
+        or ``decode`` for any other exception (one message must never stop the loop)."""
+        try:
+            return decode()
+        except RejectError as reject:
+            self._reject(batch, msg, reject)
+        except Exception as exc:
+            self._reject(batch, msg, RejectError(Reason.DECODE, f"{type(exc).__name__}: {exc}"))
+        return None
+
+    @staticmethod
+    def _reject(batch: DecodedBatch, msg: Message, reject: RejectError) -> None:
+        source = SourcePosition.of(msg)
+        message = one_line(str(reject))  # messages echo input: keep them short and one line
+        logger.debug("reject %s[%d]@%d: %s", source.topic, source.partition, source.offset, message)
+        batch.dead_letters.append(
+            DeadLetter(source, msg.key(), reject.reason, message, msg.value())
+        )

@@ -1,0 +1,166 @@
+"""Records for the output topics: predictions, training examples and dead letters.
+
+The training-examples topic is read here too (:meth:`RecordEncoder.decode_training_examples`):
+the learner reads exactly what :meth:`RecordEncoder.encode_training_examples` writes, so the
+format's two sides live in one place and change together. That reader is not the input decoder
+(:mod:`streamapp.codec.decode`): the topic is the app's own output, so it needs no schema or
+event-time checks, and it says why a value is refused with a ``ValueError`` (the learner
+dead-letters it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+
+from streamapp.codec.checks import NUMBER_TYPES, parse_all
+from streamapp.codec.dead_letters import encode_dead_letter, one_line
+from streamapp.codec.wire import encode_records
+from streamapp.events import DeadLetter, JoinedExamples, PredictionBlock
+
+__all__ = ["RecordEncoder", "UnknownLabelError"]
+
+
+class UnknownLabelError(ValueError):
+    """A training example's label is not one of the model's classes."""
+
+
+class RecordEncoder:
+    """Encodes one model's output records, and reads back its training examples.
+
+    A part of :class:`~streamapp.codec.Codec`, which sets the attributes below from its
+    parameters."""
+
+    classes: list[str]
+    dead_letter_payload_bytes: int
+    _label_index: dict[str, int]
+
+    def encode_dead_letter(self, dead: DeadLetter, now: float | None = None) -> bytes:
+        """The dead-letter record, keeping at most ``dead_letter_payload_bytes`` of the payload."""
+        return encode_dead_letter(dead, now, payload_bytes=self.dead_letter_payload_bytes)
+
+    def encode_predictions(
+        self, block: PredictionBlock, model_name: str, model_version: str
+    ) -> list[tuple[bytes | None, bytes]]:
+        """``(key, value)`` pairs for the predictions topic."""
+        classes = self.classes
+        probabilities = block.proba.astype(np.float64).tolist()
+        head_seqs = block.head_seq.tolist()
+        labels = [classes[i] for i in block.labels.tolist()]
+        event_ts = block.event_ts.astype(np.float64).tolist()
+        # which model served each row (a pipeline with a guard says; None: not remembered)
+        states = block.model_states() if block.served_by is not None else [None] * len(block)
+        models: dict[tuple[int, object], dict[str, object]] = {}  # rows mostly share one
+        scored_ts = block.scored_ts
+        docs = []
+        for i, event_id in enumerate(block.ids):
+            which = (head_seqs[i], states[i])
+            model = models.get(which)
+            if model is None:
+                model = {"name": model_name, "version": model_version, "head_seq": which[0]}
+                if which[1] is not None:
+                    model["state"] = which[1]
+                models[which] = model
+            docs.append(
+                {
+                    "event_id": event_id,
+                    "label": labels[i],
+                    "probabilities": dict(zip(classes, probabilities[i], strict=True)),
+                    "model": model,
+                    "event_ts": event_ts[i],
+                    "scored_ts": scored_ts,
+                }
+            )
+        return list(zip(block.keys, encode_records(docs, b'{"event_id":'), strict=True))
+
+    def encode_training_examples(
+        self, joined: JoinedExamples, model_name: str, model_version: str
+    ) -> list[tuple[bytes | None, bytes]]:
+        """``(key, value)`` pairs for the training-examples topic: the embedding that was
+        served (float64 survives JSON exactly) and the label, keyed by event id."""
+        classes = self.classes
+        embeddings = np.asarray(joined.embeddings, np.float64).tolist()
+        labels, delays = joined.labels.tolist(), np.asarray(joined.delays, np.float64).tolist()
+        model = {"name": model_name, "version": model_version}
+        docs = [
+            {
+                "event_id": event_id,
+                "label": classes[labels[i]],
+                "embedding": embeddings[i],
+                "model": model,
+                "label_delay_s": delays[i],
+            }
+            for i, event_id in enumerate(joined.event_ids)
+        ]
+        keys = [event_id.encode() for event_id in joined.event_ids]
+        return list(zip(keys, encode_records(docs, b'{"event_id":'), strict=True))
+
+    def decode_training_examples(
+        self, values: list[bytes | None], dim: int
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ValueError]]]:
+        """``(embeddings, class indices, [(position, why)])``: the examples among ``values``
+        in arrival order, and why each other value is not one. The common shape is decoded
+        for the whole batch at once; anything else goes through
+        :meth:`decode_training_example`, which says why it is refused."""
+        docs = parse_all(values, math.inf)
+        taken: list[int] = []
+        rows: list[list[Any]] = []
+        labels: list[int] = []
+        for j, doc in enumerate(docs):
+            if type(doc) is not dict:
+                continue
+            embedding, label = doc.get("embedding"), doc.get("label")
+            index = self._label_index.get(label) if type(label) is str else None
+            if index is not None and type(embedding) is list and len(embedding) == dim:
+                taken.append(j)
+                rows.append(embedding)
+                labels.append(index)
+        X = np.empty((0, dim), np.float64)
+        if rows and set(map(type, itertools.chain.from_iterable(rows))) <= NUMBER_TYPES:
+            with contextlib.suppress(OverflowError):  # an integer beyond float range: refused
+                X = np.array(rows, np.float64)
+        finite = np.isfinite(X).all(axis=1).tolist() if len(X) else [False] * len(taken)
+        taken = list(itertools.compress(taken, finite))
+        X, y = (
+            X[np.asarray(finite, bool)] if len(X) else X,
+            list(itertools.compress(labels, finite)),
+        )
+        if len(taken) == len(values):  # the usual
+            return X, np.array(y, np.int64), []
+        order, refused, done = list(taken), [], set(taken)
+        more_rows, more_labels = [], []
+        for j, value in enumerate(values):
+            if j in done:
+                continue
+            try:
+                embedding, label = self.decode_training_example(value, dim)
+            except ValueError as exc:
+                refused.append((j, exc))
+                continue
+            order.append(j)
+            more_rows.append(embedding)
+            more_labels.append(label)
+        X = np.concatenate([X, np.array(more_rows, np.float64).reshape(-1, dim)])
+        arrival = np.argsort(order, kind="stable")  # learning depends on the order
+        return X[arrival], np.array(y + more_labels, np.int64)[arrival], refused
+
+    def decode_training_example(self, value: bytes | None, dim: int) -> tuple[list[float], int]:
+        """``(embedding, class index)``; raises ``ValueError`` with the reason otherwise."""
+        try:
+            doc = orjson.loads(value or b"")
+            embedding, label = doc["embedding"], doc["label"]
+            known = label in self._label_index
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"not a training example: {exc}") from None
+        if not known:
+            raise UnknownLabelError(f"unknown label {one_line(repr(label), 80)}")
+        if not isinstance(embedding, list) or len(embedding) != dim:
+            raise ValueError(f"embedding is not {dim} numbers")
+        if not all(type(x) in NUMBER_TYPES and math.isfinite(x) for x in embedding):
+            raise ValueError("embedding holds a non-finite or non-numeric value")
+        return embedding, self._label_index[label]
