@@ -82,6 +82,7 @@ class MessageChecks:
         if not self._is_plain_feature_event(doc, features):
             self._validate(self._validate_feature, doc)
         event_ts = self._event_time(doc, msg, now)
+        assert features is not None  # validated above: a list or an object of numbers
         self._fill_row(row, self._fill_missing(features, absent))
         return doc["event_id"], event_ts
 

@@ -253,11 +253,7 @@ class BatchDecoder(MessageChecks):
         if not (type(event_id) is str and 0 < len(event_id) <= 256):
             return None
         kind = type(label)
-        index = (
-            self._label_index.get(label if kind is str else str(label))
-            if kind in (str, int)
-            else None
-        )
+        index = self._label_index.get(str(label)) if kind in (str, int) else None
         if index is None or (type(stamp) is not float and type(stamp) is not int):
             return None
         kafka_ts = kafka_time(msg, now)

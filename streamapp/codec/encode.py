@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -124,7 +124,9 @@ class RecordEncoder:
         if rows and set(map(type, itertools.chain.from_iterable(rows))) <= NUMBER_TYPES:
             with contextlib.suppress(OverflowError):  # an integer beyond float range: refused
                 X = np.array(rows, np.float64)
-        finite = np.isfinite(X).all(axis=1).tolist() if len(X) else [False] * len(taken)
+        finite = cast(
+            list[bool], np.isfinite(X).all(axis=1).tolist() if len(X) else [False] * len(taken)
+        )
         taken = list(itertools.compress(taken, finite))
         X, y = (
             X[np.asarray(finite, bool)] if len(X) else X,
