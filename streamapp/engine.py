@@ -23,8 +23,8 @@ from streamapp.drift.report import DriftReport
 from streamapp.events import Outputs
 from streamapp.model.bundle import Bundle
 from streamapp.pipeline import PipelineStats, Scored
+from streamapp.serving.challenger import Shadow
 from streamapp.settings import Settings
-from streamapp.shadow import Shadow
 
 __all__ = ["Engine"]
 

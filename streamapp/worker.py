@@ -16,7 +16,6 @@ from streamapp.drift.report import DriftReport
 from streamapp.engine import Engine
 from streamapp.errors import ConsumerFencedError, DeliveryError, FencedError
 from streamapp.events import Outputs
-from streamapp.hotswap import ModelWatcher
 from streamapp.kafka.access import check_access
 from streamapp.kafka.admin import BrokerProbe, partition_counts
 from streamapp.kafka.config import consumer_config, validate_timing
@@ -24,13 +23,14 @@ from streamapp.kafka.consumer import BatchConsumer
 from streamapp.lifecycle import Bounds, ExitSignals, tune_garbage_collector
 from streamapp.model.bundle import Bundle
 from streamapp.model.registry import ModelRef
-from streamapp.model_updates import HeadFollower
 from streamapp.ops.metrics import WorkerMetrics
 from streamapp.ops.server import OpsServer
 from streamapp.pipeline import Pipeline, Scored
 from streamapp.publish import Publisher
+from streamapp.roles.head_updates import HeadFollower
+from streamapp.serving.challenger import Shadow
+from streamapp.serving.hotswap import ModelWatcher
 from streamapp.settings import Settings
-from streamapp.shadow import Shadow
 
 __all__ = ["RunSummary", "Worker"]
 

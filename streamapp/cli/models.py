@@ -68,8 +68,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _registry_command(args: argparse.Namespace) -> int:
-    from streamapp.hotswap import ControlEvent, publish_control_event
     from streamapp.model.registry import Registry
+    from streamapp.serving.hotswap import ControlEvent, publish_control_event
 
     settings = common.settings(args)
     root = args.registry or settings.registry

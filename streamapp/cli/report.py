@@ -24,7 +24,7 @@ def add_parsers(sub: Subparsers) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``streamapp report``: the drift reports of a topic or a file -> PNG + HTML."""
-    from streamapp.report import load_reports, read_reports, render_report
+    from streamapp.drift.history import load_reports, read_reports, render_report
 
     if args.from_file is not None:
         if not args.from_file.is_file():

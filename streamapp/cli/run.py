@@ -66,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.runtime == "faust":
         _exec_faust(settings, args.log_level)
     if settings.role == "learner":
-        from streamapp.learner import Learner
+        from streamapp.roles.learner import Learner
 
         learner = Learner(settings)
         try:

@@ -9,7 +9,7 @@
 ``promote`` points an alias at a version and remembers the previous one; ``rollback`` goes
 back one step. Alias files are replaced atomically, so a reader never sees half a file.
 Workers resolve ``<name>@<alias>`` at start and follow promotions on the control topic
-(:mod:`streamapp.hotswap`).
+(:mod:`streamapp.serving.hotswap`).
 
 >>> import tempfile
 >>> registry = Registry(Path(tempfile.mkdtemp()))

@@ -14,10 +14,10 @@ import orjson
 import pytest
 
 from streamapp.events import Outputs
-from streamapp.hotswap import ControlEvent
 from streamapp.kafka.topic_reader import read_to_end
 from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
+from streamapp.serving.hotswap import ControlEvent
 from streamapp.settings import Settings
 from streamapp.worker import Worker
 from tests.conftest import assert_valid, settings_env, wait_until

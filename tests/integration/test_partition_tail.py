@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
-from streamapp import model_updates
 from streamapp.kafka.config import reader_config
 from streamapp.kafka.tail import PartitionTail
-from streamapp.model_updates import HeadFollower, HeadSnapshot
+from streamapp.roles import head_updates
+from streamapp.roles.head_updates import HeadFollower, HeadSnapshot
 from tests.conftest import produce_raw, wait_until
 
 IDLE_S = 2.0
@@ -52,7 +52,7 @@ def test_an_idle_head_follower_does_not_keep_fetching(
             "stats_cb": lambda blob: stats.append(json.loads(blob)),
         }
 
-    monkeypatch.setattr(model_updates, "reader_config", with_stats)
+    monkeypatch.setattr(head_updates, "reader_config", with_stats)
     topic = settings.topics.model_updates
     produce_raw(settings, [(topic, b"digits", _snapshot(1).encode())])
     follower = HeadFollower(settings, "digits", "1")

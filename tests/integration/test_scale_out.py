@@ -15,7 +15,7 @@ import pytest
 
 from streamapp.assembly import build_codec, build_embedder, build_head
 from streamapp.model.bundle import load_bundle
-from streamapp.model_updates import read_latest_head
+from streamapp.roles.head_updates import read_latest_head
 from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
 from streamapp.settings import Settings

@@ -4,7 +4,8 @@ The reports come from the ``drift`` topic (read from the beginning, outside any 
 group) or from a JSONL file of them. The figure shows, over report time: PSI of the most
 drifted features against their window-calibrated thresholds, the prediction distribution,
 the head's rolling accuracy next to the frozen source head's with ADWIN/PageHinkley change
-points marked, and the confusion matrix of the last window.
+points marked, and the confusion matrix of the last window. ``streamapp report`` renders it;
+one report is built by :mod:`streamapp.drift.report`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """A challenger in shadow: it scores every event the champion scores, learns from the same
 labels, publishes to ``shadow-predictions`` (never to ``predictions``), and is compared
-with the champion on the same delayed labels in every drift report."""
+with the champion on the same delayed labels in every drift report (the comparison's
+statistics: :mod:`streamapp.drift.challenger`); once it wins, it is promoted through the
+registry and the control topic."""
 
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ from streamapp.codec import DecodedBatch
 from streamapp.drift.challenger import ChampionChallenger, paired
 from streamapp.errors import ConfigError
 from streamapp.events import Outputs
-from streamapp.hotswap import ControlEvent, publish_control_event
 from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.model.registry import Registry
+from streamapp.serving.hotswap import ControlEvent, publish_control_event
 from streamapp.settings import Settings
 
 __all__ = ["Shadow"]

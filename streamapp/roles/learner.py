@@ -1,4 +1,5 @@
-"""The learner role and the head snapshots it publishes on ``model-updates``.
+"""The learner role: learn from the scorers' training examples, publish head snapshots on
+``model-updates`` (their format and follower: :mod:`streamapp.roles.head_updates`).
 
 Scorers (``role=scorer``) score, keep the ledger, join labels and publish the joined
 examples (the served embedding and the label) to ``training-examples``. One learner
@@ -8,8 +9,9 @@ or ``learner.snapshot_interval_s`` seconds. A snapshot carries the example offse
 reflects, in the same message: a restarted learner restores the latest snapshot and seeks
 to those offsets (they win over the group's commits), so it replays exactly what the
 snapshot does not include and ends with the head an uninterrupted run would have.
-Every scorer follows ``model-updates`` with :class:`HeadFollower` and swaps the head in
-between batches; predictions carry the ``head_seq`` they were scored with.
+Every scorer follows ``model-updates`` with :class:`~streamapp.roles.head_updates.HeadFollower`
+and swaps the head in between batches; predictions carry the ``head_seq`` they were scored
+with.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from streamapp.kafka.consumer import wait_for_join
 from streamapp.kafka.producer import OutputProducer
 from streamapp.lifecycle import Bounds, ExitSignals, tune_garbage_collector
 from streamapp.model.bundle import Bundle
-from streamapp.model_updates import HeadSnapshot, read_latest_head
+from streamapp.roles.head_updates import HeadSnapshot, read_latest_head
 from streamapp.settings import Settings
 
 __all__ = ["Learner"]

@@ -12,9 +12,9 @@ import pytest
 
 from streamapp.assembly import build_pipeline
 from streamapp.codec import DecodedBatch
+from streamapp.drift.history import load_reports, render_report
 from streamapp.events import FeatureBlock, Feedback, SourcePosition
 from streamapp.model.bundle import load_bundle
-from streamapp.report import load_reports, render_report
 from streamapp.scenarios import get_scenario
 from streamapp.settings import DriftSettings, Settings
 

@@ -1,5 +1,5 @@
 """Head snapshots on the compacted ``model-updates`` topic: their format, the newest one,
-and a follower that hands a scorer each newer one (see :mod:`streamapp.learner`)."""
+and a follower that hands a scorer each newer one (see :mod:`streamapp.roles.learner`)."""
 
 from __future__ import annotations
 
