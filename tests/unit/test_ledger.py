@@ -240,3 +240,129 @@ def test_adding_in_batches_is_adding_one_by_one() -> None:
     assert a["counts"] == b["counts"] and a["event_counts"] == b["event_counts"]
     assert min(a["counts"].values()) > 0, a["counts"]  # joined, late, duplicate, orphan
     assert batched.event_counts.evicted > 0 and batched.event_counts.expired > 0
+
+
+def _snapshot_scenario() -> PendingLedger:
+    """Evicted, expired, joined, late, duplicate, orphan and parked: each part of a snapshot."""
+    ledger = PendingLedger(4, 2, 2, ttl_s=10.0, early_label_ttl_s=5.0)
+    batches = (
+        (["a", "b", "c"], 1, [[0.25, 0.75], [0.5, 0.5], [1.0, 0.0]], [0.0, 1.0, 2.0], [1, 1, 2]),
+        (
+            ["d", "e", "f"],
+            -1,
+            [[0.125, 0.875], [0.375, 0.625], [0.0, 1.0]],
+            [12.0, 13.0, 14.0],
+            [2, 2, 3],
+        ),
+    )
+    positions = (
+        [("in", 0, 10), ("in", 0, 11), ("other", 1, 7)],
+        [("in", 0, 12), ("in", 1, 3), ("in", 1, 4)],
+    )
+    labels = ((["b", "z"], 3.0), (["q", "b", "a", "c"], 14.0))
+    for (ids, sign, proba, ts, heads), where, (labelled, at) in zip(
+        batches, positions, labels, strict=True
+    ):
+        emb = sign * np.arange(6, dtype=np.float32).reshape(3, 2) / 4
+        sources = [SourcePosition(*position) for position in where]
+        ledger.add(
+            ids, emb, np.array(proba), np.array(ts), sources=sources, head_seq=np.array(heads)
+        )
+        ledger.expire(ts[-1])
+        ledger.join([Feedback(event_id, 1, at) for event_id in labelled])
+    return ledger
+
+
+def _pending_rows(**columns: np.ndarray) -> dict[str, object]:
+    """The pending part of the scenario's snapshot: d, e, f."""
+    return {
+        "ids": ["d", "e", "f"],
+        "emb": -np.arange(6, dtype=np.float32).reshape(3, 2) / 4,
+        "proba": np.array([[0.125, 0.875], [0.375, 0.625], [0.0, 1.0]]),
+        "ts": np.array([12.0, 13.0, 14.0]),
+        **columns,
+    }
+
+
+def _unknown(n: int) -> dict[str, np.ndarray]:
+    return {
+        "head_seq": np.zeros(n, np.int64),
+        "topic": np.full(n, -1, np.int32),
+        "partition": np.full(n, -1, np.int32),
+        "offset": np.full(n, -1, np.int64),
+    }
+
+
+_PARKED_AND_COUNTS = {
+    "early_ids": ["q"],
+    "early_labels": np.array([1]),
+    "early_ts": np.array([14.0]),
+    "counts": {"joined": 1, "late": 2, "orphan": 1, "duplicate": 1},
+    "event_counts": {"expired": 1, "evicted": 1},
+}
+
+# the scenario's snapshot as the code of commit 798265c (one ledger.py) wrote it: version 2
+SNAPSHOT_798265C = {
+    "topics": ["in", "other"],
+    **_pending_rows(
+        head_seq=np.array([2, 2, 3]),
+        topic=np.array([0, 0, 0], np.int32),
+        partition=np.array([0, 1, 1], np.int32),
+        offset=np.array([12, 3, 4]),
+    ),
+    "gone_ids": ["b", "a", "c"],
+    "gone_why": np.array([0, 2, 1], np.int8),
+    "gone": {
+        "proba": np.array([[0.5, 0.5], [0.25, 0.75], [1.0, 0.0]]),
+        "ts": np.array([1.0, 0.0, 2.0]),
+        "head_seq": np.array([1, 1, 2]),
+        "topic": np.array([0, 0, 1], np.int32),
+        "partition": np.array([0, 0, 1], np.int32),
+        "offset": np.array([11, 10, 7]),
+    },
+    **_PARKED_AND_COUNTS,
+}
+
+# the same scenario (without positions) as the code of commit eb51bc9 wrote it: version 1
+SNAPSHOT_EB51BC9 = {
+    **_pending_rows(),
+    "proba": np.array([[0.125, 0.875], [0.375, 0.625], [0.0, 1.0]], np.float32),
+    "gone_ids": ["b", "a", "c"],
+    "gone_why": ["joined", "evicted", "expired"],
+    **{key: _PARKED_AND_COUNTS[key] for key in ("early_ids", "early_labels", "early_ts")},
+    "counts": {
+        **_PARKED_AND_COUNTS["counts"],
+        "parked": 2,
+        "expired_events": 1,
+        "evicted_events": 1,
+    },
+}
+
+# what the code of commit 798265c wrote after loading SNAPSHOT_EB51BC9
+SNAPSHOT_EB51BC9_LOADED = {
+    "topics": [],
+    **_pending_rows(**_unknown(3)),
+    "gone_ids": ["b", "a", "c"],
+    "gone_why": np.array([0, 2, 1], np.int8),
+    "gone": {"proba": np.zeros((3, 2)), "ts": np.zeros(3), **_unknown(3)},
+    **_PARKED_AND_COUNTS,
+}
+
+
+def test_a_snapshot_is_what_the_single_module_ledger_wrote() -> None:
+    state = _snapshot_scenario().state_dict()
+    assert list(state) == list(SNAPSHOT_798265C)  # the order of the encoded members too
+    assert_same_state(state, SNAPSHOT_798265C)
+    assert encode_state(state) == encode_state(SNAPSHOT_798265C)
+
+
+def test_snapshots_of_older_layouts_load_as_the_single_module_ledger_loaded_them() -> None:
+    for written, loaded in (
+        (SNAPSHOT_798265C, SNAPSHOT_798265C),
+        (SNAPSHOT_EB51BC9, SNAPSHOT_EB51BC9_LOADED),
+    ):
+        for state in (written, decode_state(encode_state(written))):
+            restored = PendingLedger(4, 2, 2, ttl_s=10.0, early_label_ttl_s=5.0)
+            restored.load_state_dict(state)
+            assert_same_state(restored.state_dict(), loaded)
+    assert SNAPSHOT_EB51BC9["gone_why"] == ["joined", "evicted", "expired"]  # left as it was
