@@ -38,6 +38,7 @@ __all__ = [
     "render_configuration",
     "settings_groups",
     "splice_bench",
+    "subcommands",
     "write",
 ]
 
@@ -225,7 +226,7 @@ def render_configuration() -> str:
 # CLI
 
 
-def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argparse.ArgumentParser]]:
+def subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argparse.ArgumentParser]]:
     """``(name, help, parser)`` of a parser's subcommands, in the order they were added."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -287,9 +288,9 @@ def _options_table(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def _render_commands(parser: argparse.ArgumentParser, path: str, level: int) -> Iterator[list[str]]:
-    for name, help_text, sub in _subcommands(parser):
+    for name, help_text, sub in subcommands(parser):
         command = f"{path} {name}"
-        subs = _subcommands(sub)
+        subs = subcommands(sub)
         heading = "#" * level
         yield [f"{heading} `{command}`", "", _escape(help_text) + ("." if help_text else ""), ""]
         positionals = [

@@ -83,7 +83,8 @@ class Worker:
         # for /healthz: when the loop last committed something, or had nothing to do
         self.last_progress = time.monotonic()
         self._commits_seen = 0
-        self._running = False
+        # the loop runs: run() sets it, stop() clears it; /healthz judges a running loop only
+        self.running = False
         self._consumer: BatchConsumer | None = None
         self.delivery: AtLeastOnce | ExactlyOnce = make_delivery(settings, self.engine, fault_hook)
         self._started = False
@@ -119,9 +120,8 @@ class Worker:
         check_access(s)  # one line now, not a retry loop later: login, ACLs
         self._check_copartitioning()
         self.delivery.start()  # exactly-once: restores the last snapshot into the engine
-        self._publisher = self._make_publisher()
-        self._consumer = self._new_consumer()
-        self.delivery.attach(self._consumer)
+        publisher = self._make_publisher()
+        self.attach(self._new_consumer(), publisher)
         self._started = True
         if s.role == "scorer":
             self._heads = HeadFollower(s, self.bundle.name, self.bundle.version)
@@ -142,6 +142,20 @@ class Worker:
             s.topics.inputs(),
             s.processing_guarantee,
         )
+
+    def attach(self, consumer: BatchConsumer, publisher: Publisher) -> None:
+        """Read from ``consumer`` and publish through ``publisher``, and tell delivery of the
+        consumer: what :meth:`start` does with the ones it builds from the settings (a caller
+        that drives :meth:`step` itself may pass its own)."""
+        self._publisher = publisher
+        self._consumer = consumer
+        self.delivery.attach(consumer)
+
+    @property
+    def http_port(self) -> int | None:
+        """The port the ``/metrics``, ``/healthz`` and ``/readyz`` server listens on (the one
+        the system chose for ``http.port`` 0); None while none runs."""
+        return self._server.port if self._server is not None else None
 
     def _new_consumer(self) -> BatchConsumer:
         s = self.settings
@@ -174,7 +188,7 @@ class Worker:
 
     def stop(self) -> None:
         """Ask the loop to finish its batch and shut down gracefully."""
-        self._running = False
+        self.running = False
 
     def run(
         self,
@@ -190,17 +204,17 @@ class Worker:
         bounds = Bounds(count, timeout)
         scored_before = self.pipeline.stats.events_scored
         messages_before = self.messages
-        self._running = True
+        self.running = True
         try:
             with ExitSignals(self.stop):
                 while (
-                    self._running
+                    self.running
                     and not bounds.reached(self.messages - messages_before)
                     and not (until is not None and until())
                 ):
                     self.last_tick = time.monotonic()
                     try:
-                        self._step()
+                        self.step()
                     except DeliveryError as exc:
                         self.delivery.outputs_failed(exc)
                     except ConsumerFencedError as exc:
@@ -218,9 +232,10 @@ class Worker:
             time.monotonic() - bounds.started,
         )
 
-    def _step(self) -> None:
+    def step(self) -> None:
         """One turn of the loop: poll, decode, score, publish the predictions, learn, publish
-        the rest, store the offsets; commit when due."""
+        the rest, store the offsets; commit when due. :meth:`run` turns it; the worker must be
+        started, or given its parts by :meth:`attach`, first."""
         assert self._consumer is not None
         self._apply_model_updates()
         batch = self._consumer.poll_batch(self.policy)  # messages + their next offsets
@@ -243,10 +258,12 @@ class Worker:
             if self.on_batch:
                 self.on_batch(self, outputs)
         self.delivery.commit_if_due()
-        self._note_progress()
+        self.note_progress()
 
-    def _note_progress(self) -> None:
-        """Progress is a commit, or nothing to do (nothing pending, nothing left to read)."""
+    def note_progress(self) -> None:
+        """Note the time for ``/healthz`` if the loop made progress since the last call: a
+        commit, or nothing to do (nothing pending, nothing left to read). Each
+        :meth:`step` ends with it."""
         assert self._consumer is not None
         commits = self.delivery.commits
         idle = not self.delivery.pending and not any(self._consumer.lag().values())
@@ -411,8 +428,8 @@ class Worker:
         now, stall = time.monotonic(), self.settings.http.stall_s
         return {
             "alive": True,
-            "loop_ticking": not (self._running and now - self.last_tick > stall),
-            "making_progress": not (self._running and now - self.last_progress > stall),
+            "loop_ticking": not (self.running and now - self.last_tick > stall),
+            "making_progress": not (self.running and now - self.last_progress > stall),
         }
 
     def readiness(self) -> dict[str, bool]:

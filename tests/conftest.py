@@ -181,10 +181,11 @@ def wait_caught_up(settings: Settings, timeout: float = 120) -> None:
             for topic in settings.topics.inputs()
             for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ]
-        deadline = time.monotonic() + timeout
         committed: dict[tuple[str, int], int] = {}
         ends: dict[tuple[str, int], int] = {}
-        while True:
+
+        def caught_up() -> bool:
+            nonlocal committed, ends
             try:
                 committed = {
                     (tp.topic, tp.partition): tp.offset
@@ -196,13 +197,14 @@ def wait_caught_up(settings: Settings, timeout: float = 120) -> None:
                 }
             except KafkaException:  # e.g. a leader moving after a broker fault: ask again
                 ends = {}
-            if ends and all(committed[tp] >= end for tp, end in ends.items()):
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"group {settings.group_id} not caught up: {committed} < {ends}"
-                )
-            time.sleep(0.5)
+            return bool(ends) and all(committed[tp] >= end for tp, end in ends.items())
+
+        wait_until(
+            caught_up,
+            lambda: f"group {settings.group_id} not caught up: {committed} < {ends}",
+            timeout,
+            interval=0.5,
+        )
     finally:
         consumer.close()
 
@@ -239,11 +241,13 @@ class WorkerProcesses:
         return path.read_text() if path.exists() else ""
 
     def wait_for(self, name: str, text: str, count: int = 1, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while self.log(name).count(text) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name} never logged {text!r}:\n{self.log(name)[-3000:]}")
-            time.sleep(0.1)
+        """Until ``name``'s log holds ``text`` ``count`` times."""
+        wait_until(
+            lambda: self.log(name).count(text) >= count,
+            lambda: f"{name} never logged {text!r}:\n{self.log(name)[-3000:]}",
+            timeout,
+            interval=0.1,
+        )
 
     def close(self) -> None:
         for process in self.started:
@@ -281,16 +285,23 @@ def assert_valid(schema_name: str, document: object) -> None:
     jsonschema.Draft202012Validator(load_schema(schema_name)).validate(document)
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    """Poll ``condition`` until it holds; fail with ``what`` after ``timeout`` seconds."""
+def wait_until(
+    condition: Callable[[], bool],
+    what: str | Callable[[], str],
+    timeout: float = 30,
+    interval: float = 0.05,
+) -> None:
+    """Poll ``condition`` every ``interval`` seconds until it holds; fail with ``what`` after
+    ``timeout`` seconds (a callable ``what`` is asked then, e.g. for a log's last lines)."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
+        if time.monotonic() >= deadline:
+            raise AssertionError(what() if callable(what) else what)
+        time.sleep(interval)  # the poll interval: nothing to wait on but the condition
 
 
 def second_has_not_joined(second: Worker) -> None:
     """An ``on_batch`` hook for a first worker: ~330 events/s (batches of 100) until the
     ``second`` has scored something, so the backlog is not gone before it joins."""
     if second.pipeline.stats.events_scored == 0:
-        time.sleep(0.3)
+        time.sleep(0.3)  # the pacing is the point: the first worker is slowed down on purpose

@@ -111,7 +111,7 @@ def _minimal_round(model: SourceModel, features: str, batches: list[list[InputRe
 
 
 def _worker_round(settings: Settings, batches: list[list[InputRecord]]) -> _Clock:
-    """The worker's per-batch work (``Worker._step``) minus Kafka, on fresh state."""
+    """The worker's per-batch work (``Worker.step``) minus Kafka, on fresh state."""
     bundle = load_served_bundle(settings)
     codec, pipeline = build_codec(settings, bundle), build_pipeline(settings, bundle)
     clock = _Clock()

@@ -280,7 +280,7 @@ class ApacheKafka(OwnedBroker):
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         for node in self._nodes:
             config = node.data / "server.properties"
-            config.write_text(self._properties(node))
+            config.write_text(self.server_properties(node, self._nodes))
             (node.data / "log4j2.properties").write_text(_LOG4J.format(log=node.log))
             command = [
                 *self._java_command(node, java, heap_mb=128),
@@ -295,9 +295,11 @@ class ApacheKafka(OwnedBroker):
             if done.returncode != 0:
                 raise BrokerError(f"formatting Kafka storage failed: {done.stderr.strip()[-500:]}")
 
-    def _properties(self, node: _Node) -> str:
+    def server_properties(self, node: _Node, cluster: Sequence[_Node]) -> str:
+        """The ``server.properties`` of ``node`` in ``cluster`` (every node, the controller
+        quorum's voters): the defaults for tests, then :attr:`properties`."""
         replicas = min(3, self.nodes)
-        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self._nodes)
+        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in cluster)
         listener = self.listener
         defaults = {
             "process.roles": "broker,controller",

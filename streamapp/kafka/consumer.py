@@ -149,6 +149,16 @@ class BatchConsumer:
             list(topics), on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )
 
+    @property
+    def client(self) -> Consumer:
+        """The librdkafka consumer underneath."""
+        return self._consumer
+
+    @property
+    def paused(self) -> frozenset[tuple[str, int]]:
+        """The partitions paused because their buffer is full (resumed once it drains)."""
+        return frozenset(self._paused)
+
     def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._closing:
             # an assignment served by close(): positioning the partitions (reading committed
@@ -206,10 +216,12 @@ class BatchConsumer:
     def poll_batch(self, policy: BatchPolicy) -> PolledBatch:
         """A micro-batch as ``policy`` collects it, in event-time order, errors filtered, with
         the next offsets to commit once it is processed."""
-        return PolledBatch.of(policy.collect(self._consume))
+        return PolledBatch.of(policy.collect(self.consume))
 
-    def _consume(self, max_items: int, timeout: float) -> list[Record]:
-        """Fetch into the merger, then release what is safe in timestamp order."""
+    def consume(self, max_items: int, timeout: float) -> list[Record]:
+        """One fetch into the merger (waiting up to ``timeout`` seconds for a first message),
+        then up to ``max_items`` of what is safe to release, in timestamp order: what
+        :meth:`poll_batch` collects its batch from. Raises on a fatal consumer error."""
         # with messages ready to release, top up without waiting for the fetcher
         wait = 0.0 if self._merger.ready() else timeout
         messages = self._fetch(max_items, wait)

@@ -80,13 +80,16 @@ def _kafka_error(exc: BaseException) -> KafkaError | None:
 class OutputProducer:
     """``produce`` never blocks forever and never drops: a full queue is drained first."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], client: Producer | None = None) -> None:
+        """``client`` is the librdkafka producer to wrap, made from ``config`` when not given
+        (with its callbacks wired to :meth:`on_delivery` and :meth:`on_error`); one given,
+        e.g. a stand-in, is used as it is, and reports through those two itself."""
         self._failed = _FirstError()
         self._hung: str | None = None  # a transactional call stuck past its timeout
         self._transactional_id = config.get("transactional.id")
         # one global delivery callback, called for failures only: a report per delivered
         # record cost the loop ~0.5 us of Python each (a Message object and a call)
-        self._producer = Producer(
+        self._producer = client or Producer(
             {
                 **config,
                 "on_delivery": self._failed,
@@ -94,6 +97,14 @@ class OutputProducer:
                 "error_cb": self._failed.on_error,
             }
         )
+
+    def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        """librdkafka's delivery report: a failure is kept, and raised by the next call."""
+        self._failed(err, msg)
+
+    def on_error(self, err: KafkaError) -> None:
+        """librdkafka's error callback: a fatal error (why it became fatal) is kept."""
+        self._failed.on_error(err)
 
     def _raise_if_failed(self) -> None:
         failed = self._failed

@@ -69,6 +69,16 @@ class PartitionTail:
         self._thread = threading.Thread(target=self._follow, name=name, daemon=True)
         self._thread.start()
 
+    @property
+    def client(self) -> Consumer:
+        """The librdkafka consumer the reading thread uses."""
+        return self._consumer
+
+    @property
+    def reading(self) -> bool:
+        """Whether the reading thread still runs (:meth:`close` ends it)."""
+        return self._thread.is_alive()
+
     def poll(self) -> list[Message]:
         """The records read since the last call (possibly none); errors are logged by the
         reading thread, never returned."""

@@ -230,7 +230,10 @@ class FinetuneHead:
         momentum: float = 0.0,
         step_size: int = 50,
         device: str = "cpu",
+        numpy_step: bool = True,
     ) -> None:
+        """``numpy_step=False`` keeps every step on torch's autograd and optimizer, where it
+        would otherwise run in numpy (a CPU Adam over Linear/ReLU layers: the same steps)."""
         self.classes = [str(c) for c in classes]
         rows = logit_rows(len(self.classes))
         if coef.ndim != 2 or coef.shape[0] != rows or intercept.shape != (rows,):
@@ -255,7 +258,8 @@ class FinetuneHead:
         layers = plain_layers(self.net)
         self._plain = (
             layers
-            if layers
+            if numpy_step
+            and layers
             and isinstance(layers[-1], nn.Linear)  # logits out: the step's loss is on them
             and self.device.type == "cpu"
             and optimizer == "adam"
@@ -288,6 +292,11 @@ class FinetuneHead:
                 **_fast(torch.optim.SGD),
             )
         raise ValueError(f"unknown optimizer {self.optimizer_name!r} (sgd, adam)")
+
+    @property
+    def numpy_steps(self) -> bool:
+        """Whether the optimizer steps run in numpy (see ``numpy_step``)."""
+        return self._plain is not None
 
     @property
     def pending(self) -> int:

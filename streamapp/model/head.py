@@ -125,6 +125,11 @@ class SGDHead:
         self.n_learned = int(n_learned)
 
     @property
+    def classifier(self) -> SGDClassifier:
+        """The scikit-learn estimator the head steps (warm-started from the source head)."""
+        return self._clf
+
+    @property
     def coef(self) -> np.ndarray:
         return self._clf.coef_
 

@@ -22,7 +22,7 @@ from streamapp.kafka.brokers import BrokerChoice
 from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
 from streamapp.settings import Settings
-from tests.conftest import WorkerProcesses, fresh_settings, wait_caught_up
+from tests.conftest import WorkerProcesses, fresh_settings, wait_caught_up, wait_until
 from tests.integration.test_exactly_once import (
     EOS,
     assert_same_head,
@@ -69,16 +69,18 @@ def committed_total(settings: Settings) -> int:
 
 def wait_until_committed(settings: Settings, at_least: int) -> None:
     """Until the worker has committed ``at_least`` input events (while the stream runs on)."""
-    deadline = time.monotonic() + 90
-    while committed_total(settings) < at_least:
-        assert time.monotonic() < deadline, f"the worker never committed {at_least} events"
-        time.sleep(0.2)
+    wait_until(
+        lambda: committed_total(settings) >= at_least,
+        f"the worker never committed {at_least} events",
+        90,
+        interval=0.2,
+    )
 
 
 def kill_and_restart(cluster: ApacheKafka, find: Callable[[], int], down_s: float = 4.0) -> int:
     node = find()
     cluster.stop_node(node, kill=True)
-    time.sleep(down_s)
+    time.sleep(down_s)  # the scenario: the node stays down this long
     cluster.start_node(node)
     return node
 

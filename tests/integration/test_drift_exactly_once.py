@@ -59,7 +59,7 @@ def test_an_aborted_transaction_after_drift_reports_repeats_and_skips_no_report(
             # trickles: live batches are small, while the replay reads its backlog in big ones
             for start in range(0, len(records), 40):
                 produce_records(settings, records[start : start + 40])
-                time.sleep(0.15)
+                time.sleep(0.15)  # the producer's pacing: the stream trickles in
             wait_until(lambda: worker.pipeline.stats.events_scored >= n, "all events scored", 90)
         finally:
             worker.stop()
@@ -80,13 +80,13 @@ def test_kill_9_right_after_drift_reports_repeats_and_skips_no_report(
     for kill_after_report in (3, 7):  # a kill as soon as the report is in the open transaction
         while f"drift report {kill_after_report}:" not in workers.log():
             produce_records(settings, chunks.pop(0))
-            time.sleep(0.15)
+            time.sleep(0.15)  # the producer's pacing: the stream trickles in
         process.send_signal(signal.SIGKILL)
         process.wait()
         process = workers.start(settings)
     for chunk in chunks:
         produce_records(settings, chunk)
-        time.sleep(0.05)
+        time.sleep(0.05)  # the producer's pacing: the rest trickles in too
     predictions = read_topic(settings, settings.topics.predictions, n, timeout=120, idle=30)
     assert len({doc["event_id"] for _, doc in predictions}) == n
     process.send_signal(signal.SIGTERM)  # the last partial window is reported on the way out

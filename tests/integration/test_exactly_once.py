@@ -115,14 +115,20 @@ def assert_same_head(actual: dict, expected: dict) -> None:
 def exactly_once(settings: Settings, n: int, timeout: float = 90) -> Counter[str]:
     """Prediction counts per event once every event has one (read_committed)."""
     expected = {f"e{i}" for i in range(n)}
-    deadline = time.monotonic() + timeout
-    while True:
+    counts: Counter[str] = Counter()
+
+    def all_predicted() -> bool:
         predictions = read_topic(settings, settings.topics.predictions, idle=2, timeout=30)
-        counts = Counter(doc["event_id"] for _, doc in predictions)
-        if set(counts) == expected or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert set(counts) == expected, f"{len(expected - set(counts))} events never predicted"
+        counts.clear()
+        counts.update(doc["event_id"] for _, doc in predictions)
+        return set(counts) == expected
+
+    wait_until(
+        all_predicted,
+        lambda: f"{len(expected - set(counts))} events never predicted",
+        timeout,
+        interval=1,
+    )
     return counts
 
 
@@ -141,7 +147,7 @@ def test_kill_9_five_times_nothing_lost_nothing_duplicated_same_head(
         produce_records(settings, [records[i] for i in rows])
         process = workers.start(settings)
         workers.wait_for("worker", "assigned", count=round_, timeout=90)
-        time.sleep(rng.uniform(0.3, 1.5))
+        time.sleep(rng.uniform(0.3, 1.5))  # the scenario: a kill at a random moment
         process.send_signal(signal.SIGKILL)
         assert process.wait() == -signal.SIGKILL
     survivor = workers.start(settings)
@@ -173,7 +179,7 @@ def test_at_least_once_kill_9_loses_nothing(
     for round_ in range(1, 4):
         process = workers.start(settings)
         workers.wait_for("worker", "assigned", count=round_, timeout=90)
-        time.sleep(1.0)
+        time.sleep(1.0)  # the scenario: killed a second into its run, mid-stream
         process.send_signal(signal.SIGKILL)
         assert process.wait() == -signal.SIGKILL
         committed = _committed(settings)
@@ -258,7 +264,7 @@ def test_a_survivor_takes_over_a_killed_workers_partitions_exactly_once(
     first = workers.start(settings.with_overrides(instance_id="w1", **dynamic), name="w1")
     second = workers.start(settings.with_overrides(instance_id="w2", **dynamic), name="w2")
     workers.wait_for("w2", "assigned", timeout=90)
-    time.sleep(1.0)
+    time.sleep(1.0)  # the scenario: killed a second into its run, mid-stream
     second.send_signal(signal.SIGKILL)
     second.wait()
     counts = exactly_once(settings, n)

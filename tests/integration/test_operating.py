@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -56,7 +55,7 @@ def test_metrics_and_health_endpoints_describe_a_running_worker(
 
     worker = Worker(settings)
     worker.start()
-    port = worker._server.port if worker._server else 0
+    port = worker.http_port or 0
     status, body = get(f"http://127.0.0.1:{port}/readyz")
     assert status == 503  # started, but no partitions assigned before the first poll
     assert orjson.loads(body)["checks"]["partitions_assigned"] is False
@@ -73,13 +72,17 @@ def test_metrics_and_health_endpoints_describe_a_running_worker(
             "partitions_assigned": True,
             "broker_reachable": True,
         }
-        deadline = time.monotonic() + 10  # lag is refreshed once a second on the poll thread
-        while True:
-            metrics = scrape(port)
-            lags = [v for k, v in metrics.items() if k.startswith("streamapp_consumer_lag{")]
-            if len(lags) == 4 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        metrics: dict[str, float] = {}
+        lags: list[float] = []
+
+        def lag_of_every_partition() -> bool:  # 2 topics x 2 partitions
+            metrics.clear()
+            metrics.update(scrape(port))
+            lags[:] = [v for k, v in metrics.items() if k.startswith("streamapp_consumer_lag{")]
+            return len(lags) == 4
+
+        # lag is refreshed once a second on the poll thread
+        wait_until(lag_of_every_partition, lambda: f"lag of {len(lags)} partitions", 10, 0.2)
         assert get(f"http://127.0.0.1:{port}/nothing-here")[0] == 404
     finally:
         worker.stop()

@@ -51,7 +51,7 @@ class _Stream(threading.Thread):
         self.bootstrap, self.topic = bootstrap, topic
         self.acknowledged: set[str] = set()
 
-    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+    def delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
             self.acknowledged.add(msg.key().decode())
 
@@ -66,9 +66,9 @@ class _Stream(threading.Thread):
         for i in range(EVENTS):
             event_id = f"e{i}"
             value = orjson.dumps({"event_id": event_id, "features": [float(i % 16)] * 64})
-            producer.produce(self.topic, value, event_id.encode(), on_delivery=self._delivered)
+            producer.produce(self.topic, value, event_id.encode(), on_delivery=self.delivered)
             producer.poll(0)
-            time.sleep(0.003)
+            time.sleep(0.003)  # the producer's pacing: the stream spans the outage
         producer.flush(180)
 
 
@@ -104,9 +104,9 @@ def test_the_worker_rides_through_a_broker_outage_and_predicts_every_acknowledge
     workers.wait_for("worker", "assigned", timeout=60)
     producing = _Stream(own_broker.bootstrap_servers, settings.topics.features)
     producing.start()
-    time.sleep(2.0)
+    time.sleep(2.0)  # the scenario: the outage comes 2 s into the stream
     own_broker.stop(kill=signal_name == "sigkill")
-    time.sleep(down_s)
+    time.sleep(down_s)  # the scenario: the broker stays down this long
     own_broker.start()
     producing.join(timeout=240)
     assert not producing.is_alive(), "the test producer did not finish"

@@ -65,7 +65,7 @@ def test_an_idle_head_follower_does_not_keep_fetching(
         before, started = _fetches(stats), time.monotonic()
         while time.monotonic() - started < IDLE_S:
             assert follower.poll() is None
-            time.sleep(0.05)
+            time.sleep(0.05)  # the scenario: a follower polled, idle, for IDLE_S
         idle_fetches = _fetches(stats) - before
         # assigned and caught up, it asked noida-db ~12,000 times a second
         assert idle_fetches < 20, f"{idle_fetches} fetches in {IDLE_S} s of nothing new"
@@ -100,7 +100,7 @@ def test_a_tail_from_the_end_reads_only_what_comes_after_it(
             return len(seen_end) >= 2 and len(seen_start) >= 4
 
         wait_until(both_read, "the tails")
-        time.sleep(0.3)  # nothing read twice
+        time.sleep(0.3)  # a quiet spell, to see that nothing is read twice: no event to await
         seen_end.extend(m.value() for m in from_end.poll())
         seen_start.extend(m.value() for m in from_start.poll())
         assert seen_end == [b"new-1", b"new-2"]

@@ -4,7 +4,6 @@ compacted topic (real broker, real processes)."""
 from __future__ import annotations
 
 import signal
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from streamapp.roles.head_updates import read_latest_head
 from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.produce import produce_records
 from streamapp.settings import Settings
-from tests.conftest import WorkerProcesses, assert_valid, read_topic, state_arrays
+from tests.conftest import WorkerProcesses, assert_valid, read_topic, state_arrays, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -36,23 +35,27 @@ def produce(settings: Settings, n: int, prefix: str = "e", seed: int = 0) -> Non
 
 
 def predicted(settings: Settings, n: int) -> list[dict[str, object]]:
-    deadline = time.monotonic() + 120
-    while True:
-        docs = [doc for _, doc in read_topic(settings, settings.topics.predictions, idle=2)]
-        if len({d["event_id"] for d in docs}) >= n or time.monotonic() > deadline:
-            return docs
-        time.sleep(1)
+    """Every prediction on the topic, once ``n`` events have one (within 120 s)."""
+    docs: list[dict[str, object]] = []
+
+    def all_predicted() -> bool:
+        docs[:] = [doc for _, doc in read_topic(settings, settings.topics.predictions, idle=2)]
+        return len({d["event_id"] for d in docs}) >= n
+
+    wait_until(all_predicted, lambda: f"{n} events, predictions for {len(docs)}", 120, interval=1)
+    return docs
 
 
 def learned_everything(settings: Settings, examples: int, timeout: float = 90) -> None:
     """Waits until the learner's newest snapshot covers ``examples`` examples."""
-    deadline = time.monotonic() + timeout
-    while True:
+    head_seq: list[int | None] = [None]
+
+    def learned() -> bool:
         snapshot = read_latest_head(settings, "digits-shift")
-        if snapshot is not None and snapshot.head_seq >= examples:
-            return
-        assert time.monotonic() < deadline, f"learner at {snapshot and snapshot.head_seq}"
-        time.sleep(0.5)
+        head_seq[0] = snapshot and snapshot.head_seq
+        return snapshot is not None and snapshot.head_seq >= examples
+
+    wait_until(learned, lambda: f"learner at {head_seq[0]}", timeout, interval=0.5)
 
 
 def single_process_head(settings: Settings, bundle_path: Path, examples: int) -> dict:

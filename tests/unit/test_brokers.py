@@ -62,16 +62,15 @@ def test_an_unknown_broker_name_is_refused() -> None:
         choose_broker({"STREAMAPP_TEST_BROKER": "redpanda"})
 
 
-def _properties(kafka: ApacheKafka, node: _Node) -> dict[str, str]:
-    lines = kafka._properties(node).splitlines()
+def _properties(kafka: ApacheKafka, node: _Node, cluster: list[_Node]) -> dict[str, str]:
+    lines = kafka.server_properties(node, cluster).splitlines()
     return dict(line.split("=", 1) for line in lines)
 
 
 def test_one_node_has_replication_factor_one_and_quick_groups(tmp_path: Path) -> None:
     kafka = ApacheKafka(data_dir=tmp_path)
     node = _Node(1, 9092, 9093, tmp_path)
-    kafka._nodes = [node]
-    props = _properties(kafka, node)
+    props = _properties(kafka, node, [node])
     assert props["process.roles"] == "broker,controller"
     assert props["controller.quorum.voters"] == "1@127.0.0.1:9093"
     assert props["offsets.topic.replication.factor"] == "1"
@@ -82,8 +81,8 @@ def test_one_node_has_replication_factor_one_and_quick_groups(tmp_path: Path) ->
 
 def test_three_nodes_replicate_three_times_with_two_in_sync(tmp_path: Path) -> None:
     kafka = ApacheKafka(data_dir=tmp_path, nodes=3, properties={"num.io.threads": "2"})
-    kafka._nodes = [_Node(i, 9000 + i, 9100 + i, tmp_path / str(i)) for i in (1, 2, 3)]
-    props = _properties(kafka, kafka._nodes[1])
+    nodes = [_Node(i, 9000 + i, 9100 + i, tmp_path / str(i)) for i in (1, 2, 3)]
+    props = _properties(kafka, nodes[1], nodes)
     assert props["node.id"] == "2"
     assert props["controller.quorum.voters"].count("@127.0.0.1:") == 3
     assert props["default.replication.factor"] == "3"

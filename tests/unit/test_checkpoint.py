@@ -9,7 +9,7 @@ import pytest
 
 from streamapp.checkpointing.checkpoint import TransactionalCheckpoint
 from streamapp.errors import FencedError, ProducerFatalError, TransactionError
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, FakeStateStore
 
 
 class FakeProducer:
@@ -40,23 +40,12 @@ class FakeGroup:
         return "group"
 
 
-class FakeStore:
-    def __init__(self) -> None:
-        self.snapshots: list[tuple[int, bytes, dict[tuple[str, int], int]]] = []
-
-    def write(self, producer: Any, seq: int, blob: bytes, offsets: dict) -> None:
-        self.snapshots.append((seq, blob, offsets))
-
-    def write_cursor(self, producer: Any, cursor: bytes) -> None:
-        producer.log.append(("cursor", cursor))
-
-
 @pytest.fixture
-def parts() -> tuple[FakeProducer, FakeStore, FakeClock]:
-    return FakeProducer(), FakeStore(), FakeClock()
+def parts() -> tuple[FakeProducer, FakeStateStore, FakeClock]:
+    return FakeProducer(), FakeStateStore(), FakeClock()
 
 
-def checkpoint(parts: tuple[FakeProducer, FakeStore, FakeClock], **kwargs: Any) -> Any:
+def checkpoint(parts: tuple[FakeProducer, FakeStateStore, FakeClock], **kwargs: Any) -> Any:
     producer, store, clock = parts
     state = iter(range(1000))
     return TransactionalCheckpoint(
@@ -198,7 +187,7 @@ def test_a_dead_producer_s_commit_failure_reaches_the_worker_unaborted(failure) 
     # a zombie whose commit met its successor's fencing must stop as fenced, not be told
     # that its abort conflicted and go on as if it still owned the transactional.id
     producer = DeadProducer()
-    cp = checkpoint((producer, FakeStore(), FakeClock()))
+    cp = checkpoint((producer, FakeStateStore(), FakeClock()))
     cp.store({("features", 0): 7})
     producer.fail_commit = failure
     with pytest.raises(type(failure)):
@@ -216,7 +205,7 @@ def test_a_commit_still_in_doubt_after_every_attempt_reports_a_dead_producer() -
             raise TransactionError("timed out", abortable=False, retriable=True)
 
     producer = NeverAnswers()
-    cp = checkpoint((producer, FakeStore(), FakeClock()))
+    cp = checkpoint((producer, FakeStateStore(), FakeClock()))
     cp.store({("features", 0): 7})
     with pytest.raises(ProducerFatalError, match="in doubt"):
         cp.commit()
@@ -322,7 +311,7 @@ class SlowCommits(FakeOutputs):
     """Each flush (at-least-once) or transaction commit (exactly-once) blocks for 20 ms."""
 
     def flush(self, timeout: float = 30.0) -> None:
-        time.sleep(0.02)
+        time.sleep(0.02)  # the blocking commit is the scenario: its time is what is counted
         super().flush(timeout)
 
 
@@ -341,7 +330,7 @@ def test_the_time_blocked_in_commits_is_counted_in_both_modes(parts) -> None:
     slow_commit = producer.commit_transaction
 
     def commit_transaction(timeout: float = 0) -> None:
-        time.sleep(0.02)
+        time.sleep(0.02)  # the blocking commit is the scenario: its time is what is counted
         slow_commit(timeout)
 
     producer.commit_transaction = commit_transaction  # type: ignore[method-assign]

@@ -34,30 +34,6 @@ class FakeConsumer:
         self.callbacks["on_assign"](self, partitions)
 
 
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> type[FakeConsumer]:
-    monkeypatch.setattr(consumer_module, "Consumer", FakeConsumer)
-    return FakeConsumer
-
-
-def test_a_partition_paused_for_backpressure_is_not_paused_when_it_comes_back(
-    fake: type[FakeConsumer],
-) -> None:
-    batch = BatchConsumer({}, ["features"], max_buffered=1)
-    kafka = batch._consumer
-    assert isinstance(kafka, FakeConsumer)
-    partitions = [TopicPartition("features", 0), TopicPartition("features", 1)]
-    kafka.callbacks["on_assign"](kafka, partitions)
-    kafka.pause(partitions[1:])  # as backpressure does when partition 1 runs ahead
-    batch._paused.add(("features", 1))
-
-    kafka.rebalance(partitions)  # an eager rebalance hands both partitions back
-
-    assert kafka.paused == set()
-    assert batch._paused == set()
-    assert batch.assignment == {("features", 0), ("features", 1)}
-
-
 class FetchingConsumer(FakeConsumer):
     """Hands out queued messages; high watermarks as the last fetch response reported them."""
 
@@ -80,16 +56,35 @@ class FetchingConsumer(FakeConsumer):
         return partitions
 
 
-def _two_partitions(monkeypatch: pytest.MonkeyPatch) -> tuple[BatchConsumer, FetchingConsumer]:
+def _two_partitions(
+    monkeypatch: pytest.MonkeyPatch, max_buffered: int = 2_000
+) -> tuple[BatchConsumer, FetchingConsumer]:
     """A batch consumer on a fake client, assigned features[0] and features[1]."""
     monkeypatch.setattr(consumer_module, "Consumer", FetchingConsumer)
-    batch = BatchConsumer({}, ["features"], max_idle_s=60.0)
-    kafka = batch._consumer
+    batch = BatchConsumer({}, ["features"], max_idle_s=60.0, max_buffered=max_buffered)
+    kafka = batch.client
     assert isinstance(kafka, FetchingConsumer)
     kafka.callbacks["on_assign"](
         kafka, [TopicPartition("features", 0), TopicPartition("features", 1)]
     )
     return batch, kafka
+
+
+def test_a_partition_paused_for_backpressure_is_not_paused_when_it_comes_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    batch, kafka = _two_partitions(monkeypatch, max_buffered=1)
+    # partition 1 runs ahead while partition 0 has brought nothing yet: its buffer fills up
+    kafka.queue = [FakeMessage("features", 1, 0, 20), FakeMessage("features", 1, 1, 30)]
+    assert batch.consume(10, 0.0) == []
+    assert kafka.paused == batch.paused == {("features", 1)}
+
+    # an eager rebalance hands both partitions back
+    kafka.rebalance([TopicPartition("features", 0), TopicPartition("features", 1)])
+
+    assert kafka.paused == set()
+    assert batch.paused == set()
+    assert batch.assignment == {("features", 0), ("features", 1)}
 
 
 def test_a_partition_that_runs_empty_but_is_fetched_to_its_end_does_not_hold_the_batch(
@@ -104,7 +99,7 @@ def test_a_partition_that_runs_empty_but_is_fetched_to_its_end_does_not_hold_the
     ]
     kafka.high = {("features", 0): 1, ("features", 1): 2}
 
-    released = batch._consume(10, 0.0)
+    released = batch.consume(10, 0.0)
 
     # partition 0 runs empty after its one message; it is fetched to its end, so the merge
     # goes on in timestamp order within the same call instead of waiting for the next poll
@@ -122,7 +117,7 @@ def test_a_partition_with_more_on_the_broker_still_holds_later_messages_back(
     ]
     kafka.high = {("features", 0): 5, ("features", 1): 2}  # partition 0 has 4 more not fetched
 
-    released = batch._consume(10, 0.0)
+    released = batch.consume(10, 0.0)
 
     assert [(m.partition(), m.offset()) for m in released] == [(0, 0)]
 
@@ -158,7 +153,7 @@ def test_an_assignment_served_while_closing_is_not_positioned(
     assert positioned == [] and batch.assignment == set()
     # answered by the callback itself: confluent-kafka's own answer asks librdkafka for the
     # rebalance protocol first, which hung a closing consumer forever (librdkafka#4041)
-    kafka = batch._consumer
+    kafka = batch.client
     assert isinstance(kafka, ClosingConsumer)
     assert kafka.answered == [[TopicPartition("features", 0)]]
 
@@ -176,13 +171,17 @@ def error_message(error: KafkaError) -> FakeMessage:
     ],
     ids=["fenced", "other"],
 )
-def test_a_fatal_consumer_error_stops_the_worker(reason: str, expected: type) -> None:
+def test_a_fatal_consumer_error_stops_the_worker(
+    monkeypatch: pytest.MonkeyPatch, reason: str, expected: type
+) -> None:
     # librdkafka reports it as _FATAL, an error that does not say fatal() itself: it was
     # logged as a warning and the fenced member went on consuming as a zombie
     error = KafkaError(KafkaError._FATAL, f"Fatal error: Broker: {reason}")
     assert not error.fatal()
+    batch, kafka = _two_partitions(monkeypatch)
+    kafka.queue = [error_message(error)]
     with pytest.raises(expected):
-        BatchConsumer._errors([error_message(error)])
+        batch.consume(10, 0.0)
 
 
 class JoiningConsumer(FakeConsumer):
@@ -212,7 +211,7 @@ def test_close_waits_for_a_first_assignment_on_its_way(monkeypatch: pytest.Monke
     positioned: list[list[TopicPartition]] = []
     batch = BatchConsumer({}, ["features"], on_assign=lambda parts: positioned.append(parts))
     batch.close()
-    kafka = batch._consumer
+    kafka = batch.client
     assert isinstance(kafka, JoiningConsumer)
     assert kafka.closed_after == 3 and positioned == [[TopicPartition("features", 0)]]
 
@@ -237,7 +236,7 @@ def test_a_commit_while_the_coordinator_is_away_is_postponed_not_fatal(
     end the worker; it is a postponement the outage clock bounds."""
     monkeypatch.setattr(consumer_module, "Consumer", CommittingConsumer)
     batch = BatchConsumer({}, ["features"])
-    kafka = batch._consumer
+    kafka = batch.client
     assert isinstance(kafka, CommittingConsumer)
     kafka.refusal = KafkaError(code)
     with pytest.raises(CommitPostponedError):
@@ -278,16 +277,20 @@ def test_a_positioned_assignment_is_incremental_under_a_cooperative_protocol(
     partitions already owned."""
     monkeypatch.setattr(consumer_module, "Consumer", IncrementalConsumer)
     batch = BatchConsumer(config, ["features"], on_assign=lambda partitions: partitions)
-    kafka = batch._consumer
+    kafka = batch.client
     assert isinstance(kafka, IncrementalConsumer)
     added = [TopicPartition("features", 1)]
     kafka.callbacks["on_assign"](kafka, added)
     assert kafka.calls == [(call, added)]
 
 
-def test_an_authorization_error_while_consuming_ends_the_worker_with_one_line() -> None:
+def test_an_authorization_error_while_consuming_ends_the_worker_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Without READ on the group the worker used to log GROUP_AUTHORIZATION_FAILED for ever
     and predict nothing."""
     error = KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED, "Broker: Group authorization failed")
+    batch, kafka = _two_partitions(monkeypatch)
+    kafka.queue = [error_message(error)]
     with pytest.raises(BrokerError, match="reading features\\[0\\]: GROUP_AUTHORIZATION_FAILED"):
-        BatchConsumer._errors([error_message(error)])
+        batch.consume(10, 0.0)

@@ -15,6 +15,7 @@ from streamapp.checkpointing.state_store import Restored, Snapshot
 from streamapp.drift.monitor import DriftCursor
 from streamapp.errors import TransactionError
 from streamapp.settings import Settings
+from tests.fakes import FakeBatchConsumer, FakeStateStore
 
 FEATURES = ("features", 0)
 
@@ -37,27 +38,6 @@ class FakeState:
 
     def replay_finished(self) -> None:
         self.log.append("replay finished")
-
-
-class FakeStore:
-    def __init__(self, restored: Restored) -> None:
-        self.restored = restored
-
-    def read(self) -> Restored:
-        return self.restored
-
-
-class FakeConsumer:
-    def __init__(self, committed: dict[tuple[str, int], int]) -> None:
-        self.committed_offsets = committed
-        self.assignment: list[tuple[str, int]] = []
-        self.rewound: dict[tuple[str, int], int] = {}
-
-    def committed(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        return {tp: self.committed_offsets[tp] for tp in partitions if tp in self.committed_offsets}
-
-    def rewind(self, starts: dict[tuple[str, int], int]) -> None:
-        self.rewound = dict(starts)
 
 
 class FakeCheckpoint:
@@ -93,14 +73,14 @@ class FakeCheckpoint:
 
 def delivery(
     restored: Restored, committed: dict[tuple[str, int], int]
-) -> tuple[ExactlyOnce, FakeState, FakeConsumer]:
+) -> tuple[ExactlyOnce, FakeState, FakeBatchConsumer]:
     settings = Settings(
         bootstrap_servers="127.0.0.1:9", processing_guarantee="exactly-once", instance_id="w1"
     )
     state = FakeState()
     eos = ExactlyOnce(settings, state)
-    eos._store = FakeStore(restored)  # type: ignore[assignment]
-    consumer = FakeConsumer(committed)
+    eos._store = FakeStateStore(restored)  # type: ignore[assignment]
+    consumer = FakeBatchConsumer(committed=committed)
     eos._consumer = consumer  # type: ignore[assignment]
     eos._checkpoint = FakeCheckpoint()  # type: ignore[assignment]
     return eos, state, consumer
@@ -141,7 +121,7 @@ def test_a_never_committed_partition_is_rewound_to_the_start_but_not_recorded_as
     None
 ):
     eos, _, consumer = delivery(Restored(None, None), {})
-    consumer.assignment = [FEATURES]
+    consumer.assignment = {FEATURES}
     eos._rewind()
     assert consumer.rewound == {FEATURES: OFFSET_BEGINNING}
     assert eos._checkpoint.processed == {}  # type: ignore[union-attr]
@@ -167,12 +147,12 @@ def test_no_assignment_is_not_the_end_of_a_replay_that_has_not_started() -> None
 
 
 def test_partitions_revoked_and_assigned_back_are_not_replayed_again() -> None:
-    eos, _, _ = delivery(Restored(Snapshot(1, b"", {FEATURES: 100}), None), {FEATURES: 400})
+    eos, _, consumer = delivery(Restored(Snapshot(1, b"", {FEATURES: 100}), None), {FEATURES: 400})
     eos._restore()
     eos.on_assign([KafkaPartition(*FEATURES)])
     eos.store({FEATURES: 900})  # the replay is done; live up to 900
     eos.on_revoke([KafkaPartition(*FEATURES)])  # commits 900 with a snapshot
-    eos._consumer.committed_offsets[FEATURES] = 900  # type: ignore[union-attr]
+    consumer.committed_offsets[FEATURES] = 900
     assert eos.on_assign([KafkaPartition(*FEATURES)])[0].offset == 900
     assert not eos.replaying  # it used to seek back to the start-up snapshot's 100
 

@@ -110,7 +110,7 @@ def _check_python(page: Path, line: str, args: list[str], heredoc: str | None) -
 
 
 def _commands(parser: object, path: str) -> Iterator[str]:
-    for name, _, sub in docs_gen._subcommands(parser):  # type: ignore[arg-type]
+    for name, _, sub in docs_gen.subcommands(parser):  # type: ignore[arg-type]
         yield f"{path} {name}"
         yield from _commands(sub, f"{path} {name}")
 

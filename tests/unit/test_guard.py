@@ -163,7 +163,7 @@ def test_a_diverged_head_is_rolled_back_to_the_last_good_state() -> None:
 
     def diverge(X: np.ndarray, y: np.ndarray) -> None:
         learn(X, y)
-        pipeline.head._clf.coef_[:] = np.nan  # type: ignore[attr-defined]
+        pipeline.head.coef[:] = np.nan  # type: ignore[attr-defined]
 
     pipeline.head.learn_many = diverge  # type: ignore[method-assign]
     X = rng.normal(size=(5, DIM))

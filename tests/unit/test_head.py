@@ -31,7 +31,9 @@ def test_probabilities_match_scikit_learn_after_learning(data) -> None:
     coef, intercept, X, y = data
     head = SGDHead(coef, intercept, ["a", "b", "c"])
     head.learn_many(X, y)
-    np.testing.assert_allclose(head.predict_proba_many(X), head._clf.predict_proba(X), rtol=1e-10)
+    np.testing.assert_allclose(
+        head.predict_proba_many(X), head.classifier.predict_proba(X), rtol=1e-10
+    )
 
 
 def test_learning_matches_a_plain_sgd_classifier_warm_started_the_public_way(data) -> None:
@@ -129,11 +131,12 @@ def test_the_numpy_finetune_step_is_torch_autograd_and_adam(
     rng = np.random.default_rng(1)
     coef, intercept = rng.normal(size=(rows, 5)), rng.normal(size=rows)
     fast, slow = (
-        FinetuneHead(top, coef, intercept, classes, step_size=7, weight_decay=weight_decay)
-        for _ in range(2)
+        FinetuneHead(
+            top, coef, intercept, classes, step_size=7, weight_decay=weight_decay, numpy_step=numpy
+        )
+        for numpy in (True, False)  # slow: module forward, autograd, optimizer.step()
     )
-    assert fast._plain is not None
-    slow._plain = None  # the torch path: module forward, autograd, optimizer.step()
+    assert fast.numpy_steps and not slow.numpy_steps
     X, y = rng.normal(size=(60, 6)) * 3, rng.integers(0, len(classes), 60)
     for head in (fast, slow):
         head.learn_many(X[:25], y[:25])

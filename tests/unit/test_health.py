@@ -2,51 +2,55 @@
 
 from __future__ import annotations
 
-import time
-from types import SimpleNamespace
+from pathlib import Path
 
+import pytest
+
+from streamapp.model.bundle import load_bundle
 from streamapp.settings import Settings
 from streamapp.worker import Worker
+from tests.fakes import FakeBatchConsumer, FakeDelivery
 
 
-class FakeConsumer:
-    def __init__(self) -> None:
-        self.lags: dict[tuple[str, int], int] = {}
-
-    def lag(self) -> dict[tuple[str, int], int]:
-        return dict(self.lags)
-
-
-def worker(stall_s: float = 5.0) -> tuple[Worker, FakeConsumer, SimpleNamespace]:
-    w = Worker.__new__(Worker)  # the checks need no broker and no model
-    w.settings = Settings(http={"stall_s": stall_s})
-    consumer, delivery = FakeConsumer(), SimpleNamespace(commits=0, pending=False)
-    w._consumer, w.delivery = consumer, delivery  # type: ignore[assignment]
-    w._running, w._commits_seen = True, 0
-    w.last_tick = w.last_progress = time.monotonic()
+@pytest.fixture
+def worker(digits_bundle: Path) -> tuple[Worker, FakeBatchConsumer, FakeDelivery]:
+    """A running worker (as inside ``run()``) on a fake consumer and delivery: the checks
+    need no broker."""
+    settings = Settings(bootstrap_servers="127.0.0.1:9", bundle=digits_bundle, http={"stall_s": 5})
+    w = Worker(settings, load_bundle(digits_bundle))
+    consumer, delivery = FakeBatchConsumer(), FakeDelivery()
+    w.delivery = delivery  # type: ignore[assignment]
+    w.attach(consumer, publisher=None)  # type: ignore[arg-type]  # nothing is published
+    w.running = True
     return w, consumer, delivery
 
 
-def test_input_it_cannot_process_makes_the_worker_unhealthy_after_stall_s() -> None:
-    w, consumer, delivery = worker()
+def test_input_it_cannot_process_makes_the_worker_unhealthy_after_stall_s(
+    worker: tuple[Worker, FakeBatchConsumer, FakeDelivery],
+) -> None:
+    w, consumer, delivery = worker
     consumer.lags = {("features", 0): 20}  # events wait, and no commit comes
     delivery.pending = True
     w.last_progress -= 10  # the last progress was 10 s ago
-    w._note_progress()
+    w.note_progress()
     assert w.health() == {"alive": True, "loop_ticking": True, "making_progress": False}
     delivery.commits = 1  # a commit: progress again
-    w._note_progress()
+    w.note_progress()
     assert w.health()["making_progress"]
 
 
-def test_an_idle_worker_with_nothing_to_do_is_healthy() -> None:
-    w, _, _ = worker()
+def test_an_idle_worker_with_nothing_to_do_is_healthy(
+    worker: tuple[Worker, FakeBatchConsumer, FakeDelivery],
+) -> None:
+    w, _, _ = worker
     w.last_progress -= 10
-    w._note_progress()
+    w.note_progress()
     assert w.health()["making_progress"]
 
 
-def test_a_loop_that_stopped_ticking_is_unhealthy() -> None:
-    w, _, _ = worker()
+def test_a_loop_that_stopped_ticking_is_unhealthy(
+    worker: tuple[Worker, FakeBatchConsumer, FakeDelivery],
+) -> None:
+    w, _, _ = worker
     w.last_tick -= 10
     assert not w.health()["loop_ticking"]

@@ -164,7 +164,7 @@ def with_parked_labels(settings: Settings, bundles: list[Bundle]) -> Pipeline:
 
 
 def after_a_model_swap(settings: Settings, bundles: list[Bundle]) -> Pipeline:
-    """As ``Worker._swap`` does: a new pipeline for version 2, the counters carried over."""
+    """As the worker's model swap does: a new pipeline for version 2, the counters carried over."""
     before = fresh(settings, bundles[0])
     before.process(batch(events(0, 50), labels(0, 20, 50.0)))
     pipeline = fresh(settings, bundles[1])

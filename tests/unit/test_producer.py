@@ -10,6 +10,7 @@ from confluent_kafka import KafkaError, KafkaException
 import streamapp.kafka.producer as producer_module
 from streamapp.errors import DeliveryError, FencedError, ProducerFatalError
 from streamapp.kafka.producer import OutputProducer
+from tests.fakes import FakeMessage
 
 
 class FailingClient:
@@ -35,8 +36,7 @@ def test_a_fatal_error_raised_while_serving_reports_is_the_workers_own(
 ) -> None:
     """A fenced producer can raise from poll() (e.g. adding a partition to the transaction);
     it must reach the worker as FencedError (stop), never as a raw KafkaException."""
-    producer = OutputProducer({"bootstrap.servers": "127.0.0.1:9"})
-    producer._producer = FailingClient(code)  # type: ignore[assignment]
+    producer = OutputProducer({}, FailingClient(code))  # type: ignore[arg-type]
     with pytest.raises(expected):
         producer.produce_many("predictions", [(b"k", b"v")])
     with pytest.raises(expected):
@@ -67,10 +67,9 @@ class ConflictingClient(FailingClient):
 def test_any_transactional_failure_of_a_fenced_producer_is_the_fencing() -> None:
     """It used to surface as a TransactionError ('Conflicting commit_transaction ...'): the
     worker aborted, restored its snapshot and went on as a zombie instead of stopping."""
-    producer = OutputProducer({"bootstrap.servers": "127.0.0.1:9"})
-    producer._producer = ConflictingClient(KafkaError._FENCED)  # type: ignore[assignment]
+    producer = OutputProducer({}, ConflictingClient(KafkaError._FENCED))  # type: ignore[arg-type]
     fenced = KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True)
-    producer._failed.on_error(fenced)  # librdkafka's error callback says so first
+    producer.on_error(fenced)  # librdkafka's error callback says so first
     with pytest.raises(FencedError):
         producer.commit_transaction()
 
@@ -87,17 +86,11 @@ class FencedOnCommit(ConflictingClient):
 
 
 def test_a_fencing_seen_once_is_what_every_later_call_reports() -> None:
-    producer = OutputProducer({"bootstrap.servers": "127.0.0.1:9"})
-    producer._producer = FencedOnCommit(KafkaError._FENCED)  # type: ignore[assignment]
+    producer = OutputProducer({}, FencedOnCommit(KafkaError._FENCED))  # type: ignore[arg-type]
     with pytest.raises(FencedError):
         producer.commit_transaction()
     with pytest.raises(FencedError):
         producer.abort_transaction()
-
-
-class _Record:
-    def topic(self) -> str:
-        return "predictions"
 
 
 def test_a_delivery_failed_by_a_fencing_is_the_fencing() -> None:
@@ -105,11 +98,12 @@ def test_a_delivery_failed_by_a_fencing_is_the_fencing() -> None:
     fencing behind it came through the error callback. It used to surface as
     ProducerFatalError, on which exactly-once replaced the producer: the new one's
     init_transactions fenced the successor, and the zombie went on."""
-    producer = OutputProducer({"bootstrap.servers": "127.0.0.1:9"})
-    producer._producer = ConflictingClient(KafkaError._FENCED)  # type: ignore[assignment]
+    producer = OutputProducer({}, ConflictingClient(KafkaError._FENCED))  # type: ignore[arg-type]
     fenced = KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True)
-    producer._failed.on_error(fenced)
-    producer._failed(KafkaError(KafkaError._FATAL, "Fatal error", fatal=True), _Record())
+    producer.on_error(fenced)
+    producer.on_delivery(
+        KafkaError(KafkaError._FATAL, "Fatal error", fatal=True), FakeMessage("predictions")
+    )  # type: ignore[arg-type]
     with pytest.raises(FencedError):
         producer.produce_many("predictions", [(b"k", b"v")])
 
@@ -125,7 +119,7 @@ class HangingClient(ConflictingClient):
         self.returned = False
 
     def send_offsets_to_transaction(self, *args: object) -> None:
-        time.sleep(self.hang_s)  # in C the GIL is released as here
+        time.sleep(self.hang_s)  # the hang is the scenario (in C the GIL is released as here)
         self.returned = True
 
 
@@ -136,14 +130,13 @@ def test_a_transactional_call_stuck_past_its_timeout_fails_the_producer_for_good
     stuck in C; the abandoned producer refuses every later transactional call, and its
     owner replaces it."""
     monkeypatch.setattr(producer_module, "HANG_GRACE_S", 0.1)
-    producer = OutputProducer({"bootstrap.servers": "127.0.0.1:9", "log_level": 0})
-    producer._producer = HangingClient(hang_s=0.0)  # type: ignore[assignment]
+    client = HangingClient(hang_s=0.0)
+    producer = OutputProducer({}, client)  # type: ignore[arg-type]
     producer.send_offsets_to_transaction([], None, timeout=0.1)  # in time: no failure
-    stuck = HangingClient(hang_s=5.0)
-    producer._producer = stuck  # type: ignore[assignment]
+    client.hang_s, client.returned = 5.0, False  # the next call gets stuck
     with pytest.raises(ProducerFatalError, match=r"did not return within 0\.2 s"):
         producer.send_offsets_to_transaction([], None, timeout=0.1)
-    assert not stuck.returned  # the caller did not wait for the stuck call
+    assert not client.returned  # the caller did not wait for the stuck call
     with pytest.raises(ProducerFatalError, match="abandoned"):
         producer.commit_transaction(0.1)
     producer.close()  # leaves the stuck client alone, and does not block

@@ -3,7 +3,6 @@ assigned only while there is something new, and reads each record once."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -69,8 +68,8 @@ def tail(monkeypatch: pytest.MonkeyPatch) -> Any:
     def make() -> tuple[PartitionTail, FlakyConsumer]:
         t = PartitionTail({}, "model-updates", interval_s=0.01)
         tails.append(t)
-        assert isinstance(t._consumer, FlakyConsumer)
-        return t, t._consumer
+        assert isinstance(t.client, FlakyConsumer)
+        return t, t.client
 
     yield make
     for t in tails:
@@ -79,10 +78,12 @@ def tail(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def _read(t: PartitionTail, count: int, timeout: float = 5.0) -> list[int]:
     got: list[int] = []
-    deadline = time.monotonic() + timeout
-    while len(got) < count and time.monotonic() < deadline:
-        got += [m.offset() for m in t.poll()]
-        time.sleep(0.01)
+
+    def enough() -> bool:
+        got.extend(m.offset() for m in t.poll())
+        return len(got) >= count
+
+    wait_until(enough, lambda: f"{count} records, read {got}", timeout, interval=0.01)
     return got
 
 
@@ -97,4 +98,4 @@ def test_a_tail_outlives_an_unreachable_broker_and_reads_each_record_once(tail: 
     kafka.written = 5
     assert _read(t, 2) == [3, 4]
     t.close()
-    assert kafka.closed and not t._thread.is_alive()
+    assert kafka.closed and not t.reading

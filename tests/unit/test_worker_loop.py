@@ -10,47 +10,13 @@ from typing import Any
 import orjson
 import pytest
 
-from streamapp.batching import BatchPolicy
 from streamapp.checkpointing.state_store import Snapshot
 from streamapp.events import Outputs, PredictionBlock
 from streamapp.kafka.consumer import PolledBatch
 from streamapp.model.bundle import load_bundle
 from streamapp.settings import Settings
 from streamapp.worker import Worker
-from tests.fakes import FakeMessage
-
-
-class FakeConsumer:
-    def __init__(self, batch: PolledBatch) -> None:
-        self.batches = [batch]
-        self.assignment = {("features", 0), ("feedback", 0)}
-
-    def poll_batch(self, policy: BatchPolicy) -> PolledBatch:
-        return self.batches.pop(0) if self.batches else PolledBatch()
-
-    def lag(self) -> dict[tuple[str, int], int]:
-        return {}
-
-
-class FakeDelivery:
-    """Delivery as the loop sees it, recording what it is told."""
-
-    recovery_required = False
-    replaying = False
-    commits = 0
-    pending = False
-
-    def __init__(self, log: list[Any]) -> None:
-        self.log = log
-
-    def live(self, batch: PolledBatch) -> None:
-        return None
-
-    def store(self, offsets: dict[tuple[str, int], int]) -> None:
-        self.log.append(("store", dict(offsets)))
-
-    def commit_if_due(self) -> None:
-        self.log.append("commit_if_due")
+from tests.fakes import FakeBatchConsumer, FakeDelivery, FakeMessage
 
 
 class RecordingPublisher:
@@ -103,18 +69,24 @@ def _batch(worker: Worker) -> PolledBatch:
     return PolledBatch.of([*events, *labels])
 
 
+def on_fakes(worker: Worker, batch: PolledBatch, log: list[Any]) -> None:
+    """The worker on a fake consumer that hands out ``batch``, and fake delivery and
+    publisher that record what they are told in ``log``."""
+    worker.delivery = FakeDelivery(log)  # type: ignore[assignment]
+    consumer = FakeBatchConsumer(batch, assignment={("features", 0), ("feedback", 0)})
+    worker.attach(consumer, RecordingPublisher(worker, log))  # type: ignore[arg-type]
+
+
 def test_one_turn_publishes_the_predictions_before_the_batch_is_learned(worker: Worker) -> None:
     log: list[Any] = []
     batch = _batch(worker)
-    worker._consumer = FakeConsumer(batch)  # type: ignore[assignment]
-    worker.delivery = FakeDelivery(log)  # type: ignore[assignment]
-    worker._publisher = RecordingPublisher(worker, log)  # type: ignore[assignment]
+    on_fakes(worker, batch, log)
     engine = worker.engine
     score, learn = engine.score, engine.learn
     engine.score = lambda decoded: (log.append("score"), score(decoded))[1]  # type: ignore[method-assign]
     engine.learn = lambda scored: (log.append("learn"), learn(scored))[1]  # type: ignore[method-assign]
 
-    worker._step()
+    worker.step()
 
     assert log == [
         "score",
@@ -129,17 +101,15 @@ def test_one_turn_publishes_the_predictions_before_the_batch_is_learned(worker: 
     assert worker.messages == 6
 
     log.clear()
-    worker._step()  # nothing polled: nothing scored or published, a commit when due
+    worker.step()  # nothing polled: nothing scored or published, a commit when due
     assert log == ["commit_if_due"]
 
 
 def test_the_engine_restores_what_it_snapshots_and_the_worker_serves_it(worker: Worker) -> None:
     """Delivery talks to the engine: a restore replaces the pipeline the worker serves."""
     log: list[Any] = []
-    worker._consumer = FakeConsumer(_batch(worker))  # type: ignore[assignment]
-    worker.delivery = FakeDelivery(log)  # type: ignore[assignment]
-    worker._publisher = RecordingPublisher(worker, log)  # type: ignore[assignment]
-    worker._step()
+    on_fakes(worker, _batch(worker), log)
+    worker.step()
     engine, before = worker.engine, worker.pipeline
     blob = engine.snapshot()
     engine.restore(None)  # fresh state
