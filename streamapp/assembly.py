@@ -45,12 +45,12 @@ logger = logging.getLogger(__name__)
 
 def served_bundle_path(settings: Settings) -> Path:
     """The bundle to serve: ``model_name@model_alias`` from the registry, else ``bundle``."""
-    if settings.registry is None or settings.model_name is None:
-        return settings.bundle
+    if settings.model.registry is None or settings.model.name is None:
+        return settings.model.bundle
     from streamapp.model.registry import Registry
 
-    registry = Registry(settings.registry)
-    ref = registry.resolve(settings.model_name, settings.model_alias)
+    registry = Registry(settings.model.registry)
+    ref = registry.resolve(settings.model.name, settings.model.alias)
     return registry.path(ref.name, ref.version)
 
 
@@ -67,11 +67,11 @@ def build_codec(settings: Settings, bundle: Bundle) -> Codec:
         m.classes,
         features_topic=settings.topics.features,
         feedback_topic=settings.topics.feedback,
-        max_abs_value=settings.max_abs_value,
-        max_payload_bytes=settings.max_payload_bytes,
-        max_future_skew_s=settings.max_future_skew_s,
-        dead_letter_payload_bytes=settings.dead_letter_payload_bytes,
-        missing=settings.missing,
+        max_abs_value=settings.input.max_abs_value,
+        max_payload_bytes=settings.input.max_payload_bytes,
+        max_future_skew_s=settings.input.max_future_skew_s,
+        dead_letter_payload_bytes=settings.input.dead_letter_payload_bytes,
+        missing=settings.input.missing,
     )
 
 
@@ -99,8 +99,8 @@ def _say_once(message: str) -> None:
 
 def _cannot_finetune(settings: Settings, bundle: Bundle) -> str | None:
     m = bundle.manifest
-    if settings.variant != "torch":
-        return f"the {settings.variant} variant is head-only"
+    if settings.model.variant != "torch":
+        return f"the {settings.model.variant} variant is head-only"
     if m.backbone_format == "onnx":
         return "an ONNX backbone is head-only (import a .pt2 or safetensors to fine-tune)"
     if m.input_shape is not None and len(m.input_shape) > 1:
@@ -125,7 +125,7 @@ def build_head(settings: Settings, bundle: Bundle) -> OnlineHead:
             weight_decay=f.weight_decay,
             momentum=f.momentum,
             step_size=f.step_size,
-            device=settings.device,
+            device=settings.model.device,
         )
     h = settings.head
     return make_head(
@@ -146,16 +146,16 @@ def build_embedder(settings: Settings, bundle: Bundle) -> tuple[Embed, int]:
     m = bundle.manifest
     layers = finetune_layers(settings, bundle)
     if layers == 0:
-        return make_embedder(bundle, settings.variant, settings.device, settings.half), (
-            m.embedding_dim
-        )
+        return make_embedder(
+            bundle, settings.model.variant, settings.model.device, settings.model.half
+        ), (m.embedding_dim)
     lower, _ = _split(bundle, layers)
     pre = m.preprocessing
     embed = Embedder(
         lower,
         np.asarray(pre["mean"]),
         np.asarray(pre["std"]),
-        device=settings.device,
+        device=settings.model.device,
         impute=bundle.reference.mean,
     )
     return embed, cut_width(lower, m.input_dim)
@@ -205,7 +205,7 @@ def build_pipeline(
 ) -> Pipeline:
     """The pipeline for ``bundle`` as ``settings`` configure it (torch threads included),
     with ``companion`` (a challenger) processing its batches in shadow."""
-    threads = torch_threads(settings.torch_threads, bundle.backbone)
+    threads = torch_threads(settings.model.torch_threads, bundle.backbone)
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
         logger.info("torch intra-op threads: %d", threads)
@@ -246,6 +246,6 @@ def build_pipeline(
         model_version=m.version,
         learn_locally=settings.role == "all",  # a scorer leaves learning to the learner
         guard=SafeAdaptationGuard(settings.guard) if settings.guard.enabled else None,
-        instance=settings.instance_id,
+        instance=settings.delivery.instance_id,
         companion=companion,
     )

@@ -45,7 +45,7 @@ class _Progress:
 
 
 def _bundle(settings: Settings, scenario_name: str) -> Bundle:
-    path = Path(settings.bundle)
+    path = Path(settings.model.bundle)
     if not (path / "manifest.json").exists():
         logger.info("no bundle at %s: training the %s source model", path, scenario_name)
         train_source_bundle(get_scenario(scenario_name), path)

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from streamapp.settings import Settings
+from streamapp.settings import RENAMED, Settings
 
 __all__ = [
     "PAGES",
@@ -82,7 +82,7 @@ def settings_groups() -> list[tuple[str, type[BaseModel]]]:
     """``("", Settings)`` and every nested group as ``(name, model)``, in declaration order.
 
     >>> [name for name, _ in settings_groups()][:3]
-    ['', 'topics', 'batch']
+    ['', 'kafka', 'delivery']
     """
     groups: list[tuple[str, type[BaseModel]]] = [("", Settings)]
     for name, field in Settings.model_fields.items():
@@ -204,7 +204,8 @@ def render_configuration() -> str:
         "once at start-up; `streamapp/settings.py` is the only module that reads the",
         "environment. Every setting is an environment variable `STREAMAPP_<NAME>`; a setting of",
         "a group joins the names with `__` (`batch.max_size` is `STREAMAPP_BATCH__MAX_SIZE`).",
-        'A JSON object is given as JSON (`STREAMAPP_KAFKA=\'{"security.protocol": "SSL"}\'`).',
+        "A JSON object is given as JSON",
+        '(`STREAMAPP_KAFKA__PROPERTIES=\'{"security.protocol": "SSL"}\'`).',
         "The flags of `streamapp run` ([CLI](cli.md)) override the environment. An invalid",
         "value is a one-line configuration error and exit status 2.",
         "",
@@ -219,6 +220,21 @@ def render_configuration() -> str:
         else:
             lines += ["## General", ""]
         lines += [*_table(group, model), ""]
+    lines += [
+        "## Renamed settings",
+        "",
+        "These settings moved into a group. Their old names still work, as keyword arguments,",
+        "overrides or environment variables (a variable under the new name wins), and log a",
+        "warning naming the new one.",
+        "",
+        "| old name | old environment variable | now |",
+        "|---|---|---|",
+        *(
+            f"| `{old}` | `{_ENV_PREFIX + old.replace('.', '__').upper()}` | `{new}` |"
+            for old, new in RENAMED.items()
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -87,18 +87,18 @@ class FaustRuntime:
 
 
 def _broker(settings: Settings) -> list[str]:
-    servers = settings.bootstrap_servers or "localhost:9092"
+    servers = settings.kafka.bootstrap_servers or "localhost:9092"
     return [f"kafka://{server.strip()}" for server in servers.split(",")]
 
 
 def _session_timeout_s(settings: Settings) -> float:
-    return int(settings.kafka.get("session.timeout.ms", "10000")) / 1000.0
+    return int(settings.kafka.properties.get("session.timeout.ms", "10000")) / 1000.0
 
 
 def create_app(settings: Settings) -> tuple[faust.App, FaustRuntime]:
     runtime = FaustRuntime(settings)
     faust_app = faust.App(
-        settings.group_id,
+        settings.kafka.group_id,
         broker=_broker(settings),
         store="memory://",
         web_enabled=False,

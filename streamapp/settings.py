@@ -1,7 +1,11 @@
 """Typed configuration, resolved once. The only module that reads environment variables.
 
-Every field can be set as ``STREAMAPP_<FIELD>`` (nested fields with ``__``, e.g.
-``STREAMAPP_BATCH__MAX_SIZE=1000``); CLI flags override the environment.
+Settings come in groups: ``kafka`` (how clients reach the cluster), ``delivery`` (the
+guarantee and its checkpoints), ``model`` (what is served, on what), ``input`` (what an input
+may be), then ``topics``, ``batch``, ``ledger``, ``drift``, ``head``, ``finetune``, ``guard``,
+``http``, ``learner`` and ``challenger``. Every field can be set as ``STREAMAPP_<GROUP>__<FIELD>``
+(e.g. ``STREAMAPP_KAFKA__BOOTSTRAP_SERVERS``); CLI flags override the environment. Settings
+that moved into a group keep working under their old names (:data:`RENAMED`), with a warning.
 """
 
 from __future__ import annotations
@@ -13,19 +17,24 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
+    "RENAMED",
     "BatchSettings",
     "ChallengerSettings",
+    "DeliverySettings",
     "DriftSettings",
     "FinetuneSettings",
     "GuardSettings",
     "HeadSettings",
     "HttpSettings",
+    "InputSettings",
+    "KafkaSettings",
     "LearnerSettings",
     "LedgerSettings",
+    "ModelSettings",
     "Settings",
     "TopicNames",
 ]
@@ -234,18 +243,63 @@ class LearnerSettings(BaseModel):
 
     model_config = _FROZEN
 
-    snapshot_every_examples: int = Field(
+    publish_every_examples: int = Field(
         1000, ge=1, description="publish a head snapshot after this many examples"
     )
-    snapshot_interval_s: float = Field(2.0, gt=0, description="... or after this many seconds")
+    publish_interval_s: float = Field(2.0, gt=0, description="... or after this many seconds")
 
 
-class Settings(BaseSettings):
-    """All of streamapp's configuration."""
+class KafkaSettings(BaseModel):
+    """How every client reaches Kafka, and the consumer group the worker joins."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="STREAMAPP_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    model_config = _FROZEN
+
+    bootstrap_servers: str | None = Field(
+        None, description="Kafka bootstrap servers; unset means the embedded broker (demo)"
     )
+    properties: dict[str, str] = Field(
+        default_factory=dict,
+        repr=False,  # it carries secrets (sasl.password, ssl.key.password): never printed
+        description="librdkafka properties for every client, e.g. security.protocol, sasl.*; "
+        "consumer-only and producer-only keys go only to those clients (CLI: -X key=value)",
+    )
+    group_id: str = Field("streamapp", description="the consumer group")
+    client_id: str = Field("streamapp", description="the Kafka client id")
+    static_membership: bool | None = Field(
+        None,
+        description="join the group as static member delivery.instance_id (KIP-345); default: "
+        "on in exactly-once mode, so a restarted instance gets its partitions back at once",
+    )
+    max_poll_interval_ms: int = Field(
+        300_000, ge=1000, description="the consumer's max.poll.interval.ms"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _librdkafka_keys_are_properties(cls, value: Any) -> Any:
+        # the old STREAMAPP_KAFKA held librdkafka properties themselves: keys that are not
+        # fields of this group are those
+        if isinstance(value, dict) and not value.keys() <= cls.model_fields.keys():
+            fields = {k: v for k, v in value.items() if k in cls.model_fields}
+            loose = {k: v for k, v in value.items() if k not in cls.model_fields}
+            return {**fields, "properties": {**fields.get("properties", {}), **loose}}
+        return value
+
+    @field_validator("properties", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        # librdkafka wants strings; env JSON may carry numbers or booleans
+        if isinstance(value, dict):
+            return {
+                str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()
+            }
+        return value
+
+
+class DeliverySettings(BaseModel):
+    """The delivery guarantee and its checkpoints (see :mod:`streamapp.checkpointing`)."""
+
+    model_config = _FROZEN
 
     processing_guarantee: Literal["at-least-once", "exactly-once"] = Field(
         "at-least-once",
@@ -256,10 +310,8 @@ class Settings(BaseSettings):
         default_factory=socket.gethostname,
         description="stable id of this worker: its transactional.id and state key (exactly-once)",
     )
-    static_membership: bool | None = Field(
-        None,
-        description="join the group as static member instance_id (KIP-345); default: on in "
-        "exactly-once mode, so a restarted instance gets its partitions back at once",
+    commit_interval_ms: int = Field(
+        1000, ge=0, description="checkpoint interval: flush + offset commit, or a transaction"
     )
     snapshot_interval_s: float = Field(
         30.0, gt=0, description="learning-state snapshot interval (exactly-once)"
@@ -267,47 +319,25 @@ class Settings(BaseSettings):
     transaction_timeout_ms: int = Field(
         60_000, ge=1000, description="the producer's transaction.timeout.ms (exactly-once)"
     )
-    max_poll_interval_ms: int = Field(
-        300_000, ge=1000, description="the consumer's max.poll.interval.ms"
-    )
     broker_outage_limit_s: float = Field(
         300.0,
         gt=0,
         description="how long commits may fail for want of a broker before the worker exits "
         "(code 2, one line); shorter outages are ridden through, offsets held and retried",
     )
-    bootstrap_servers: str | None = Field(
-        None, description="Kafka bootstrap servers; unset means the embedded broker (demo)"
-    )
-    kafka: dict[str, str] = Field(
-        default_factory=dict,
-        repr=False,  # it carries secrets (sasl.password, ssl.key.password): never printed
-        description="librdkafka properties for every client, e.g. security.protocol, sasl.*; "
-        "consumer-only and producer-only keys go only to those clients (CLI: -X key=value)",
-    )
-    group_id: str = Field("streamapp", description="the consumer group")
-    client_id: str = Field("streamapp", description="the Kafka client id")
-    topics: TopicNames = TopicNames()
-    batch: BatchSettings = BatchSettings()
-    ledger: LedgerSettings = LedgerSettings()
-    drift: DriftSettings = DriftSettings()
-    head: HeadSettings = HeadSettings()
-    finetune: FinetuneSettings = FinetuneSettings()
-    guard: GuardSettings = GuardSettings()
-    http: HttpSettings = HttpSettings()
-    learner: LearnerSettings = LearnerSettings()
-    challenger: ChallengerSettings = ChallengerSettings()
-    role: Literal["all", "scorer", "learner"] = Field(
-        "all",
-        description="all: one process; scorer: score, join, publish training examples and "
-        "follow model-updates; learner: learn from training examples, publish head snapshots",
-    )
+
+
+class ModelSettings(BaseModel):
+    """Which model is served, and how its backbone runs."""
+
+    model_config = _FROZEN
+
     bundle: Path = Field(Path("models/digits-shift/1"), description="model bundle directory")
     registry: Path | None = Field(
-        None, description="model registry root; with model_name, the bundle comes from there"
+        None, description="model registry root; with name, the bundle comes from there"
     )
-    model_name: str | None = Field(None, description="the registered model to serve")
-    model_alias: str = Field("production", description="the alias (or version) to serve")
+    name: str | None = Field(None, description="the registered model to serve")
+    alias: str = Field("production", description="the alias (or version) to serve")
     device: Literal["cpu", "cuda"] = Field(
         "cpu", description="cuda: the backbone on the GPU, one pinned host-to-device copy a batch"
     )
@@ -324,12 +354,13 @@ class Settings(BaseSettings):
         "costs, one per 500k FLOPs per row, at least 1, at most the cores but one (1 for the "
         "demo MLP: more threads spin against the broker client's threads for the cores)",
     )
-    commit_interval_ms: int = Field(
-        1000, ge=0, description="checkpoint interval: flush + offset commit, or a transaction"
-    )
-    log_format: Literal["text", "json"] = Field(
-        "text", description="text (key=value context) or one JSON object per line"
-    )
+
+
+class InputSettings(BaseModel):
+    """What an input may be before it is dead-lettered, and what a dead letter keeps."""
+
+    model_config = _FROZEN
+
     max_payload_bytes: int = Field(262_144, ge=64, description="larger inputs are dead-lettered")
     max_abs_value: float = Field(
         1e6,
@@ -355,28 +386,156 @@ class Settings(BaseSettings):
         "original size and sha256), so it always fits the producer's message limit",
     )
 
-    @field_validator("kafka", mode="before")
+
+# Settings that moved into a group (or were renamed) since 0.1: the old names, as keyword
+# arguments, dotted overrides or STREAMAPP_* variables, still work, with a warning.
+RENAMED: dict[str, str] = {
+    "bootstrap_servers": "kafka.bootstrap_servers",
+    "group_id": "kafka.group_id",
+    "client_id": "kafka.client_id",
+    "static_membership": "kafka.static_membership",
+    "max_poll_interval_ms": "kafka.max_poll_interval_ms",
+    "processing_guarantee": "delivery.processing_guarantee",
+    "instance_id": "delivery.instance_id",
+    "commit_interval_ms": "delivery.commit_interval_ms",
+    "snapshot_interval_s": "delivery.snapshot_interval_s",
+    "transaction_timeout_ms": "delivery.transaction_timeout_ms",
+    "broker_outage_limit_s": "delivery.broker_outage_limit_s",
+    "bundle": "model.bundle",
+    "registry": "model.registry",
+    "model_name": "model.name",
+    "model_alias": "model.alias",
+    "device": "model.device",
+    "variant": "model.variant",
+    "half": "model.half",
+    "torch_threads": "model.torch_threads",
+    "max_payload_bytes": "input.max_payload_bytes",
+    "max_abs_value": "input.max_abs_value",
+    "max_future_skew_s": "input.max_future_skew_s",
+    "missing": "input.missing",
+    "dead_letter_payload_bytes": "input.dead_letter_payload_bytes",
+    "learner.snapshot_every_examples": "learner.publish_every_examples",
+    "learner.snapshot_interval_s": "learner.publish_interval_s",
+}
+
+
+_KAFKA_FIELDS = set(KafkaSettings.model_fields)
+
+
+def _env_name(dotted: str) -> str:
+    return "STREAMAPP_" + dotted.upper().replace(".", "__")
+
+
+def _move_renamed(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the settings given under an old name moved to the new one."""
+    for old, new in RENAMED.items():
+        *old_parents, old_leaf = old.split(".")
+        node: Any = data
+        for part in old_parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or old_leaf not in node:
+            continue
+        value = node.pop(old_leaf)
+        logger.warning(
+            "setting %r is now %r (%s): the old name still works", old, new, _env_name(new)
+        )
+        *parents, leaf = new.split(".")
+        target = data
+        for part in parents:
+            existing = target.get(part)
+            target[part] = dict(existing) if isinstance(existing, dict) else {}
+            target = target[part]
+        target[leaf] = value
+    return data
+
+
+class _RenamedEnv(PydanticBaseSettingsSource):
+    """``STREAMAPP_*`` variables under a setting's old name (below the new names: a variable
+    under the new name wins)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # the whole mapping comes from __call__
+
+    def __call__(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for old, new in RENAMED.items():
+            value = os.environ.get(_env_name(old))
+            if value is None or _env_name(new) in os.environ:
+                continue
+            *parents, leaf = old.split(".")
+            node = data
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        return data
+
+
+class Settings(BaseSettings):
+    """All of streamapp's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMAPP_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    model: ModelSettings = ModelSettings()
+    input: InputSettings = InputSettings()
+    topics: TopicNames = TopicNames()
+    batch: BatchSettings = BatchSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    drift: DriftSettings = DriftSettings()
+    head: HeadSettings = HeadSettings()
+    finetune: FinetuneSettings = FinetuneSettings()
+    guard: GuardSettings = GuardSettings()
+    http: HttpSettings = HttpSettings()
+    learner: LearnerSettings = LearnerSettings()
+    challenger: ChallengerSettings = ChallengerSettings()
+    role: Literal["all", "scorer", "learner"] = Field(
+        "all",
+        description="all: one process; scorer: score, join, publish training examples and "
+        "follow model-updates; learner: learn from training examples, publish head snapshots",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text (key=value context) or one JSON object per line"
+    )
+
     @classmethod
-    def _stringify(cls, value: Any) -> Any:
-        # librdkafka wants strings; env JSON may carry numbers or booleans
-        if isinstance(value, dict):
-            return {
-                str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()
-            }
-        return value
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            _RenamedEnv(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_old_names(cls, value: Any) -> Any:
+        return _move_renamed(dict(value)) if isinstance(value, dict) else value
 
     @property
     def exactly_once(self) -> bool:
-        return self.processing_guarantee == "exactly-once"
+        return self.delivery.processing_guarantee == "exactly-once"
 
     @property
     def group_instance_id(self) -> str | None:
-        static = self.exactly_once if self.static_membership is None else self.static_membership
-        return self.instance_id if static else None
+        static = self.kafka.static_membership
+        if static is None:
+            static = self.exactly_once
+        return self.delivery.instance_id if static else None
 
     @property
     def transactional_id(self) -> str:
-        return f"{self.group_id}.{self.instance_id}"
+        return f"{self.kafka.group_id}.{self.delivery.instance_id}"
 
     def as_env(self) -> dict[str, str]:
         """These settings as ``STREAMAPP_*`` variables (for a worker subprocess)."""
@@ -384,9 +543,7 @@ class Settings(BaseSettings):
         for name, value in self.model_dump(mode="json").items():
             if value is None:
                 continue
-            if name == "kafka":
-                env["STREAMAPP_KAFKA"] = json.dumps(value)
-            elif isinstance(value, dict):
+            if isinstance(value, dict):
                 for sub, sub_value in value.items():
                     if sub_value is None:
                         continue
@@ -408,7 +565,10 @@ class Settings(BaseSettings):
         for dotted, value in changes.items():
             if value is None:
                 continue
-            *parents, leaf = dotted.split(".")
+            path = RENAMED.get(dotted, dotted)
+            if path == "kafka" and isinstance(value, dict) and not value.keys() <= _KAFKA_FIELDS:
+                path = "kafka.properties"  # the old form: librdkafka properties themselves
+            *parents, leaf = path.split(".")
             node = data
             for part in parents:
                 node = node[part]

@@ -125,7 +125,7 @@ class Worker:
         self._started = True
         if s.role == "scorer":
             self._heads = HeadFollower(s, self.bundle.name, self.bundle.version)
-        if s.registry is not None and s.model_name is not None:
+        if s.model.registry is not None and s.model.name is not None:
             self._watcher = ModelWatcher(s, ModelRef(self.bundle.name, self.bundle.version))
         if s.http.enabled:
             self._probe = BrokerProbe(s)
@@ -138,9 +138,9 @@ class Worker:
             "worker started: model %s %s, group %s, inputs %s, %s",
             self.bundle.name,
             self.bundle.version,
-            s.group_id,
+            s.kafka.group_id,
             s.topics.inputs(),
-            s.processing_guarantee,
+            s.delivery.processing_guarantee,
         )
 
     def attach(self, consumer: BatchConsumer, publisher: Publisher) -> None:
@@ -398,9 +398,9 @@ class Worker:
         return {
             "name": self.bundle.name,
             "version": self.bundle.version,
-            "variant": s.variant,
-            "device": s.device,
-            "processing_guarantee": s.processing_guarantee,
+            "variant": s.model.variant,
+            "device": s.model.device,
+            "processing_guarantee": s.delivery.processing_guarantee,
         }
 
     def consumer_lag(self) -> dict[tuple[str, int], int]:

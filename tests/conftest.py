@@ -21,7 +21,14 @@ from streamapp.kafka.brokers import EXTERNAL_ENV, Broker, BrokerChoice, choose_b
 from streamapp.model.training import train_source_bundle
 from streamapp.scenarios import get_scenario
 from streamapp.schemas import load_schema
-from streamapp.settings import Settings, TopicNames
+from streamapp.settings import (
+    DeliverySettings,
+    HttpSettings,
+    KafkaSettings,
+    ModelSettings,
+    Settings,
+    TopicNames,
+)
 from streamapp.worker import Worker
 
 EXTERNAL_BROKER_ENV = EXTERNAL_ENV
@@ -90,13 +97,15 @@ def fresh_settings(bootstrap_servers: str, bundle: Path, **overrides: object) ->
     suffix = uuid.uuid4().hex[:8]
     topics = {name: f"{name.replace('_', '-')}-{suffix}" for name in TopicNames.model_fields}
     return Settings(
-        bootstrap_servers=bootstrap_servers,
+        kafka=KafkaSettings(
+            bootstrap_servers=bootstrap_servers,
+            group_id=f"group-{suffix}",
+            properties={"session.timeout.ms": "6000"},
+        ),
+        delivery=DeliverySettings(commit_interval_ms=200),
+        model=ModelSettings(bundle=bundle),
         topics=TopicNames(**topics),
-        group_id=f"group-{suffix}",
-        bundle=bundle,
-        kafka={"session.timeout.ms": "6000"},
-        commit_interval_ms=200,
-        http={"enabled": False},  # tests that want the endpoints turn them on
+        http=HttpSettings(enabled=False),  # tests that want the endpoints turn them on
     ).with_overrides(**overrides)
 
 
@@ -123,12 +132,14 @@ def read_topic(
     """Every committed record of ``topic`` from the beginning: until ``expected`` are read,
     or nothing new arrived for ``idle`` seconds, or ``timeout``."""
     security = {
-        k: v for k, v in settings.kafka.items() if k.startswith(("security.", "sasl.", "ssl."))
+        k: v
+        for k, v in settings.kafka.properties.items()
+        if k.startswith(("security.", "sasl.", "ssl."))
     }
     consumer = Consumer(
         {
             **security,
-            "bootstrap.servers": settings.bootstrap_servers,
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
             "group.id": f"reader-{uuid.uuid4().hex}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -157,7 +168,7 @@ def read_topic(
 
 def produce_raw(settings: Settings, records: list[tuple[str, bytes | None, bytes]]) -> None:
     """Produce ``(topic, key, value)`` as they are."""
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
     for topic, key, value in records:
         producer.produce(topic, value, key)
     assert producer.flush(30) == 0
@@ -169,8 +180,8 @@ def wait_caught_up(settings: Settings, timeout: float = 120) -> None:
 
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": settings.group_id,
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": settings.kafka.group_id,
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
         }
@@ -201,7 +212,7 @@ def wait_caught_up(settings: Settings, timeout: float = 120) -> None:
 
         wait_until(
             caught_up,
-            lambda: f"group {settings.group_id} not caught up: {committed} < {ends}",
+            lambda: f"group {settings.kafka.group_id} not caught up: {committed} < {ends}",
             timeout,
             interval=0.5,
         )

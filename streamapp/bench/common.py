@@ -42,7 +42,7 @@ SCENARIO = "digits-shift"
 
 def ensure_bundle(settings: Settings) -> Path:
     """The configured bundle, trained first when it does not exist yet."""
-    path = Path(settings.bundle)
+    path = Path(settings.model.bundle)
     if not (path / "manifest.json").exists():
         train_source_bundle(get_scenario(SCENARIO), path)
     return path
@@ -74,9 +74,9 @@ class Backlog:
         """Settings for one loop: its own outputs, group and state topic."""
         slug = f"{name}-{self.run_id}"
         run = self.settings.with_overrides(
-            group_id=f"bench-{slug}",
-            instance_id=slug,
             **{
+                "kafka.group_id": f"bench-{slug}",
+                "delivery.instance_id": slug,
                 "topics.predictions": f"bench-out-{slug}",
                 "topics.drift": f"bench-drift-{slug}",
                 "topics.dead_letter": f"bench-dlq-{slug}",

@@ -53,5 +53,5 @@ def measure_delivery(settings: Settings, events: int, repeat: int = 3) -> dict[s
         "exactly_once_over_at_least_once": round(
             median["exactly-once"] / median["at-least-once"], 2
         ),
-        "commit_interval_ms": settings.commit_interval_ms,
+        "commit_interval_ms": settings.delivery.commit_interval_ms,
     }

@@ -34,7 +34,7 @@ _raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_
 features = app.topic(_env("BENCH_FEATURES", "features"), **_raw)
 feedback = app.topic(_env("BENCH_FEEDBACK", "feedback"), **_raw)
 predictions = app.topic(_env("BENCH_OUTPUT", "predictions"), **_raw)
-model = SourceModel(Settings(bundle=_env("BENCH_BUNDLE", "models/digits-shift/1")))
+model = SourceModel(Settings(model={"bundle": _env("BENCH_BUNDLE", "models/digits-shift/1")}))
 
 
 @app.agent(features)

@@ -21,7 +21,7 @@ __all__ = ["measure_learning"]
 def measure_learning(settings: Settings, labels: int = 50_000, batch: int = 500) -> float:
     # a ledger that holds every scored event, so every label joins
     settings = settings.with_overrides(**{"ledger.max_entries": max(labels, 1)})
-    pipeline = build_pipeline(settings, load_bundle(settings.bundle))
+    pipeline = build_pipeline(settings, load_bundle(settings.model.bundle))
     X, y, _ = get_scenario(SCENARIO).target_data(labels)
     feedback_batches = []
     for start in range(0, labels, batch):

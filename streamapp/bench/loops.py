@@ -74,7 +74,7 @@ class SourceModel:
     """The bundle's backbone and source head in float32 torch, as a script would use them."""
 
     def __init__(self, settings: Settings) -> None:
-        bundle = load_bundle(settings.bundle)
+        bundle = load_bundle(settings.model.bundle)
         pre = bundle.manifest.preprocessing
         self.mean = torch.tensor(pre["mean"], dtype=torch.float32)
         self.std = torch.tensor(pre["std"], dtype=torch.float32)
@@ -83,7 +83,7 @@ class SourceModel:
         self.backbone = bundle.backbone.float().eval()
         self.classes = bundle.manifest.classes
         # the worker's threads, for a like-for-like comparison
-        torch.set_num_threads(torch_threads(settings.torch_threads, self.backbone))
+        torch.set_num_threads(torch_threads(settings.model.torch_threads, self.backbone))
 
     def labels(self, rows: list[list[float]]) -> list[str]:
         with torch.inference_mode():
@@ -138,12 +138,12 @@ def faust_agent(settings: Settings, events: int, timeout: float = 600.0) -> bool
     def env(datadir: str) -> dict[str, str]:
         return {
             **os.environ,
-            "BENCH_BROKER": settings.bootstrap_servers or "",
+            "BENCH_BROKER": settings.kafka.bootstrap_servers or "",
             "BENCH_FEATURES": settings.topics.features,
             "BENCH_FEEDBACK": settings.topics.feedback,
             "BENCH_OUTPUT": settings.topics.predictions,
-            "BENCH_GROUP": settings.group_id,
-            "BENCH_BUNDLE": str(Path(settings.bundle).resolve()),  # it runs in datadir
+            "BENCH_GROUP": settings.kafka.group_id,
+            "BENCH_BUNDLE": str(Path(settings.model.bundle).resolve()),  # it runs in datadir
             "BENCH_DATADIR": datadir,
         }
 
@@ -154,7 +154,8 @@ def faust_agent(settings: Settings, events: int, timeout: float = 600.0) -> bool
 def faust_runtime(settings: Settings, events: int, timeout: float = 600.0) -> bool:
     """``streamapp run --runtime faust`` (the full pipeline as Faust agents, batched) until
     it has written ``events`` predictions. Returns False without faust-streaming."""
-    run = settings.with_overrides(bundle=Path(settings.bundle).resolve())  # it runs in datadir
+    # it runs in datadir
+    run = settings.with_overrides(**{"model.bundle": Path(settings.model.bundle).resolve()})
 
     def env(_datadir: str) -> dict[str, str]:
         return run.subprocess_env()
@@ -189,11 +190,11 @@ def quix_peer(settings: Settings, events: int, mode: str = "numpy", timeout: flo
     command = [
         str(python),
         str(script),
-        settings.bootstrap_servers or "",
-        settings.group_id,
+        settings.kafka.bootstrap_servers or "",
+        settings.kafka.group_id,
         settings.topics.features,
         settings.topics.predictions,
-        str(Path(settings.bundle).resolve()),
+        str(Path(settings.model.bundle).resolve()),
         str(events),
         mode,
     ]

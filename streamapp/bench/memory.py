@@ -48,7 +48,7 @@ class _Progress:
         self.worker = worker
         self.topics = settings.topics.inputs()
         self.partitions = partitions
-        self.probe: Consumer = plain_consumer(settings, [], group=settings.group_id)
+        self.probe: Consumer = plain_consumer(settings, [], group=settings.kafka.group_id)
         self.samples: list[tuple[int, int]] = []  # (feature events done, rss bytes)
 
     def committed(self, topic: str) -> int:

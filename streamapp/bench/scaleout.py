@@ -73,11 +73,15 @@ def measure_scale_out(
         backlog = Backlog(settings, f"scaleout{count}", partitions=partitions)
         run = backlog.for_loop(f"scorers{count}", role="scorer")
         processes: list[subprocess.Popen[bytes]] = [
-            start_worker_process(run.with_overrides(role="learner", instance_id="learner"))
+            start_worker_process(
+                run.with_overrides(**{"role": "learner", "delivery.instance_id": "learner"})
+            )
         ]
         try:
             for i in range(count):
-                processes.append(start_worker_process(run.with_overrides(instance_id=f"s{i}")))
+                processes.append(
+                    start_worker_process(run.with_overrides(**{"delivery.instance_id": f"s{i}"}))
+                )
                 time.sleep(_JOIN_S)  # noida-db can stall two first joins at once
             backlog.fill(events)
             _wait_for_predictions(run, events, timeout=600)

@@ -145,19 +145,24 @@ def _throughput(settings: Settings, bundle: Path, events: int, repeat: int) -> d
             # int8 and onnx run on the CPU only: with --device cuda they would refuse to load
             (
                 f"{WORKER}, int8 backbone",
-                {"variant": "int8", "device": "cpu", "half": False},
+                {"model.variant": "int8", "model.device": "cpu", "model.half": False},
                 events,
                 lambda s: run_worker(s, messages),
             ),
             (
                 f"{WORKER}, onnx backbone",
-                {"variant": "onnx", "bundle": onnx_bundle, "device": "cpu", "half": False},
+                {
+                    "model.variant": "onnx",
+                    "model.bundle": onnx_bundle,
+                    "model.device": "cpu",
+                    "model.half": False,
+                },
                 events,
                 lambda s: run_worker(s, messages),
             ),
         ]
-        if settings.device != "cuda" and torch.cuda.is_available():
-            on_gpu = {"device": "cuda"}
+        if settings.model.device != "cuda" and torch.cuda.is_available():
+            on_gpu = {"model.device": "cuda"}
             run_gpu: Callable[[Settings], object] = lambda s: run_worker(s, messages)  # noqa: E731
             loops.append((f"{WORKER}, device=cuda", on_gpu, events, run_gpu))
         by_name = {loop[0]: loop for loop in loops}

@@ -32,6 +32,7 @@ from streamapp.settings import (
     FinetuneSettings,
     GuardSettings,
     LedgerSettings,
+    ModelSettings,
     Settings,
 )
 
@@ -99,7 +100,7 @@ def build_transfer_pipeline(
     root as the worker builds it: one drift window, no expiry, a clock that stands still."""
     tuned = method not in ("frozen", "head")
     settings = Settings(
-        bundle=bundle.path,
+        model=ModelSettings(bundle=bundle.path),
         finetune=finetune if tuned else FinetuneSettings(layers=0),
         guard=(guard or GuardSettings()).model_copy(update={"enabled": method == "guarded"}),
         ledger=LedgerSettings(max_entries=ledger_rows, ttl_s=1e12, early_label_ttl_s=0.0),

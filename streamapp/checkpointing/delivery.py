@@ -91,7 +91,7 @@ class Delivery:
         self._consumer: BatchConsumer | None = None
         self._failures: deque[float] = deque()
         self._dead_producer: FencedError | ProducerFatalError | None = None
-        self.outage = OutageClock(settings.broker_outage_limit_s)
+        self.outage = OutageClock(settings.delivery.broker_outage_limit_s)
         self._next_probe = 0.0
         self._holding = False  # closing with the broker away: nothing more is committed
 
@@ -278,7 +278,7 @@ class AtLeastOnce(Delivery):
     def attach(self, consumer: BatchConsumer) -> None:
         super().attach(consumer)
         assert self.producer is not None
-        interval = self.settings.commit_interval_ms / 1000.0
+        interval = self.settings.delivery.commit_interval_ms / 1000.0
         self._checkpoint = OffsetCheckpoint(consumer, self.producer, interval)
 
     def store(self, offsets: dict[Partition, int]) -> None:
@@ -387,8 +387,8 @@ class ExactlyOnce(Delivery):
             self.producer,
             self._store,
             self._state.snapshot,
-            interval_s=s.commit_interval_ms / 1000.0,
-            snapshot_interval_s=s.snapshot_interval_s,
+            interval_s=s.delivery.commit_interval_ms / 1000.0,
+            snapshot_interval_s=s.delivery.snapshot_interval_s,
             first_seq=self._seq,
             cursor=lambda: self._state.drift_cursor().to_json(),
             fault_hook=self._fault_hook,
@@ -579,7 +579,7 @@ class ExactlyOnce(Delivery):
 def make_delivery(
     settings: Settings, state: LearningState, fault_hook: Callable[[str], None] | None = None
 ) -> AtLeastOnce | ExactlyOnce:
-    """The delivery ``settings.processing_guarantee`` names."""
+    """The delivery ``settings.delivery.processing_guarantee`` names."""
     if settings.exactly_once:
         return ExactlyOnce(settings, state, fault_hook)
     return AtLeastOnce(settings)

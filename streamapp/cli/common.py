@@ -141,19 +141,19 @@ def scenario(name: str, seed: int) -> Scenario:
 def settings(args: argparse.Namespace) -> Settings:
     """Environment first, then the flags that were given."""
     base = Settings()
-    kafka = {**base.kafka, **dict(getattr(args, "kafka", []))}
+    properties = {**base.kafka.properties, **dict(getattr(args, "kafka", []))}
     return base.with_overrides(
         **{
-            "bootstrap_servers": getattr(args, "bootstrap_servers", None),
-            "kafka": kafka,
-            "bundle": getattr(args, "bundle", None),
-            "group_id": getattr(args, "group_id", None),
-            "device": getattr(args, "device", None),
+            "kafka.bootstrap_servers": getattr(args, "bootstrap_servers", None),
+            "kafka.properties": properties,
+            "model.bundle": getattr(args, "bundle", None),
+            "kafka.group_id": getattr(args, "group_id", None),
+            "model.device": getattr(args, "device", None),
             "batch.max_size": getattr(args, "max_batch", None),
             "batch.max_wait_ms": getattr(args, "max_wait_ms", None),
             "drift.window_events": getattr(args, "drift_window", None),
-            "processing_guarantee": getattr(args, "processing_guarantee", None),
-            "instance_id": getattr(args, "instance_id", None),
+            "delivery.processing_guarantee": getattr(args, "processing_guarantee", None),
+            "delivery.instance_id": getattr(args, "instance_id", None),
             "role": getattr(args, "role", None),
         }
     )

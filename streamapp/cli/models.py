@@ -34,7 +34,9 @@ def add_parsers(sub: Subparsers) -> None:
         ("rollback", "point an alias back at its previous version"),
     ):
         command = models_sub.add_parser(name, help=help_text)
-        command.add_argument("--registry", type=Path, help="registry root (or STREAMAPP_REGISTRY)")
+        command.add_argument(
+            "--registry", type=Path, help="registry root (or STREAMAPP_MODEL__REGISTRY)"
+        )
         common.add_kafka_args(command)
         if name == "register":
             command.add_argument("path", type=Path)
@@ -72,9 +74,9 @@ def _registry_command(args: argparse.Namespace) -> int:
     from streamapp.serving.hotswap import ControlEvent, publish_control_event
 
     settings = common.settings(args)
-    root = args.registry or settings.registry
+    root = args.registry or settings.model.registry
     if root is None:
-        raise ConfigError("no registry: pass --registry DIR or set STREAMAPP_REGISTRY")
+        raise ConfigError("no registry: pass --registry DIR or set STREAMAPP_MODEL__REGISTRY")
     registry = Registry(root)
     if args.models_command == "list":
         for name in registry.names():
@@ -91,7 +93,7 @@ def _registry_command(args: argparse.Namespace) -> int:
     else:
         ref = registry.rollback(args.name, args.alias)
     print(f"{ref.name}@{args.alias} -> {ref.version}")
-    if settings.bootstrap_servers:
+    if settings.kafka.bootstrap_servers:
         event = ControlEvent(args.models_command, ref.name, ref.version, args.alias, time.time())
         publish_control_event(settings, event)
         print(f"published {args.models_command} on {settings.topics.model_control}")

@@ -80,7 +80,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     if args.create_topics:
         common.report_topics(ensure_topics(settings, partitions=args.partitions, role="producer"))
     sent = produce_records(settings, records, realtime=args.realtime)
-    print(f"produced {sent} records ({events} events) to {settings.bootstrap_servers}")
+    print(f"produced {sent} records ({events} events) to {settings.kafka.bootstrap_servers}")
     return 0
 
 

@@ -32,9 +32,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         reports = load_reports(args.from_file)
     else:
         settings = common.settings(args)
-        if not settings.bootstrap_servers:
+        if not settings.kafka.bootstrap_servers:
             raise ConfigError(
-                "--from-topic needs --bootstrap-servers (or STREAMAPP_BOOTSTRAP_SERVERS)"
+                "--from-topic needs --bootstrap-servers (or STREAMAPP_KAFKA__BOOTSTRAP_SERVERS)"
             )
         reports = read_reports(settings, args.from_topic)
     png, page = render_report(reports, args.out)

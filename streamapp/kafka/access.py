@@ -12,7 +12,7 @@ A transactional id without WRITE fails ``init_transactions`` at start with the s
 line (see :func:`authorization_error`).
 
 >>> from streamapp.settings import Settings
->>> needs = required_access(Settings(bootstrap_servers="b:9092"))
+>>> needs = required_access(Settings(kafka={"bootstrap_servers": "b:9092"}))
 >>> sorted(needs["topics"]["predictions"]), needs["group"]
 (['WRITE'], 'streamapp')
 """
@@ -74,7 +74,7 @@ def required_access(settings: Settings) -> AccessNeeds:
         need(t.state, "WRITE")
     return {
         "topics": topics,
-        "group": settings.group_id,
+        "group": settings.kafka.group_id,
         "transactional_id": settings.transactional_id if settings.exactly_once else None,
     }
 
@@ -131,11 +131,13 @@ def _reach(
         if failure is None:
             return
         if time.monotonic() > deadline:
-            raise BrokerError(f"cannot reach {settings.bootstrap_servers}: {failure}") from failure
+            raise BrokerError(
+                f"cannot reach {settings.kafka.bootstrap_servers}: {failure}"
+            ) from failure
 
 
 def _login_failed(settings: Settings, error: KafkaError) -> BrokerError:
-    return BrokerError(f"cannot log in to {settings.bootstrap_servers}: {error.str()}")
+    return BrokerError(f"cannot log in to {settings.kafka.bootstrap_servers}: {error.str()}")
 
 
 def _operations(described: Any) -> set[str] | None:

@@ -56,7 +56,7 @@ def topic_specs(settings: Settings, role: Role | None = None) -> list[TopicSpec]
     if role is None or settings.exactly_once:
         # learning-state snapshots: compacted, the latest per key is all that matters
         specs.append(TopicSpec(topics.state, 1, {"cleanup.policy": "compact"}))
-    if role is None or settings.registry is not None:
+    if role is None or settings.model.registry is not None:
         # model lifecycle events: one partition, so every worker sees them in one order
         specs.append(TopicSpec(topics.model_control, 1))
     if role in (None, "scorer", "learner"):
@@ -122,7 +122,7 @@ def _check_partitions(
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise BrokerError(f"cannot reach {settings.bootstrap_servers}: {exc}") from exc
+        raise BrokerError(f"cannot reach {settings.kafka.bootstrap_servers}: {exc}") from exc
     short = {
         s.name: len(metadata.topics[s.name].partitions)
         for s in specs
@@ -228,7 +228,7 @@ def partition_counts(settings: Settings, names: list[str], timeout: float = 10.0
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise BrokerError(f"cannot reach {settings.bootstrap_servers}: {exc}") from exc
+        raise BrokerError(f"cannot reach {settings.kafka.bootstrap_servers}: {exc}") from exc
     finally:
         admin.poll(0)  # hands the client's queued logs to the logger
     return {

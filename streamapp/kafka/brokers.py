@@ -105,8 +105,8 @@ def configured_or_started(
     """``settings`` and the name of the broker they reach: the configured cluster when
     bootstrap servers are set; otherwise a broker of ``kind`` started for the block
     (``None``: as :func:`choose_broker` says)."""
-    if settings.bootstrap_servers:
-        yield settings, f"the cluster at {settings.bootstrap_servers}"
+    if settings.kafka.bootstrap_servers:
+        yield settings, f"the cluster at {settings.kafka.bootstrap_servers}"
         return
     if kind is None:
         choice = choose_broker()
@@ -117,8 +117,10 @@ def configured_or_started(
         logger.info("%s on %s", broker.name, broker.bootstrap_servers)
         yield (
             settings.with_overrides(
-                bootstrap_servers=broker.bootstrap_servers,
-                kafka={"session.timeout.ms": "6000", **settings.kafka},
+                **{
+                    "kafka.bootstrap_servers": broker.bootstrap_servers,
+                    "kafka.properties": {"session.timeout.ms": "6000", **settings.kafka.properties},
+                }
             ),
             f"{broker.name}, started on this machine",
         )

@@ -63,11 +63,11 @@ _PRODUCER_ONLY = (
 
 
 def _common(settings: Settings) -> dict[str, Any]:
-    if not settings.bootstrap_servers:
-        raise ConfigError("no bootstrap servers configured (STREAMAPP_BOOTSTRAP_SERVERS)")
+    if not settings.kafka.bootstrap_servers:
+        raise ConfigError("no bootstrap servers configured (STREAMAPP_KAFKA__BOOTSTRAP_SERVERS)")
     return {
-        "bootstrap.servers": settings.bootstrap_servers,
-        "client.id": settings.client_id,
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "client.id": settings.kafka.client_id,
         "logger": _LIBRDKAFKA_LOG,  # librdkafka's own logs go through Python logging
     }
 
@@ -95,7 +95,7 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     # range gives partition i of both topics to one member, so a label meets its event
     config.setdefault("group.remote.assignor", "range")
     for key in _CLASSIC_ONLY:
-        if key in config and (key in settings.kafka or key in overrides):
+        if key in config and (key in settings.kafka.properties or key in overrides):
             logger.warning(
                 "%s is set by the broker under group.protocol=consumer (group.consumer.*): "
                 "ignoring %s=%s",
@@ -110,13 +110,13 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
 def _classic_consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return {
         **_common(settings),
-        "group.id": settings.group_id,
+        "group.id": settings.kafka.group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         "session.timeout.ms": 10_000,
-        "max.poll.interval.ms": settings.max_poll_interval_ms,
+        "max.poll.interval.ms": settings.kafka.max_poll_interval_ms,
         # a resumed (or newly caught-up) partition joins the next fetch request: do not let
         # an idle fetch hold the broker connection for librdkafka's default 500 ms
         "fetch.wait.max.ms": 100,
@@ -126,7 +126,7 @@ def _classic_consumer_config(settings: Settings, **overrides: Any) -> dict[str, 
         "queued.max.messages.kbytes": PREFETCH_KBYTES,
         "fetch.queue.backoff.ms": 5,
         **({"group.instance.id": settings.group_instance_id} if settings.group_instance_id else {}),
-        **{k: v for k, v in settings.kafka.items() if not k.startswith(_PRODUCER_ONLY)},
+        **{k: v for k, v in settings.kafka.properties.items() if not k.startswith(_PRODUCER_ONLY)},
         **overrides,
     }
 
@@ -134,7 +134,7 @@ def _classic_consumer_config(settings: Settings, **overrides: Any) -> dict[str, 
 def reader_config(settings: Settings, purpose: str) -> dict[str, Any]:
     """A consumer that assigns its partitions itself (reads a topic, never joins the group,
     never commits): no static member id, a group id of its own for ``purpose``."""
-    config = consumer_config(settings, **{"group.id": f"{settings.group_id}-{purpose}"})
+    config = consumer_config(settings, **{"group.id": f"{settings.kafka.group_id}-{purpose}"})
     config.pop("group.instance.id", None)
     return config
 
@@ -150,7 +150,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         # queued while earlier requests are in flight still go out together
         "linger.ms": 0,
         "batch.num.messages": 10_000,
-        **{k: v for k, v in settings.kafka.items() if not k.startswith(_CONSUMER_ONLY)},
+        **{k: v for k, v in settings.kafka.properties.items() if not k.startswith(_CONSUMER_ONLY)},
         **overrides,
     }
 
@@ -159,7 +159,8 @@ def transactional_producer_config(settings: Settings) -> dict[str, Any]:
     """One stable ``transactional.id`` per worker instance: a restarted instance fences its
     predecessor's producer and aborts its open transaction."""
     return {
-        "transaction.timeout.ms": settings.transaction_timeout_ms,  # the passthrough may override
+        # the passthrough may override it
+        "transaction.timeout.ms": settings.delivery.transaction_timeout_ms,
         **producer_config(settings, **{"transactional.id": settings.transactional_id}),
     }
 
@@ -174,7 +175,7 @@ def validate_timing(settings: Settings) -> None:
     consumer = consumer_config(settings)
     poll_limit = int(consumer["max.poll.interval.ms"])
     batch = settings.batch
-    open_for = settings.commit_interval_ms + batch.max_wait_ms + batch.idle_wait_ms
+    open_for = settings.delivery.commit_interval_ms + batch.max_wait_ms + batch.idle_wait_ms
     problems = []
     if open_for * 2 > poll_limit:
         problems.append(
@@ -196,4 +197,7 @@ def admin_config(settings: Settings) -> dict[str, Any]:
     """With the structured logger, like every client: an admin client delivers its logs only
     when polled (see :mod:`streamapp.kafka.admin`), and never prints them raw to stderr."""
     keep = ("security.", "sasl.", "ssl.", "socket.", "client.")
-    return {**_common(settings), **{k: v for k, v in settings.kafka.items() if k.startswith(keep)}}
+    return {
+        **_common(settings),
+        **{k: v for k, v in settings.kafka.properties.items() if k.startswith(keep)},
+    }

@@ -61,7 +61,7 @@ class HeadFollower:
         self.model_name = model_name
         self.model_version = model_version
         self.head_seq = -1
-        # a head is due every learner.snapshot_every_examples examples: looking for new ones
+        # a head is due every learner.publish_every_examples examples: looking for new ones
         # five times a second keeps a scorer at most ~0.2 s behind the learner
         self._tail = PartitionTail(
             reader_config(settings, "head-follower"),

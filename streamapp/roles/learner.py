@@ -4,8 +4,8 @@
 Scorers (``role=scorer``) score, keep the ledger, join labels and publish the joined
 examples (the served embedding and the label) to ``training-examples``. One learner
 consumes them, applies ``learn_many`` to the one global head and publishes a snapshot of it
-to the compacted ``model-updates`` topic every ``learner.snapshot_every_examples`` examples
-or ``learner.snapshot_interval_s`` seconds. A snapshot carries the example offsets it
+to the compacted ``model-updates`` topic every ``learner.publish_every_examples`` examples
+or ``learner.publish_interval_s`` seconds. A snapshot carries the example offsets it
 reflects, in the same message: a restarted learner restores the latest snapshot and seeks
 to those offsets (they win over the group's commits), so it replays exactly what the
 snapshot does not include and ends with the head an uninterrupted run would have.
@@ -72,8 +72,8 @@ class Learner:
         # a static member: a restarted learner takes its place at once, no session timeout
         config = {
             **consumer_config(s),
-            "group.id": f"{s.group_id}-learner",
-            "group.instance.id": f"{s.instance_id}-learner",
+            "group.id": f"{s.kafka.group_id}-learner",
+            "group.instance.id": f"{s.delivery.instance_id}-learner",
         }
         self._consumer = Consumer(config)
         self._consumer.subscribe([s.topics.training_examples], on_assign=self._on_assign)
@@ -146,11 +146,11 @@ class Learner:
 
     def _snapshot_due(self) -> bool:
         ls = self.settings.learner
-        if self._since_snapshot >= ls.snapshot_every_examples:
+        if self._since_snapshot >= ls.publish_every_examples:
             return True
         return (
             self._since_snapshot > 0
-            and time.monotonic() - self._last_snapshot >= ls.snapshot_interval_s
+            and time.monotonic() - self._last_snapshot >= ls.publish_interval_s
         )
 
     def snapshot(self) -> None:

@@ -92,13 +92,13 @@ class Shadow:
             return
         if not self.comparison.challenger_wins(c.min_labels, c.margin):
             return
-        if s.registry is None or s.model_name is None or c.bundle is None:
+        if s.model.registry is None or s.model.name is None or c.bundle is None:
             logger.warning("the challenger wins but is not a registry version: not promoted")
             self.promoted = True  # say it once
             return
-        registry = Registry(s.registry)
-        ref = registry.promote(s.model_name, self.bundle.version, s.model_alias)
-        event = ControlEvent("promote", ref.name, ref.version, s.model_alias, time.time())
+        registry = Registry(s.model.registry)
+        ref = registry.promote(s.model.name, self.bundle.version, s.model.alias)
+        event = ControlEvent("promote", ref.name, ref.version, s.model.alias, time.time())
         publish_control_event(s, event)
         self.promoted = True
         logger.info("challenger %s won %s: promoted", ref, self.comparison.summary()["challenger"])

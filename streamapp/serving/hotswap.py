@@ -66,16 +66,16 @@ def publish_control_event(settings: Settings, event: ControlEvent) -> None:
 
 
 class ModelWatcher:
-    """Follows the control topic for ``settings.model_name@model_alias``.
+    """Follows the control topic for ``settings.model.name@model_alias``.
 
     ``poll()`` (on the worker's loop) returns a loaded, verified bundle once, when a
     promotion or rollback to another version has been loaded; otherwise ``None``.
     """
 
     def __init__(self, settings: Settings, serving: ModelRef) -> None:
-        assert settings.registry is not None and settings.model_name is not None
+        assert settings.model.registry is not None and settings.model.name is not None
         self.settings = settings
-        self.registry = Registry(settings.registry)
+        self.registry = Registry(settings.model.registry)
         self.serving = serving
         self.refusals = 0
         self.swaps = 0
@@ -111,8 +111,8 @@ class ModelWatcher:
         s = self.settings
         if (
             event.type not in SWITCHING
-            or event.name != s.model_name
-            or event.alias != s.model_alias
+            or event.name != s.model.name
+            or event.alias != s.model.alias
         ):
             return
         if event.version == self.serving.version:
@@ -140,9 +140,9 @@ class ModelWatcher:
             kind,
             ref.name,
             ref.version,
-            self.settings.model_alias,
+            self.settings.model.alias,
             time.time(),
-            instance=self.settings.instance_id,
+            instance=self.settings.delivery.instance_id,
             reason=reason,
         )
         self._producer.produce(

@@ -115,7 +115,7 @@ def test_a_started_broker_is_named_with_its_version(
     if kind == "kafka" and broker_choice.kind != "kafka":
         pytest.skip("Apache Kafka cannot run here")
     with configured_or_started(Settings(), kind) as (settings, name):
-        assert settings.bootstrap_servers
+        assert settings.kafka.bootstrap_servers
         partition_counts(settings, ["x"])  # it serves
     expected = {"noida": "noida-db 0.2.3", "kafka": f"Apache Kafka {KAFKA_VERSION}"}[kind]
     assert name == f"{expected}, started on this machine"

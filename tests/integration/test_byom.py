@@ -53,7 +53,7 @@ def test_a_csv_trained_model_serves_a_replayed_file(
     workers.start(settings)
     monkeypatch.setenv("STREAMAPP_TOPICS__FEATURES", settings.topics.features)
     monkeypatch.setenv("STREAMAPP_TOPICS__FEEDBACK", settings.topics.feedback)
-    produce = ["produce", "-b", str(settings.bootstrap_servers), "--from-file", str(target)]
+    produce = ["produce", "-b", str(settings.kafka.bootstrap_servers), "--from-file", str(target)]
     produce += ["--label-column", "kind", "--id-column", "id", "--feature-columns", "f0,f1,f2"]
     assert main([*produce, "--label-delay", "0.05", "--rate", "2000"]) == 0
 

@@ -27,8 +27,7 @@ def test_the_report_names_the_better_head_and_auto_promotion_swaps_it_in(
     # built so one is clearly better: the champion's head barely learns, the challenger's does
     settings = make_settings(
         partitions=2,
-        registry=tmp_path / "registry",
-        model_name="digits-shift",
+        **{"model.registry": tmp_path / "registry", "model.name": "digits-shift"},
         head={"eta0": 1e-7},
         finetune={"layers": 0},  # the two differ in their heads alone
         challenger={

@@ -34,7 +34,7 @@ def test_produce_feeds_a_cluster(
     args = [
         "produce",
         "-b",
-        str(settings.bootstrap_servers),
+        str(settings.kafka.bootstrap_servers),
         "--scenario",
         "hyperplane",
         "--events",
@@ -96,7 +96,7 @@ def test_topics_says_when_partitions_are_fewer_and_grows_them(
     settings = make_settings(partitions=1)
     env = settings.as_env()
     names = {k: v for k, v in env.items() if k.startswith("STREAMAPP_TOPICS__")}
-    args = ["topics", "-b", str(settings.bootstrap_servers), "--partitions", "2", "--role"]
+    args = ["topics", "-b", str(settings.kafka.bootstrap_servers), "--partitions", "2", "--role"]
     with pytest.MonkeyPatch.context() as patch:
         for key, value in names.items():
             patch.setenv(key, value)
@@ -116,7 +116,9 @@ def test_create_topics_makes_only_what_the_role_and_features_use() -> None:
     plain = Settings()
     assert [t.name for t in topic_specs(plain, "producer")] == ["features", "feedback"]
     assert "streamapp-state" not in [t.name for t in topic_specs(plain, "all")]
-    eos = plain.with_overrides(processing_guarantee="exactly-once", **{"challenger.enabled": True})
+    eos = plain.with_overrides(
+        **{"delivery.processing_guarantee": "exactly-once", "challenger.enabled": True}
+    )
     names = [t.name for t in topic_specs(eos, "all")]
     assert "streamapp-state" in names and "shadow-predictions" in names
     assert "training-examples" not in names

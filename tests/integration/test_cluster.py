@@ -56,7 +56,7 @@ def leader(cluster: ApacheKafka, topic: str, partition: int = 0) -> int:
 def committed_total(settings: Settings) -> int:
     """The worker group's committed input offsets, summed (0 while it has none)."""
     consumer = Consumer(
-        {"bootstrap.servers": settings.bootstrap_servers, "group.id": settings.group_id}
+        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": settings.kafka.group_id}
     )
     try:
         partitions = [TopicPartition(settings.topics.features, p) for p in (0, 1)]

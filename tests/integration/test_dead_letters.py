@@ -86,8 +86,10 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_loop_goes_on(
         # the original bytes (for replay after a fix), or their first bytes when large
         assert doc["payload_size"] == len(original[2])
         assert doc["payload_sha256"] == hashlib.sha256(original[2]).hexdigest()
-        assert doc["payload_truncated"] is (len(original[2]) > settings.dead_letter_payload_bytes)
+        assert doc["payload_truncated"] is (
+            len(original[2]) > settings.input.dead_letter_payload_bytes
+        )
         if doc["payload_truncated"]:
-            assert payload == original[2][: settings.dead_letter_payload_bytes]
+            assert payload == original[2][: settings.input.dead_letter_payload_bytes]
         else:
             assert payload == original[2]

@@ -20,10 +20,10 @@ from tests.conftest import WorkerProcesses, read_topic, wait_until
 pytestmark = pytest.mark.integration
 
 EOS = {
-    "processing_guarantee": "exactly-once",
-    "instance_id": "w1",
-    "commit_interval_ms": 0,  # a commit after every batch: the fault lands between reports
-    "snapshot_interval_s": 600.0,  # one snapshot at the start: the replay is long
+    "delivery.processing_guarantee": "exactly-once",
+    "delivery.instance_id": "w1",
+    "delivery.commit_interval_ms": 0,  # a commit after every batch: the fault lands between reports
+    "delivery.snapshot_interval_s": 600.0,  # one snapshot at the start: the replay is long
     "drift.window_events": 100,
 }
 
@@ -72,7 +72,7 @@ def test_an_aborted_transaction_after_drift_reports_repeats_and_skips_no_report(
 def test_kill_9_right_after_drift_reports_repeats_and_skips_no_report(
     make_settings: Callable[..., Settings], workers: WorkerProcesses
 ) -> None:
-    settings = make_settings(partitions=2, **{**EOS, "commit_interval_ms": 100})
+    settings = make_settings(partitions=2, **{**EOS, "delivery.commit_interval_ms": 100})
     n = 1200
     records = list(stream(get_scenario("digits-shift"), n, rate=1000, label_delay_s=0.2, seed=4))
     chunks = [records[start : start + 40] for start in range(0, len(records), 40)]

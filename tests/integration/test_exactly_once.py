@@ -43,10 +43,10 @@ from tests.conftest import (
 pytestmark = pytest.mark.integration
 
 EOS = {
-    "processing_guarantee": "exactly-once",
-    "instance_id": "w1",
-    "commit_interval_ms": 200,
-    "snapshot_interval_s": 1.0,
+    "delivery.processing_guarantee": "exactly-once",
+    "delivery.instance_id": "w1",
+    "delivery.commit_interval_ms": 200,
+    "delivery.snapshot_interval_s": 1.0,
     "batch.max_size": 100,
     # determinism needs event-time order even when a fetch is slow on a busy 2-core machine
     "batch.align_max_idle_ms": 5000,
@@ -65,9 +65,9 @@ def reference_head(settings: Settings, total: int) -> dict:
     t = settings.topics
     reference = settings.with_overrides(
         **{
-            "processing_guarantee": "at-least-once",
+            "delivery.processing_guarantee": "at-least-once",
             "batch.align_strict": False,  # the inputs are all there: their ends are their ends
-            "group_id": settings.group_id + suffix,
+            "kafka.group_id": settings.kafka.group_id + suffix,
             "topics.predictions": t.predictions + suffix,
             "topics.drift": t.drift + suffix,
             "topics.dead_letter": t.dead_letter + suffix,
@@ -211,7 +211,9 @@ def _event_positions(settings: Settings) -> dict[str, tuple[int, int]]:
 
 def _committed(settings: Settings) -> dict[int, int]:
     """The group's committed offset per features partition (0 where none)."""
-    consumer = Consumer({**reader_config(settings, "committed"), "group.id": settings.group_id})
+    consumer = Consumer(
+        {**reader_config(settings, "committed"), "group.id": settings.kafka.group_id}
+    )
     try:
         topic = settings.topics.features
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
@@ -225,7 +227,7 @@ def test_an_aborted_transaction_leaves_nothing_and_the_retry_publishes_once(
     make_settings: Callable[..., Settings],
 ) -> None:
     # a commit after every batch, so the faults below happen however fast the worker is
-    settings = make_settings(partitions=2, **{**EOS, "commit_interval_ms": 0})
+    settings = make_settings(partitions=2, **{**EOS, "delivery.commit_interval_ms": 0})
     n = 3000
     total = produce_scenario(settings, n)
     commits = {"n": 0}
@@ -257,12 +259,16 @@ def test_a_survivor_takes_over_a_killed_workers_partitions_exactly_once(
             "noida-db 0.2.3 never evicts a SIGKILLed group member (no reassignment 34 s after "
             "the kill with session.timeout.ms=6000)"
         )
-    settings = make_settings(partitions=4, **{**EOS, "kafka": group_protocol})
+    settings = make_settings(partitions=4, **{**EOS, "kafka.properties": group_protocol})
     n = 6000
     produce_scenario(settings, n)
-    dynamic = {"static_membership": False}  # the dead member must leave the group
-    first = workers.start(settings.with_overrides(instance_id="w1", **dynamic), name="w1")
-    second = workers.start(settings.with_overrides(instance_id="w2", **dynamic), name="w2")
+    dynamic = {"kafka.static_membership": False}  # the dead member must leave the group
+    first = workers.start(
+        settings.with_overrides(**{"delivery.instance_id": "w1", **dynamic}), name="w1"
+    )
+    second = workers.start(
+        settings.with_overrides(**{"delivery.instance_id": "w2", **dynamic}), name="w2"
+    )
     workers.wait_for("w2", "assigned", timeout=90)
     time.sleep(1.0)  # the scenario: killed a second into its run, mid-stream
     second.send_signal(signal.SIGKILL)
@@ -286,10 +292,10 @@ def test_a_second_worker_joining_causes_no_duplicates(
     produce_scenario(settings, n)
     # the first worker is slowed down, or it finishes before the second has joined
     first = Worker(
-        settings.with_overrides(instance_id="w1"),
+        settings.with_overrides(**{"delivery.instance_id": "w1"}),
         on_batch=lambda *_: second_has_not_joined(second),
     )
-    second = Worker(settings.with_overrides(instance_id="w2"))
+    second = Worker(settings.with_overrides(**{"delivery.instance_id": "w2"}))
     threads = [threading.Thread(target=w.run, kwargs={"timeout": 60}) for w in (first, second)]
     threads[0].start()
     wait_until(lambda: first.pipeline.stats.events_scored >= 500, "first did no work")

@@ -43,7 +43,7 @@ def test_kill_9_during_a_rebalance_then_restart_loses_and_duplicates_nothing(
         target=produce_records, args=(settings, records), kwargs={"realtime": True, "stop": stop}
     )
     producing.start()
-    a, b = (settings.with_overrides(instance_id=name) for name in ("a", "b"))
+    a, b = (settings.with_overrides(**{"delivery.instance_id": name}) for name in ("a", "b"))
     try:
         first = workers.start(a, name="a")
         workers.wait_for("a", "drift report", timeout=90)  # its snapshots follow a report

@@ -50,7 +50,7 @@ def test_promote_swaps_between_batches_refuses_a_corrupt_bundle_and_rolls_back(
     registry_serving_v1(digits_bundle, tmp_path, versions=3)
     (tmp_path / "registry" / "digits-shift" / "3" / "head.npz").write_bytes(b"bit rot")
     settings = make_settings(
-        partitions=2, registry=tmp_path / "registry", model_name="digits-shift"
+        partitions=2, **{"model.registry": tmp_path / "registry", "model.name": "digits-shift"}
     )
     seen: dict[str, str] = {}  # event_id -> the model version that scored it
     by_partition: dict[tuple[str, int], list[tuple[int, str]]] = defaultdict(list)
@@ -119,4 +119,6 @@ def test_promote_swaps_between_batches_refuses_a_corrupt_bundle_and_rolls_back(
         assert expected in kinds
     assert ("rollback", "1") in kinds and ("loaded", "1") in kinds
     refused = next(e for e in control_events(settings) if e.type == "refused")
-    assert "checksum" in (refused.reason or "") and refused.instance == settings.instance_id
+    assert (
+        "checksum" in (refused.reason or "") and refused.instance == settings.delivery.instance_id
+    )

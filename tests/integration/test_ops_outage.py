@@ -43,7 +43,7 @@ def readyz(port: int) -> tuple[int, dict, float]:
 def test_the_probe_answers_from_its_state_and_logs_only_through_the_logger(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    settings = Settings(bootstrap_servers=f"127.0.0.1:{free_port()}")  # nothing listens
+    settings = Settings(kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}"})  # nothing listens
     probe = BrokerProbe(settings, interval_s=0.2, timeout_s=0.5)
     try:
         wait_until(lambda: probe.refreshes >= 3, "three refreshes of the probe", 5)

@@ -29,7 +29,7 @@ def test_a_consumer_with_a_full_prefetch_queue_stops_fetching(
 ) -> None:
     settings = make_settings()
     topic, value = settings.topics.features, b"x" * 2048
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 20})
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "linger.ms": 20})
     for _ in range(BACKLOG_BYTES // len(value)):
         producer.produce(topic, value, partition=0)
         producer.poll(0)

@@ -29,7 +29,7 @@ def test_a_second_worker_joining_takes_over_partitions_and_nothing_is_lost(
 ) -> None:
     settings = make_settings(
         partitions=4,
-        **{"batch.max_size": 100, "kafka": group_protocol},
+        **{"batch.max_size": 100, "kafka.properties": group_protocol},
     )
     n = 6000
     produce_records(settings, stream(get_scenario("digits-shift"), n, rate=1000, label_delay_s=0.5))

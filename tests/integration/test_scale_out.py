@@ -22,7 +22,7 @@ from tests.conftest import WorkerProcesses, assert_valid, read_topic, state_arra
 
 pytestmark = pytest.mark.integration
 
-SNAPSHOTS = {"learner.snapshot_every_examples": 300, "learner.snapshot_interval_s": 0.5}
+SNAPSHOTS = {"learner.publish_every_examples": 300, "learner.publish_interval_s": 0.5}
 # a fine-tuned head learns in steps of 50 labels: head_seq reaches a count that is a multiple
 HEAD_ONLY = {"finetune.layers": 0}
 
@@ -101,10 +101,10 @@ def test_two_scorers_and_a_learner_share_one_head_and_predict_everything(
         **HEAD_ONLY,  # at-least-once redoes a tail: any number of examples
     )
     workers.start(settings.with_overrides(role="learner"), name="learner")
-    workers.start(settings.with_overrides(instance_id="s1"), name="s1")
+    workers.start(settings.with_overrides(**{"delivery.instance_id": "s1"}), name="s1")
     # one after the other, as a rollout would (noida-db can stall two first joins at once)
     workers.wait_for("s1", "assigned", timeout=90)
-    s2 = workers.start(settings.with_overrides(instance_id="s2"), name="s2")
+    s2 = workers.start(settings.with_overrides(**{"delivery.instance_id": "s2"}), name="s2")
     workers.wait_for("s2", "assigned", timeout=90)
     half = 3000
     produce(settings, half)
@@ -142,7 +142,7 @@ def test_a_killed_learner_resumes_from_its_snapshot_and_ends_with_the_same_head(
     settings = make_settings(
         partitions=2, role="scorer", **SNAPSHOTS, **{"finetune.layers": layers}
     )
-    scorer = settings.with_overrides(instance_id="s1")
+    scorer = settings.with_overrides(**{"delivery.instance_id": "s1"})
     learner_settings = settings.with_overrides(role="learner")
     workers.start(scorer, name="s1")
     learner = workers.start(learner_settings, name="learner")

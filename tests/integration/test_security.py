@@ -169,7 +169,9 @@ def worker_settings(kafka: ApacheKafka, ca: Path, bundle: Path, **overrides: obj
         http={"enabled": True, "host": "127.0.0.1", "port": free_port()},
         **overrides,
     )
-    admin = settings.with_overrides(kafka=client_config(ca, "admin", ADMIN_SECRET))
+    admin = settings.with_overrides(
+        **{"kafka.properties": client_config(ca, "admin", ADMIN_SECRET)}
+    )
     ensure_topics(admin, partitions=1)
     return settings
 
@@ -253,7 +255,9 @@ def test_the_worker_runs_with_exactly_the_acls_it_documents(
     grant(kafka, ca, settings)
     produce_events(kafka, ca, settings)
     process = workers.start(settings)
-    admin_view = settings.with_overrides(kafka=client_config(ca, "admin", ADMIN_SECRET))
+    admin_view = settings.with_overrides(
+        **{"kafka.properties": client_config(ca, "admin", ADMIN_SECRET)}
+    )
     predictions = read_topic(admin_view, settings.topics.predictions, expected=EVENTS, timeout=90)
     assert {doc["event_id"] for _, doc in predictions} == {f"e{i}" for i in range(EVENTS)}
     port = settings.http.port
@@ -303,7 +307,7 @@ def test_a_missing_acl_ends_the_worker_with_one_line_naming_it(
     operation, _, what = missing.partition(" on ")
     name = {
         "predictions": settings.topics.predictions,
-        "group": settings.group_id,
+        "group": settings.kafka.group_id,
         "transactional-id": settings.transactional_id,
     }[what]
     grant(kafka, ca, settings, leave_out=f"{operation} on {name}")
@@ -332,7 +336,8 @@ def test_a_refused_login_ends_the_worker_with_one_line(
             make_certificates(tmp_path / "other", "other-ca"), "worker", WORKER_SECRET
         )
     line = _one_line_exit(
-        workers, settings.with_overrides(kafka={"session.timeout.ms": "6000", **client})
+        workers,
+        settings.with_overrides(**{"kafka.properties": {"session.timeout.ms": "6000", **client}}),
     )
     assert "cannot log in" in line
     assert ("uthentication" in line) if fault == "wrong password" else ("certificate" in line)

@@ -64,8 +64,8 @@ def test_environment_names_are_real_settings(monkeypatch) -> None:
     for key, value in worker_env.items():
         monkeypatch.setenv(key, str(value))
     settings = Settings()
-    assert settings.bootstrap_servers == "kafka:9092"
-    assert str(settings.bundle) == "/models/digits-shift/1"
+    assert settings.kafka.bootstrap_servers == "kafka:9092"
+    assert str(settings.model.bundle) == "/models/digits-shift/1"
 
 
 def test_the_topics_created_are_the_default_topic_names() -> None:
@@ -90,7 +90,8 @@ def test_the_scale_out_profile_runs_two_scorers_and_a_learner(monkeypatch) -> No
         roles.append(Settings().role)
     assert roles == ["scorer", "learner"]
     assert (
-        scorer["environment"]["STREAMAPP_GROUP_ID"] == learner["environment"]["STREAMAPP_GROUP_ID"]
+        scorer["environment"]["STREAMAPP_KAFKA__GROUP_ID"]
+        == learner["environment"]["STREAMAPP_KAFKA__GROUP_ID"]
     )
 
 
@@ -150,7 +151,9 @@ def test_every_metric_the_dashboard_queries_is_one_the_worker_exports(
 
 def exported_metric_names(bundle_path: Path) -> set[str]:
     """Sample names a worker exports once it has checkpointed and published a drift report."""
-    settings = Settings(bundle=bundle_path, processing_guarantee="exactly-once")
+    settings = Settings(
+        model={"bundle": bundle_path}, delivery={"processing_guarantee": "exactly-once"}
+    )
     pipeline = build_pipeline(settings, load_bundle(bundle_path))
     pipeline.monitor.update_labels(np.array([1]), np.full((1, 10), 0.1), np.array([1]), np.ones(1))
 

@@ -22,7 +22,7 @@ from streamapp.settings import DriftSettings, Settings
 @pytest.fixture(scope="module")
 def reports(digits_bundle: Path) -> list[dict[str, object]]:
     """Reports of a pipeline over the digits-shift target stream, 200 events a window."""
-    settings = Settings(bundle=digits_bundle, drift=DriftSettings(window_events=200))
+    settings = Settings(model={"bundle": digits_bundle}, drift=DriftSettings(window_events=200))
     pipeline = build_pipeline(settings, load_bundle(digits_bundle))
     X, y, _ = get_scenario("digits-shift").target_data(2000)
     out = []

@@ -15,7 +15,7 @@ from streamapp.settings import Settings
 
 
 def test_two_halves_merge_into_the_whole(digits_bundle: Path) -> None:
-    settings = Settings(bundle=digits_bundle)
+    settings = Settings(model={"bundle": digits_bundle})
     bundle = load_bundle(digits_bundle)
     X, _, _ = get_scenario("digits-shift").target_data(600)
     predicted = np.arange(600) % 10

@@ -16,7 +16,11 @@ from tests.fakes import FakeBatchConsumer, FakeDelivery
 def worker(digits_bundle: Path) -> tuple[Worker, FakeBatchConsumer, FakeDelivery]:
     """A running worker (as inside ``run()``) on a fake consumer and delivery: the checks
     need no broker."""
-    settings = Settings(bootstrap_servers="127.0.0.1:9", bundle=digits_bundle, http={"stall_s": 5})
+    settings = Settings(
+        kafka={"bootstrap_servers": "127.0.0.1:9"},
+        model={"bundle": digits_bundle},
+        http={"stall_s": 5},
+    )
     w = Worker(settings, load_bundle(digits_bundle))
     consumer, delivery = FakeBatchConsumer(), FakeDelivery()
     w.delivery = delivery  # type: ignore[assignment]

@@ -381,7 +381,7 @@ def test_an_imported_backbone_is_served_and_learns_with_the_default_settings(
     table = load_table(data_csv, "label")
     import_bundle(backbone, table, tmp_path / "b", name="net")
     bundle = load_bundle(tmp_path / "b")
-    settings = Settings(bundle=tmp_path / "b")
+    settings = Settings(model={"bundle": tmp_path / "b"})
     pipeline = build_pipeline(settings, bundle)
     assert type(pipeline.head).__name__ == head_kind
     n = 100
@@ -411,6 +411,6 @@ def test_asking_an_onnx_backbone_for_fine_tuning_is_one_configuration_error(
 ) -> None:
     backbone = export_onnx(user_net(), torch.zeros(3, D), tmp_path / "net.onnx")
     import_bundle(backbone, load_table(data_csv, "label"), tmp_path / "b", name="net")
-    settings = Settings(bundle=tmp_path / "b", finetune={"layers": "all"})
+    settings = Settings(model={"bundle": tmp_path / "b"}, finetune={"layers": "all"})
     with pytest.raises(ConfigError, match="ONNX backbone is head-only"):
         build_pipeline(settings, load_bundle(tmp_path / "b"))

@@ -17,19 +17,23 @@ from streamapp.settings import Settings
 
 
 def test_output_producers_send_a_batch_without_lingering() -> None:
-    settings = Settings(bootstrap_servers="localhost:9092", instance_id="w1")
+    settings = Settings(
+        kafka={"bootstrap_servers": "localhost:9092"}, delivery={"instance_id": "w1"}
+    )
     assert producer_config(settings)["linger.ms"] == 0
     assert transactional_producer_config(settings)["linger.ms"] == 0
 
 
 def test_the_passthrough_still_sets_linger() -> None:
-    settings = Settings(bootstrap_servers="localhost:9092", kafka={"linger.ms": "5"})
+    settings = Settings(
+        kafka={"bootstrap_servers": "localhost:9092", "properties": {"linger.ms": "5"}}
+    )
     assert producer_config(settings)["linger.ms"] == "5"
 
 
 def test_consumers_prefetch_a_bounded_queue_and_refill_it_soon() -> None:
     # librdkafka's defaults: 64 MB per partition, refilled 1 s after the queue was full
-    consumer = consumer_config(Settings(bootstrap_servers="localhost:9092"))
+    consumer = consumer_config(Settings(kafka={"bootstrap_servers": "localhost:9092"}))
     assert consumer["queued.max.messages.kbytes"] == PREFETCH_KBYTES <= 4096
     assert consumer["fetch.queue.backoff.ms"] <= 10
 
@@ -48,8 +52,10 @@ def test_the_consumer_group_protocol_drops_what_the_broker_decides(
     """librdkafka refuses session.timeout.ms & co. under group.protocol=consumer (it used to
     crash the worker at start): the default goes quietly, the user's with a warning."""
     settings = Settings(
-        bootstrap_servers="localhost:9092",
-        kafka={"group.protocol": "consumer", "session.timeout.ms": "6000"},
+        kafka={
+            "bootstrap_servers": "localhost:9092",
+            "properties": {"group.protocol": "consumer", "session.timeout.ms": "6000"},
+        }
     )
     with caplog.at_level(logging.WARNING, logger="streamapp.kafka.config"):
         consumer = consumer_config(settings)
@@ -63,5 +69,10 @@ def test_the_consumer_group_protocol_drops_what_the_broker_decides(
 
 
 def test_the_classic_protocol_keeps_the_session_timeout() -> None:
-    settings = Settings(bootstrap_servers="localhost:9092", kafka={"session.timeout.ms": "6000"})
+    settings = Settings(
+        kafka={
+            "bootstrap_servers": "localhost:9092",
+            "properties": {"session.timeout.ms": "6000"},
+        }
+    )
     assert consumer_config(settings)["session.timeout.ms"] == "6000"

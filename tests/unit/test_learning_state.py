@@ -110,7 +110,7 @@ def assert_same_outputs(a: Outputs, b: Outputs) -> None:
 @pytest.fixture(scope="module", params=[0, "auto"], ids=["head-only", "fine-tuned"])
 def settings(digits_bundle: Path, request: pytest.FixtureRequest) -> Settings:
     return Settings(
-        bundle=digits_bundle,
+        model={"bundle": digits_bundle},
         drift=DriftSettings(window_events=100),
         finetune=FinetuneSettings(layers=request.param),
     )

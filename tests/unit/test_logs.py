@@ -98,7 +98,7 @@ def test_the_held_back_count_is_a_field_of_both_formats() -> None:
 
 
 def test_every_client_config_logs_through_the_rate_limited_structured_logger() -> None:
-    settings = Settings(bootstrap_servers="127.0.0.1:9")
+    settings = Settings(kafka={"bootstrap_servers": "127.0.0.1:9"})
     configs = [admin_config(settings), consumer_config(settings), producer_config(settings)]
     loggers = {id(config["logger"]) for config in configs}
     assert len(loggers) == 1

@@ -17,7 +17,7 @@ from tests.conftest import assert_valid
 @pytest.fixture
 def pipeline(digits_bundle: Path) -> Pipeline:
     settings = Settings(
-        bundle=digits_bundle, drift=DriftSettings(window_events=20), finetune=HEAD_ONLY
+        model={"bundle": digits_bundle}, drift=DriftSettings(window_events=20), finetune=HEAD_ONLY
     )
     return build_pipeline(settings, load_bundle(digits_bundle))
 
@@ -139,7 +139,7 @@ def test_label_outcomes_add_up_to_the_labels_received(digits_bundle: Path) -> No
     """joined + late + orphan + duplicate + parked == feedback received (issue 14, item 2)."""
     settings = Settings(
         finetune=HEAD_ONLY,  # these tests count every joined label as learned
-        bundle=digits_bundle,
+        model={"bundle": digits_bundle},
         drift=DriftSettings(window_events=30),
         ledger=LedgerSettings(max_entries=20, ttl_s=50.0, early_label_ttl_s=10.0, max_parked=3),
     )

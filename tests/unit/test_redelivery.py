@@ -49,7 +49,7 @@ def labels(first: int, n: int, ts: float = 101.0) -> list[Feedback]:
 def build(digits_bundle: Path, **ledger: object) -> Pipeline:
     settings = Settings(
         finetune=HEAD_ONLY,  # these tests count every joined label as learned
-        bundle=digits_bundle,
+        model={"bundle": digits_bundle},
         drift=DriftSettings(window_events=1000),
         ledger=LedgerSettings(**ledger),  # type: ignore[arg-type]
     )

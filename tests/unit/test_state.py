@@ -37,7 +37,7 @@ def test_snapshot_restore_then_same_inputs_gives_identical_state(
     digits_bundle: Path, layers: int | str
 ) -> None:
     settings = Settings(
-        bundle=digits_bundle,
+        model={"bundle": digits_bundle},
         drift=DriftSettings(window_events=100),
         finetune=FinetuneSettings(layers=layers),
     )

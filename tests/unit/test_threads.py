@@ -1,4 +1,4 @@
-"""torch_threads=0 (the default) picks the intra-op threads by what the backbone costs."""
+"""model.torch_threads=0 (the default) picks the intra-op threads by what the backbone costs."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def _mlp(*widths: int) -> torch.nn.Module:
 
 
 def test_the_default_is_auto() -> None:
-    assert Settings().torch_threads == 0
+    assert Settings().model.torch_threads == 0
 
 
 @pytest.mark.parametrize("cores", [1, 2, 16])
@@ -48,9 +48,12 @@ def test_the_pipeline_applies_the_choice(digits_bundle: Path) -> None:
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        build_pipeline(Settings(bundle=digits_bundle), load_bundle(digits_bundle))
+        build_pipeline(Settings(model={"bundle": digits_bundle}), load_bundle(digits_bundle))
         assert torch.get_num_threads() == 1  # the demo MLP: one thread
-        build_pipeline(Settings(bundle=digits_bundle, torch_threads=2), load_bundle(digits_bundle))
+        build_pipeline(
+            Settings(model={"bundle": digits_bundle, "torch_threads": 2}),
+            load_bundle(digits_bundle),
+        )
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

@@ -42,7 +42,7 @@ class RecordingPublisher:
 
 @pytest.fixture
 def worker(digits_bundle: Path) -> Worker:
-    settings = Settings(bootstrap_servers="127.0.0.1:9", bundle=digits_bundle)
+    settings = Settings(kafka={"bootstrap_servers": "127.0.0.1:9"}, model={"bundle": digits_bundle})
     return Worker(settings, load_bundle(digits_bundle))
 
 
