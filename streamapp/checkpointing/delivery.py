@@ -123,6 +123,7 @@ class Delivery:
         self.producer = self._new_producer()
 
     def attach(self, consumer: BatchConsumer) -> None:
+        """Deliver for ``consumer``'s inputs (its commits and positions)."""
         self._consumer = consumer
 
     def use_consumer(self, consumer: BatchConsumer) -> None:
@@ -275,11 +276,15 @@ class AtLeastOnce(Delivery):
     def aborts(self) -> int:
         return 0
 
-    def attach(self, consumer: BatchConsumer) -> None:
+    def attach(self, consumer: BatchConsumer, checkpoint: OffsetCheckpoint | None = None) -> None:
+        """Deliver for ``consumer``'s inputs, through ``checkpoint`` (default: offsets
+        committed after the producer's flush)."""
         super().attach(consumer)
-        assert self.producer is not None
-        interval = self.settings.delivery.commit_interval_ms / 1000.0
-        self._checkpoint = OffsetCheckpoint(consumer, self.producer, interval)
+        if checkpoint is None:
+            assert self.producer is not None
+            interval = self.settings.delivery.commit_interval_ms / 1000.0
+            checkpoint = OffsetCheckpoint(consumer, self.producer, interval)
+        self._checkpoint = checkpoint
 
     def store(self, offsets: dict[Partition, int]) -> None:
         """A batch is processed and its outputs produced: commit up to ``offsets`` when due."""
@@ -352,11 +357,13 @@ class ExactlyOnce(Delivery):
         settings: Settings,
         state: LearningState,
         fault_hook: Callable[[str], None] | None = None,
+        *,
+        store: StateStore | None = None,
     ) -> None:
         super().__init__(settings)
         self._state = state
         self._fault_hook = fault_hook
-        self._store = StateStore(
+        self._store = store or StateStore(
             settings.topics.state, settings.transactional_id, consumer_config(settings)
         )
         self._gate = ReplayGate()
@@ -376,10 +383,17 @@ class ExactlyOnce(Delivery):
         # fences an earlier instance with our transactional.id and aborts its open
         # transaction, so the state topic reads up to date below
         super().start()
-        self._seq = self._restore()
+        self._seq = self.restore()
 
-    def attach(self, consumer: BatchConsumer) -> None:
+    def attach(
+        self, consumer: BatchConsumer, checkpoint: TransactionalCheckpoint | None = None
+    ) -> None:
+        """Deliver for ``consumer``'s inputs, through ``checkpoint`` (default: one transaction
+        per commit, with the learning-state snapshots)."""
         super().attach(consumer)
+        if checkpoint is not None:
+            self._checkpoint = checkpoint
+            return
         assert self.producer is not None
         s = self.settings
         self._checkpoint = TransactionalCheckpoint(
@@ -463,7 +477,7 @@ class ExactlyOnce(Delivery):
             return
         revoked = [(tp.topic, tp.partition) for tp in partitions]
         if not self._may_commit_on_revoke():
-            self._forget(revoked)
+            self.forget(revoked)
             return
         try:
             self._checkpoint.commit(snapshot=True)
@@ -475,7 +489,7 @@ class ExactlyOnce(Delivery):
             self.recovery_required = True
         except (FencedError, ProducerFatalError) as exc:
             self._after_rebalance(exc)
-        self._forget(revoked)
+        self.forget(revoked)
 
     def on_lost(self, partitions: list[KafkaPartition]) -> None:
         if self._checkpoint is None:
@@ -486,7 +500,7 @@ class ExactlyOnce(Delivery):
         except (FencedError, ProducerFatalError) as exc:
             self._after_rebalance(exc)
         self.recovery_required = True
-        self._forget([(tp.topic, tp.partition) for tp in partitions])
+        self.forget([(tp.topic, tp.partition) for tp in partitions])
 
     def still_owner(self, fenced: ConsumerFencedError) -> bool:
         """A newer instance inits its producer (fencing ours) before its consumer joins, so a
@@ -509,8 +523,9 @@ class ExactlyOnce(Delivery):
         self._dead_producer = exc
         self.recovery_required = True
 
-    def _forget(self, gone: list[Partition]) -> None:
-        # a replay cut short by a revoke goes on if they come back: the next assignment ends it
+    def forget(self, gone: list[Partition]) -> None:
+        """Partitions that went away: nothing pending of theirs is committed, and a replay
+        cut short goes on if they come back (the next assignment ends it)."""
         self._required().forget(gone)
         self._gate.forget(gone)
 
@@ -531,7 +546,7 @@ class ExactlyOnce(Delivery):
     def _discard_open_outputs(self) -> None:
         self._required().abort()  # its records are void; the replay produces them again
 
-    def _restore(self) -> int:
+    def restore(self) -> int:
         """Load the latest snapshot into fresh learning state; returns its sequence number."""
         restored = self._store.read()
         snapshot = restored.snapshot
@@ -548,7 +563,7 @@ class ExactlyOnce(Delivery):
         """The in-memory state includes work whose outputs were discarded: restore the last
         snapshot and replay from it."""
         checkpoint, consumer = self._required(), self._consumer_required()
-        checkpoint.restored(self._restore())
+        checkpoint.restored(self.restore())
         assigned = sorted(consumer.assignment)
         self._gate = ReplayGate()
         starts, committed = self._start_positions(assigned)

@@ -79,7 +79,7 @@ class MessageChecks:
         (``absent`` marks the missing ones under ``missing=impute``)."""
         doc = self._parse(msg.value())
         features = doc.get("features") if isinstance(doc, dict) else None
-        if not self._is_plain_feature_event(doc, features):
+        if not self.is_plain_feature_event(doc, features):
             self._validate(self._validate_feature, doc)
         event_ts = self._event_time(doc, msg, now)
         assert features is not None  # validated above: a list or an object of numbers
@@ -139,7 +139,7 @@ class MessageChecks:
             )
         return ts
 
-    def _is_plain_feature_event(self, doc: Any, features: Any) -> bool:
+    def is_plain_feature_event(self, doc: Any, features: Any) -> bool:
         """The common shape, checked without the schema validator (whose ``oneOf`` costs
         more than everything else in decoding): a list of exactly the model's number of
         JSON numbers, a valid ``event_id`` and ``ts``. Anything else takes the full check."""

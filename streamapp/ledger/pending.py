@@ -95,6 +95,12 @@ class PendingLedger:
         return len(self._early.labels)
 
     @property
+    def finished(self) -> int:
+        """Events remembered after they left (joined, expired, evicted): at most
+        ``max_entries``, to tell a redelivery from a duplicate."""
+        return len(self._gone)
+
+    @property
     def max_parked(self) -> int:
         """How many labels may wait for their events at most (beyond, the oldest is an orphan)."""
         return self._early.max_parked

@@ -219,7 +219,7 @@ def test_the_fast_path_accepts_only_what_the_schema_accepts(codec: Codec, doc: d
     what the schema would reject."""
     from streamapp.schemas import validator
 
-    fast = codec._is_plain_feature_event(doc, doc.get("features"))
+    fast = codec.is_plain_feature_event(doc, doc.get("features"))
     try:
         validator("feature-event")(doc)
         valid = True

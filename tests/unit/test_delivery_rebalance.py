@@ -11,6 +11,7 @@ from confluent_kafka import TopicPartition
 from streamapp.checkpointing.delivery import ExactlyOnce
 from streamapp.errors import ConsumerFencedError, DeliveryError, FencedError, ProducerFatalError
 from streamapp.settings import Settings
+from tests.fakes import FakeBatchConsumer
 
 
 class DeadCheckpoint:
@@ -29,12 +30,17 @@ class DeadCheckpoint:
         pass
 
 
-def delivery_over(failure: Exception, monkeypatch: pytest.MonkeyPatch) -> ExactlyOnce:
+def delivery_over(
+    failure: Exception, monkeypatch: pytest.MonkeyPatch, checkpoint: object = None
+) -> ExactlyOnce:
+    """An exactly-once delivery over ``checkpoint`` (default: one whose abort raises
+    ``failure``), whose rewinds do nothing."""
     settings = Settings(
-        bootstrap_servers="127.0.0.1:9", processing_guarantee="exactly-once", instance_id="w1"
+        kafka={"bootstrap_servers": "127.0.0.1:9"},
+        delivery={"processing_guarantee": "exactly-once", "instance_id": "w1"},
     )
     delivery = ExactlyOnce(settings, state=None)  # type: ignore[arg-type]
-    delivery._checkpoint = DeadCheckpoint(failure)  # type: ignore[assignment]
+    delivery.attach(FakeBatchConsumer(), checkpoint or DeadCheckpoint(failure))  # type: ignore[arg-type]
     monkeypatch.setattr(delivery, "_rewind", lambda: None)
     return delivery
 
@@ -84,9 +90,8 @@ def test_a_revoke_commits_nothing_while_a_recovery_is_due_or_on_a_brokerless_clo
 ) -> None:
     """The offsets stored since the last commit stand for outputs that were aborted or lost:
     a revoke that committed them (it used to) would lose those outputs for good."""
-    delivery = delivery_over(ProducerFatalError("unused"), monkeypatch)
     checkpoint = RecordingCheckpoint()
-    delivery._checkpoint = checkpoint  # type: ignore[assignment]
+    delivery = delivery_over(ProducerFatalError("unused"), monkeypatch, checkpoint)
     if hold == "recovery due":
         delivery.recovery_required = True
     else:
@@ -100,8 +105,7 @@ def test_open_outputs_that_cannot_be_aborted_get_a_new_producer_not_an_exit(
 ) -> None:
     """In an outage the abort after a lost output times out too: that used to escape the
     loop (exit 2) instead of replacing the producer, whose init aborts the transaction."""
-    delivery = delivery_over(ProducerFatalError("unused"), monkeypatch)
-    delivery._checkpoint = RecordingCheckpoint()  # type: ignore[assignment]
+    delivery = delivery_over(ProducerFatalError("unused"), monkeypatch, RecordingCheckpoint())
     replaced: list[bool] = []
     monkeypatch.setattr(delivery, "_replace_producer", lambda: replaced.append(True))
     delivery.outputs_failed(DeliveryError("delivery to predictions failed: timed out"))
@@ -117,8 +121,8 @@ def test_a_consumer_fenced_while_its_producer_is_not_was_fenced_by_itself(
     fenced = ConsumerFencedError("consumer fenced by a newer instance")
     newer = delivery_over(FencedError("producer fenced during abort_transaction"), monkeypatch)
     assert newer.still_owner(fenced) is False
-    itself = delivery_over(ProducerFatalError("unused"), monkeypatch)
-    itself._checkpoint = RecordingCheckpoint()  # type: ignore[assignment]  # abort: dead producer
+    # the recording checkpoint's abort meets a dead producer
+    itself = delivery_over(ProducerFatalError("unused"), monkeypatch, RecordingCheckpoint())
     assert itself.still_owner(fenced) is True
     replaced: list[bool] = []
     monkeypatch.setattr(itself, "_replace_producer", lambda: replaced.append(True))

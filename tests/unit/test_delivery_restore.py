@@ -73,24 +73,24 @@ class FakeCheckpoint:
 
 def delivery(
     restored: Restored, committed: dict[tuple[str, int], int]
-) -> tuple[ExactlyOnce, FakeState, FakeBatchConsumer]:
+) -> tuple[ExactlyOnce, FakeState, FakeBatchConsumer, FakeCheckpoint]:
     settings = Settings(
-        bootstrap_servers="127.0.0.1:9", processing_guarantee="exactly-once", instance_id="w1"
+        kafka={"bootstrap_servers": "127.0.0.1:9"},
+        delivery={"processing_guarantee": "exactly-once", "instance_id": "w1"},
     )
     state = FakeState()
-    eos = ExactlyOnce(settings, state)
-    eos._store = FakeStateStore(restored)  # type: ignore[assignment]
+    eos = ExactlyOnce(settings, state, store=FakeStateStore(restored))  # type: ignore[arg-type]
     consumer = FakeBatchConsumer(committed=committed)
-    eos._consumer = consumer  # type: ignore[assignment]
-    eos._checkpoint = FakeCheckpoint()  # type: ignore[assignment]
-    return eos, state, consumer
+    checkpoint = FakeCheckpoint()
+    eos.attach(consumer, checkpoint)  # type: ignore[arg-type]
+    return eos, state, consumer, checkpoint
 
 
 def test_a_restore_hands_the_stored_drift_cursor_to_the_state_after_the_snapshot() -> None:
     cursor = DriftCursor(reports=7, events=700, labels=650)
     snapshot = Snapshot(3, b"", {FEATURES: 100})
-    eos, state, _ = delivery(Restored(snapshot, cursor.to_json()), {FEATURES: 400})
-    eos._restore()
+    eos, state, _, _ = delivery(Restored(snapshot, cursor.to_json()), {FEATURES: 400})
+    eos.restore()
     assert state.log == [("restore", 3), ("resume", cursor)]
     eos.on_assign([KafkaPartition(*FEATURES)])
     assert eos.replaying and "replay finished" not in state.log  # 100..400 is replayed
@@ -99,20 +99,20 @@ def test_a_restore_hands_the_stored_drift_cursor_to_the_state_after_the_snapshot
 
 
 def test_a_stored_cursor_that_is_not_one_is_ignored() -> None:
-    eos, state, _ = delivery(Restored(None, b"\x00junk"), {})
-    eos._restore()
+    eos, state, _, _ = delivery(Restored(None, b"\x00junk"), {})
+    eos.restore()
     assert state.log == [("restore", None)]
 
 
 def test_a_replay_cut_short_by_a_revoke_is_ended_by_the_next_assignment_not_the_revoke() -> None:
-    eos, state, _ = delivery(Restored(Snapshot(1, b"", {FEATURES: 100}), None), {FEATURES: 400})
-    eos._restore()
+    eos, state, _, _ = delivery(Restored(Snapshot(1, b"", {FEATURES: 100}), None), {FEATURES: 400})
+    eos.restore()
     eos.on_assign([KafkaPartition(*FEATURES)])
-    eos._forget([FEATURES])  # revoked mid-replay: it may come back and replay again
+    eos.forget([FEATURES])  # revoked mid-replay: it may come back and replay again
     assert "replay finished" not in state.log
     eos.on_assign([KafkaPartition(*FEATURES)])
     assert eos.replaying and "replay finished" not in state.log
-    eos._forget([FEATURES])
+    eos.forget([FEATURES])
     eos.on_assign([KafkaPartition("features", 1)])  # another partition, nothing to replay
     assert state.log[-1] == "replay finished"
 
@@ -120,16 +120,16 @@ def test_a_replay_cut_short_by_a_revoke_is_ended_by_the_next_assignment_not_the_
 def test_a_never_committed_partition_is_rewound_to_the_start_but_not_recorded_as_processed() -> (
     None
 ):
-    eos, _, consumer = delivery(Restored(None, None), {})
+    eos, _, consumer, checkpoint = delivery(Restored(None, None), {})
     consumer.assignment = {FEATURES}
-    eos._rewind()
+    eos.recover()
     assert consumer.rewound == {FEATURES: OFFSET_BEGINNING}
-    assert eos._checkpoint.processed == {}  # type: ignore[union-attr]
+    assert checkpoint.processed == {}
 
 
 def test_a_restored_offset_of_a_partition_with_no_committed_offset_starts_no_replay() -> None:
-    eos, _, _ = delivery(Restored(Snapshot(1, b"", {FEATURES: 50}), None), {})
-    eos._restore()
+    eos, _, _, _ = delivery(Restored(Snapshot(1, b"", {FEATURES: 50}), None), {})
+    eos.restore()
     assert eos.on_assign([KafkaPartition(*FEATURES)])[0].offset < 0  # the stored offset
     assert not eos.replaying
 
@@ -137,9 +137,9 @@ def test_a_restored_offset_of_a_partition_with_no_committed_offset_starts_no_rep
 def test_no_assignment_is_not_the_end_of_a_replay_that_has_not_started() -> None:
     # all partitions lost, the recovery runs before the group assigns them again; or more
     # members than partitions: the skip must wait for the replay the next assignment brings
-    eos, state, _ = delivery(Restored(Snapshot(1, b"", {FEATURES: 100}), None), {FEATURES: 400})
-    eos._restore()
-    eos._rewind()
+    eos, state, _, _ = delivery(Restored(Snapshot(1, b"", {FEATURES: 100}), None), {FEATURES: 400})
+    eos.restore()
+    eos.recover()
     eos.on_assign([])
     assert "replay finished" not in state.log
     eos.on_assign([KafkaPartition(*FEATURES)])
@@ -147,8 +147,10 @@ def test_no_assignment_is_not_the_end_of_a_replay_that_has_not_started() -> None
 
 
 def test_partitions_revoked_and_assigned_back_are_not_replayed_again() -> None:
-    eos, _, consumer = delivery(Restored(Snapshot(1, b"", {FEATURES: 100}), None), {FEATURES: 400})
-    eos._restore()
+    eos, _, consumer, _ = delivery(
+        Restored(Snapshot(1, b"", {FEATURES: 100}), None), {FEATURES: 400}
+    )
+    eos.restore()
     eos.on_assign([KafkaPartition(*FEATURES)])
     eos.store({FEATURES: 900})  # the replay is done; live up to 900
     eos.on_revoke([KafkaPartition(*FEATURES)])  # commits 900 with a snapshot
@@ -160,12 +162,12 @@ def test_partitions_revoked_and_assigned_back_are_not_replayed_again() -> None:
 def test_no_final_commit_while_a_recovery_is_due() -> None:
     # e.g. SIGTERM while the broker is down and the recovery after an aborted commit has not
     # run yet: the processed offsets are those of outputs that were aborted
-    eos, _, _ = delivery(Restored(None, None), {FEATURES: 100})
+    eos, _, _, checkpoint = delivery(Restored(None, None), {FEATURES: 100})
     eos.store({FEATURES: 300})
     eos.recovery_required = True
     with pytest.raises(TransactionError, match="recovery is due"):  # exit 2, one line
         eos.commit_final()
-    assert eos._checkpoint.committed == {}  # type: ignore[union-attr]
+    assert checkpoint.committed == {}
     eos.recovery_required = False
     eos.commit_final()
-    assert eos._checkpoint.committed == {FEATURES: 300}  # type: ignore[union-attr]
+    assert checkpoint.committed == {FEATURES: 300}
