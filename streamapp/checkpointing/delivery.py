@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from typing import Protocol
 
@@ -29,7 +28,7 @@ from confluent_kafka import OFFSET_STORED, KafkaException
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from streamapp.checkpointing.checkpoint import OffsetCheckpoint, TransactionalCheckpoint
-from streamapp.checkpointing.outage import OutageClock
+from streamapp.checkpointing.outage import FailureWindow, OutageClock
 from streamapp.checkpointing.positions import reset_position, resume_positions
 from streamapp.checkpointing.replay import ReplayGate
 from streamapp.checkpointing.state_store import Snapshot, StateStore
@@ -89,7 +88,7 @@ class Delivery:
         self.recoveries = 0
         self.producer_restarts = 0
         self._consumer: BatchConsumer | None = None
-        self._failures: deque[float] = deque()
+        self._failures = FailureWindow(MAX_FAILURES, FAILURE_WINDOW_S)
         self._dead_producer: FencedError | ProducerFatalError | None = None
         self.outage = OutageClock(settings.delivery.broker_outage_limit_s)
         self._next_probe = 0.0
@@ -158,11 +157,7 @@ class Delivery:
         if isinstance(exc, DeliveryTimeoutError):
             self.outage.failed(str(exc))  # gives up (raises) past the outage limit
             return
-        now = time.monotonic()
-        self._failures.append(now)
-        while self._failures and now - self._failures[0] > FAILURE_WINDOW_S:
-            self._failures.popleft()
-        if len(self._failures) > MAX_FAILURES:
+        if self._failures.failed():
             raise BrokerError(
                 f"outputs failed {len(self._failures)} times in {FAILURE_WINDOW_S:.0f}s, "
                 f"giving up: {exc}"

@@ -167,10 +167,12 @@ def test_at_least_once_kill_9_loses_nothing(
 ) -> None:
     settings = make_settings(
         partitions=2,
-        commit_interval_ms=500,
-        instance_id="w1",
-        static_membership=True,
-        **{"batch.max_size": 100},
+        **{
+            "delivery.commit_interval_ms": 500,
+            "delivery.instance_id": "w1",
+            "kafka.static_membership": True,
+            "batch.max_size": 100,
+        },
     )
     n = 4000
     produce_scenario(settings, n)

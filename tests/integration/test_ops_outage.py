@@ -66,11 +66,13 @@ def test_a_broker_outage_keeps_readyz_fast_and_every_log_line_json(
     broker = own_broker
     port = free_port()
     settings = Settings(
-        bootstrap_servers=broker.bootstrap_servers,
-        group_id="outage",
-        bundle=digits_bundle,
-        kafka={"session.timeout.ms": "6000"},
-        commit_interval_ms=200,
+        kafka={
+            "bootstrap_servers": broker.bootstrap_servers,
+            "group_id": "outage",
+            "properties": {"session.timeout.ms": "6000"},
+        },
+        model={"bundle": digits_bundle},
+        delivery={"commit_interval_ms": 200},
         http={"enabled": True, "host": "127.0.0.1", "port": port},
     )
     ensure_topics(settings)

@@ -95,8 +95,7 @@ def test_the_worker_rides_through_a_broker_outage_and_predicts_every_acknowledge
     settings = fresh_settings(
         own_broker.bootstrap_servers,
         digits_bundle,
-        processing_guarantee=guarantee,
-        instance_id="w1",
+        **{"delivery.processing_guarantee": guarantee, "delivery.instance_id": "w1"},
         http={"enabled": True, "host": "127.0.0.1", "port": http_port},
     )
     ensure_topics(settings, partitions=2)
@@ -182,7 +181,7 @@ def test_an_outage_past_the_limit_ends_the_worker_with_one_line(
     """The broker never comes back: the worker does not stall silently for ever, it exits
     non-zero with one line once ``broker_outage_limit_s`` has passed."""
     settings = fresh_settings(
-        own_broker.bootstrap_servers, digits_bundle, broker_outage_limit_s=8.0
+        own_broker.bootstrap_servers, digits_bundle, **{"delivery.broker_outage_limit_s": 8.0}
     )
     ensure_topics(settings, partitions=1)
     worker = workers.start(settings)
@@ -196,4 +195,4 @@ def test_an_outage_past_the_limit_ends_the_worker_with_one_line(
     assert "Traceback" not in log
     own = [line for line in log.splitlines() if " ERROR " in line and "librdkafka" not in line]
     assert len(own) == 1 and "the broker has been unreachable for" in own[0], own
-    assert "broker_outage_limit_s=8" in own[0]
+    assert "delivery.broker_outage_limit_s=8" in own[0]

@@ -95,8 +95,7 @@ def test_two_scorers_and_a_learner_share_one_head_and_predict_everything(
     settings = make_settings(
         partitions=4,
         role="scorer",
-        processing_guarantee=guarantee,
-        static_membership=False,
+        **{"delivery.processing_guarantee": guarantee, "kafka.static_membership": False},
         **SNAPSHOTS,
         **HEAD_ONLY,  # at-least-once redoes a tail: any number of examples
     )

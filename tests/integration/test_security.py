@@ -164,8 +164,13 @@ def worker_settings(kafka: ApacheKafka, ca: Path, bundle: Path, **overrides: obj
     settings = fresh_settings(
         kafka.bootstrap_servers,
         bundle,
-        instance_id=f"w-{uuid.uuid4().hex[:8]}",
-        kafka={"session.timeout.ms": "6000", **client_config(ca, "worker", WORKER_SECRET)},
+        **{
+            "delivery.instance_id": f"w-{uuid.uuid4().hex[:8]}",
+            "kafka.properties": {
+                "session.timeout.ms": "6000",
+                **client_config(ca, "worker", WORKER_SECRET),
+            },
+        },
         http={"enabled": True, "host": "127.0.0.1", "port": free_port()},
         **overrides,
     )
