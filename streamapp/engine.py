@@ -2,7 +2,7 @@
 
 It owns the pipeline of the served bundle, the challenger in shadow (when one is
 configured), the swap to a newly promoted bundle, and what exactly-once snapshots and
-restores (:class:`~streamapp.checkpointing.delivery.LearningState`). The worker's loop
+restores (:class:`~streamapp.checkpointing.restore.LearningState`). The worker's loop
 calls :meth:`Engine.score` and :meth:`Engine.learn` with the predictions published in
 between; delivery calls :meth:`Engine.snapshot` and :meth:`Engine.restore`. The Kafka
 it reaches is the challenger's (a promotion is a control event); the scoring and learning

@@ -12,7 +12,8 @@ worker recovers. The one owner of exactly-once; the worker's loop reads the same
 :class:`AtLeastOnce` flushes outputs, then commits offsets; after lost outputs it re-reads
 from the committed offsets. :class:`ExactlyOnce` commits outputs, input offsets and
 learning-state snapshots in one transaction; on start, on assignment and after an aborted
-transaction it restores the last snapshot and replays the inputs after it without publishing.
+transaction it restores the last snapshot and replays the inputs after it without publishing
+(:mod:`streamapp.checkpointing.restore`).
 Both write through themselves (``produce``), so a producer that failed fatally is replaced
 without anyone else noticing.
 """
@@ -21,19 +22,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable
 
 from confluent_kafka import OFFSET_STORED, KafkaException
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from streamapp.checkpointing.checkpoint import OffsetCheckpoint, TransactionalCheckpoint
 from streamapp.checkpointing.outage import FailureWindow, OutageClock
-from streamapp.checkpointing.positions import reset_position, resume_positions
-from streamapp.checkpointing.replay import ReplayGate
-from streamapp.checkpointing.state_store import Snapshot, StateStore
+from streamapp.checkpointing.positions import reset_position
+from streamapp.checkpointing.restore import LearningState, SnapshotRestore
+from streamapp.checkpointing.state_store import StateStore
 from streamapp.codec import Message
-from streamapp.drift.monitor import DriftCursor
 from streamapp.errors import (
     BrokerError,
     ConsumerFencedError,
@@ -49,7 +48,7 @@ from streamapp.kafka.consumer import BatchConsumer
 from streamapp.kafka.producer import OutputProducer
 from streamapp.settings import Settings
 
-__all__ = ["AtLeastOnce", "Delivery", "ExactlyOnce", "LearningState", "make_delivery"]
+__all__ = ["AtLeastOnce", "Delivery", "ExactlyOnce", "make_delivery"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,18 +58,6 @@ IsLive = Callable[[SourcePosition], bool]
 # lost outputs are recovered by re-reading; this many within the window means give up (exit)
 MAX_FAILURES = 5
 FAILURE_WINDOW_S = 60.0
-
-
-class LearningState(Protocol):
-    """What exactly-once snapshots and restores: the engine (:mod:`streamapp.engine`), owner
-    of the pipeline and the challenger. A transaction
-    that moved the drift cursor writes it; a restore hands the last committed one back."""
-
-    def snapshot(self) -> bytes: ...
-    def restore(self, snapshot: Snapshot | None) -> None: ...
-    def drift_cursor(self) -> DriftCursor: ...
-    def resume_drift(self, committed: DriftCursor) -> None: ...
-    def replay_finished(self) -> None: ...
 
 
 class Delivery:
@@ -361,8 +348,7 @@ class ExactlyOnce(Delivery):
         self._store = store or StateStore(
             settings.topics.state, settings.transactional_id, consumer_config(settings)
         )
-        self._gate = ReplayGate()
-        self._restored_offsets: dict[Partition, int] = {}
+        self._restore = SnapshotRestore(self._store, state)
         self._seq = 0
         self._checkpoint: TransactionalCheckpoint | None = None
 
@@ -372,7 +358,7 @@ class ExactlyOnce(Delivery):
 
     @property
     def replaying(self) -> bool:
-        return self._gate.active
+        return self._restore.replaying
 
     def start(self) -> None:
         # fences an earlier instance with our transactional.id and aborts its open
@@ -401,12 +387,12 @@ class ExactlyOnce(Delivery):
             first_seq=self._seq,
             cursor=lambda: self._state.drift_cursor().to_json(),
             fault_hook=self._fault_hook,
-            snapshot_partitions=self._restored_offsets,  # the restored snapshot covers them
+            snapshot_partitions=self._restore.offsets,  # the restored snapshot covers them
         )
 
     def live(self, messages: Iterable[Message]) -> IsLive | None:
         # replayed inputs were published before the restore
-        return self._gate.is_live if self._gate.any_replayed(messages) else None
+        return self._restore.live(messages)
 
     def store(self, offsets: dict[Partition, int]) -> None:
         """A batch is processed and its outputs are in the open transaction: commit up to
@@ -421,11 +407,7 @@ class ExactlyOnce(Delivery):
         self._advance_replay()
 
     def _advance_replay(self) -> None:
-        checkpoint = self._required()
-        if self._gate.active:
-            self._gate.advance(checkpoint.processed)
-            if not self._gate.active:
-                self._state.replay_finished()
+        self._restore.advance(self._required().processed)
 
     def _commit_if_due(self) -> None:
         try:
@@ -459,7 +441,7 @@ class ExactlyOnce(Delivery):
             return None
         if self._checkpoint is not None:
             self._checkpoint.assigned(starts, committed)
-        self._end_of_replay(partitions)
+        self._restore.end_if_none(partitions)
         return [
             KafkaPartition(
                 tp.topic, tp.partition, starts.get((tp.topic, tp.partition), OFFSET_STORED)
@@ -477,8 +459,7 @@ class ExactlyOnce(Delivery):
         try:
             self._checkpoint.commit(snapshot=True)
             # the state covers them up to here: if they come back, nothing is replayed
-            processed = self._checkpoint.processed
-            self._restored_offsets.update((tp, processed[tp]) for tp in revoked if tp in processed)
+            self._restore.covered(self._checkpoint.processed, revoked)
         except TransactionError as exc:
             logger.warning("commit on revoke failed (%s); recovering after the rebalance", exc)
             self.recovery_required = True
@@ -522,13 +503,7 @@ class ExactlyOnce(Delivery):
         """Partitions that went away: nothing pending of theirs is committed, and a replay
         cut short goes on if they come back (the next assignment ends it)."""
         self._required().forget(gone)
-        self._gate.forget(gone)
-
-    def _end_of_replay(self, assigned: Collection[object]) -> None:
-        """With partitions assigned and none left to replay, the replay is over (with none
-        assigned, it has not started)."""
-        if assigned and not self._gate.active:
-            self._state.replay_finished()
+        self._restore.forget(gone)
 
     def _new_producer(self) -> OutputProducer:
         producer = OutputProducer(transactional_producer_config(self.settings))
@@ -543,16 +518,7 @@ class ExactlyOnce(Delivery):
 
     def restore(self) -> int:
         """Load the latest snapshot into fresh learning state; returns its sequence number."""
-        restored = self._store.read()
-        snapshot = restored.snapshot
-        self._state.restore(snapshot)
-        if restored.cursor is not None:  # written by a later commit than the snapshot's
-            try:
-                self._state.resume_drift(DriftCursor.from_json(restored.cursor))
-            except ValueError as exc:
-                logger.warning("ignoring the stored drift cursor: %s", exc)
-        self._restored_offsets = dict(snapshot.offsets) if snapshot else {}
-        return snapshot.seq if snapshot else 0
+        return self._restore.restore()
 
     def _rewind(self) -> None:
         """The in-memory state includes work whose outputs were discarded: restore the last
@@ -560,13 +526,12 @@ class ExactlyOnce(Delivery):
         checkpoint, consumer = self._required(), self._consumer_required()
         checkpoint.restored(self.restore())
         assigned = sorted(consumer.assignment)
-        self._gate = ReplayGate()
         starts, committed = self._start_positions(assigned)
         processed = dict(starts)  # real offsets only: a snapshot records them
         for tp in assigned:  # never committed: back to where the group started reading
             starts.setdefault(tp, reset_position(self.settings))
-        checkpoint.reset(processed, committed, set(self._restored_offsets))
-        self._end_of_replay(assigned)
+        checkpoint.reset(processed, committed, set(self._restore.offsets))
+        self._restore.end_if_none(assigned)
         consumer.rewind(starts)
         logger.info("rewound to %s (committed %s)", starts, committed)
 
@@ -576,10 +541,7 @@ class ExactlyOnce(Delivery):
         """Where each partition resumes (the snapshot's offset, else the committed one), and
         the committed offsets up to which that is a replay."""
         committed = self._consumer_required().committed(partitions)
-        starts, replays = resume_positions(partitions, committed, self._restored_offsets)
-        for tp, until in replays.items():
-            self._gate.replay_until(tp, until)
-        return starts, committed
+        return self._restore.positions(partitions, committed), committed
 
     def _required(self) -> TransactionalCheckpoint:
         assert self._checkpoint is not None, "attach() a consumer first"
