@@ -23,8 +23,9 @@ from streamapp.guard import SafeAdaptationGuard
 from streamapp.ledger import PendingLedger
 from streamapp.model.backbone import Embedder
 from streamapp.model.bundle import Bundle, load_bundle
-from streamapp.model.finetune import FinetuneHead, cut_width, split_backbone
+from streamapp.model.finetune import FinetuneHead
 from streamapp.model.head import OnlineHead, make_head
+from streamapp.model.surgery import cut_width, split_backbone
 from streamapp.model.variants import make_embedder
 from streamapp.pipeline import Companion, Embed, Pipeline
 from streamapp.settings import Settings

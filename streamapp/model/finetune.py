@@ -1,10 +1,11 @@
-"""Online fine-tuning of the top backbone layers plus the head (feature transfer, trained).
+"""The fine-tuning head: the top backbone layers plus the linear head, trained online.
 
-The backbone is cut in two: the lower part stays frozen and runs once per served batch (its
-output, the *activations at the cut*, is what the ledger keeps), and :class:`FinetuneHead`
-holds the top ``k`` layers plus the linear head as one torch module that learns from the
-joined labels with a torch optimizer (``sgd`` or ``adam``). ``layers=0`` is today's
-head-only path and does not come here.
+The backbone is cut in two (:mod:`streamapp.model.surgery`): the lower part stays frozen and
+runs once per served batch (its output, the *activations at the cut*, is what the ledger
+keeps), and :class:`FinetuneHead` holds the top ``k`` layers plus the linear head as one
+torch module that learns from the joined labels with a torch optimizer (``sgd`` or
+``adam``); a CPU Adam over Linear/ReLU layers steps in numpy (:mod:`streamapp.model.flat_adam`).
+``layers=0`` is today's head-only path and does not come here.
 
 Updates are batch-invariant and deterministic: joined examples are buffered and one
 optimizer step is taken per ``step_size`` examples, in arrival order, so how the labels were
@@ -15,9 +16,7 @@ buffer) is plain arrays plus JSON, so a restore is bitwise.
 
 from __future__ import annotations
 
-import functools
 import inspect
-import itertools
 import logging
 import math
 from collections.abc import Sequence
@@ -28,172 +27,18 @@ import torch
 from torch import nn
 
 from streamapp.model.backbone import copy_backbone, numpy_forward, numpy_layers, plain_layers
+from streamapp.model.flat_adam import FlatAdam
 from streamapp.model.head import HeadState, ovr_proba
 from streamapp.model.logits import logit_rows
-from streamapp.settings import FinetuneSettings
 
-__all__ = ["FinetuneHead", "FinetuneSettings", "cut_width", "split_backbone"]
+__all__ = ["FinetuneHead"]
 
 logger = logging.getLogger(__name__)
-
-Layers = int | Literal["all", "auto"]
-
-
-def _sequence(backbone: nn.Module) -> nn.Sequential | None:
-    """The backbone's layer sequence (``nn.Sequential`` itself or its ``layers``)."""
-    if isinstance(backbone, nn.Sequential):
-        return backbone
-    layers = getattr(backbone, "layers", None)
-    return layers if isinstance(layers, nn.Sequential) else None
-
-
-def split_backbone(backbone: nn.Module, layers: Layers) -> tuple[nn.Module, nn.Module]:
-    """``(frozen lower part, trainable top part)``: the top ``layers`` layers with weights
-    (and what follows each, e.g. its activation); ``"all"`` or more than there are cuts at
-    the input. Copies: the bundle's backbone is left as loaded.
-
-    A backbone that is not a layer sequence (e.g. an imported ``torch.export`` program)
-    can only be trained whole (``"all"``).
-
-    >>> from streamapp.model.backbone import MLPBackbone
-    >>> lower, top = split_backbone(MLPBackbone(4, [8], 3), 1)
-    >>> tuple(lower(torch.zeros(2, 4)).shape), tuple(top(torch.zeros(2, 8)).shape)
-    ((2, 8), (2, 3))
-    >>> isinstance(split_backbone(MLPBackbone(4, [8], 3), "all")[0], nn.Identity)
-    True
-    """
-    if layers == 0:
-        raise ValueError("layers=0 is the head-only path: nothing to split")
-    sequence = _sequence(backbone)
-    if sequence is None:
-        if layers not in ("all", "auto"):
-            raise ValueError(
-                f"cannot cut a {type(backbone).__name__} backbone at layer {layers}: "
-                "fine-tune all of it (layers=all) or the head only (layers=0)"
-            )
-        return nn.Identity(), copy_backbone(backbone)
-    children = list(sequence.children())
-    weighted = [i for i, m in enumerate(children) if any(True for _ in m.parameters())]
-    if isinstance(layers, str) or layers >= len(weighted):  # "all" or "auto"
-        return nn.Identity(), copy_backbone(sequence)
-    if layers < 0:
-        raise ValueError(f"layers must be >= 0 or 'all', got {layers}")
-    cut = weighted[-layers]
-    return (
-        copy_backbone(nn.Sequential(*children[:cut])),
-        copy_backbone(nn.Sequential(*children[cut:])),
-    )
-
-
-def cut_width(lower: nn.Module, input_dim: int) -> int:
-    """Width of the activations at the cut (what the ledger stores per pending row)."""
-    with torch.inference_mode():
-        return int(lower(torch.zeros(1, input_dim)).shape[1])
-
-
-def _amsgrad(head: FinetuneHead) -> bool:
-    return bool(head._optimizer.param_groups[0].get("amsgrad", False))
-
-
-def _view(tensor: torch.Tensor) -> np.ndarray:
-    """A numpy view of a CPU tensor's memory (writes go to the tensor)."""
-    return tensor.detach().numpy()
-
-
-@functools.cache
-def _eye(n: int) -> np.ndarray:
-    return np.eye(n)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (np.tanh(0.5 * z) + 1.0)
 
 
 def _fast(optimizer: type[torch.optim.Optimizer]) -> dict[str, Any]:
     """``fused=True`` where this torch's ``optimizer`` has fused kernels, else ``foreach``."""
     return {"fused": True} if "fused" in inspect.signature(optimizer).parameters else {}
-
-
-class _FlatAdam:
-    """Trainable parameters, their gradients and Adam moments, each one contiguous float64
-    vector that the torch parameters and the optimizer's moment tensors are views of: a
-    step's update is a few vector operations, not a few per parameter, with the same
-    elementwise formula (and so the same bits) as torch's per-tensor Adam."""
-
-    def __init__(self, layers: list[nn.Module]) -> None:
-        params = [p for layer in layers for p in layer.parameters()]
-        self.params = params
-        bounds = np.cumsum([0] + [p.numel() for p in params])
-        self.spans = list(itertools.pairwise(bounds.tolist()))
-        self.values = np.empty(bounds[-1], np.float64)
-        self.grads = np.empty_like(self.values)
-        self.m, self.v = np.zeros_like(self.values), np.zeros_like(self.values)
-        self.value: dict[torch.Tensor, np.ndarray] = {}
-        self.grad: dict[torch.Tensor, np.ndarray] = {}
-        for param, (a, b) in zip(params, self.spans, strict=True):
-            self.values[a:b] = _view(param).ravel()
-            param.data = torch.from_numpy(self.values[a:b]).view(param.shape)
-            self.value[param] = self.values[a:b].reshape(param.shape)
-            self.grad[param] = self.grads[a:b].reshape(param.shape)
-        # per layer, (weight, bias, their gradients) as views, or None for a ReLU
-        self.layers = [
-            (
-                self.value[layer.weight],
-                self.value[layer.bias],
-                self.grad[layer.weight],
-                self.grad[layer.bias],
-            )
-            if isinstance(layer, nn.Linear)
-            else None
-            for layer in layers
-        ]
-        self._bound: torch.optim.Optimizer | None = None  # whose moment tensors are views
-        self._steps: list[np.ndarray] = []
-
-    def adam(self, optimizer: torch.optim.Optimizer) -> None:
-        """torch's Adam update (amsgrad off) with the gradients in :attr:`grads`, in place on
-        the parameters and on the moments ``optimizer`` holds (its state dict stays what it
-        was)."""
-        if optimizer is not self._bound:
-            self._bind(optimizer)
-        group = optimizer.param_groups[0]
-        beta1, beta2 = group["betas"]
-        lr, eps, decay = group["lr"], group["eps"], group["weight_decay"]
-        for step in self._steps:
-            step += 1
-        steps = {float(step) for step in self._steps}
-        if len(steps) > 1:  # a foreign state whose parameters stepped apart: one by one
-            for (a, b), step in zip(self.spans, self._steps, strict=True):
-                self._update(slice(a, b), float(step), beta1, beta2, lr, eps, decay)
-            return
-        self._update(slice(None), steps.pop(), beta1, beta2, lr, eps, decay)
-
-    def _update(
-        self, part: slice, t: float, beta1: float, beta2: float, lr: float, eps: float, decay: float
-    ) -> None:
-        value, m, v = self.values[part], self.m[part], self.v[part]
-        g = self.grads[part] + decay * value if decay else self.grads[part]
-        m += (g - m) * (1 - beta1)
-        v *= beta2
-        v += (g * g) * (1 - beta2)
-        denom = np.sqrt(v) / math.sqrt(1 - beta2**t) + eps
-        value -= (lr / (1 - beta1**t)) * (m / denom)
-
-    def _bind(self, optimizer: torch.optim.Optimizer) -> None:
-        """Make ``optimizer``'s moments views of :attr:`m` and :attr:`v` (values kept); on
-        its first step, create them as torch's Adam does."""
-        self._steps = []
-        for param, (a, b) in zip(self.params, self.spans, strict=True):
-            slots = optimizer.state[param]
-            if not slots:  # what torch's Adam puts there on its first step
-                slots["step"] = torch.tensor(0.0)
-                slots["exp_avg"] = torch.zeros_like(param)
-                slots["exp_avg_sq"] = torch.zeros_like(param)
-            for name, store in (("exp_avg", self.m), ("exp_avg_sq", self.v)):
-                store[a:b] = _view(slots[name]).ravel()
-                slots[name] = torch.from_numpy(store[a:b]).view(param.shape)
-            self._steps.append(_view(slots["step"]))
-        self._bound = optimizer
 
 
 class FinetuneHead:
@@ -254,19 +99,9 @@ class FinetuneHead:
         self.step_size = step_size
         self._optimizer = self._make_optimizer()
         self._loss = nn.BCEWithLogitsLoss()
-        # a CPU Adam over Linear/ReLU layers steps in numpy (see _numpy_step)
-        layers = plain_layers(self.net)
-        self._plain = (
-            layers
-            if numpy_step
-            and layers
-            and isinstance(layers[-1], nn.Linear)  # logits out: the step's loss is on them
-            and self.device.type == "cpu"
-            and optimizer == "adam"
-            and not _amsgrad(self)
-            else None
-        )
-        self._flat = _FlatAdam(self._plain) if self._plain is not None else None
+        # a CPU Adam over Linear/ReLU layers steps in numpy (see FlatAdam.step)
+        layers = plain_layers(self.net) if numpy_step else None
+        self._flat = FlatAdam.over(layers, self._optimizer, self.device)
         # plain Linear/ReLU nets on the CPU score in numpy, on views of their weights
         self._layers = {net: numpy_layers(net) for net in (self.net, self.source)}
         self._buffer_X = np.empty((0, 0), np.float64)  # its width is the cut's: set on learning
@@ -296,7 +131,7 @@ class FinetuneHead:
     @property
     def numpy_steps(self) -> bool:
         """Whether the optimizer steps run in numpy (see ``numpy_step``)."""
-        return self._plain is not None
+        return self._flat is not None
 
     @property
     def pending(self) -> int:
@@ -331,9 +166,14 @@ class FinetuneHead:
             self._buffer_y = self._buffer_y[self.step_size :]
 
     def _step(self, X: np.ndarray, y: np.ndarray) -> None:
-        if self._plain is not None:
-            self._numpy_step(X, y)
-            return
+        if self._flat is not None:  # the same step in numpy, on views of the same weights
+            self.last_loss = self._flat.step(X, y, self._optimizer)
+        else:
+            self.last_loss = self._torch_step(X, y)
+        self.n_learned += len(y)
+
+    def _torch_step(self, X: np.ndarray, y: np.ndarray) -> float:
+        """One step on torch's autograd and optimizer; the loss it took."""
         x = torch.as_tensor(X, dtype=self.dtype, device=self.device)
         labels = torch.as_tensor(y, device=self.device)
         rows = int(cast(nn.Linear, self.net[-1]).out_features)
@@ -345,38 +185,7 @@ class FinetuneHead:
         loss = self._loss(self.net(x), target)
         loss.backward()
         self._optimizer.step()
-        self.last_loss = float(loss.detach().cpu())
-        self.n_learned += len(y)
-
-    def _numpy_step(self, X: np.ndarray, y: np.ndarray) -> None:
-        """The same step as :meth:`_step` (BCE-with-logits mean loss, backward, Adam as torch
-        writes it) in numpy on views of the torch weights and moments: on CPU each torch op
-        costs its dispatch, which on a small net is most of a step (5x its arithmetic)."""
-        assert self._flat is not None
-        layers = self._flat.layers
-        inputs: list[np.ndarray] = []
-        h = np.asarray(X, np.float64)
-        for layer in layers:  # forward, keeping what the backward pass needs
-            inputs.append(h)
-            h = np.maximum(h, 0.0) if layer is None else h @ layer[0].T + layer[1]
-        rows = h.shape[1]
-        target = y.astype(np.float64).reshape(-1, 1) if rows == 1 else _eye(rows)[np.asarray(y)]
-        # log(1 + exp(-|z|)) + max(z, 0) - z t: torch's stable BCE-with-logits, mean-reduced
-        loss = np.logaddexp(0.0, -np.abs(h)) + np.maximum(h, 0.0) - h * target
-        grad = (_sigmoid(h) - target) / h.size
-        for index in range(len(layers) - 1, -1, -1):
-            layer, inp = layers[index], inputs[index]
-            if layer is None:
-                grad = grad * (inp > 0.0)
-                continue
-            weight, _, weight_grad, bias_grad = layer
-            np.matmul(grad.T, inp, out=weight_grad)
-            np.sum(grad, axis=0, out=bias_grad)
-            if index:
-                grad = grad @ weight
-        self._flat.adam(self._optimizer)
-        self.last_loss = float(loss.mean())
-        self.n_learned += len(y)
+        return float(loss.detach().cpu())
 
     def is_finite(self) -> bool:
         """Weights and the last loss are finite (a diverged state is not)."""

@@ -15,8 +15,10 @@ from streamapp.drift.stats import ReferenceProfile
 from streamapp.events import FeatureBlock, Feedback, SourcePosition
 from streamapp.ledger import PendingLedger
 from streamapp.model.backbone import Embedder, MLPBackbone
-from streamapp.model.finetune import FinetuneHead, FinetuneSettings, cut_width, split_backbone
+from streamapp.model.finetune import FinetuneHead
+from streamapp.model.surgery import cut_width, split_backbone
 from streamapp.pipeline import Pipeline
+from streamapp.settings import FinetuneSettings
 
 N_FEATURES, N_CLASSES = 6, 3
 

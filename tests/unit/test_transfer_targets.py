@@ -11,8 +11,8 @@ import pytest
 from streamapp.bench.transfer import build_transfer_pipeline, prequential, quarters
 from streamapp.guard import GuardSettings
 from streamapp.model.bundle import load_bundle
-from streamapp.model.finetune import FinetuneSettings
 from streamapp.scenarios import get_scenario
+from streamapp.settings import FinetuneSettings
 
 pytestmark = pytest.mark.slow
 
