@@ -427,13 +427,19 @@ def _env_name(dotted: str) -> str:
 
 
 def _move_renamed(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with the settings given under an old name moved to the new one."""
+    """``data`` with the settings given under an old name moved to the new one (the groups
+    on the way are copied: the caller's dicts are left as they were)."""
     for old, new in RENAMED.items():
         *old_parents, old_leaf = old.split(".")
-        node: Any = data
+        node: dict[str, Any] | None = data
         for part in old_parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or old_leaf not in node:
+            child = node.get(part) if node is not None else None
+            if node is None or not isinstance(child, dict):
+                node = None
+                break
+            node[part] = dict(child)
+            node = node[part]
+        if node is None or old_leaf not in node:
             continue
         value = node.pop(old_leaf)
         logger.warning(
@@ -442,11 +448,17 @@ def _move_renamed(data: dict[str, Any]) -> dict[str, Any]:
         *parents, leaf = new.split(".")
         target = data
         for part in parents:
-            existing = target.get(part)
-            target[part] = dict(existing) if isinstance(existing, dict) else {}
+            target[part] = _as_dict(target.get(part))
             target = target[part]
         target[leaf] = value
     return data
+
+
+def _as_dict(group: Any) -> dict[str, Any]:
+    """A group given as a model or a mapping, as a new dict (empty when not given)."""
+    if isinstance(group, BaseModel):
+        return group.model_dump()
+    return dict(group) if isinstance(group, dict) else {}
 
 
 class _RenamedEnv(PydanticBaseSettingsSource):

@@ -5,7 +5,7 @@ import pytest
 
 from streamapp.errors import ConfigError
 from streamapp.kafka.config import consumer_config, producer_config
-from streamapp.settings import Settings
+from streamapp.settings import KafkaSettings, Settings
 
 
 def test_environment_with_nested_fields_and_librdkafka_passthrough(
@@ -145,6 +145,11 @@ def test_old_names_still_work_as_arguments_and_overrides() -> None:
     assert (str(moved.model.bundle), moved.model.alias) == ("models/x/1", "staging")
     assert moved.learner.publish_interval_s == 3.0
     assert moved.kafka.bootstrap_servers == "b:1"  # what was not overridden stays
+    # an old name beside its new group, given as a model: both kept; the caller's dicts too
+    learner = {"snapshot_interval_s": 3}
+    mixed = Settings(bootstrap_servers="x:1", kafka=KafkaSettings(group_id="g"), learner=learner)
+    assert (mixed.kafka.bootstrap_servers, mixed.kafka.group_id) == ("x:1", "g")
+    assert mixed.learner.publish_interval_s == 3.0 and learner == {"snapshot_interval_s": 3}
 
 
 def test_a_subprocess_environment_round_trips_under_the_new_names() -> None:
