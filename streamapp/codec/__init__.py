@@ -1,4 +1,4 @@
-"""Bytes <-> events with orjson, validated against ``schemas/``.
+"""Bytes <-> events with msgspec and orjson, validated against ``schemas/``.
 
 Decoding never raises on bad input: every message becomes either part of the batch or a
 :class:`~streamapp.events.DeadLetter` with its reason.
@@ -7,6 +7,7 @@ This package's face: the names the rest of the app imports, from the modules tha
 
 - :mod:`~streamapp.codec.facade`: :class:`Codec`, one model's settings driving the parts below
 - :mod:`~streamapp.codec.decode`: batch decode of feature events and feedback
+- :mod:`~streamapp.codec.plain`: the common input shapes as typed msgspec decoders
 - :mod:`~streamapp.codec.checks`: the per-message and per-field checks, with their reasons
 - :mod:`~streamapp.codec.encode`: prediction and training-example records (both ways)
 - :mod:`~streamapp.codec.dead_letters`: dead-letter records within the record byte budget

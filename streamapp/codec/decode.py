@@ -3,8 +3,9 @@ letters out.
 
 Decoding never raises on bad input: every message becomes either part of the batch or a
 :class:`~streamapp.events.DeadLetter` with its reason. The common shapes are decoded a batch
-at a time with orjson and numpy; any other message goes through the per-message checks
-(:mod:`streamapp.codec.checks`), which accept it or say why not.
+at a time with msgspec's typed decoders (:mod:`streamapp.codec.plain`) and numpy; any other
+message goes through the per-message checks (:mod:`streamapp.codec.checks`), which accept it
+or say why not.
 """
 
 from __future__ import annotations
@@ -12,24 +13,29 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
+from msgspec import UNSET
 
 from streamapp.codec.checks import (
-    NUMBER_TYPES,
     Message,
     MessageChecks,
     RejectError,
     kafka_time,
     kafka_times,
-    parse_all,
 )
 from streamapp.codec.dead_letters import one_line
+from streamapp.codec.plain import (
+    FEATURE_EVENTS,
+    FEEDBACK,
+    PlainFeatureEvent,
+    PlainFeedback,
+    decode_plain,
+)
 from streamapp.events import (
     DeadLetter,
     FeatureBlock,
@@ -157,60 +163,38 @@ class BatchDecoder(MessageChecks):
         self, msgs: list[Message], X: np.ndarray, now: float
     ) -> tuple[list[str | None], np.ndarray]:
         """``(event ids, event times)`` of the feature events in the common shape, decoded
-        together: a JSON object whose ``features`` is a list of exactly the model's number
-        of JSON numbers, with a valid ``event_id`` and ``ts`` (or none); their values go to
-        ``X``. The id of any other message is ``None``: the per-message checks decide it.
-        Never accepts what the schema and those checks reject (a test holds it to that)."""
-        docs = parse_all([m.value() for m in msgs], self.max_payload_bytes)
+        together: what :data:`~streamapp.codec.plain.FEATURE_EVENTS` types (a valid
+        ``event_id`` and ``ts`` or none, a list of JSON numbers) with exactly the model's
+        number of features and a ``ts`` not too far ahead; their values go to ``X``. The id
+        of any other message is ``None``: the per-message checks decide it. Never accepts
+        what the schema and those checks reject (a test holds it to that)."""
+        events = decode_plain(FEATURE_EVENTS, [m.value() for m in msgs], self.max_payload_bytes)
         width = len(self.feature_names)
         ids: list[str | None] = [None] * len(msgs)
-        stamps: list[float | int] = []
-        vectors: list[list[Any]] = []
-        names: list[str] = []
-        taken: list[int] = []
-        for j, doc in enumerate(docs):
-            if type(doc) is not dict:
-                continue
-            features, event_id, stamp = doc.get("features"), doc.get("event_id"), doc.get("ts", -1)
-            if (
-                type(features) is list
-                and len(features) == width
-                and type(event_id) is str
-                and 0 < len(event_id) <= 256
-                and type(stamp) in NUMBER_TYPES
-                and (stamp >= 0 or ("ts" not in doc))
-            ):
-                taken.append(j)
-                vectors.append(features)
-                stamps.append(stamp)
-                names.append(event_id)
         ts = np.full(len(msgs), np.nan)
+        taken: list[int] = []
+        plain: list[PlainFeatureEvent] = []
+        for j, event in enumerate(events):
+            if event is not None and len(event.features) == width:
+                taken.append(j)
+                plain.append(event)
         if not taken:
             return ids, ts
-        if not set(map(type, itertools.chain.from_iterable(vectors))) <= NUMBER_TYPES:
-            numeric = [set(map(type, v)) <= NUMBER_TYPES for v in vectors]
-            taken = list(itertools.compress(taken, numeric))
-            vectors = list(itertools.compress(vectors, numeric))
-            stamps = list(itertools.compress(stamps, numeric))
-            names = list(itertools.compress(names, numeric))
-            if not taken:
-                return ids, ts
-        try:
-            values = np.array(vectors, np.float64)
-            event_ts = np.array(stamps, np.float64)
-        except OverflowError:  # an integer beyond float range: the per-message checks say so
-            return ids, ts
+        values = np.fromiter(
+            itertools.chain.from_iterable(e.features for e in plain), np.float64, len(plain) * width
+        ).reshape(len(plain), width)
+        event_ts = np.array([-1.0 if e.ts is UNSET else e.ts for e in plain])
         index = np.asarray(taken)
         kafka_ts = kafka_times(msgs, now)[index]
         event_ts = np.where(event_ts < 0, kafka_ts, event_ts)  # no ts: the Kafka timestamp
         good = np.isfinite(event_ts) & (event_ts <= kafka_ts + self.max_future_skew_s)
         if not good.all():
             index, values, event_ts = index[good], values[good], event_ts[good]
-            names = list(itertools.compress(names, good.tolist()))
+            plain = list(itertools.compress(plain, good.tolist()))
         X[index] = values
         ts[index] = event_ts
-        for j, name in zip(index.tolist(), names, strict=True):
-            ids[j] = name
+        for j, event in zip(index.tolist(), plain, strict=True):
+            ids[j] = event.event_id
         return ids, ts
 
     def _decode_feedback_rows(
@@ -224,7 +208,9 @@ class BatchDecoder(MessageChecks):
         """The labels among ``messages`` (at ``rows``) into ``batch.feedback``, or its dead
         letters."""
         try:
-            docs = parse_all([messages[i].value() for i in rows], self.max_payload_bytes)
+            docs = decode_plain(
+                FEEDBACK, [messages[i].value() for i in rows], self.max_payload_bytes
+            )
         except Exception:  # a shortcut only: the per-message checks decide every message
             docs = [None] * len(rows)
         for i, doc in zip(rows, docs, strict=True):
@@ -243,26 +229,22 @@ class BatchDecoder(MessageChecks):
                 batch.feedback.append(label)
 
     def _plain_feedback(
-        self, doc: Any, msg: Message, now: float, position: tuple[str, int, int]
+        self, doc: PlainFeedback | None, msg: Message, now: float, position: tuple[str, int, int]
     ) -> Feedback | None:
-        """A label in the common shape (valid id, a known label, a valid ``ts`` or none),
-        else ``None`` for the per-message checks to decide."""
-        if type(doc) is not dict:
+        """A label in the common shape (what :data:`~streamapp.codec.plain.FEEDBACK` types,
+        with a known label and a ``ts`` not too far ahead), else ``None`` for the
+        per-message checks to decide."""
+        if doc is None:
             return None
-        event_id, label, stamp = doc.get("event_id"), doc.get("label"), doc.get("ts", -1.0)
-        if not (type(event_id) is str and 0 < len(event_id) <= 256):
-            return None
-        kind = type(label)
-        index = self._label_index.get(str(label)) if kind in (str, int) else None
-        if index is None or (type(stamp) is not float and type(stamp) is not int):
+        index = self._label_index.get(str(doc.label))
+        if index is None:
             return None
         kafka_ts = kafka_time(msg, now)
-        if stamp == -1.0 and "ts" not in doc:
-            return Feedback(event_id, index, kafka_ts, SourcePosition(*position))
-        ts = float(stamp) if -(2**53) < stamp < 2**53 else math.inf
-        if not (0 <= ts <= kafka_ts + self.max_future_skew_s):  # NaN fails too
+        if doc.ts is UNSET:
+            return Feedback(doc.event_id, index, kafka_ts, SourcePosition(*position))
+        if not doc.ts <= kafka_ts + self.max_future_skew_s:
             return None
-        return Feedback(event_id, index, ts, SourcePosition(*position))
+        return Feedback(doc.event_id, index, doc.ts, SourcePosition(*position))
 
     def _feature_block(
         self,

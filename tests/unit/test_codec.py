@@ -3,7 +3,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
+from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 import pytest
@@ -11,10 +14,12 @@ import pytest
 from streamapp.codec import (
     RECORD_BUDGET_BYTES,
     Codec,
+    DecodedBatch,
     dead_letter_key,
     encode_dead_letter,
     encode_json,
 )
+from streamapp.codec.plain import FEATURE_EVENTS, FEEDBACK, decode_plain
 from streamapp.events import DeadLetter, Outputs, PredictionBlock, Reason, SourcePosition
 from streamapp.kafka.consumer import PolledBatch
 from streamapp.publish import Publisher
@@ -210,6 +215,22 @@ _EDGE_DOCS = [
     {"event_id": "e", "features": [1, 2, 3], "ts": "now"},
     {"event_id": "e", "features": []},
     {"features": [1, 2, 3]},
+    # what the typed decoder must refuse (or take) as the schema does
+    {"event_id": "e", "features": [1, 2, 3], "ts": None},
+    {"event_id": "e", "features": [1, 2, 3], "ts": -0.0},
+    {"event_id": "e", "features": [1, 2, 3], "ts": [1]},
+    {"event_id": "e", "features": [1, 2, 2**64 - 1]},
+    {"event_id": "e", "features": [-0.0, 2**53 + 1, -(2**63)]},
+    {"event_id": "e", "features": [1, 2, 3, 4]},
+    {"event_id": "e", "features": [1, 2, {"a": 1}]},
+    {"event_id": "e", "features": {"a": 1, "b": 2, "c": True}},
+    {"event_id": "e", "features": None},
+    {"event_id": "e", "features": "1,2,3"},
+    {"event_id": None, "features": [1, 2, 3]},
+    {"event_id": ["e"], "features": [1, 2, 3]},
+    {"event_id": "😀" * 230, "features": [1, 2, 3]},  # 256 of them: _RAW_EVENTS
+    {"event_id": "é" * 257, "features": [1, 2, 3]},
+    {"event_id": "é" * 256, "features": [1, 2, 3], "extra": {"nested": [True, None, "x"]}},
 ]
 
 
@@ -217,15 +238,11 @@ _EDGE_DOCS = [
 def test_the_fast_path_accepts_only_what_the_schema_accepts(codec: Codec, doc: dict) -> None:
     """Decoding skips the schema validator for the common shape; it must never let through
     what the schema would reject."""
-    from streamapp.schemas import validator
-
     fast = codec.is_plain_feature_event(doc, doc.get("features"))
-    try:
-        validator("feature-event")(doc)
-        valid = True
-    except Exception:
-        valid = False
+    [typed] = decode_plain(FEATURE_EVENTS, [orjson.dumps(doc)], math.inf)
+    valid = _schema_accepts("feature-event", doc)
     assert not fast or valid
+    assert typed is None or valid
     batch = codec.decode_batch([FakeMessage("features", value=orjson.dumps(doc))])
     assert len(batch.features) + len(batch.dead_letters) == 1
     if not valid:
@@ -246,7 +263,111 @@ _EDGE_LABELS = [
     {"event_id": "", "label": "0"},
     {"label": "0"},
     ["e", "0"],
+    {"event_id": "e", "label": None},
+    {"event_id": "e", "label": ["1"]},
+    {"event_id": "e", "label": {"1": 1}},
+    {"event_id": "e", "label": 2**63 - 1},
+    {"event_id": "e", "label": 2**63},
+    {"event_id": "e", "label": 2**64 - 1},
+    {"event_id": "e", "label": -(2**63)},
+    {"event_id": "e", "label": " 1 "},
+    {"event_id": "e", "label": "1", "ts": -0.0},
+    {"event_id": "e", "label": "1", "ts": "5"},
+    {"event_id": "e", "label": "1", "ts": False},
+    {"event_id": "x" * 256, "label": "1", "extra": [1, {"a": None}]},
+    {"event_id": "x" * 257, "label": "1"},
+    {"event_id": None, "label": "1"},
 ]
+
+
+@pytest.mark.parametrize("doc", _EDGE_LABELS)
+def test_the_typed_feedback_decoder_accepts_only_what_the_schema_accepts(doc: object) -> None:
+    [typed] = decode_plain(FEEDBACK, [orjson.dumps(doc)], math.inf)
+    assert typed is None or _schema_accepts("feedback", doc)
+
+
+def _schema_accepts(schema: str, doc: object) -> bool:
+    from streamapp.schemas import validator
+
+    try:
+        validator(schema)(doc)
+    except Exception:
+        return False
+    return True
+
+
+# raw payloads (what orjson.dumps cannot write): invalid UTF-8 and lone surrogates in members
+# msgspec skips, nesting around msgspec's and orjson's depth limits, numbers beyond float
+# range, JSON that is not quite JSON, duplicate members
+_NESTED = b'{"event_id": "n%d", "features": [1, 2, 3], "x": %s}'
+_RAW_EVENTS = [
+    b'{"event_id": "u1", "features": [1, 2, 3], "x": "\xff"}',
+    b'{"event_id": "u2", "features": [1, 2, 3], "\xff": 1}',
+    b'{"event_id": "u3", "features": [1, 2, 3], "x": "\xed\xa0\x80"}',
+    b'{"event_id": "u4", "features": [1, 2, 3], "x": "\xc0\xaf"}',
+    b'{"event_id": "u5", "features": [1, 2, 3], "x": "\xf4\x90\x80\x80"}',
+    b'{"event_id": "\xed\xa0\x80", "features": [1, 2, 3]}',
+    b'{"event_id": "s1", "features": [1, 2, 3], "x": "\\ud800"}',
+    b'{"event_id": "s2", "features": [1, 2, 3], "\\udc00": 1}',
+    b'{"event_id": "\\ud800", "features": [1, 2, 3]}',
+    b'{"event_id": "%s", "features": [1, 2, 3]}' % (b"\\ud83d\\ude00" * 256),
+    b'{"event_id": "%s", "features": [1, 2, 3]}' % (b"\\ud83d\\ude00" * 257),
+    _NESTED % (990, b"[" * 990 + b"]" * 990),
+    _NESTED % (1000, b"[" * 1000 + b"]" * 1000),
+    _NESTED % (1022, b'{"a": ' * 1022 + b"1" + b"}" * 1022),
+    _NESTED % (1030, b"[" * 1030 + b"]" * 1030),
+    b'{"event_id": "r1", "features": [1, 2, 3], "x": 1e400}',
+    b'{"event_id": "r2", "features": [1, 2, 3], "x": 1%s}' % (b"0" * 400),
+    b'{"event_id": "r3", "features": [1, 2, 3], "x": NaN}',
+    b'{"event_id": "r4", "features": [1, 2, 3], "x": -Infinity}',
+    b'{"event_id": "r5", "features": [1, 2, 3], "ts": 1e400}',
+    b'{"event_id": "r6", "features": [1, 2, 1.7976931348623157e308]}',
+    b'{"event_id": "r7", "features": [1e-400, -1e-400, 0e99999999999]}',
+    b'{"event_id": "r8", "features": [1, 2, 18446744073709551615]}',
+    b'{"event_id": "r9", "features": [1, 2, 9007199254740993]}',
+    b' \t\r\n{"event_id": "w1", "features": [1, 2, 3]} \n',
+    b'\x0c{"event_id": "w2", "features": [1, 2, 3]}',
+    b'\xef\xbb\xbf{"event_id": "w3", "features": [1, 2, 3]}',
+    b'{"event_id": "w4", "features": [1, 2, 3]}\x00',
+    b'{"event_id": "w5", "features": [1, 2, 3],}',
+    b'{"event_id": "w6", "features": [01, 2, 3]}',
+    b'{"event_id": "w7", "features": [1, 2, 3], "x": [1,]}',
+    b'{"event_id": "d1", "features": [true, 2, 3], "features": [1, 2, 3]}',
+    b'{"event_id": "d2", "features": [1, 2, 3], "features": [true, 2, 3]}',
+    b'{"event_id": "d3", "features": [1, 2, 3], "event_id": 4}',
+    b'{"event_id": "d4", "features": [1, 2, 3], "ts": -1, "ts": 5}',
+    b'{"event_id": "d5", "features": [1, 2, 3], "ts": 5, "ts": null}',
+]
+_RAW_LABELS = [
+    b'{"event_id": "u1", "label": "1", "x": "\xff"}',
+    b'{"event_id": "s1", "label": "1", "x": "\\ud800"}',
+    b'{"event_id": "n1", "label": "1", "x": %s}' % (b"[" * 1000 + b"]" * 1000),
+    b'{"event_id": "r1", "label": "1", "x": 1e400}',
+    b'{"event_id": "r2", "label": 1e400}',
+    b'{"event_id": "r3", "label": 18446744073709551617}',
+    b'{"event_id": "r3", "label": -9223372036854775809}',
+    b'{"event_id": "r4", "label": 1.0}',
+    b'{"event_id": "r5", "label": "1", "ts": 1e400}',
+    b'{"event_id": "d1", "label": "7", "label": "1"}',
+    b'{"event_id": "d2", "label": "1", "label": "7"}',
+]
+
+
+@pytest.mark.parametrize(
+    ("decoder", "schema", "value"),
+    [(FEATURE_EVENTS, "feature-event", v) for v in _RAW_EVENTS]
+    + [(FEEDBACK, "feedback", v) for v in _RAW_LABELS],
+)
+def test_the_typed_decoders_take_raw_bytes_only_as_the_checks_and_the_schema_do(
+    decoder: msgspec.json.Decoder[Any], schema: str, value: bytes
+) -> None:
+    """What a typed decoder takes, the per-message checks parse (they would not reject its
+    encoding or syntax) and the schema accepts."""
+    from streamapp.schemas import validator
+
+    [typed] = decode_plain(decoder, [value], math.inf)
+    if typed is not None:
+        validator(schema)(Codec(["a"], ["0"])._parse(value))
 
 
 def _corpus() -> list[FakeMessage]:
@@ -277,13 +398,41 @@ def test_the_batch_paths_decode_exactly_as_the_per_message_checks(
 ) -> None:
     """The batch paths are shortcuts: with or without them, the same events (values, times,
     sources), labels and dead letters (reasons, messages, order) come out."""
-    messages = _corpus()
+    fast, _ = _both_ways(codec, _corpus(), monkeypatch)
+    assert len(fast.features) >= 3 and len(fast.feedback) >= 2 and len(fast.dead_letters) >= 20
+
+
+def test_the_batch_paths_decode_raw_bytes_exactly_as_the_per_message_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same on payloads orjson.dumps cannot write, with room for deep nesting and
+    classes that are integers beyond 64 bits."""
+    codec = Codec(
+        ["a", "b", "c"],
+        ["0", "1", "7", "9223372036854775808", "18446744073709551617", "1e400"],
+        max_payload_bytes=10_000,
+        max_abs_value=1e308,
+    )
+    values = [("features", v) for v in _RAW_EVENTS] + [("feedback", v) for v in _RAW_LABELS]
+    values += [("features", orjson.dumps(d)) for d in _EDGE_DOCS]
+    values += [("feedback", orjson.dumps(d)) for d in _EDGE_LABELS]
+    messages = [
+        FakeMessage(topic, value=value, offset=n, partition=n % 2)
+        for n, (topic, value) in enumerate(values)
+    ]
+    fast, _ = _both_ways(codec, messages, monkeypatch)
+    assert len(fast.features) >= 10 and len(fast.feedback) >= 5 and len(fast.dead_letters) >= 20
+
+
+def _both_ways(
+    codec: Codec, messages: list[FakeMessage], monkeypatch: pytest.MonkeyPatch
+) -> tuple[DecodedBatch, DecodedBatch]:
+    """``messages`` decoded with and without the batch paths, checked to agree."""
     fast = codec.decode_batch(messages, now=1_700_000_000.0)
     monkeypatch.setattr(codec, "_plain_features", _explode)
     monkeypatch.setattr(codec, "_plain_feedback", _explode)
     slow = codec.decode_batch(messages, now=1_700_000_000.0)
     assert fast.features.ids == slow.features.ids
-    assert len(fast.features) >= 3 and len(fast.feedback) >= 2 and len(fast.dead_letters) >= 20
     np.testing.assert_array_equal(fast.features.X, slow.features.X)
     np.testing.assert_array_equal(fast.features.ts, slow.features.ts)
     assert fast.features.sources == slow.features.sources
@@ -291,6 +440,7 @@ def test_the_batch_paths_decode_exactly_as_the_per_message_checks(
     assert fast.feedback == slow.feedback
     assert fast.dead_letters == slow.dead_letters
     assert fast.positions == slow.positions and fast.payloads == slow.payloads
+    return fast, slow
 
 
 def test_an_integer_beyond_float_range_is_a_range_error(codec: Codec) -> None:
