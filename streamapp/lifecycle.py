@@ -65,21 +65,27 @@ class ExitSignals:
 
 @dataclass(slots=True)
 class Bounds:
-    """Stop after ``count`` units of work or ``timeout`` seconds, whichever comes first.
+    """Stop after ``count`` units of work, ``timeout`` seconds, or once ``until()`` says so,
+    whichever comes first.
 
     >>> bounds = Bounds(count=10)
     >>> bounds.reached(9), bounds.reached(10)
     (False, True)
+    >>> Bounds(until=lambda: True).reached(0)
+    True
     """
 
     count: int | None = None
     timeout: float | None = None
+    until: Callable[[], bool] | None = None
     started: float = field(default_factory=time.monotonic)
 
     def reached(self, done: int) -> bool:
         if self.count is not None and done >= self.count:
             return True
-        return self.timeout is not None and time.monotonic() - self.started >= self.timeout
+        if self.timeout is not None and time.monotonic() - self.started >= self.timeout:
+            return True
+        return self.until is not None and self.until()
 
 
 # young containers between two collections; Python's default (700) collects a few times per

@@ -201,17 +201,13 @@ class Worker:
         ``until()`` says so (checked before each turn)."""
         if not self._started:
             self.start()
-        bounds = Bounds(count, timeout)
+        bounds = Bounds(count, timeout, until)
         scored_before = self.pipeline.stats.events_scored
         messages_before = self.messages
         self.running = True
         try:
             with ExitSignals(self.stop):
-                while (
-                    self.running
-                    and not bounds.reached(self.messages - messages_before)
-                    and not (until is not None and until())
-                ):
+                while self.running and not bounds.reached(self.messages - messages_before):
                     self.last_tick = time.monotonic()
                     try:
                         self.step()
