@@ -577,7 +577,8 @@ class Settings(BaseSettings):
         for dotted, value in changes.items():
             if value is None:
                 continue
-            path = RENAMED.get(dotted, dotted)
+            # an old name is moved by validation (_accept_old_names), as everywhere else
+            path = dotted
             if path == "kafka" and isinstance(value, dict) and not value.keys() <= _KAFKA_FIELDS:
                 path = "kafka.properties"  # the old form: librdkafka properties themselves
             *parents, leaf = path.split(".")

@@ -320,7 +320,8 @@ class AtLeastOnce(Delivery):
         consumer = self._consumer_required()
         assigned = sorted(consumer.assignment)
         committed = consumer.committed(assigned)
-        starts = {tp: committed.get(tp, reset_position(self.settings)) for tp in assigned}
+        reset = reset_position(self.settings)
+        starts = {tp: committed.get(tp, reset) for tp in assigned}
         self._required().forget(assigned)
         consumer.rewind(starts)
         logger.info("rewound to the committed offsets %s", starts)
@@ -528,8 +529,9 @@ class ExactlyOnce(Delivery):
         assigned = sorted(consumer.assignment)
         starts, committed = self._start_positions(assigned)
         processed = dict(starts)  # real offsets only: a snapshot records them
+        reset = reset_position(self.settings)
         for tp in assigned:  # never committed: back to where the group started reading
-            starts.setdefault(tp, reset_position(self.settings))
+            starts.setdefault(tp, reset)
         checkpoint.reset(processed, committed, set(self._restore.offsets))
         self._restore.end_if_none(assigned)
         consumer.rewind(starts)
