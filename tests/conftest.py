@@ -168,7 +168,10 @@ def read_topic(
 
 def produce_raw(settings: Settings, records: list[tuple[str, bytes | None, bytes]]) -> None:
     """Produce ``(topic, key, value)`` as they are."""
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    # idempotent: a retried batch cannot land after a later one, so offsets follow the list
+    producer = Producer(
+        {"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True}
+    )
     for topic, key, value in records:
         producer.produce(topic, value, key)
     assert producer.flush(30) == 0

@@ -30,9 +30,14 @@ def valid(i: int | str) -> Hostile:
 
 
 def produce(settings: Settings, inputs: list[Hostile]) -> None:
-    # the 900 KB input plus its 100 KB-key neighbour: above the default limit with overhead
+    # the 900 KB input plus its 100 KB-key neighbour: above the default limit with overhead;
+    # idempotent, so a retried batch cannot land after a later one (the test maps offsets)
     producer = Producer(
-        {"bootstrap.servers": settings.kafka.bootstrap_servers, "message.max.bytes": 2_000_000}
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "message.max.bytes": 2_000_000,
+            "enable.idempotence": True,
+        }
     )
     topics = {"features": settings.topics.features, "feedback": settings.topics.feedback}
     for h in inputs:
