@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from streamapp.drift.page_hinkley import PageHinkley
+
 __all__ = ["ErrorDetectors", "RollingPerformance"]
 
 logger = logging.getLogger(__name__)
@@ -135,7 +137,8 @@ class RollingPerformance:
 
 
 class ErrorDetectors:
-    """river's ``ADWIN`` and ``PageHinkley`` on the 0/1 error stream of joined labels.
+    """river's ``ADWIN`` and the Page-Hinkley test (:mod:`streamapp.drift.page_hinkley`, river's
+    arithmetic a batch at a time) on the 0/1 error stream of joined labels.
 
     Change points are reported as the cumulative label count at which a detector fired.
 
@@ -156,10 +159,9 @@ class ErrorDetectors:
     def _reset(self) -> None:
         from river import drift
 
-        self._detectors = {
-            "adwin": drift.ADWIN(delta=self.adwin_delta),
-            "page_hinkley": drift.PageHinkley(threshold=self.ph_threshold),
-        }
+        self._adwin = drift.ADWIN(delta=self.adwin_delta)
+        self._page_hinkley = PageHinkley(threshold=self.ph_threshold)
+        self._detectors = ("adwin", "page_hinkley")
         self._changes: dict[str, list[int]] = {name: [] for name in self._detectors}
         self._totals = dict.fromkeys(self._detectors, 0)
         self._seen = 0
@@ -171,13 +173,15 @@ class ErrorDetectors:
         errors = np.asarray(errors, np.bool_)
         self._recent[np.arange(self._seen, self._seen + len(errors)) % self.history] = errors
         values = errors.astype(np.float64).tolist()
-        for name, detector in self._detectors.items():  # independent: one at a time
-            update, changes = detector.update, self._changes[name]
-            for seen, value in enumerate(values, self._seen + 1):
-                update(value)
-                if detector.drift_detected:
-                    changes.append(seen)
-                    self._totals[name] += 1
+        adwin, changed = self._adwin, []
+        for i, value in enumerate(values, 1):
+            adwin.update(value)
+            if adwin.drift_detected:
+                changed.append(i)
+        found = {"adwin": changed, "page_hinkley": self._page_hinkley.update_many(values)}
+        for name, points in found.items():
+            self._changes[name] += [self._seen + i for i in points]
+            self._totals[name] += len(points)
         self._seen += len(values)
 
     def state_dict(self) -> dict[str, Any]:

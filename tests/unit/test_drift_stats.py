@@ -6,6 +6,7 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from streamapp.drift.monitor import DriftMonitor
+from streamapp.drift.page_hinkley import PageHinkley
 from streamapp.drift.performance import ErrorDetectors, RollingPerformance
 from streamapp.drift.stats import ReferenceProfile, compare_binned, cut_points
 from streamapp.scenarios import get_scenario
@@ -142,6 +143,29 @@ def test_error_detectors_fire_after_a_change_and_not_before() -> None:
     assert changed["adwin"]["drift_detected"]
     assert all(2000 < point <= 4000 for point in changed["adwin"]["change_points"])
     assert changed["page_hinkley"]["total"] >= 1
+
+
+@pytest.mark.parametrize("kind", ["errors", "drifting floats"])
+def test_page_hinkley_finds_rivers_change_points_exactly_whatever_the_batches(kind: str) -> None:
+    from river import drift
+
+    rng = np.random.default_rng(11)
+    if kind == "errors":  # error rates that move up and down: several changes, both sides
+        rates = np.repeat([0.1, 0.7, 0.2, 0.9, 0.05], 3000)
+        values = (rng.random(len(rates)) < rates).astype(np.float64)
+    else:
+        values = np.concatenate([rng.normal(m, 3.0, 2500) for m in (0.0, 4.0, -3.0, 8.0)])
+    river_ph, expected = drift.PageHinkley(threshold=20.0), []
+    for i, x in enumerate(values.tolist(), 1):
+        river_ph.update(x)
+        if river_ph.drift_detected:
+            expected.append(i)
+    ours, found, seen = PageHinkley(threshold=20.0), [], 0
+    for batch in np.array_split(values, np.sort(rng.choice(len(values), 40, replace=False))):
+        found += [seen + i for i in ours.update_many(batch.tolist())]
+        seen += len(batch)
+    assert len(expected) >= 3
+    assert found == expected
 
 
 def test_bin_counts_are_each_features_histogram_on_its_cuts() -> None:
