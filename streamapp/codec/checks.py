@@ -8,6 +8,7 @@ field predicates and parse helpers below serve both.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Callable
@@ -263,7 +264,8 @@ def as_seconds(value: Any) -> float | None:
 
 def kafka_times(msgs: list[Message], now: float) -> np.ndarray:
     """:func:`kafka_time` of each of ``msgs``."""
-    stamps = np.array([m.timestamp() for m in msgs], np.float64).reshape(-1, 2)
+    pairs = itertools.chain.from_iterable(m.timestamp() for m in msgs)
+    stamps = np.fromiter(pairs, np.float64, 2 * len(msgs)).reshape(-1, 2)
     kind, millis = stamps[:, 0], stamps[:, 1]
     return np.where((kind != 0) & (millis > 0), millis / 1000.0, now)
 

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from msgspec import UNSET
@@ -25,7 +25,6 @@ from streamapp.codec.checks import (
     Message,
     MessageChecks,
     RejectError,
-    kafka_time,
     kafka_times,
 )
 from streamapp.codec.dead_letters import one_line
@@ -33,7 +32,6 @@ from streamapp.codec.plain import (
     FEATURE_EVENTS,
     FEEDBACK,
     PlainFeatureEvent,
-    PlainFeedback,
     decode_plain,
 )
 from streamapp.events import (
@@ -56,13 +54,13 @@ T = TypeVar("T")
 class DecodedBatch:
     """One polled batch after decoding: feature columns, feedback, rejects.
 
-    The input's positions and values ride along (plain tuples and bytes, references, no
+    The input's positions and values ride along (named tuples and bytes, references, no
     copy, no Kafka message): a dead letter found later keeps its payload."""
 
     features: FeatureBlock
     feedback: list[Feedback] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    positions: list[tuple[str, int, int]] = field(default_factory=list)
+    positions: list[SourcePosition] = field(default_factory=list)
     payloads: list[bytes | None] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -91,37 +89,38 @@ class BatchDecoder(MessageChecks):
         """Split ``messages`` into feature columns, feedback and dead letters.
 
         The common shapes are decoded a batch at a time (:meth:`_plain_features`,
-        :meth:`_plain_feedback`); any message they do not take goes through the per-message
+        :meth:`_decode_feedback_rows`); any message they do not take goes through the per-message
         checks, which accept or reject it with its reason. Feature values are written
         straight into one preallocated matrix; the finite and range checks run on the whole
         matrix at once.
         """
         now = time.time() if now is None else now
         messages = list(messages)
-        positions = [position_of(m) for m in messages]
+        positions = list(map(SourcePosition._make, map(position_of, messages)))
         batch = DecodedBatch(
             FeatureBlock.empty(len(self.feature_names)),
             positions=positions,
             payloads=[m.value() for m in messages],
         )
-        event_rows: list[int] = []
-        label_rows: list[int] = []
         feedback_topic = self.feedback_topic
-        for i, (topic, _, _) in enumerate(positions):
-            (label_rows if topic == feedback_topic else event_rows).append(i)
+        is_label = [p.topic == feedback_topic for p in positions]
+        label_rows = list(itertools.compress(range(len(positions)), is_label))
+        event_rows = [i for i, label in enumerate(is_label) if not label] if label_rows else None
         if label_rows:
             self._decode_feedback_rows(messages, positions, label_rows, now, batch)
+        if event_rows is None:  # no labels: every message is a feature event
+            event_rows = list(range(len(positions)))
         if event_rows:
             batch.features = self._decode_feature_rows(messages, positions, event_rows, now, batch)
         if batch.dead_letters and event_rows and label_rows:  # keep dead letters in input order
-            order = {SourcePosition(*p): i for i, p in enumerate(positions)}
+            order = {p: i for i, p in enumerate(positions)}
             batch.dead_letters.sort(key=lambda dead: order[dead.source])
         return batch
 
     def _decode_feature_rows(
         self,
         messages: list[Message],
-        positions: list[tuple[str, int, int]],
+        positions: list[SourcePosition],
         rows: list[int],
         now: float,
         batch: DecodedBatch,
@@ -156,7 +155,7 @@ class BatchDecoder(MessageChecks):
                 [ids[j] for j in keep],
                 [rows[j] for j in keep],
             )
-        sources = list(map(SourcePosition._make, map(positions.__getitem__, rows)))
+        sources = [positions[i] for i in rows]
         return self._feature_block(X, absent, msgs, ids, ts, sources, batch)
 
     def _plain_features(
@@ -172,19 +171,16 @@ class BatchDecoder(MessageChecks):
         width = len(self.feature_names)
         ids: list[str | None] = [None] * len(msgs)
         ts = np.full(len(msgs), np.nan)
-        taken: list[int] = []
-        plain: list[PlainFeatureEvent] = []
-        for j, event in enumerate(events):
-            if event is not None and len(event.features) == width:
-                taken.append(j)
-                plain.append(event)
-        if not taken:
+        features = [() if e is None else e.features for e in events]
+        index = np.flatnonzero(np.fromiter(map(len, features), np.int64, len(msgs)) == width)
+        if len(index) == 0:
             return ids, ts
+        everyone = len(index) == len(msgs)  # the usual batch
+        plain = cast(list[PlainFeatureEvent], events if everyone else [events[j] for j in index])
         values = np.fromiter(
             itertools.chain.from_iterable(e.features for e in plain), np.float64, len(plain) * width
         ).reshape(len(plain), width)
         event_ts = np.array([-1.0 if e.ts is UNSET else e.ts for e in plain])
-        index = np.asarray(taken)
         kafka_ts = kafka_times(msgs, now)[index]
         event_ts = np.where(event_ts < 0, kafka_ts, event_ts)  # no ts: the Kafka timestamp
         good = np.isfinite(event_ts) & (event_ts <= kafka_ts + self.max_future_skew_s)
@@ -200,7 +196,7 @@ class BatchDecoder(MessageChecks):
     def _decode_feedback_rows(
         self,
         messages: list[Message],
-        positions: list[tuple[str, int, int]],
+        positions: list[SourcePosition],
         rows: list[int],
         now: float,
         batch: DecodedBatch,
@@ -208,43 +204,28 @@ class BatchDecoder(MessageChecks):
         """The labels among ``messages`` (at ``rows``) into ``batch.feedback``, or its dead
         letters."""
         try:
-            docs = decode_plain(
-                FEEDBACK, [messages[i].value() for i in rows], self.max_payload_bytes
-            )
+            docs = decode_plain(FEEDBACK, [batch.payloads[i] for i in rows], self.max_payload_bytes)
         except Exception:  # a shortcut only: the per-message checks decide every message
             docs = [None] * len(rows)
+        known, skew = self._label_index, self.max_future_skew_s
         for i, doc in zip(rows, docs, strict=True):
             msg = messages[i]
-            try:
-                feedback = self._plain_feedback(doc, msg, now, positions[i])
-            except Exception:
-                feedback = None
-            if feedback is not None:
-                batch.feedback.append(feedback)
-                continue
-            label = self._or_dead_letter(
+            # the common shape: a known label and a ts not too far ahead (or none: Kafka's)
+            index = None if doc is None else known.get(str(doc.label))
+            if index is not None and doc is not None:
+                kind, millis = msg.timestamp()  # kafka_time, inline: once per label
+                sent = millis / 1000.0 if kind != 0 and millis > 0 else now
+                if doc.ts is UNSET:
+                    batch.feedback.append(Feedback(doc.event_id, index, sent, positions[i]))
+                    continue
+                if doc.ts <= sent + skew:
+                    batch.feedback.append(Feedback(doc.event_id, index, doc.ts, positions[i]))
+                    continue
+            label = self._or_dead_letter(  # else the per-message checks decide, or say why not
                 batch, msg, functools.partial(self._decode_feedback, msg, now)
             )
             if label is not None:
                 batch.feedback.append(label)
-
-    def _plain_feedback(
-        self, doc: PlainFeedback | None, msg: Message, now: float, position: tuple[str, int, int]
-    ) -> Feedback | None:
-        """A label in the common shape (what :data:`~streamapp.codec.plain.FEEDBACK` types,
-        with a known label and a ``ts`` not too far ahead), else ``None`` for the
-        per-message checks to decide."""
-        if doc is None:
-            return None
-        index = self._label_index.get(str(doc.label))
-        if index is None:
-            return None
-        kafka_ts = kafka_time(msg, now)
-        if doc.ts is UNSET:
-            return Feedback(doc.event_id, index, kafka_ts, SourcePosition(*position))
-        if not doc.ts <= kafka_ts + self.max_future_skew_s:
-            return None
-        return Feedback(doc.event_id, index, doc.ts, SourcePosition(*position))
 
     def _feature_block(
         self,

@@ -19,6 +19,8 @@ from streamapp.codec import (
     encode_dead_letter,
     encode_json,
 )
+from streamapp.codec import decode as decode_module
+from streamapp.codec.checks import MessageChecks
 from streamapp.codec.plain import FEATURE_EVENTS, FEEDBACK, decode_plain
 from streamapp.events import DeadLetter, Outputs, PredictionBlock, Reason, SourcePosition
 from streamapp.kafka.consumer import PolledBatch
@@ -429,8 +431,7 @@ def _both_ways(
 ) -> tuple[DecodedBatch, DecodedBatch]:
     """``messages`` decoded with and without the batch paths, checked to agree."""
     fast = codec.decode_batch(messages, now=1_700_000_000.0)
-    monkeypatch.setattr(codec, "_plain_features", _explode)
-    monkeypatch.setattr(codec, "_plain_feedback", _explode)
+    monkeypatch.setattr(decode_module, "decode_plain", _explode)  # no batch path
     slow = codec.decode_batch(messages, now=1_700_000_000.0)
     assert fast.features.ids == slow.features.ids
     np.testing.assert_array_equal(fast.features.X, slow.features.X)
@@ -485,11 +486,29 @@ def _explode(*args: object) -> None:
     raise MemoryError("the batch path failed")
 
 
+def test_the_common_shapes_never_reach_the_per_message_checks(
+    codec: Codec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch paths take every message in the common shapes: a failure in them would
+    fall back silently, correct but several times slower."""
+    monkeypatch.setattr(MessageChecks, "_decode_feature", _explode)
+    monkeypatch.setattr(MessageChecks, "_decode_feedback", _explode)
+    events = [feature(f"e{i}", [i, 2.5, -3]) for i in range(5)]
+    events.append(orjson.dumps({"event_id": "ts", "features": [1, 2, 3], "ts": 1.5, "x": {}}))
+    labels = [orjson.dumps({"event_id": f"e{i}", "label": "1"}) for i in range(4)]
+    labels.append(orjson.dumps({"event_id": "ts", "label": 0, "ts": 2.0}))
+    messages = [FakeMessage("features", value=v, offset=n) for n, v in enumerate(events)]
+    messages += [FakeMessage("feedback", value=v, offset=n) for n, v in enumerate(labels)]
+    batch = codec.decode_batch(messages)
+    assert batch.dead_letters == []
+    assert batch.features.ids == [f"e{i}" for i in range(5)] + ["ts"]
+    assert [(f.event_id, f.label) for f in batch.feedback][-2:] == [("e3", 1), ("ts", 0)]
+
+
 def test_a_failing_batch_path_leaves_every_message_to_the_per_message_checks(
     codec: Codec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(codec, "_plain_features", _explode)
-    monkeypatch.setattr(codec, "_plain_feedback", _explode)
+    monkeypatch.setattr(decode_module, "decode_plain", _explode)  # no batch path
     batch = codec.decode_batch(
         [
             FakeMessage("features", value=feature("ok1", [1, 2, 3]), offset=1),
@@ -516,7 +535,7 @@ def test_any_exception_while_decoding_one_message_becomes_its_dead_letter(
         real(row, features)
 
     monkeypatch.setattr(codec, "_fill_row", fail_on_bomb)
-    monkeypatch.setattr(codec, "_plain_features", _explode)  # every message the slow way
+    monkeypatch.setattr(decode_module, "decode_plain", _explode)  # every message the slow way
     batch = codec.decode_batch(
         [
             FakeMessage("features", value=feature("ok1", [1, 2, 3]), offset=1),
