@@ -25,7 +25,7 @@ from streamapp.model.backbone import Embedder
 from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.model.finetune import FinetuneHead
 from streamapp.model.head import OnlineHead, make_head
-from streamapp.model.surgery import cut_width, split_backbone
+from streamapp.model.surgery import auto_layers, cut_width, split_backbone
 from streamapp.model.variants import make_embedder
 from streamapp.pipeline import Companion, Embed, Pipeline
 from streamapp.settings import Settings
@@ -78,14 +78,20 @@ def build_codec(settings: Settings, bundle: Bundle) -> Codec:
 
 def finetune_layers(settings: Settings, bundle: Bundle) -> int | str:
     """How many top backbone layers learn online: ``finetune.layers`` with ``"auto"``
-    resolved (all where the backbone can be fine-tuned, else 0); asking for layers a
+    resolved (where the backbone can be fine-tuned, the top layers within
+    :data:`~streamapp.model.surgery.AUTO_WEIGHTS` weights, else 0); asking for layers a
     backbone cannot train is a one-line configuration error."""
     layers = settings.finetune.layers
     if layers == 0:
         return 0
     why_not = _cannot_finetune(settings, bundle)
+    if why_not is None and layers == "auto":
+        tuned = auto_layers(bundle.backbone)
+        if tuned != "all":
+            _say_once(f"finetune.layers=auto: {tuned} top layer(s) of a large backbone learn")
+        return tuned
     if why_not is None:
-        return "all" if layers == "auto" else layers
+        return layers
     if layers == "auto":
         _say_once(f"head-only learning: {why_not}")
         return 0

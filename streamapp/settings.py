@@ -176,7 +176,9 @@ class FinetuneSettings(BaseModel):
     layers: Annotated[int, Field(ge=0)] | Literal["all", "auto"] = Field(
         "auto",
         description='top backbone layers trained with the head: 0 = head only, k, "all"; '
-        '"auto" = all where the backbone can be fine-tuned (torch, flat inputs), else head only',
+        '"auto" = where the backbone can be fine-tuned (torch, flat inputs), the top layers '
+        "within 65,536 weights (all of a small backbone, the head only of a large one), "
+        "else head only",
     )
     optimizer: Literal["sgd", "adam"] = Field("adam", description="the torch optimizer")
     lr: float = Field(1e-2, gt=0, description="learning rate of the torch optimizer")

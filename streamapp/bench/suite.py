@@ -19,6 +19,7 @@ import torch
 
 from streamapp.bench.common import Backlog, ensure_bundle, machine, output_rate, run_order
 from streamapp.bench.delivery import measure_delivery
+from streamapp.bench.heavy import measure_heavy
 from streamapp.bench.latency import ONE_HOP, RELAY, measure_latency
 from streamapp.bench.latency import WORKER as THROUGH_WORKER
 from streamapp.bench.learning import measure_learning
@@ -50,6 +51,7 @@ SUITES = (
     "memory",
     "delivery",
     "scaleout",
+    "heavy",
 )
 DEFAULT_SUITES = ("throughput", "latency", "learning", "profile", "variants", "memory")
 
@@ -98,6 +100,9 @@ def run_bench(
             result["delivery"] = measure_delivery(settings, events, repeat)
         if "scaleout" in suites:
             result["scaleout"] = measure_scale_out(settings, events, scorers)
+        if "heavy" in suites:
+            with tempfile.TemporaryDirectory(prefix="streamapp-heavy-") as workdir:
+                result["heavy"] = measure_heavy(settings, Path(workdir))
     result["targets"] = _targets(result)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -224,6 +229,9 @@ def _targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     growth = result.get("memory", {}).get("steady_growth")
     if growth is not None:
         target("RSS flat (+-10%) with the ledger at its bound", growth, abs(growth) <= 0.10)
+    heavy = result.get("heavy", {}).get("worker_over_backbone")
+    if heavy is not None:
+        target("heavy backbone: worker >= 0.8x the backbone's rows/s (CPU)", heavy, heavy >= 0.8)
     return targets
 
 
@@ -340,6 +348,16 @@ def render_markdown(result: dict[str, Any]) -> str:
                 values = " | ".join(f"{cuda[precision][b]:,}" for b in sizes)
                 lines.append(f"| {precision} | {values} |")
         lines.append("")
+    if "heavy" in result:
+        h = result["heavy"]
+        lines += [
+            f"**Heavy backbone** ({h['architecture']} MLP, CPU, {h['torch_threads']} torch "
+            f"thread(s), batches of {h['batch']}): the backbone alone embeds "
+            f"{h['backbone_rows_per_s']:,} rows/s; the worker with it scores "
+            f"{h['worker_events_per_s']:,} events/s ({h['events']:,} events with their labels), "
+            f"{h['worker_over_backbone']:.2f}x the backbone's own rate.",
+            "",
+        ]
     if "memory" in result:
         mem = result["memory"]
         at = ", ".join(f"{k}: {v}" for k, v in mem["rss_mib_at_progress"].items())

@@ -15,11 +15,16 @@ from torch import nn
 
 from streamapp.model.backbone import copy_backbone
 
-__all__ = ["Layers", "cut_width", "split_backbone"]
+__all__ = ["AUTO_WEIGHTS", "Layers", "auto_layers", "cut_width", "split_backbone"]
 
 logger = logging.getLogger(__name__)
 
 Layers = int | Literal["all", "auto"]
+
+AUTO_WEIGHTS = 65_536
+"""The most weights ``layers="auto"`` trains online: all of a small backbone (the demo's has
+6,144), the head only of a large one, whose every optimizer step would otherwise cost many
+forward passes (a 4096-wide layer has 1M to 16M)."""
 
 
 def _sequence(backbone: nn.Module) -> nn.Sequential | None:
@@ -66,6 +71,29 @@ def split_backbone(backbone: nn.Module, layers: Layers) -> tuple[nn.Module, nn.M
         copy_backbone(nn.Sequential(*children[:cut])),
         copy_backbone(nn.Sequential(*children[cut:])),
     )
+
+
+def auto_layers(backbone: nn.Module, budget: int = AUTO_WEIGHTS) -> int | Literal["all"]:
+    """The top layers ``layers="auto"`` trains: as many as fit ``budget`` weights together
+    (``"all"`` when every one does; 0, the head only, when not even the top one does).
+
+    >>> from streamapp.model.backbone import MLPBackbone
+    >>> auto_layers(MLPBackbone(64, [64], 32))
+    'all'
+    >>> auto_layers(MLPBackbone(64, [4096, 4096], 256)), auto_layers(MLPBackbone(64, [512], 64))
+    (0, 1)
+    """
+    sequence = _sequence(backbone)
+    blocks = [backbone] if sequence is None else list(sequence.children())
+    sizes = [sum(p.numel() for p in block.parameters()) for block in blocks]
+    sizes = [size for size in sizes if size]
+    fit, total = 0, 0
+    for size in reversed(sizes):
+        total += size
+        if total > budget:
+            break
+        fit += 1
+    return "all" if fit == len(sizes) else fit
 
 
 def cut_width(lower: nn.Module, input_dim: int) -> int:

@@ -138,3 +138,23 @@ def test_the_profile_line_gives_every_part_and_the_ratio() -> None:
 def test_profile_is_a_default_bench_suite() -> None:
     assert "profile" in DEFAULT_SUITES and "profile" in SUITES
     assert build_parser().parse_args(["bench", "profile"]).suites == ["profile"]
+
+
+def test_the_heavy_backbone_is_judged_by_the_worker_over_the_backbone_alone() -> None:
+    heavy = {
+        "architecture": "64->4096->4096->256",
+        "batch": 500,
+        "torch_threads": 1,
+        "events": 4000,
+        "backbone_rows_per_s": 1200,
+        "worker_events_per_s": 1020,
+        "worker_over_backbone": 0.85,
+    }
+    target = "heavy backbone: worker >= 0.8x the backbone's rows/s (CPU)"
+    assert _targets({"heavy": heavy})[target] == {"value": 0.85, "met": True}
+    slow = {**heavy, "worker_over_backbone": 0.04}
+    assert _targets({"heavy": slow})[target] == {"value": 0.04, "met": False}
+    table = render_markdown({**scaled({1: 10_000}), "heavy": heavy, "targets": {}})
+    assert "the backbone alone embeds 1,200 rows/s" in table
+    assert "scores 1,020 events/s (4,000 events with their labels), 0.85x" in table
+    assert "heavy" in SUITES and "heavy" not in DEFAULT_SUITES

@@ -3,6 +3,8 @@ bitwise restore of weights and optimizer state through a pickle-free snapshot.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -188,3 +190,23 @@ def test_defaults_are_the_measured_ones() -> None:
         "auto", "adam", 1e-2, 50,
     )  # fmt: skip
     assert not FinetuneSettings(layers=0).enabled
+
+
+def test_auto_fine_tuning_of_a_large_backbone_learns_in_the_head_only(tmp_path: Path) -> None:
+    """Every optimizer step over a 1024-wide layer's weights would cost many forward passes:
+    ``finetune.layers=auto`` keeps to the top layers within its weight budget, here none."""
+    from streamapp.assembly import build_pipeline, finetune_layers
+    from streamapp.model.bundle import load_bundle
+    from streamapp.model.training import train_source_bundle
+    from streamapp.scenarios import get_scenario
+    from streamapp.settings import Settings
+
+    out = tmp_path / "large"
+    train_source_bundle(
+        get_scenario("digits-shift"), out, hidden=(1024,), embedding_dim=64, epochs=1
+    )
+    bundle, settings = load_bundle(out), Settings(model={"bundle": out})
+    assert finetune_layers(settings, bundle) == 0
+    assert type(build_pipeline(settings, bundle).head).__name__ == "SGDHead"
+    wide_top = Settings(model={"bundle": out}, finetune={"layers": 1})  # asked for: as asked
+    assert type(build_pipeline(wide_top, bundle).head).__name__ == "FinetuneHead"
