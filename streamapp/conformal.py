@@ -52,6 +52,7 @@ __all__ = [
     "ConformalSummary",
     "CoverageWindow",
     "class_scores",
+    "merge_summaries",
     "prediction_sets",
     "set_sizes",
 ]
@@ -120,7 +121,7 @@ class ConformalCalibrator:
         noisier sets.
     """
 
-    def __init__(self, coverage: float = 0.9, window: int = 1000, gamma: float = 0.005) -> None:
+    def __init__(self, coverage: float = 0.9, window: int = 500, gamma: float = 0.005) -> None:
         if not 0.0 < coverage < 1.0:
             raise ValueError(f"coverage must be in (0, 1), got {coverage}")
         if window < 1 or gamma <= 0:
@@ -242,3 +243,30 @@ def _window(labels: int, covered: int, size_total: float) -> CoverageWindow:
     if labels == 0:
         return {"labels": 0, "coverage": None, "mean_size": None}
     return {"labels": labels, "coverage": covered / labels, "mean_size": size_total / labels}
+
+
+def merge_summaries(parts: list[ConformalSummary]) -> dict[str, Any]:
+    """The coverage of several scorers' sets together: counts add, coverage and mean size
+    are weighted by labels (each scorer calibrates on the labels it joins).
+
+    >>> a = ConformalCalibrator(window=10)
+    >>> _ = a.update(np.array([0.1, 0.9]), np.full(2, 0.5), np.array([1.0, 3.0]))
+    >>> merge_summaries([a.summary(), ConformalCalibrator().summary()])["since_start"]
+    {'labels': 2, 'coverage': 0.5, 'mean_size': 2.0}
+    """
+    out: dict[str, Any] = {"coverage_target": parts[0]["coverage_target"]}
+    for key in ("recent", "since_start"):
+        windows = [p[key] for p in parts]
+        labels = sum(w["labels"] for w in windows)
+        covered = sum(w["labels"] * (w["coverage"] or 0.0) for w in windows)
+        size = sum(w["labels"] * (w["mean_size"] or 0.0) for w in windows)
+        out[key] = (
+            _window(labels, 0, 0.0)
+            if not labels
+            else {
+                "labels": labels,
+                "coverage": covered / labels,
+                "mean_size": size / labels,
+            }
+        )
+    return out

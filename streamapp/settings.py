@@ -215,7 +215,7 @@ class ConformalSettings(BaseModel):
     coverage: float = Field(
         0.9, gt=0, lt=1, description="target share of labels inside their prediction set"
     )
-    window: int = Field(1000, ge=10, description="recent labels the score quantile is taken over")
+    window: int = Field(500, ge=10, description="recent labels the score quantile is taken over")
     gamma: float = Field(
         0.005, gt=0, le=1, description="ACI step: how fast the level reacts to misses"
     )
