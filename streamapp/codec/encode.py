@@ -177,10 +177,17 @@ def _prediction_sets(block: PredictionBlock, classes: list[str]) -> list[Any] | 
     the block has no conformal sets."""
     if block.threshold is None or block.coverage is None:
         return None
-    masks = prediction_sets(block.proba, block.threshold).tolist()
+    masks = prediction_sets(block.proba, block.threshold)
+    # rows mostly share a few sets: one field per distinct set, looked up by its bit pattern
+    patterns = np.packbits(masks, axis=1)
+    keys = patterns.view(f"V{patterns.shape[1]}").ravel().tolist() if len(masks) else []
     known = (~np.isnan(block.threshold)).tolist()
-    coverage = block.coverage
-    return [
-        {"classes": list(itertools.compress(classes, mask)), "coverage": coverage} if ok else None
-        for mask, ok in zip(masks, known, strict=True)
-    ]
+    fields: dict[bytes, dict[str, object]] = {}
+    out: list[Any] = []
+    for i, key in enumerate(keys):
+        field = fields.get(key)
+        if field is None:
+            members = list(itertools.compress(classes, masks[i].tolist()))
+            field = fields[key] = {"classes": members, "coverage": block.coverage}
+        out.append(field if known[i] else None)
+    return out
