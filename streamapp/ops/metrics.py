@@ -29,6 +29,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from streamapp.conformal import ConformalSummary
 from streamapp.drift.report import DriftReport
 from streamapp.events import Reason
 from streamapp.guard import DECISIONS
@@ -295,6 +296,26 @@ def _drift_metrics(report: DriftReport) -> Iterator[Metric]:
     for detector, summary in report["detectors"].items():
         changes.add_metric([detector], summary["total"])
     yield changes
+    if "conformal" in report:
+        yield from _conformal_metrics(report["conformal"])
+
+
+def _conformal_metrics(conformal: ConformalSummary) -> Iterator[Metric]:
+    """The prediction sets' empirical coverage and mean size, recent and since start."""
+    yield _gauge(
+        "conformal_coverage_target", "Target coverage of the sets.", conformal["coverage_target"]
+    )
+    described = {
+        "coverage": "Share of joined labels inside their served prediction set.",
+        "mean_size": "Mean number of classes in the served prediction sets.",
+    }
+    for key, documentation in described.items():
+        family = GaugeMetricFamily(f"{_PREFIX}_conformal_{key}", documentation, labels=["window"])
+        for window in ("recent", "since_start"):
+            value = conformal[window][key]  # type: ignore[literal-required]
+            if value is not None:
+                family.add_metric([window], float(value))
+        yield family
 
 
 def _imputed_metric(report: DriftReport) -> CounterMetricFamily:

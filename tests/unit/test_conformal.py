@@ -282,3 +282,24 @@ def test_without_conformal_sets_the_classification_formats_are_unchanged(
     ]
     assert all("prediction_set" not in doc for doc in docs)
     assert "conformal" not in pipeline.report(0.0) and "conformal" not in pipeline.state_dict()
+
+
+def test_the_report_s_coverage_is_exported_as_gauges(
+    digits_bundle: Path, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    from streamapp.ops.metrics import WorkerMetrics
+    from tests.unit.test_metrics import Source, a_pipeline, samples
+
+    X, y = digits
+    pipeline = build(digits_bundle)
+    run(pipeline, X[:400], y[:400], [200])
+    report = pipeline.report(0.0)
+    source = Source(a_pipeline(), {})
+    source.last_drift_report = lambda: report  # type: ignore[assignment,method-assign,return-value]
+    scraped = samples(WorkerMetrics(source))  # type: ignore[arg-type]
+    since_start = report["conformal"]["since_start"]
+    assert scraped['streamapp_conformal_coverage{window="since_start"}'] == since_start["coverage"]
+    assert scraped['streamapp_conformal_mean_size{window="recent"}'] == pytest.approx(
+        report["conformal"]["recent"]["mean_size"]
+    )
+    assert scraped["streamapp_conformal_coverage_target"] == 0.9
