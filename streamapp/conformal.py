@@ -52,8 +52,10 @@ __all__ = [
     "ConformalSummary",
     "CoverageWindow",
     "class_scores",
+    "intervals",
     "merge_summaries",
     "prediction_sets",
+    "residual_scores",
     "set_sizes",
 ]
 
@@ -104,6 +106,27 @@ def set_sizes(proba: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     [2.0]
     """
     return prediction_sets(proba, thresholds).sum(axis=1).astype(np.float64)
+
+
+def residual_scores(values: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Nonconformity of a regressor's served values: the absolute residual.
+
+    >>> residual_scores(np.array([1.0, 2.0]), np.array([1.5, 0.0])).tolist()
+    [0.5, 2.0]
+    """
+    return np.abs(np.asarray(targets, np.float64) - np.asarray(values, np.float64))
+
+
+def intervals(values: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)`` of each served value's interval ``value ± threshold`` (its width,
+    ``2 * threshold``, is a regressor's set size).
+
+    >>> low, high = intervals(np.array([10.0, 0.0]), np.array([1.5, np.inf]))
+    >>> low.tolist(), high.tolist()
+    ([8.5, -inf], [11.5, inf])
+    """
+    values, thresholds = np.asarray(values, np.float64), np.asarray(thresholds, np.float64)
+    return values - thresholds, values + thresholds
 
 
 class ConformalCalibrator:
