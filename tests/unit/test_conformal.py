@@ -256,9 +256,14 @@ def test_a_snapshot_keeps_the_calibrator_and_an_older_one_starts_it_fresh(
     X, y = digits
     pipeline = build(digits_bundle)
     run(pipeline, X[:600], y[:600], [200, 400])
+    pipeline.process(batch(X, 600, 100))  # pending: served, their labels still to come
     state = decode_state(encode_state(pipeline.state_dict()))
     restored = build(digits_bundle)
     restored.load_state_dict(state)
+    ids = [f"e{k}" for k in (0, 450, 650)]  # joined, and pending: the served thresholds kept
+    served = pipeline.ledger.served(ids).threshold
+    assert np.isfinite(served[1:]).all() and len(set(served.tolist())) > 1
+    np.testing.assert_array_equal(restored.ledger.served(ids).threshold, served)
     assert restored.conformal is not None and pipeline.conformal is not None
     assert restored.conformal.summary() == pipeline.conformal.summary()
     assert restored.conformal.summary()["since_start"]["labels"] == 600
