@@ -9,6 +9,7 @@ the buckets with one ``searchsorted`` instead of one call per event.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
@@ -313,8 +314,8 @@ def _conformal_metrics(conformal: ConformalSummary) -> Iterator[Metric]:
         family = GaugeMetricFamily(f"{_PREFIX}_conformal_{key}", documentation, labels=["window"])
         for window in ("recent", "since_start"):
             value = conformal[window][key]  # type: ignore[literal-required]
-            if value is not None:
-                family.add_metric([window], float(value))
+            # NaN before any label: the series exists from the first report, with a gap
+            family.add_metric([window], math.nan if value is None else float(value))
         yield family
 
 
