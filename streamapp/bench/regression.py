@@ -25,7 +25,11 @@ import orjson
 from streamapp.bench.coverage import coverage_summary
 from streamapp.conformal import ConformalCalibrator, intervals, residual_scores
 from streamapp.regression.head import LinearRegressionHead, Loss, Solver
-from streamapp.regression.metrics import RegressionPerformance, paired_abs_error_test
+from streamapp.regression.metrics import (
+    ErrorStreamDetectors,
+    RegressionPerformance,
+    paired_abs_error_test,
+)
 from streamapp.regression.scenario import FriedmanShift, RandomFourierFeatures, ridge
 from streamapp.settings import ConformalSettings
 
@@ -90,6 +94,7 @@ def run(
     embed = RandomFourierFeatures(scenario.n_features)
     Xs, ys = scenario.source_data()
     coef, intercept = ridge(embed(Xs), ys)
+    source_mae = float(np.abs(embed(Xs) @ coef + intercept - ys).mean())  # the errors' unit
     X, y, phase = scenario.target_data(events)
     E = embed(X)
     results: dict[str, Any] = {}
@@ -108,7 +113,10 @@ def run(
         served[method] = out["values"]
         perf = RegressionPerformance(window=1000)
         perf.update(out["values"], y)
+        detectors = ErrorStreamDetectors(scale=source_mae)
+        detectors.update(np.abs(out["values"] - y))
         results[method] = {
+            "change_points": detectors.change_points,
             "mae_quarters": _quarters_mae(out["values"], y),
             **perf.summary()["since_start"],
             "intervals": coverage_summary(
