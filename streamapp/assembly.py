@@ -17,6 +17,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from streamapp.codec import Codec
+from streamapp.conformal import ConformalCalibrator
 from streamapp.drift.monitor import DriftMonitor
 from streamapp.errors import ConfigError
 from streamapp.guard import SafeAdaptationGuard
@@ -255,4 +256,13 @@ def build_pipeline(
         guard=SafeAdaptationGuard(settings.guard) if settings.guard.enabled else None,
         instance=settings.delivery.instance_id,
         companion=companion,
+        conformal=_calibrator(settings),
     )
+
+
+def _calibrator(settings: Settings) -> ConformalCalibrator | None:
+    """The conformal calibrator of the prediction sets, when they are on."""
+    c = settings.conformal
+    if not c.enabled:
+        return None
+    return ConformalCalibrator(c.coverage, c.window, c.gamma)

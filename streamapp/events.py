@@ -161,6 +161,10 @@ class PredictionBlock:
     sources: list[SourcePosition] = field(default_factory=list)
     # (n,) int8 per row: which model served it (see MODEL_STATES); None: the adapted head, all
     served_by: np.ndarray | None = None
+    # (n,) float64 per row: the conformal score threshold its set was served with (see
+    # streamapp.conformal; NaN: none known); None: conformal sets are off
+    threshold: np.ndarray | None = None
+    coverage: float | None = None  # the target coverage of those sets
 
     def model_states(self) -> list[str | None]:
         """Per row ``"adapted"``, ``"source"`` or None (a re-emitted row: not remembered)."""
@@ -188,6 +192,8 @@ class PredictionBlock:
             head_seq=self.head_seq[rows],
             sources=[self.sources[i] for i in index] if self.sources else [],
             served_by=None if self.served_by is None else self.served_by[rows],
+            threshold=None if self.threshold is None else self.threshold[rows],
+            coverage=self.coverage,
         )
 
     @classmethod
@@ -217,7 +223,17 @@ class PredictionBlock:
             served_by=None
             if all(b.served_by is None for b in blocks)
             else np.concatenate([b.served_by_rows() for b in blocks]),
+            threshold=None
+            if all(b.threshold is None for b in blocks)
+            else np.concatenate([b.threshold_rows() for b in blocks]),
+            coverage=next((b.coverage for b in blocks if b.coverage is not None), None),
         )
+
+    def threshold_rows(self) -> np.ndarray:
+        """``threshold`` filled in: NaN (no set known) where the block has none."""
+        if self.threshold is None:
+            return np.full(len(self.ids), np.nan)
+        return self.threshold
 
     def served_by_rows(self) -> np.ndarray:
         """``served_by`` filled in: adapted (0) where the block has none."""
@@ -236,6 +252,8 @@ class JoinedExamples:
     proba: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.float32))
     delays: np.ndarray = field(default_factory=lambda: np.empty(0))
     sources: list[SourcePosition | None] = field(default_factory=list)  # of the labels
+    # the conformal threshold each row was served with (NaN: none); empty: not known here
+    thresholds: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -249,6 +267,7 @@ class JoinedExamples:
             proba=self.proba[rows],
             delays=self.delays[rows],
             sources=[self.sources[i] for i in rows] if self.sources else [],
+            thresholds=self.thresholds[rows] if len(self.thresholds) else self.thresholds,
         )
 
 

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from streamapp.codec import DecodedBatch
+from streamapp.conformal import ConformalCalibrator, class_scores, set_sizes
 from streamapp.drift.monitor import DriftMonitor
 from streamapp.drift.report import DriftReport, build_report
 from streamapp.events import (
@@ -128,6 +129,9 @@ class Pipeline:
     guard
         Safe adaptation (:mod:`streamapp.guard`): serve the frozen source model while the
         adapted head is significantly worse on the same labels; roll a diverged head back.
+    conformal
+        Online conformal prediction sets (:mod:`streamapp.conformal`): every scored row is
+        served with the calibrator's threshold, which the joined labels calibrate.
 
     The *source model* scores the rows the ledger keeps: the source head on the embeddings,
     or, for a head that fine-tunes backbone layers (``source_proba_many``), the frozen top
@@ -150,6 +154,7 @@ class Pipeline:
         guard: SafeAdaptationGuard | None = None,
         instance: str | None = None,
         companion: Companion | None = None,
+        conformal: ConformalCalibrator | None = None,
     ) -> None:
         self.embed = embed
         self.head = head
@@ -166,6 +171,7 @@ class Pipeline:
         self.guard = guard
         self.instance = instance  # which worker's window a report describes
         self.companion = companion  # a challenger scoring the same batches in shadow
+        self.conformal = conformal
 
     def process(self, batch: DecodedBatch) -> Outputs:
         """:meth:`score` then :meth:`learn`, for a caller that publishes a batch's outputs
@@ -281,6 +287,8 @@ class Pipeline:
             head_seq=served.head_seq,
             sources=block.sources,
             served_by=served_by,
+            threshold=None if self.conformal is None else served.threshold,
+            coverage=None if self.conformal is None else self.conformal.coverage_target,
         )
 
     def _score(self, block: FeatureBlock, now: float) -> tuple[PredictionBlock, np.ndarray]:
@@ -303,6 +311,10 @@ class Pipeline:
             head_seq=np.full(len(block), self.head.n_learned, np.int64),
             sources=block.sources,
             served_by=served_by,
+            threshold=None
+            if self.conformal is None
+            else np.full(len(block), self.conformal.threshold()),
+            coverage=None if self.conformal is None else self.conformal.coverage_target,
         )
         return prediction, embeddings
 
@@ -318,6 +330,7 @@ class Pipeline:
             block.ts,
             sources=block.sources or None,
             head_seq=scored.head_seq,
+            threshold=scored.threshold,
         )
         self.monitor.update_events(block.X, scored.labels, block.ts)
         self.stats.events_scored += len(block)
@@ -333,6 +346,12 @@ class Pipeline:
             return None
         source = self.source_predict(joined.embeddings)
         self.monitor.update_labels(joined.labels, joined.proba, source, joined.delays)
+        if self.conformal is not None:  # the sets as served, judged in label order
+            self.conformal.update(
+                class_scores(joined.proba, joined.labels),
+                joined.thresholds,
+                set_sizes(joined.proba, joined.thresholds),
+            )
         if self.guard is not None:
             # the adapted head as it is now, before it learns these labels (predict first)
             adapted = self.head.predict_proba_many(joined.embeddings).argmax(axis=1)
@@ -378,6 +397,7 @@ class Pipeline:
             "stats": self.stats.as_dict(),
             "stream_time": self.stream_time,
             **({"guard": self.guard.state_dict()} if self.guard is not None else {}),
+            **({"conformal": self.conformal.state_dict()} if self.conformal is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -389,6 +409,13 @@ class Pipeline:
         self.stream_time = float("-inf") if stream_time is None else float(stream_time)
         if self.guard is not None and "guard" in state:  # absent from snapshots before a guard
             self.guard.load_state_dict(state["guard"])
+        if self.conformal is not None:  # absent from snapshots before conformal sets: fresh
+            if "conformal" in state:
+                self.conformal.load_state_dict(state["conformal"])
+            else:
+                self.conformal = ConformalCalibrator(
+                    self.conformal.coverage_target, self.conformal.window, self.conformal.gamma
+                )
 
     def report(self, now: float) -> DriftReport:
         """A drift report of the window so far (and the start of the next window)."""
@@ -409,6 +436,7 @@ class Pipeline:
             guard=self.guard.summary() if self.guard is not None else None,
             instance=self.instance,
             challenger=self.companion.summary() if self.companion is not None else None,
+            conformal=self.conformal.summary() if self.conformal is not None else None,
         )
 
     def final_report(self, now: float) -> DriftReport | None:

@@ -24,6 +24,7 @@ __all__ = [
     "RENAMED",
     "BatchSettings",
     "ChallengerSettings",
+    "ConformalSettings",
     "DeliverySettings",
     "DriftSettings",
     "FinetuneSettings",
@@ -205,6 +206,21 @@ class GuardSettings(BaseModel):
     min_labels: int = Field(100, ge=1, description="paired labels before the first decision")
     alpha: float = Field(0.01, gt=0, lt=1, description="significance of a fallback")
     good_every: int = Field(1000, ge=1, description="labels between last-good snapshots")
+
+
+class ConformalSettings(BaseModel):
+    """Online conformal prediction sets (adaptive conformal inference, streamapp.conformal)."""
+
+    model_config = _FROZEN
+
+    enabled: bool = Field(True, description="give every prediction a calibrated prediction set")
+    coverage: float = Field(
+        0.9, gt=0, lt=1, description="target share of labels inside their prediction set"
+    )
+    window: int = Field(500, ge=10, description="recent labels the score quantile is taken over")
+    gamma: float = Field(
+        0.005, gt=0, le=1, description="ACI step: how fast the level reacts to misses"
+    )
 
 
 class ChallengerSettings(BaseModel):
@@ -505,6 +521,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     learner: LearnerSettings = LearnerSettings()
     challenger: ChallengerSettings = ChallengerSettings()
+    conformal: ConformalSettings = ConformalSettings()
     role: Literal["all", "scorer", "learner"] = Field(
         "all",
         description="all: one process; scorer: score, join, publish training examples and "

@@ -21,6 +21,7 @@ import orjson
 from streamapp.codec.checks import NUMBER_TYPES, parse_all
 from streamapp.codec.dead_letters import encode_dead_letter, one_line
 from streamapp.codec.wire import encode_records
+from streamapp.conformal import prediction_sets
 from streamapp.events import DeadLetter, JoinedExamples, PredictionBlock
 
 __all__ = ["RecordEncoder", "UnknownLabelError"]
@@ -57,6 +58,7 @@ class RecordEncoder:
         states = block.model_states() if block.served_by is not None else [None] * len(block)
         models: dict[tuple[int, object], dict[str, object]] = {}  # rows mostly share one
         scored_ts = block.scored_ts
+        sets = _prediction_sets(block, classes)
         docs = []
         for i, event_id in enumerate(block.ids):
             which = (head_seqs[i], states[i])
@@ -76,6 +78,8 @@ class RecordEncoder:
                     "scored_ts": scored_ts,
                 }
             )
+            if sets is not None and sets[i] is not None:
+                docs[-1]["prediction_set"] = sets[i]
         return list(zip(block.keys, encode_records(docs, b'{"event_id":'), strict=True))
 
     def encode_training_examples(
@@ -166,3 +170,24 @@ class RecordEncoder:
         if not all(type(x) in NUMBER_TYPES and math.isfinite(x) for x in embedding):
             raise ValueError("embedding holds a non-finite or non-numeric value")
         return embedding, self._label_index[label]
+
+
+def _prediction_sets(block: PredictionBlock, classes: list[str]) -> list[Any] | None:
+    """Each row's ``prediction_set`` field (None: the row has no known set), or None when
+    the block has no conformal sets."""
+    if block.threshold is None or block.coverage is None:
+        return None
+    masks = prediction_sets(block.proba, block.threshold)
+    # rows mostly share a few sets: one field per distinct set, looked up by its bit pattern
+    patterns = np.packbits(masks, axis=1)
+    keys = patterns.view(f"V{patterns.shape[1]}").ravel().tolist() if len(masks) else []
+    known = (~np.isnan(block.threshold)).tolist()
+    fields: dict[bytes, dict[str, object]] = {}
+    out: list[Any] = []
+    for i, key in enumerate(keys):
+        field = fields.get(key)
+        if field is None:
+            members = list(itertools.compress(classes, masks[i].tolist()))
+            field = fields[key] = {"classes": members, "coverage": block.coverage}
+        out.append(field if known[i] else None)
+    return out

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from streamapp.conformal import merge_summaries
 from streamapp.drift.monitor import WindowCounts, window_sections
 from streamapp.drift.stats import ReferenceProfile
 
@@ -52,6 +53,11 @@ def merge_reports(reports: Sequence[dict[str, Any]], profile: ReferenceProfile) 
         },
         **sections,
         "performance": _merge_performance([r["performance"] for r in reports]),
+        **(
+            {"conformal": merge_summaries([r["conformal"] for r in reports])}
+            if all("conformal" in r for r in reports)
+            else {}
+        ),
     }
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any, NotRequired, TypedDict
 
+from streamapp.conformal import ConformalSummary
+
 __all__ = [
     "DatasetDrift",
     "DriftReport",
@@ -96,6 +98,7 @@ class DriftReport(WindowMeasures):
     guard: NotRequired[dict[str, Any]]
     instance: NotRequired[str]
     challenger: NotRequired[dict[str, Any]]
+    conformal: NotRequired[ConformalSummary]  # the prediction sets' coverage and size
 
 
 def build_report(
@@ -108,6 +111,7 @@ def build_report(
     guard: dict[str, Any] | None = None,
     instance: str | None = None,
     challenger: dict[str, Any] | None = None,
+    conformal: ConformalSummary | None = None,
 ) -> DriftReport:
     """The report of one window (``window`` as :meth:`DriftMonitor.report` measured it).
 
@@ -131,4 +135,6 @@ def build_report(
         report["instance"] = instance
     if challenger is not None:
         report["challenger"] = challenger
+    if conformal is not None:
+        report["conformal"] = conformal
     return report

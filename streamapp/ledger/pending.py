@@ -114,9 +114,10 @@ class PendingLedger:
         *,
         sources: Sequence[SourcePosition] | None = None,
         head_seq: np.ndarray | None = None,
+        threshold: np.ndarray | None = None,
     ) -> list[Feedback]:
-        """Record served rows (where they were read, which head scored them); returns parked
-        labels that were waiting for these events."""
+        """Record served rows (where they were read, which head scored them, the conformal
+        threshold of their sets); returns parked labels that were waiting for these events."""
         n = len(ids)
         topic, partition, offset = self._positions(sources, n)
         columns = {
@@ -126,6 +127,7 @@ class PendingLedger:
             "topic": topic,
             "partition": partition,
             "offset": offset,
+            "threshold": np.full(n, np.nan) if threshold is None else threshold,
         }
         # in chunks of at most max_entries: a chunk never evicts its own rows, so a row is
         # evicted (and remembered) before its slot is written over
@@ -213,7 +215,9 @@ class PendingLedger:
     def served(self, ids: Sequence[str]) -> ServedRows:
         """What was served for ``ids`` (each pending or remembered: see :meth:`seen`)."""
         n = len(ids)
-        out = ServedRows(np.zeros((n, self.n_classes)), np.zeros(n), np.zeros(n, np.int64))
+        out = ServedRows(
+            np.zeros((n, self.n_classes)), np.zeros(n), np.zeros(n, np.int64), np.zeros(n)
+        )
         for i, event_id in enumerate(ids):
             found = self._locate(event_id)
             if found is None:
@@ -222,6 +226,7 @@ class PendingLedger:
             out.proba[i] = served.proba[slot]
             out.event_ts[i] = served.ts[slot]
             out.head_seq[i] = served.head_seq[slot]
+            out.threshold[i] = served.threshold[slot]
         return out
 
     def join(self, feedback: Sequence[Feedback]) -> JoinedExamples:
@@ -277,6 +282,7 @@ class PendingLedger:
             proba=self._served.proba[index].copy(),
             delays=np.maximum(labels_ts - self._served.ts[index], 0.0),
             sources=[fb.source for fb in matched],
+            thresholds=self._served.threshold[index].copy(),
         )
 
     def expire(self, clock: float) -> None:

@@ -20,6 +20,7 @@ class ServedRows:
     proba: np.ndarray  # (n, n_classes) float64
     event_ts: np.ndarray  # (n,) float64
     head_seq: np.ndarray  # (n,) int64
+    threshold: np.ndarray  # (n,) float64: the conformal threshold served (NaN: none)
 
 
 def unknown_positions(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -34,7 +35,7 @@ def unknown_positions(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 class ServedColumns:
     """Columns of what was served, one row per slot of a ring buffer."""
 
-    COLUMNS = ("proba", "ts", "head_seq", "topic", "partition", "offset")
+    COLUMNS = ("proba", "ts", "head_seq", "topic", "partition", "offset", "threshold")
 
     def __init__(self, capacity: int, n_classes: int) -> None:
         # probabilities in float64, as the head served them: a re-emitted prediction is equal
@@ -43,6 +44,9 @@ class ServedColumns:
         self.head_seq = np.zeros(capacity, np.int64)
         # topic: an index into the ledger's topic names
         self.topic, self.partition, self.offset = unknown_positions(capacity)
+        # the conformal threshold the row's set was served with (streamapp.conformal): a
+        # label is judged against the set as served, a redelivery re-emits the same set
+        self.threshold = np.full(capacity, np.nan)
 
     def copy_row(self, slot: int, other: ServedColumns, other_slot: int) -> None:
         for name in self.COLUMNS:

@@ -6,15 +6,16 @@ version is told from its layout by :func:`snapshot_version`:
 
 1. pending rows and finished ids only: ``gone_why`` as names, nothing served remembered, no
    positions, the event outcomes counted among the labels' (``expired_events``, ...);
-2. (current) where each event was read (``topics``, ``topic``, ``partition``, ``offset``),
+2. where each event was read (``topics``, ``topic``, ``partition``, ``offset``),
    which head served it (``head_seq``), what was served for finished events (``gone``),
-   ``gone_why`` as codes, ``event_counts`` apart from the labels' ``counts``.
+   ``gone_why`` as codes, ``event_counts`` apart from the labels' ``counts``;
+3. (current) the conformal threshold each row was served with (``threshold``, NaN: none).
 
 >>> snapshot_version({"ids": [], "gone_ids": [], "gone_why": []})
 1
 >>> v2 = upgrade({"ids": [], "gone_ids": [], "gone_why": [], "counts": {}}, n_classes=2)
 >>> snapshot_version(v2), v2["topics"], v2["event_counts"], v2["gone"]["proba"].shape
-(2, [], {'expired': 0, 'evicted': 0}, (0, 2))
+(3, [], {'expired': 0, 'evicted': 0}, (0, 2))
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SNAPSHOT_VERSION", "load_state_dict", "snapshot_version", "state_dict", "upgrade"]
 
-SNAPSHOT_VERSION = 2  # the layout state_dict writes
+SNAPSHOT_VERSION = 3  # the layout state_dict writes
 
 _Counts = TypeVar("_Counts", LabelCounts, EventCounts)
 
@@ -94,7 +95,9 @@ def snapshot_version(state: dict[str, Any]) -> int:
     """The layout version of a ledger snapshot (see the module's docstring)."""
     if state.get("gone") is None or any(name not in state for name in _ADDED_IN_2):
         return 1
-    return 2
+    if "threshold" not in state or "threshold" not in state["gone"]:
+        return 2
+    return 3
 
 
 def upgrade(state: dict[str, Any], n_classes: int) -> dict[str, Any]:
@@ -130,7 +133,21 @@ def _v1_to_v2(state: dict[str, Any], n_classes: int) -> dict[str, Any]:
     return new
 
 
-_MIGRATIONS: dict[int, Callable[[dict[str, Any], int], dict[str, Any]]] = {1: _v1_to_v2}
+def _v2_to_v3(state: dict[str, Any], n_classes: int) -> dict[str, Any]:
+    """No conformal threshold known for any row (NaN): their labels do not calibrate, a
+    redelivery is re-emitted without a set."""
+    gone = state["gone"]
+    return {
+        **state,
+        "threshold": np.full(len(state["ids"]), np.nan),
+        "gone": {**gone, "threshold": np.full(len(gone["ts"]), np.nan)},
+    }
+
+
+_MIGRATIONS: dict[int, Callable[[dict[str, Any], int], dict[str, Any]]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+}
 
 
 def _unserved(n: int, n_classes: int) -> dict[str, np.ndarray]:

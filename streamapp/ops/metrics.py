@@ -9,6 +9,7 @@ the buckets with one ``searchsorted`` instead of one call per event.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
@@ -29,6 +30,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from streamapp.conformal import ConformalSummary
 from streamapp.drift.report import DriftReport
 from streamapp.events import Reason
 from streamapp.guard import DECISIONS
@@ -295,6 +297,26 @@ def _drift_metrics(report: DriftReport) -> Iterator[Metric]:
     for detector, summary in report["detectors"].items():
         changes.add_metric([detector], summary["total"])
     yield changes
+    if "conformal" in report:
+        yield from _conformal_metrics(report["conformal"])
+
+
+def _conformal_metrics(conformal: ConformalSummary) -> Iterator[Metric]:
+    """The prediction sets' empirical coverage and mean size, recent and since start."""
+    yield _gauge(
+        "conformal_coverage_target", "Target coverage of the sets.", conformal["coverage_target"]
+    )
+    described = {
+        "coverage": "Share of joined labels inside their served prediction set.",
+        "mean_size": "Mean number of classes in the served prediction sets.",
+    }
+    for key, documentation in described.items():
+        family = GaugeMetricFamily(f"{_PREFIX}_conformal_{key}", documentation, labels=["window"])
+        for window in ("recent", "since_start"):
+            value = conformal[window][key]  # type: ignore[literal-required]
+            # NaN before any label: the series exists from the first report, with a gap
+            family.add_metric([window], math.nan if value is None else float(value))
+        yield family
 
 
 def _imputed_metric(report: DriftReport) -> CounterMetricFamily:

@@ -38,6 +38,19 @@ def test_events_and_delayed_feedback_become_predictions_drift_and_learning(
         assert_valid("prediction", doc)
         assert key == doc["event_id"].encode()  # keyed like the feature event
         assert doc["model"]["name"] == "digits-shift"
+    # every prediction carries its conformal set: calibrated online on the delayed labels (the
+    # first ones before any label joined: every class), more often right than the top class
+    # alone, and informative (the coverage target itself is the coverage benchmark's)
+    truth = {r.value["event_id"]: r.value["label"] for r in records if r.kind == "feedback"}
+    sets = [doc["prediction_set"] for _, doc in predictions]
+    assert all(s["coverage"] == 0.9 for s in sets)
+    covered = sum(
+        truth[doc["event_id"]] in doc["prediction_set"]["classes"] for _, doc in predictions
+    )
+    top1 = sum(truth[doc["event_id"]] == doc["label"] for _, doc in predictions)
+    print(f"sets cover {covered / n:.3f} of the labels, the top class {top1 / n:.3f}")
+    assert covered > top1 + n // 20
+    assert sum(len(s["classes"]) for s in sets) / n < 8
     head_seqs = [doc["model"]["head_seq"] for _, doc in predictions]
     assert min(head_seqs) == 0
     # later events were scored by a head that had learned (how much depends on how far the
@@ -55,4 +68,5 @@ def test_events_and_delayed_feedback_become_predictions_drift_and_learning(
     last = reports[-1]
     assert last["labels"]["joined"] + last["labels"]["parked"] >= last["model"]["head_seq"]
     assert last["performance"]["accuracy"] > last["performance"]["source_accuracy"] + 0.1
+    assert last["conformal"]["since_start"]["labels"] <= last["labels"]["joined"]
     assert not read_topic(settings, settings.topics.dead_letter, timeout=3, idle=1)

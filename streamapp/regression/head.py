@@ -1,0 +1,169 @@
+"""A linear regression head that starts from the source head and adapts online.
+
+Two solvers, one step per ``step_size`` labels in label order:
+
+- ``ridge`` (the default): exponentially weighted recursive ridge regression anchored at the
+  source head, ``w = argmin sum_i forget^(t-i) (y_i - x_i w)^2 + prior |w - w_source|^2``:
+  second order, so it follows a drift in a few hundred labels whatever the embedding's
+  conditioning; ``forget`` sets the memory (``1 / (1 - forget)`` labels), ``prior`` how strongly
+  the source head holds with few labels.
+- ``sgd``: normalized gradient steps on a squared or Huber loss (first order, cheaper).
+
+Labels wait in a step buffer (part of the state) until a step is full,
+labels wait in a step buffer (part of the state) until a step is full, so the head after N
+labels is the same however they were batched (a live run and its replay cut batches
+differently), as the classifiers' fine-tuning steps are.
+
+>>> rng = np.random.default_rng(0)
+>>> E = rng.normal(size=(2000, 3))
+>>> y = E @ np.array([1.0, -2.0, 0.5]) + 3.0
+>>> head = LinearRegressionHead(np.zeros(3), 0.0, solver="sgd", lr=0.2, step_size=10)
+>>> for start in range(0, 2000, 100):
+...     head.learn_many(E[start : start + 100], y[start : start + 100])
+>>> head.coef.round(2).tolist(), round(head.intercept, 2), head.n_learned
+([1.0, -2.0, 0.5], 3.0, 2000)
+>>> ridge = LinearRegressionHead(np.zeros(3), 0.0, prior=0.1, step_size=10)
+>>> ridge.learn_many(E[:200], y[:200])
+>>> ridge.coef.round(2).tolist(), round(ridge.intercept, 2)
+([1.0, -2.0, 0.5], 3.0)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = ["LinearRegressionHead", "Loss", "Solver"]
+
+logger = logging.getLogger(__name__)
+
+Loss = Literal["squared", "huber"]
+Solver = Literal["ridge", "sgd"]
+
+
+class LinearRegressionHead:
+    """``value = embedding @ coef + intercept``, learned online.
+
+    Parameters
+    ----------
+    coef, intercept
+        The source head: where learning starts (parameter transfer).
+    solver
+        ``ridge`` or ``sgd`` (see the module docstring).
+    forget, prior
+        The ridge solver's memory and pull towards the source head.
+    loss
+        The sgd solver's loss: ``squared``, or ``huber`` (squared within ``huber_delta`` of
+        the target, linear beyond: one wild label moves the head a bounded step).
+    lr
+        The step size, normalized by the rows' mean squared norm (normalized LMS: stable for
+        ``0 < lr < 2`` whatever the embedding's scale).
+    step_size
+        Labels per gradient step.
+    """
+
+    def __init__(
+        self,
+        coef: np.ndarray,
+        intercept: float,
+        *,
+        solver: Solver = "ridge",
+        forget: float = 0.999,
+        prior: float = 10.0,
+        loss: Loss = "squared",
+        huber_delta: float = 1.0,
+        lr: float = 0.5,
+        step_size: int = 50,
+        l2: float = 0.0,
+    ) -> None:
+        self.source_coef = np.asarray(coef, np.float64).copy()
+        self.source_intercept = float(intercept)
+        self.solver = solver
+        self.forget = forget
+        self.prior = prior
+        self.loss = loss
+        self.huber_delta = huber_delta
+        self.lr = lr
+        self.step_size = step_size
+        self.l2 = l2
+        self._reset()
+
+    def _reset(self) -> None:
+        self.coef = self.source_coef.copy()
+        self.intercept = self.source_intercept
+        self._steps = 0
+        dim = len(self.coef)
+        # the ridge solver's weighted sums over [embedding, 1]: Gram matrix and moments
+        self._gram = np.zeros((dim + 1, dim + 1))
+        self._moment = np.zeros(dim + 1)
+        self._buffer_X = np.empty((0, dim), np.float64)  # labels waiting for a full step
+        self._buffer_y = np.empty(0, np.float64)
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        """Values for the rows of ``X``."""
+        return np.asarray(X, np.float64) @ self.coef + self.intercept
+
+    def source_predict_many(self, X: np.ndarray) -> np.ndarray:
+        """What the frozen source head says."""
+        return np.asarray(X, np.float64) @ self.source_coef + self.source_intercept
+
+    def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
+        """Learn ``y`` (finite numbers) for the rows of ``X``, in order."""
+        X = np.concatenate([self._buffer_X, np.asarray(X, np.float64)])
+        y = np.concatenate([self._buffer_y, np.asarray(y, np.float64)])
+        full = len(y) // self.step_size * self.step_size
+        for start in range(0, full, self.step_size):
+            self._step(X[start : start + self.step_size], y[start : start + self.step_size])
+        self._buffer_X, self._buffer_y = X[full:].copy(), y[full:].copy()
+
+    @property
+    def n_learned(self) -> int:
+        """Labels learned (those waiting for a full step included)."""
+        return self._steps * self.step_size + len(self._buffer_y)
+
+    def _step(self, X: np.ndarray, y: np.ndarray) -> None:
+        self._steps += 1
+        if self.solver == "ridge":
+            self._ridge_step(X, y)
+            return
+        residual = X @ self.coef + self.intercept - y
+        if self.loss == "huber":  # the gradient of the Huber loss: the residual, clipped
+            residual = np.clip(residual, -self.huber_delta, self.huber_delta)
+        n = len(y)
+        rate = self.lr / (1.0 + float(np.einsum("ij,ij->", X, X)) / n)  # 1 +: the intercept
+        self.coef -= rate * (X.T @ residual / n + self.l2 * self.coef)
+        self.intercept -= rate * float(residual.mean())
+
+    def _ridge_step(self, X: np.ndarray, y: np.ndarray) -> None:
+        Xa = np.hstack([X, np.ones((len(y), 1))])
+        decay = self.forget ** len(y)
+        self._gram = decay * self._gram + Xa.T @ Xa
+        self._moment = decay * self._moment + Xa.T @ y
+        source = np.append(self.source_coef, self.source_intercept)
+        w = np.linalg.solve(
+            self._gram + self.prior * np.eye(len(source)), self._moment + self.prior * source
+        )
+        self.coef, self.intercept = np.asarray(w[:-1], np.float64), float(w[-1])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "coef": self.coef.copy(),
+            "intercept": self.intercept,
+            "steps": self._steps,
+            "gram": self._gram.copy(),
+            "moment": self._moment.copy(),
+            "buffer_X": self._buffer_X.copy(),
+            "buffer_y": self._buffer_y.copy(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._reset()
+        self.coef = np.asarray(state["coef"], np.float64).copy()
+        self.intercept = float(state["intercept"])
+        self._steps = int(state["steps"])
+        self._gram = np.asarray(state["gram"], np.float64).copy()
+        self._moment = np.asarray(state["moment"], np.float64).copy()
+        self._buffer_X = np.asarray(state["buffer_X"], np.float64).reshape(-1, len(self.coef))
+        self._buffer_y = np.asarray(state["buffer_y"], np.float64)
