@@ -35,6 +35,7 @@ __all__ = [
     "LearnerSettings",
     "LedgerSettings",
     "ModelSettings",
+    "SchemaRegistrySettings",
     "Settings",
     "TopicNames",
 ]
@@ -387,6 +388,75 @@ class InputSettings(BaseModel):
     )
 
 
+WireFormat = Literal["json", "avro", "protobuf", "json-schema"]
+
+
+class SchemaRegistrySettings(BaseModel):
+    """Topics in the Confluent wire format (magic byte 0, a 4-byte schema id, the payload),
+    their schemas in a Confluent-compatible Schema Registry (see
+    :mod:`streamapp.codec.registry`). The field mapping is stated here once and checked at
+    start against each input topic's latest registered schema."""
+
+    model_config = _FROZEN
+
+    url: str | None = Field(
+        None, description="the registry's Confluent-compatible API, e.g. http://registry:8081"
+    )
+    basic_auth_user_info: str | None = Field(
+        None,
+        repr=False,  # a secret: never printed, logged or shown by /readyz
+        description="user:password for the registry (basic.auth.user.info)",
+    )
+    ca_location: str | None = Field(
+        None, description="the CA bundle that signs the registry's TLS certificate"
+    )
+    features_format: WireFormat = Field(
+        "json", description="how feature events are written: json (streamapp's own) or a "
+        "registry format"
+    )
+    feedback_format: WireFormat = Field("json", description="how labels are written")
+    output_format: Literal["json", "avro"] = Field(
+        "json",
+        description="predictions, drift reports and dead letters: json, or avro (schemas "
+        "registered under the topic-name strategy at start)",
+    )
+    event_id_field: str = Field("event_id", description="the record field holding event_id")
+    ts_field: str = Field("ts", description="the record field holding ts (optional field)")
+    label_field: str = Field("label", description="the feedback record field holding the label")
+    features_field: str | None = Field(
+        None,
+        description="one array field holding all features in the bundle's order; unset: one "
+        "named numeric field per feature",
+    )
+    feature_fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="bundle feature name -> record field, where they differ (named fields)",
+    )
+    outage_limit_s: float = Field(
+        300.0,
+        gt=0,
+        description="a registry unreachable this long stops the worker; shorter outages "
+        "are ridden out holding the input position",
+    )
+
+    @property
+    def client_config(self) -> dict[str, str]:
+        """What ``confluent_kafka.schema_registry.SchemaRegistryClient`` takes."""
+        assert self.url is not None
+        config = {"url": self.url}
+        if self.basic_auth_user_info:
+            config["basic.auth.user.info"] = self.basic_auth_user_info
+        if self.ca_location:
+            config["ssl.ca.location"] = self.ca_location
+        return config
+
+    @property
+    def in_use(self) -> bool:
+        return "json" != self.features_format or "json" != self.feedback_format or (
+            self.output_format != "json"
+        )
+
+
 # Settings that moved into a group (or were renamed) since 0.1: the old names, as keyword
 # arguments, dotted overrides or STREAMAPP_* variables, still work, with a warning.
 RENAMED: dict[str, str] = {
@@ -503,6 +573,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     learner: LearnerSettings = LearnerSettings()
     challenger: ChallengerSettings = ChallengerSettings()
+    schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
     role: Literal["all", "scorer", "learner"] = Field(
         "all",
         description="all: one process; scorer: score, join, publish training examples and "
