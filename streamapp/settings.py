@@ -411,8 +411,8 @@ class SchemaRegistrySettings(BaseModel):
         None, description="the CA bundle that signs the registry's TLS certificate"
     )
     features_format: WireFormat = Field(
-        "json", description="how feature events are written: json (streamapp's own) or a "
-        "registry format"
+        "json",
+        description="how feature events are written: json (streamapp's own) or a registry format",
     )
     feedback_format: WireFormat = Field("json", description="how labels are written")
     output_format: Literal["json", "avro"] = Field(
@@ -452,9 +452,9 @@ class SchemaRegistrySettings(BaseModel):
 
     @property
     def in_use(self) -> bool:
-        return "json" != self.features_format or "json" != self.feedback_format or (
-            self.output_format != "json"
-        )
+        """Whether any topic is read or written in a registry format."""
+        formats = (self.features_format, self.feedback_format, self.output_format)
+        return any(f != "json" for f in formats)
 
 
 # Settings that moved into a group (or were renamed) since 0.1: the old names, as keyword

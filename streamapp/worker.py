@@ -12,6 +12,8 @@ from streamapp.assembly import build_codec, load_served_bundle
 from streamapp.batching import BatchPolicy
 from streamapp.checkpointing.delivery import AtLeastOnce, ExactlyOnce, make_delivery
 from streamapp.codec import one_line
+from streamapp.codec.registry import RegistryHold, RegistryUnavailableError, first_offsets
+from streamapp.codec.wiring import check_mappings
 from streamapp.drift.report import DriftReport
 from streamapp.engine import Engine
 from streamapp.errors import ConsumerFencedError, DeliveryError, FencedError
@@ -96,6 +98,8 @@ class Worker:
         self._probe: BrokerProbe | None = None
         self._watcher: ModelWatcher | None = None
         self._heads: HeadFollower | None = None  # a scorer follows the learner's head
+        # a schema registry that is away: the batch is read again after a backoff
+        self.registry_hold = RegistryHold(settings.schema_registry.outage_limit_s)
 
     @property
     def bundle(self) -> Bundle:
@@ -119,6 +123,7 @@ class Worker:
         validate_timing(s)
         check_access(s)  # one line now, not a retry loop later: login, ACLs
         self._check_copartitioning()
+        check_mappings(self.codec)  # registry formats: the mapping fits, before consuming
         self.delivery.start()  # exactly-once: restores the last snapshot into the engine
         publisher = self._make_publisher()
         self.attach(self._new_consumer(), publisher)
@@ -241,7 +246,13 @@ class Worker:
         if batch:
             began = time.perf_counter()
             publisher = self._publisher_required()
-            decoded = self.codec.decode_batch(batch)  # events, feedback, dead letters
+            try:
+                decoded = self.codec.decode_batch(batch)  # events, feedback, dead letters
+            except RegistryUnavailableError as exc:  # not bad input: read it again later
+                self.registry_hold.held(first_offsets(batch), self._consumer.rewind, exc)
+                return
+            if self.registry_hold.down:
+                self.registry_hold.resumed()
             live = self.delivery.live(batch)  # None, or which inputs a replay publishes
             scored = self.engine.score(decoded)  # one forward pass
             publisher.predictions(scored.predictions, live)  # predictions leave first

@@ -36,6 +36,7 @@ from streamapp.codec.plain import (
     PlainFeedback,
     decode_plain,
 )
+from streamapp.codec.registry import WireReader
 from streamapp.events import (
     DeadLetter,
     FeatureBlock,
@@ -86,6 +87,10 @@ class BatchDecoder(MessageChecks):
     features_topic: str
     feedback_topic: str
     max_abs_value: float
+    # a registry format's reader per input (None: streamapp's JSON), set by
+    # streamapp.codec.registry_setup.use_registry
+    features_wire: WireReader | None = None
+    feedback_wire: WireReader | None = None
 
     def decode_batch(self, messages: Iterable[Message], now: float | None = None) -> DecodedBatch:
         """Split ``messages`` into feature columns, feedback and dead letters.
@@ -131,13 +136,20 @@ class BatchDecoder(MessageChecks):
         msgs = [messages[i] for i in rows]
         X = np.empty((len(msgs), len(self.feature_names)), np.float64)
         absent = np.zeros(X.shape, np.bool_)  # imputed (missing) values, not bad ones
-        try:
-            ids, ts = self._plain_features(msgs, X, now)
-        except Exception:  # a shortcut only: the per-message checks decide every message
-            logger.debug("batch decoding failed; decoding message by message", exc_info=True)
-            ids, ts = [None] * len(msgs), np.full(len(msgs), np.nan)
-        ok = np.ones(len(msgs), np.bool_)
-        undecided = [j for j, event_id in enumerate(ids) if event_id is None] if None in ids else []
+        if self.features_wire is not None:  # a registry format: its rejects are dead letters
+            ids, ts = self._wire_features(self.features_wire, msgs, X, absent, now, batch)
+            ok = np.fromiter((i is not None for i in ids), np.bool_, len(ids))
+            undecided: list[int] = []
+        else:
+            try:
+                ids, ts = self._plain_features(msgs, X, now)
+            except Exception:  # a shortcut only: the per-message checks decide every message
+                logger.debug("batch decoding failed; decoding message by message", exc_info=True)
+                ids, ts = [None] * len(msgs), np.full(len(msgs), np.nan)
+            ok = np.ones(len(msgs), np.bool_)
+            undecided = (
+                [j for j, event_id in enumerate(ids) if event_id is None] if None in ids else []
+            )
         for j in undecided:  # not in the common shape: checked one by one
             decoded = self._or_dead_letter(
                 batch,
@@ -207,6 +219,15 @@ class BatchDecoder(MessageChecks):
     ) -> None:
         """The labels among ``messages`` (at ``rows``) into ``batch.feedback``, or its dead
         letters."""
+        if self.feedback_wire is not None:  # a registry format: its rejects are dead letters
+            wired_docs = self.feedback_wire.read([messages[i].value() for i in rows])
+            for i, wired in zip(rows, wired_docs, strict=True):
+                label = self._or_dead_letter(
+                    batch, messages[i], functools.partial(self._wire_label, wired, messages[i], now)
+                )
+                if label is not None:
+                    batch.feedback.append(label)
+            return
         try:
             docs = decode_plain(
                 FEEDBACK, [messages[i].value() for i in rows], self.max_payload_bytes
@@ -245,6 +266,52 @@ class BatchDecoder(MessageChecks):
         if not doc.ts <= kafka_ts + self.max_future_skew_s:
             return None
         return Feedback(doc.event_id, index, doc.ts, SourcePosition(*position))
+
+    def _wire_features(
+        self,
+        wire: WireReader,
+        msgs: list[Message],
+        X: np.ndarray,
+        absent: np.ndarray,
+        now: float,
+        batch: DecodedBatch,
+    ) -> tuple[list[str | None], np.ndarray]:
+        """``(event ids, event times)`` of feature events in a registry format (the id is
+        ``None`` where the message went to ``batch``'s dead letters); values go to ``X``.
+        Raises :class:`~streamapp.codec.registry.RegistryUnavailableError` untouched."""
+        ids: list[str | None] = [None] * len(msgs)
+        ts = np.full(len(msgs), np.nan)
+        docs = wire.read([m.value() for m in msgs])
+        for j, (msg, wired) in enumerate(zip(msgs, docs, strict=True)):
+            decoded = self._or_dead_letter(
+                batch,
+                msg,
+                functools.partial(self._wire_feature, wired, msg, X[j], absent[j], now),
+            )
+            if decoded is not None:
+                ids[j], ts[j] = decoded
+        return ids, ts
+
+    def _wire_feature(
+        self,
+        wired: dict[str, Any] | RejectError,
+        msg: Message,
+        row: np.ndarray,
+        absent: np.ndarray,
+        now: float,
+    ) -> tuple[str, float]:
+        if isinstance(wired, RejectError):
+            raise wired
+        event_ts = self._event_time(wired, msg, now)
+        self._fill_row(row, self._fill_missing(wired["features"], absent))
+        return wired["event_id"], event_ts
+
+    def _wire_label(
+        self, wired: dict[str, Any] | RejectError, msg: Message, now: float
+    ) -> Feedback:
+        if isinstance(wired, RejectError):
+            raise wired
+        return self._feedback(wired, self._event_time(wired, msg, now), msg)
 
     def _feature_block(
         self,

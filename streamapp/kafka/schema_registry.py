@@ -59,7 +59,9 @@ def build_registry(home: Path = DEFAULT_HOME) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     project = Path(tempfile.mkdtemp(prefix="apicurio-build-", dir=home))
     try:
-        logger.info("building Apicurio Registry %s from Maven Central into %s", APICURIO_VERSION, app)
+        logger.info(
+            "building Apicurio Registry %s from Maven Central into %s", APICURIO_VERSION, app
+        )
         shutil.copy(POM, project / "pom.xml")
         _mvn(mvn, project, "dependency:copy", f"-Dartifact={_APP}", f"-DoutputDirectory={project}")
         with zipfile.ZipFile(project / f"apicurio-registry-app-{APICURIO_VERSION}.jar") as jar:
@@ -96,7 +98,12 @@ class ApicurioRegistry:
     as with any restart of an in-memory registry)."""
 
     def __init__(
-        self, data: Path, *, home: Path = DEFAULT_HOME, heap_mb: int = 256, start_timeout: float = 60
+        self,
+        data: Path,
+        *,
+        home: Path = DEFAULT_HOME,
+        heap_mb: int = 256,
+        start_timeout: float = 60,
     ) -> None:
         self.data = data
         self.home = home
