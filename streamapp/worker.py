@@ -13,7 +13,7 @@ from streamapp.batching import BatchPolicy
 from streamapp.checkpointing.delivery import AtLeastOnce, ExactlyOnce, make_delivery
 from streamapp.codec import one_line
 from streamapp.codec.registry import RegistryHold, RegistryUnavailableError, first_offsets
-from streamapp.codec.wiring import check_mappings
+from streamapp.codec.wiring import check_mappings, close_registry
 from streamapp.drift.report import DriftReport
 from streamapp.engine import Engine
 from streamapp.errors import ConsumerFencedError, DeliveryError, FencedError
@@ -317,6 +317,7 @@ class Worker:
         if self._probe is not None:
             self._probe.close()
         self._probe = None
+        close_registry(self.codec)
         self._consumer = self._server = None
         self._started = False
         logger.info("worker stopped after %d messages", self.messages)

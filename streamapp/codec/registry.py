@@ -121,7 +121,7 @@ class FieldMapping:
 
         >>> m = FieldMapping.of(["a", "b"])
         >>> m.problems({"event_id": ("string", False), "a": ("number", False)}, "features")
-        ["feature field 'b' is missing"]
+        ["feature fields missing: 'b'"]
         >>> m.problems({"event_id": ("string", False), "a": ("number", True),
         ...             "b": ("string", False)}, "features")
         ["feature field 'b' is string, not a number"]
@@ -149,11 +149,13 @@ class FieldMapping:
             elif array[0] != "array":
                 out.append(f"features field {self.array!r} is {array[0]}, not an array of numbers")
             return out
+        missing = [name for name in self.features if name not in fields]
+        if missing:
+            more = f" (+{len(missing) - 5})" if len(missing) > 5 else ""
+            out.append(f"feature fields missing: {', '.join(map(repr, missing[:5]))}{more}")
         for name in self.features:
             field = fields.get(name)
-            if field is None:
-                out.append(f"feature field {name!r} is missing")
-            elif field[0] != "number":
+            if field is not None and field[0] != "number":
                 out.append(f"feature field {name!r} is {field[0]}, not a number")
         return out
 

@@ -16,7 +16,7 @@ from streamapp.codec.registry import FieldMapping, Role, WireReader
 from streamapp.errors import ConfigError
 from streamapp.settings import SchemaRegistrySettings, Settings, WireFormat
 
-__all__ = ["check_mappings", "registry_client", "use_registry"]
+__all__ = ["check_mappings", "close_registry", "registry_client", "use_registry"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,3 +86,10 @@ def check_mappings(codec: BatchDecoder) -> None:
             )
         else:
             logger.info("%s reads %s: the mapping fits %s", topic, reader.format, latest)
+
+
+def close_registry(codec: BatchDecoder) -> None:
+    """Close the registry client of ``codec``'s readers (its HTTP connections)."""
+    clients = {id(r.client): r.client for r in (codec.features_wire, codec.feedback_wire) if r}
+    for client in clients.values():
+        client.close()

@@ -5,7 +5,7 @@ Apicurio Registry, built from Maven Central.
 once (``mvn package -Dquarkus.package.type=fast-jar``) into a cache folder, with the app
 jar's own ``application.properties`` plus the index lines Quarkus needs to find the app's
 beans in a dependency; a ``.complete`` stamp marks a finished build. Each registry is one JVM
-on a free loopback port, H2 in memory, stopped by its own PID; clients speak the Confluent
+on a free loopback port, H2 in a file, stopped by its own PID; clients speak the Confluent
 API at :attr:`ApicurioRegistry.url` (``/apis/ccompat/v7``).
 
 >>> APICURIO_VERSION
@@ -93,9 +93,8 @@ def _mvn(mvn: str, project: Path, *args: str) -> None:
 
 
 class ApicurioRegistry:
-    """One Apicurio Registry JVM on a free loopback port (in-memory storage): ``start``,
-    ``stop`` (by its PID) and ``start`` again on the same port (its schemas are gone then,
-    as with any restart of an in-memory registry)."""
+    """One Apicurio Registry JVM on a free loopback port, H2 storage in ``data``: ``start``,
+    ``stop`` (by its PID) and ``start`` again on the same port and schemas."""
 
     def __init__(
         self,
@@ -141,6 +140,8 @@ class ApicurioRegistry:
                     "-XX:TieredStopAtLevel=1",  # starts in half the time; a test load is light
                     f"-Dquarkus.http.port={self.port}",
                     "-Dquarkus.http.host=127.0.0.1",
+                    # H2 in a file of its own: a restart keeps the schemas and their ids
+                    f"-Dquarkus.datasource.jdbc.url=jdbc:h2:file:{self.data / 'h2' / 'registry'}",
                     "-jar",
                     str(jar),
                 ],
