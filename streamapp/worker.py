@@ -12,7 +12,7 @@ from streamapp.assembly import build_codec, load_served_bundle
 from streamapp.batching import BatchPolicy
 from streamapp.checkpointing.delivery import AtLeastOnce, ExactlyOnce, make_delivery
 from streamapp.codec import one_line
-from streamapp.codec.registry import RegistryHold, RegistryUnavailableError, first_offsets
+from streamapp.codec.registry import RegistryHold, RegistryUnavailableError
 from streamapp.codec.wiring import check_mappings, close_registry
 from streamapp.drift.report import DriftReport
 from streamapp.engine import Engine
@@ -249,7 +249,8 @@ class Worker:
             try:
                 decoded = self.codec.decode_batch(batch)  # events, feedback, dead letters
             except RegistryUnavailableError as exc:  # not bad input: read it again later
-                self.registry_hold.held(first_offsets(batch), self._consumer.rewind, exc)
+                self.registry_hold.held(batch.messages, self._consumer.unread, exc)
+                self.delivery.commit_if_due()  # what was done before the outage commits
                 return
             if self.registry_hold.down:
                 self.registry_hold.resumed()

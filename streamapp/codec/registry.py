@@ -48,7 +48,6 @@ __all__ = [
     "RegistryUnavailableError",
     "Role",
     "WireReader",
-    "first_offsets",
     "record_fields",
     "split_header",
 ]
@@ -394,17 +393,18 @@ def _describe(exc: Exception) -> str:
 
 
 class RegistryHold:
-    """Rides out a registry outage: the batch that needed the registry is read again from
-    its first offsets after a backoff (0.2 s doubling to 5 s); one log line when the outage
+    """Rides out a registry outage: the batch that needed the registry is handed back to
+    the consumer (``unread``: its position held, nothing dead-lettered, nothing published)
+    and tried again after a backoff (0.2 s doubling to 5 s); one log line when the outage
     begins and one when it ends; past ``limit_s`` the worker stops with one line.
 
-    >>> now = [0.0]; rewound = []
+    >>> now = [0.0]; unread = []
     >>> hold = RegistryHold(60.0, clock=lambda: now[0], sleep=lambda s: None)
-    >>> hold.held({("f", 0): 5}, rewound.append, RegistryUnavailableError("down"))
-    >>> hold.down, hold.outages, rewound
-    (True, 1, [{('f', 0): 5}])
-    >>> now[0] = 3.0; hold.resumed(); hold.down, hold.down_s
-    (False, 0.0)
+    >>> hold.held(["m1", "m2"], unread.extend, RegistryUnavailableError("down"))
+    >>> hold.down, hold.outages, unread
+    (True, 1, ['m1', 'm2'])
+    >>> now[0] = 3.0; hold.resumed(); hold.down, hold.down_s, hold.down_total_s
+    (False, 0.0, 3.0)
     """
 
     def __init__(
@@ -419,8 +419,9 @@ class RegistryHold:
         self._sleep = sleep
         self._since: float | None = None
         self._backoff = 0.2
-        self.outages = 0
-        self.holds = 0
+        self.outages = 0  # for the metrics: how many began
+        self.holds = 0  # how many batches were handed back
+        self.down_total_s = 0.0  # seconds without a registry, outages that ended
 
     @property
     def down(self) -> bool:
@@ -432,12 +433,12 @@ class RegistryHold:
 
     def held(
         self,
-        first_offsets: dict[tuple[str, int], int],
-        rewind: Callable[[dict[tuple[str, int], int]], None],
+        messages: Sequence[Any],
+        unread: Callable[[Sequence[Any]], None],
         exc: RegistryUnavailableError,
     ) -> None:
-        """The batch starting at ``first_offsets`` could not be decoded: rewind to it and
-        wait before the next try."""
+        """``messages`` could not be decoded for want of the registry: hand them back with
+        ``unread`` and wait before the next try."""
         now = self._clock()
         if self._since is None:
             self._since = now
@@ -450,32 +451,14 @@ class RegistryHold:
                 f"(schema_registry.outage_limit_s={self.limit_s:g}): {exc}"
             )
         self.holds += 1
-        rewind(first_offsets)
+        unread(messages)
         self._sleep(self._backoff)
         self._backoff = min(self._backoff * 2, 5.0)
 
     def resumed(self) -> None:
         """A batch decoded: an outage, if any, is over."""
         if self._since is not None:
-            logger.warning("schema registry reachable again after %.1f s", self.down_s)
+            down = self.down_s
+            self.down_total_s += down
+            logger.warning("schema registry reachable again after %.1f s", down)
             self._since = None
-
-
-def first_offsets(messages: Iterable[Any]) -> dict[tuple[str, int], int]:
-    """Each partition's first offset among ``messages``: where a held batch is read again.
-
-    >>> class M:
-    ...     def __init__(self, o): self.o = o
-    ...     def topic(self): return "f"
-    ...     def partition(self): return 0
-    ...     def offset(self): return self.o
-    >>> first_offsets([M(7), M(5), M(6)])
-    {('f', 0): 5}
-    """
-    first: dict[tuple[str, int], int] = {}
-    for msg in messages:
-        key = (msg.topic(), msg.partition())
-        offset = msg.offset()
-        if key not in first or offset < first[key]:
-            first[key] = offset
-    return first

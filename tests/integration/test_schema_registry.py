@@ -257,3 +257,58 @@ def test_json_schema_input_is_predicted(
         worker.run(count=len(events), timeout=60)
     predictions = read_topic(settings, settings.topics.predictions, expected=len(events))
     assert sorted(d["event_id"] for _, d in predictions) == sorted(e["event_id"] for e in events)
+
+
+def test_a_registry_outage_is_held_not_dead_lettered_and_exactly_once_holds(
+    make_settings: Callable[..., Settings],
+    schema_registry: ApicurioRegistry,
+    client: SchemaRegistryClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "s3cret-registry-password"
+    settings = registry_settings(
+        make_settings,
+        schema_registry,
+        **{
+            "schema_registry.feedback_format": "json",
+            "schema_registry.basic_auth_user_info": f"streamapp:{secret}",
+            "delivery.processing_guarantee": "exactly-once",
+        },
+    )
+    events = [r for r in scenario_records(240) if r[0] == "features"]
+    first, second = events[: len(events) // 2], events[len(events) // 2 :]
+    produce_avro(settings, client, first)
+    # the producer moves to a new version while the registry is up; the worker has not
+    # seen its id when the registry goes away, so it must ask and cannot
+    evolved = AvroSerializer(client, event_schema(reverse=True))
+    topic = settings.topics.features
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    later = [(topic, key.encode(), evolved(record, ctx)) for _, key, record in second]
+
+    with Worker(settings) as worker:
+        worker.run(count=len(first), timeout=60)
+        schema_registry.stop()
+        try:
+            produce_raw(settings, later)
+            worker.run(timeout=2.5)
+            hold = worker.registry_hold
+            assert hold.down and hold.outages == 1 and hold.holds >= 2
+            assert worker.pipeline.stats.events_scored == len(first)  # held, not scored
+            assert not worker.pipeline.stats.dead_letters  # nothing valid dead-lettered
+        finally:
+            schema_registry.start()
+        worker.run(count=len(second), timeout=60)
+        assert not worker.registry_hold.down
+        metrics = worker.metrics.render().decode()
+        ready = str(worker.readiness())
+
+    predictions = read_topic(settings, settings.topics.predictions, expected=len(events))
+    ids = Counter(doc["event_id"] for _, doc in predictions)
+    assert set(ids) == {record["event_id"] for _, _, record in events}  # 0 lost
+    assert max(ids.values()) == 1  # 0 duplicated
+    assert read_topic(settings, settings.topics.dead_letter, timeout=2, idle=1) == []
+    assert "streamapp_schema_registry_outages_total 1.0" in metrics
+    logged = caplog.text
+    assert logged.count("schema registry unreachable") == 1  # one line per state change
+    assert logged.count("schema registry reachable again") == 1
+    assert secret not in logged and secret not in metrics and secret not in ready
