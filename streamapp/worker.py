@@ -12,6 +12,7 @@ from streamapp.assembly import build_codec, load_served_bundle
 from streamapp.batching import BatchPolicy
 from streamapp.checkpointing.delivery import AtLeastOnce, ExactlyOnce, make_delivery
 from streamapp.codec import one_line
+from streamapp.codec.avro_out import AvroOutputs, avro_outputs
 from streamapp.codec.registry import RegistryHold, RegistryUnavailableError
 from streamapp.codec.wiring import check_mappings, close_registry
 from streamapp.drift.report import DriftReport
@@ -100,6 +101,7 @@ class Worker:
         self._heads: HeadFollower | None = None  # a scorer follows the learner's head
         # a schema registry that is away: the batch is read again after a backoff
         self.registry_hold = RegistryHold(settings.schema_registry.outage_limit_s)
+        self._avro_outputs: AvroOutputs | None = None
 
     @property
     def bundle(self) -> Bundle:
@@ -124,6 +126,7 @@ class Worker:
         check_access(s)  # one line now, not a retry loop later: login, ACLs
         self._check_copartitioning()
         check_mappings(self.codec)  # registry formats: the mapping fits, before consuming
+        self._avro_outputs = avro_outputs(s)  # Avro outputs: their schemas registered
         self.delivery.start()  # exactly-once: restores the last snapshot into the engine
         publisher = self._make_publisher()
         self.attach(self._new_consumer(), publisher)
@@ -350,8 +353,9 @@ class Worker:
         return not assigned or self.delivery.recovery_required or self.delivery.replaying
 
     def _make_publisher(self) -> Publisher:
+        avro = self._avro_outputs
         return Publisher(
-            self.delivery,
+            self.delivery if avro is None else avro.sink(self.delivery),
             self.codec,
             self.settings.topics,
             self.bundle.name,
