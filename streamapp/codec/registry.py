@@ -222,10 +222,10 @@ def record_fields(schema_type: str, schema_str: str) -> dict[str, FieldKind]:
 def _avro_kind(t: Any) -> FieldKind:
     if isinstance(t, list):
         kinds = {_avro_kind(b)[0] for b in t if b != "null"}
-        kind = kinds.pop() if len(kinds) == 1 else "other"
-        if kinds and kinds | {kind} <= {"string", "number"}:
-            kind = "label"  # a string or a number: a class, as feedback may carry one
-        return kind, "null" in t
+        if len(kinds) == 1:
+            return kinds.pop(), "null" in t
+        # a string or a number: a class, as feedback may carry one
+        return ("label" if kinds == {"string", "number"} else "other"), "null" in t
     if isinstance(t, dict):
         logical = t.get("logicalType", "")
         if logical.startswith(("timestamp-", "local-timestamp-")):

@@ -1,0 +1,101 @@
+"""WireReader: Confluent wire-format values into the per-message checks' documents, with a
+reason for every value it cannot read; a registry that cannot answer raises, never rejects."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import fastavro
+import httpx2
+import pytest
+from confluent_kafka.schema_registry import Schema
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from streamapp.codec.checks import RejectError
+from streamapp.codec.registry import FieldMapping, RegistryUnavailableError, WireReader
+
+EVENT = {
+    "type": "record",
+    "name": "E",
+    "fields": [
+        {"name": "event_id", "type": "string"},
+        {"name": "a", "type": "double"},
+        {"name": "b", "type": ["null", "float"], "default": None},
+    ],
+}
+
+
+class Registry:
+    """A stand-in registry client: schemas by id, a switch to make it unreachable, and a
+    count of lookups (the reader must cache by id)."""
+
+    def __init__(self, schemas: dict[int, dict[str, Any]]) -> None:
+        self.schemas = schemas
+        self.up = True
+        self.lookups = 0
+
+    def get_schema(self, schema_id: int) -> Schema:
+        self.lookups += 1
+        if not self.up:
+            raise httpx2.ConnectError("Connection refused")
+        if schema_id not in self.schemas:
+            raise SchemaRegistryError(404, 40403, "not found")
+        return Schema(json.dumps(self.schemas[schema_id]), "AVRO")
+
+
+def wire(schema_id: int, schema: dict[str, Any], record: dict[str, Any]) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), record)
+    return b"\x00" + schema_id.to_bytes(4, "big") + out.getvalue()
+
+
+def reader(registry: Registry) -> WireReader:
+    return WireReader(registry, "avro", FieldMapping.of(["a", "b"]), "features")
+
+
+def test_records_become_documents_and_schemas_are_fetched_once_per_id() -> None:
+    registry = Registry({1: EVENT})
+    values = [wire(1, EVENT, {"event_id": f"e{i}", "a": float(i), "b": None}) for i in range(50)]
+    docs = reader(registry).read(values)
+    assert docs[3] == {"event_id": "e3", "features": [3.0, None]}
+    assert registry.lookups == 1
+
+
+def test_an_evolved_schema_maps_by_field_name_not_position() -> None:
+    evolved = {**EVENT, "fields": [*reversed(EVENT["fields"]), {"name": "c", "type": "string"}]}
+    registry = Registry({1: EVENT, 2: evolved})
+    value = wire(2, evolved, {"event_id": "e", "a": 1.5, "b": 2.5, "c": "x"})
+    assert reader(registry).read([value]) == [{"event_id": "e", "features": [1.5, 2.5]}]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b'{"event_id": "x"}', "wire_format"),
+        (b"\x00\x00", "wire_format"),
+        (None, "decode"),
+        (b"\x00\x00\x00\x00\x09" + b"\x02e", "unknown_schema"),
+        (b"\x00\x00\x00\x00\x01\x02e", "decode"),
+        (b"\x00\x00\x00\x00\x03\x02e", "schema_mapping"),
+        (b"\x00" + b"\x00" * 300_000, "oversized"),
+    ],
+)
+def test_bad_wire_bytes_are_rejected_with_their_reason(value: bytes | None, reason: str) -> None:
+    odd = {"type": "record", "name": "O", "fields": [{"name": "event_id", "type": "long"}]}
+    [out] = reader(Registry({1: EVENT, 3: odd})).read([value])
+    assert isinstance(out, RejectError) and out.reason == reason
+
+
+def test_an_unreachable_registry_raises_instead_of_rejecting_and_then_recovers() -> None:
+    registry = Registry({1: EVENT})
+    wire_reader = reader(registry)
+    value = wire(1, EVENT, {"event_id": "e", "a": 1.0, "b": 2.0})
+    registry.up = False
+    with pytest.raises(RegistryUnavailableError, match="ConnectError"):
+        wire_reader.read([value])
+    registry.up = True
+    assert wire_reader.read([value]) == [{"event_id": "e", "features": [1.0, 2.0]}]
+    registry.up = False  # a known id needs no registry
+    assert wire_reader.read([value]) == [{"event_id": "e", "features": [1.0, 2.0]}]
