@@ -1,5 +1,5 @@
 """Input topics in the Confluent wire format: magic byte 0, a 4-byte big-endian schema id,
-then an Avro, JSON Schema or Protobuf payload, its schema in a Schema Registry.
+then an Avro or JSON Schema payload, its schema in a Schema Registry.
 
 A :class:`WireReader` turns one topic's values into the documents the per-message checks
 read (``event_id``, ``ts`` and ``features`` or ``label``) by a :class:`FieldMapping` the user
@@ -55,7 +55,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Role = Literal["features", "feedback"]
-Format = Literal["json", "avro", "json-schema", "protobuf"]
+Format = Literal["json", "avro", "json-schema"]
 
 # a field's kind, as the mapping needs it: "number", "array" (of numbers), "string",
 # "label" (an enum), "timestamp" (a logical type), "other"; nullable when null is allowed
@@ -278,7 +278,7 @@ class WireReader:
         max_payload_bytes: int = 262_144,
     ) -> None:
         if fmt not in ("avro", "json-schema"):
-            raise ConfigError(f"input format {fmt!r} is not supported yet (avro, json-schema)")
+            raise ConfigError(f"input format {fmt!r} is not a registry format (avro, json-schema)")
         self.client = client
         self.format = fmt
         self.mapping = mapping
