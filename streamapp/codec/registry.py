@@ -241,6 +241,10 @@ def _avro_kind(t: Any) -> FieldKind:
 
 
 def _json_kind(spec: Any) -> FieldKind:
+    branches = spec.get("oneOf") or spec.get("anyOf") if isinstance(spec, dict) else None
+    if branches:  # e.g. streamapp's own feature event: a list, or an object by name
+        kinds = [_json_kind(b) for b in branches]
+        return ("array" if any(k == "array" for k, _ in kinds) else "other"), False
     types = spec.get("type") if isinstance(spec, dict) else None
     types = [types] if isinstance(types, str) else list(types or [])
     nullable = "null" in types
@@ -251,7 +255,9 @@ def _json_kind(spec: Any) -> FieldKind:
         return "string", nullable
     if types == ["array"] and _json_kind(spec.get("items", {}))[0] == "number":
         return "array", nullable
-    if isinstance(spec, dict) and "enum" in spec:
+    if (isinstance(spec, dict) and "enum" in spec) or (
+        len(types) > 1 and set(types) <= {"string", "integer", "number"}
+    ):
         return "label", nullable
     return "other", nullable
 

@@ -28,6 +28,11 @@ def registry_client(registry: SchemaRegistrySettings) -> Any:
         raise ConfigError("a registry format needs schema_registry.url")
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
+    # its INFO lines carry every request's URL: only trouble is worth a line (and no URL
+    # should reach the logs with a user:password in it)
+    for name in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
     return SchemaRegistryClient(
         {**registry.client_config, "max.retries": 1, "retries.wait.ms": 100, "timeout": 5}
     )

@@ -20,6 +20,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from streamapp.cli import main
 from streamapp.errors import ConfigError
 from streamapp.kafka.schema_registry import ApicurioRegistry
 from streamapp.scenarios import get_scenario, stream
@@ -354,3 +355,34 @@ def test_a_registry_outage_is_held_not_dead_lettered_and_exactly_once_holds(
     assert logged.count("schema registry unreachable") == 1  # one line per state change
     assert logged.count("schema registry reachable again") == 1
     assert secret not in logged and secret not in metrics and secret not in ready
+
+
+@pytest.mark.parametrize("fmt", ["avro", "json-schema"])
+def test_streamapp_produce_speaks_the_registry_formats(
+    make_settings: Callable[..., Settings],
+    schema_registry: ApicurioRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    fmt: str,
+) -> None:
+    settings = registry_settings(
+        make_settings,
+        schema_registry,
+        **{
+            "schema_registry.features_format": fmt,
+            "schema_registry.feedback_format": fmt,
+            "schema_registry.features_field": "features",
+        },
+    )
+    monkeypatch.setenv("STREAMAPP_TOPICS__FEATURES", settings.topics.features)
+    monkeypatch.setenv("STREAMAPP_TOPICS__FEEDBACK", settings.topics.feedback)
+    args = ["produce", "-b", str(settings.kafka.bootstrap_servers), "--events", "60"]
+    assert main([*args, "--format", fmt, "--registry", schema_registry.url]) == 0
+
+    with Worker(settings) as worker:
+        worker.run(count=120, timeout=60)
+        stats = worker.pipeline.stats
+    assert (stats.events_scored, stats.feedback_received, sum(stats.dead_letters.values())) == (
+        60,
+        60,
+        0,
+    )
