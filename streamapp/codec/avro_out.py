@@ -16,7 +16,6 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import fastavro
 import orjson
 
 from streamapp.codec.registry import RegistryUnavailableError
@@ -40,6 +39,8 @@ class _Sink(Protocol):
 
 
 def _encoder(schema_id: int, schema: dict[str, Any]) -> Callable[[bytes], bytes]:
+    import fastavro  # the registry extra: only a worker that writes Avro needs it
+
     parsed = fastavro.parse_schema(schema)
     header = b"\x00" + schema_id.to_bytes(4, "big")
     write = fastavro.schemaless_writer

@@ -34,7 +34,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import fastavro
 import orjson
 
 from streamapp.codec.checks import NUMBER_TYPES, RejectError, is_event_id
@@ -379,6 +378,8 @@ class WireReader:
 def _decoder(schema_type: str, schema_str: str) -> Callable[[bytes], Any]:
     if schema_type == "JSON":
         return orjson.loads
+    import fastavro  # the registry extra: only a worker that reads Avro needs it
+
     parsed = fastavro.parse_schema(json.loads(schema_str))
     reader = fastavro.schemaless_reader
 
