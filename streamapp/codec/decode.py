@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import numpy as np
 from msgspec import UNSET
 
 from streamapp.codec.checks import (
+    NUMBER_TYPES,
     Message,
     MessageChecks,
     RejectError,
@@ -222,6 +224,13 @@ class BatchDecoder(MessageChecks):
         if self.feedback_wire is not None:  # a registry format: its rejects are dead letters
             wired_docs = self.feedback_wire.read([messages[i].value() for i in rows])
             for i, wired in zip(rows, wired_docs, strict=True):
+                try:  # the common shape first, as for JSON (_plain_feedback)
+                    label = self._plain_wired_label(wired, messages[i], now, positions[i])
+                except Exception:
+                    label = None
+                if label is not None:
+                    batch.feedback.append(label)
+                    continue
                 label = self._or_dead_letter(
                     batch, messages[i], functools.partial(self._wire_label, wired, messages[i], now)
                 )
@@ -282,7 +291,14 @@ class BatchDecoder(MessageChecks):
         ids: list[str | None] = [None] * len(msgs)
         ts = np.full(len(msgs), np.nan)
         docs = wire.read([m.value() for m in msgs])
+        try:
+            taken = self._wire_batch(docs, msgs, X, ts, ids, now)
+        except Exception:  # a shortcut only: the per-message checks decide every message
+            logger.debug("batch decoding failed; decoding message by message", exc_info=True)
+            taken = set()
         for j, (msg, wired) in enumerate(zip(msgs, docs, strict=True)):
+            if j in taken:
+                continue
             decoded = self._or_dead_letter(
                 batch,
                 msg,
@@ -291,6 +307,54 @@ class BatchDecoder(MessageChecks):
             if decoded is not None:
                 ids[j], ts[j] = decoded
         return ids, ts
+
+    def _wire_batch(
+        self,
+        docs: list[dict[str, Any] | RejectError],
+        msgs: list[Message],
+        X: np.ndarray,
+        ts: np.ndarray,
+        ids: list[str | None],
+        now: float,
+    ) -> set[int]:
+        """The documents in the common shape (the model's number of features, none
+        missing, a ``ts`` that is a non-negative number or absent and not too far ahead)
+        decoded together into ``X``, ``ts`` and ``ids``; returns their positions. The
+        others are left to the per-message checks (a test holds both to the same answers)."""
+        width = len(self.feature_names)
+        index: list[int] = []
+        rows: list[list[Any]] = []
+        stamps: list[float] = []
+        nan = math.nan
+        for j, doc in enumerate(docs):
+            if type(doc) is not dict:
+                continue
+            features = doc["features"]
+            stamp = doc.get("ts", nan)
+            if (
+                len(features) == width
+                and None not in features
+                and (stamp is nan or (type(stamp) in NUMBER_TYPES and stamp >= 0))
+            ):
+                index.append(j)
+                rows.append(features)
+                stamps.append(stamp)
+        if not index:
+            return set()
+        at = np.asarray(index)
+        values = np.array(rows, np.float64).reshape(len(rows), width)
+        event_ts = np.array(stamps, np.float64)
+        kafka_ts = kafka_times(msgs, now)[at]
+        event_ts = np.where(np.isnan(event_ts), kafka_ts, event_ts)  # no ts: the Kafka one
+        good = np.isfinite(event_ts) & (event_ts <= kafka_ts + self.max_future_skew_s)
+        if not good.all():
+            at, values, event_ts = at[good], values[good], event_ts[good]
+        X[at] = values
+        ts[at] = event_ts
+        taken = at.tolist()
+        for j in taken:
+            ids[j] = docs[j]["event_id"]
+        return set(taken)
 
     def _wire_feature(
         self,
@@ -305,6 +369,28 @@ class BatchDecoder(MessageChecks):
         event_ts = self._event_time(wired, msg, now)
         self._fill_row(row, self._fill_missing(wired["features"], absent))
         return wired["event_id"], event_ts
+
+    def _plain_wired_label(
+        self,
+        wired: dict[str, Any] | RejectError,
+        msg: Message,
+        now: float,
+        position: tuple[str, int, int],
+    ) -> Feedback | None:
+        """A label document in the common shape (a known label, a ``ts`` that is a
+        non-negative number not too far ahead, or none), else ``None`` for the checks."""
+        if type(wired) is not dict:
+            return None
+        index = self._label_index.get(str(wired["label"]))
+        if index is None:
+            return None
+        kafka_ts = kafka_time(msg, now)
+        stamp = wired.get("ts")
+        if stamp is None:
+            return Feedback(wired["event_id"], index, kafka_ts, SourcePosition(*position))
+        if type(stamp) not in NUMBER_TYPES or not 0 <= stamp <= kafka_ts + self.max_future_skew_s:
+            return None
+        return Feedback(wired["event_id"], index, stamp, SourcePosition(*position))
 
     def _wire_label(
         self, wired: dict[str, Any] | RejectError, msg: Message, now: float

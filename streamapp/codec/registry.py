@@ -29,6 +29,7 @@ import datetime
 import io
 import json
 import logging
+import operator
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from typing import Any, Literal
 
 import orjson
 
+from streamapp.codec.avro_flat import flat_reader
 from streamapp.codec.checks import NUMBER_TYPES, RejectError, is_event_id
 from streamapp.codec.dead_letters import one_line
 from streamapp.errors import ConfigError, StreamappError
@@ -193,6 +195,62 @@ class FieldMapping:
             raise RejectError(Reason.SCHEMA, f"a feature is {type(bad).__name__}, not a number")
         return doc
 
+    def positional(self, names: Sequence[str], role: Role) -> Callable[[list[Any]], dict[str, Any]]:
+        """:meth:`document` for records read as value lists in the order of ``names`` (a
+        schema the mapping was checked against: its feature fields hold numbers or null).
+
+        >>> place = FieldMapping.of(["a", "b"]).positional(["b", "event_id", "a", "ts"],
+        ...                                                "features")
+        >>> place([2.0, "e", 1.0, None])
+        {'event_id': 'e', 'features': [1.0, 2.0]}
+        """
+        at = {name: i for i, name in enumerate(names)}
+        event_id, ts = at[self.event_id], at.get(self.ts)
+        if role == "feedback":
+            label = at[self.label]
+
+            def feedback(values: list[Any]) -> dict[str, Any]:
+                doc = {"event_id": _event_id(values[event_id], self.event_id)}
+                doc["label"] = values[label]
+                if ts is not None and values[ts] is not None:
+                    doc["ts"] = values[ts]
+                return doc
+
+            return feedback
+        if self.array is not None:
+            array = at[self.array]
+
+            def pick(values: list[Any]) -> list[Any]:
+                return list(values[array])
+
+        else:
+            index = [at[name] for name in self.features]
+            start = index[0]
+            if index == list(range(start, start + len(index))):  # in order, side by side
+
+                def pick(values: list[Any]) -> list[Any]:
+                    return values[start : start + len(index)]
+
+            else:
+                getter = operator.itemgetter(*index, *index[:1])  # always a tuple
+
+                def pick(values: list[Any]) -> list[Any]:
+                    return list(getter(values))[:-1]
+
+        def features(values: list[Any]) -> dict[str, Any]:
+            doc = {"event_id": _event_id(values[event_id], self.event_id), "features": pick(values)}
+            if ts is not None and values[ts] is not None:
+                doc["ts"] = values[ts]
+            return doc
+
+        return features
+
+
+def _event_id(value: Any, field: str) -> str:
+    if not is_event_id(value):
+        raise RejectError(Reason.SCHEMA, f"{field} {one_line(repr(value), 60)} is not 1-256 chars")
+    return value
+
 
 _VALUE_TYPES = NUMBER_TYPES | {type(None)}
 
@@ -263,9 +321,11 @@ def _json_kind(spec: Any) -> FieldKind:
 
 @dataclass(frozen=True)
 class _Writer:
-    """One registered schema as this reader uses it: how to decode, or why it cannot map."""
+    """One registered schema as this reader uses it: how to read a payload into the checks'
+    document (raising :class:`RejectError` for a record that is not one, anything else for
+    a payload that does not decode), or why it cannot map."""
 
-    decode: Callable[[bytes], Any] | None
+    read: Callable[[bytes], dict[str, Any]] | None
     unmappable: str | None = None
 
 
@@ -319,8 +379,6 @@ class WireReader:
         when a schema id is new and the registry cannot answer."""
         out: list[dict[str, Any] | RejectError] = []
         writers = self._writers
-        document = self.mapping.document
-        role = self.role
         for value in values:
             try:
                 if value is not None and len(value) > self.max_payload_bytes:
@@ -330,20 +388,41 @@ class WireReader:
                     )
                 schema_id, payload = split_header(value)
                 writer = writers.get(schema_id) or self._writer(schema_id)
-                if writer.decode is None:
+                if writer.read is None:
                     raise RejectError(Reason.SCHEMA_MAPPING, writer.unmappable or "")
                 try:
-                    record = writer.decode(payload)
+                    out.append(writer.read(payload))
+                except RejectError:
+                    raise
                 except Exception as exc:
                     raise RejectError(
                         Reason.DECODE,
                         f"{self.format} payload does not decode with schema id {schema_id}: "
                         f"{type(exc).__name__}: {exc}",
                     ) from None
-                out.append(document(record, role))
             except RejectError as reject:
                 out.append(reject)
         return out
+
+    def _reader(self, schema_type: str, schema_str: str) -> Callable[[bytes], dict[str, Any]]:
+        """Payload -> document for one writer schema: a flat Avro record through
+        :func:`~streamapp.codec.avro_flat.flat_reader` and positions fixed once, anything
+        else through orjson or fastavro and :meth:`FieldMapping.document`."""
+        document, role = self.mapping.document, self.role
+        if schema_type == "JSON":
+            loads = orjson.loads
+            return lambda payload: document(loads(payload), role)
+        schema = json.loads(schema_str)
+        flat = flat_reader(schema)
+        if flat is not None:
+            names = [field["name"] for field in schema["fields"]]
+            place = self.mapping.positional(names, role)
+            return lambda payload: place(flat(payload))
+        import fastavro  # the registry extra: only a worker that reads Avro needs it
+
+        parsed = fastavro.parse_schema(schema)
+        reader = fastavro.schemaless_reader
+        return lambda payload: document(reader(io.BytesIO(payload), parsed, None), role)
 
     def _writer(self, schema_id: int) -> _Writer:
         """The writer schema ``schema_id``, fetched (an unknown id is rejected, not kept:
@@ -367,26 +446,12 @@ class WireReader:
             if problems:
                 writer = _Writer(None, f"schema id {schema_id}: {'; '.join(problems)}")
             else:
-                writer = _Writer(_decoder(schema_type, schema.schema_str))
+                writer = _Writer(self._reader(schema_type, schema.schema_str))
         logger.info(
             "schema id %d (%s) %s", schema_id, schema_type, writer.unmappable or "maps: reading it"
         )
         self._writers[schema_id] = writer
         return writer
-
-
-def _decoder(schema_type: str, schema_str: str) -> Callable[[bytes], Any]:
-    if schema_type == "JSON":
-        return orjson.loads
-    import fastavro  # the registry extra: only a worker that reads Avro needs it
-
-    parsed = fastavro.parse_schema(json.loads(schema_str))
-    reader = fastavro.schemaless_reader
-
-    def decode(payload: bytes) -> Any:
-        return reader(io.BytesIO(payload), parsed, None)
-
-    return decode
 
 
 def _status(exc: Exception) -> int | None:

@@ -99,3 +99,55 @@ def test_an_unreachable_registry_raises_instead_of_rejecting_and_then_recovers()
     assert wire_reader.read([value]) == [{"event_id": "e", "features": [1.0, 2.0]}]
     registry.up = False  # a known id needs no registry
     assert wire_reader.read([value]) == [{"event_id": "e", "features": [1.0, 2.0]}]
+
+
+def test_the_batch_shortcut_and_the_per_message_checks_agree(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamapp.codec import Codec
+    from tests.fakes import DEFAULT_TIMESTAMP_MS, FakeMessage
+
+    now_s = DEFAULT_TIMESTAMP_MS / 1000
+    records = [
+        {"event_id": "ok", "a": 1.0, "b": 2.0},
+        {"event_id": "ts", "a": 1.0, "b": 2.0, "ts": now_s - 5},
+        {"event_id": "future", "a": 1.0, "b": 2.0, "ts": now_s + 3600},
+        {"event_id": "negative", "a": 1.0, "b": 2.0, "ts": -1.0},
+        {"event_id": "missing", "a": 1.0, "b": None},
+        {"event_id": "nan", "a": float("nan"), "b": 2.0},
+        {"event_id": "huge", "a": 1e300, "b": 2.0},
+        {"event_id": "", "a": 1.0, "b": 2.0},
+    ]
+    schema = {
+        **EVENT,
+        "fields": [*EVENT["fields"], {"name": "ts", "type": ["null", "double"], "default": None}],
+    }
+    msgs = [
+        FakeMessage("features", 0, i, value=wire(1, schema, {"ts": None, **r}))
+        for i, r in enumerate(records)
+    ]
+
+    def decode() -> tuple[Any, ...]:
+        codec = Codec(["a", "b"], ["x", "y"])
+        codec.features_wire = reader(Registry({1: schema}))
+        batch = codec.decode_batch(msgs)
+        features = batch.features
+        return (
+            list(features.ids),
+            features.X.tolist(),
+            features.ts.tolist(),
+            [(d.source.offset, d.reason.value) for d in batch.dead_letters],
+        )
+
+    shortcut = decode()
+    monkeypatch.setattr(Codec, "_wire_batch", lambda *args: set())
+    assert decode() == shortcut
+    assert shortcut[0] == ["ok", "ts"]
+    assert sorted(shortcut[3]) == [
+        (2, "ts_out_of_range"),
+        (3, "ts_out_of_range"),
+        (4, "missing"),
+        (5, "non_finite"),
+        (6, "value_range"),
+        (7, "schema"),
+    ]
