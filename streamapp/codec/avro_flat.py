@@ -34,19 +34,44 @@ _FIXED = {"double": ("d", 8), "float": ("f", 4)}
 _VARINT = {"int", "long"}
 
 # a step: (kind, arg); kinds below
-_RUN, _LONG, _STRING, _BYTES, _BOOL, _NULL, _ENUM, _UNION, _ARRAY = range(9)
+_RUN, _LONG, _STRING, _BYTES, _BOOL, _NULL, _ENUM, _UNION, _ARRAY, _RAW = range(10)
 
 Step = tuple[int, Any]
 
 
-def flat_reader(schema: Any) -> Callable[[bytes], list[Any]] | None:
+def flat_reader(
+    schema: Any, raw: tuple[int, int] | None = None
+) -> Callable[[bytes], list[Any]] | None:
     """A reader of ``schema``'s records into a list of field values, or ``None`` when the
-    schema is not a flat record of primitives (fastavro reads it then)."""
+    schema is not a flat record of primitives (fastavro reads it then).
+
+    ``raw=(first, count)``: those fields, all ``double``, come as one value, their bytes
+    (little-endian float64s, for ``numpy.frombuffer`` on a whole batch), not ``count``
+    floats; the values after them move up by ``count - 1``.
+
+    >>> read = flat_reader({"type": "record", "name": "R", "fields": [
+    ...     {"name": "id", "type": "string"}, {"name": "a", "type": "double"},
+    ...     {"name": "b", "type": "double"}]}, raw=(1, 2))
+    >>> read(b"\x02x" + struct.pack("<dd", 1.0, 2.0)) == ["x", struct.pack("<dd", 1.0, 2.0)]
+    True
+    """
     if not isinstance(schema, dict) or schema.get("type") != "record":
         return None
+    fields = schema.get("fields", [])
+    if raw is not None:
+        first, count = raw
+        if count < 1 or any(f.get("type") != "double" for f in fields[first : first + count]):
+            return None
     steps: list[Step] = []
     run = ""
-    for field in schema.get("fields", []):
+    for i, field in enumerate(fields):
+        if raw is not None and raw[0] <= i < raw[0] + raw[1]:
+            if i == raw[0]:
+                if run:
+                    steps.append(_run(run))
+                    run = ""
+                steps.append((_RAW, 8 * raw[1]))
+            continue
         t = field.get("type")
         fixed = _FIXED.get(t) if isinstance(t, str) else None
         if fixed is not None:
@@ -136,6 +161,17 @@ def _reader(step: Step) -> Reader:
             return int(pos + size)
 
         return run
+    if kind == _RAW:
+        width = arg
+
+        def raw(buf: bytes, pos: int, out: list[Any]) -> int:
+            end = pos + width
+            if end > len(buf):
+                raise ValueError("the features run past the end of the payload")
+            out.append(buf[pos:end])
+            return end
+
+        return raw
     if kind == _LONG:
 
         def long_(buf: bytes, pos: int, out: list[Any]) -> int:

@@ -323,18 +323,17 @@ class BatchDecoder(MessageChecks):
         others are left to the per-message checks (a test holds both to the same answers)."""
         width = len(self.feature_names)
         index: list[int] = []
-        rows: list[list[Any]] = []
+        rows: list[Any] = []
         stamps: list[float] = []
         nan = math.nan
+        raw = bytes  # features as little-endian float64 bytes (an Avro run of doubles)
         for j, doc in enumerate(docs):
             if type(doc) is not dict:
                 continue
             features = doc["features"]
             stamp = doc.get("ts", nan)
-            if (
-                len(features) == width
-                and None not in features
-                and (stamp is nan or (type(stamp) in NUMBER_TYPES and stamp >= 0))
+            if (type(features) is raw or (len(features) == width and None not in features)) and (
+                stamp is nan or (type(stamp) in NUMBER_TYPES and stamp >= 0)
             ):
                 index.append(j)
                 rows.append(features)
@@ -342,7 +341,10 @@ class BatchDecoder(MessageChecks):
         if not index:
             return set()
         at = np.asarray(index)
-        values = np.array(rows, np.float64).reshape(len(rows), width)
+        if all(type(row) is raw for row in rows):  # one copy for the whole batch
+            values = np.frombuffer(b"".join(rows), "<f8").reshape(len(rows), width)
+        else:
+            values = np.array([_as_list(row) for row in rows], np.float64).reshape(-1, width)
         event_ts = np.array(stamps, np.float64)
         kafka_ts = kafka_times(msgs, now)[at]
         event_ts = np.where(np.isnan(event_ts), kafka_ts, event_ts)  # no ts: the Kafka one
@@ -367,7 +369,7 @@ class BatchDecoder(MessageChecks):
         if isinstance(wired, RejectError):
             raise wired
         event_ts = self._event_time(wired, msg, now)
-        self._fill_row(row, self._fill_missing(wired["features"], absent))
+        self._fill_row(row, self._fill_missing(_as_list(wired["features"]), absent))
         return wired["event_id"], event_ts
 
     def _plain_wired_label(
@@ -455,3 +457,8 @@ class BatchDecoder(MessageChecks):
         batch.dead_letters.append(
             DeadLetter(source, msg.key(), reject.reason, message, msg.value())
         )
+
+
+def _as_list(features: Any) -> Any:
+    """Features a registry reader handed over as float64 bytes, as a list; others as given."""
+    return np.frombuffer(features, "<f8").tolist() if type(features) is bytes else features

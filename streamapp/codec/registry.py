@@ -195,7 +195,25 @@ class FieldMapping:
             raise RejectError(Reason.SCHEMA, f"a feature is {type(bad).__name__}, not a number")
         return doc
 
-    def positional(self, names: Sequence[str], role: Role) -> Callable[[list[Any]], dict[str, Any]]:
+    def raw_run(self, names: Sequence[str]) -> tuple[int, int] | None:
+        """``(first, count)`` when the named feature fields are side by side in ``names``,
+        in the bundle's order: a flat reader hands them over as one run of bytes.
+
+        >>> FieldMapping.of(["a", "b"]).raw_run(["event_id", "a", "b", "ts"])
+        (1, 2)
+        >>> FieldMapping.of(["a", "b"]).raw_run(["b", "a"]) is None
+        True
+        """
+        if self.array is not None or not self.features or self.features[0] not in names:
+            return None
+        first = list(names).index(self.features[0])
+        if tuple(names[first : first + len(self.features)]) != self.features:
+            return None
+        return first, len(self.features)
+
+    def positional(
+        self, names: Sequence[str], role: Role, *, raw: bool = False
+    ) -> Callable[[list[Any]], dict[str, Any]]:
         """:meth:`document` for records read as value lists in the order of ``names`` (a
         schema the mapping was checked against: its feature fields hold numbers or null).
 
@@ -217,10 +235,16 @@ class FieldMapping:
                 return doc
 
             return feedback
-        if self.array is not None:
+        if raw:  # the features as one bytes value (flat_reader's raw run)
+            array = at["\0features"]
+
+            def pick(values: list[Any]) -> Any:
+                return values[array]
+
+        elif self.array is not None:
             array = at[self.array]
 
-            def pick(values: list[Any]) -> list[Any]:
+            def pick(values: list[Any]) -> Any:
                 return list(values[array])
 
         else:
@@ -228,13 +252,13 @@ class FieldMapping:
             start = index[0]
             if index == list(range(start, start + len(index))):  # in order, side by side
 
-                def pick(values: list[Any]) -> list[Any]:
+                def pick(values: list[Any]) -> Any:
                     return values[start : start + len(index)]
 
             else:
                 getter = operator.itemgetter(*index, *index[:1])  # always a tuple
 
-                def pick(values: list[Any]) -> list[Any]:
+                def pick(values: list[Any]) -> Any:
                     return list(getter(values))[:-1]
 
         def features(values: list[Any]) -> dict[str, Any]:
@@ -413,10 +437,16 @@ class WireReader:
             loads = orjson.loads
             return lambda payload: document(loads(payload), role)
         schema = json.loads(schema_str)
-        flat = flat_reader(schema)
+        names = [field["name"] for field in schema.get("fields", [])]
+        raw = self.mapping.raw_run(names) if role == "features" else None
+        flat = flat_reader(schema, raw)
+        if flat is None and raw is not None:  # the features are not all plain doubles
+            raw, flat = None, flat_reader(schema)
         if flat is not None:
-            names = [field["name"] for field in schema["fields"]]
-            place = self.mapping.positional(names, role)
+            if raw is not None:  # the features are one value, their bytes
+                first, count = raw
+                names = [*names[:first], "\0features", *names[first + count :]]
+            place = self.mapping.positional(names, role, raw=raw is not None)
             return lambda payload: place(flat(payload))
         import fastavro  # the registry extra: only a worker that reads Avro needs it
 

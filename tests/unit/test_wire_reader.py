@@ -151,3 +151,50 @@ def test_the_batch_shortcut_and_the_per_message_checks_agree(
         (6, "value_range"),
         (7, "schema"),
     ]
+
+
+def test_features_side_by_side_come_as_one_run_of_bytes_and_decode_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamapp.codec import Codec
+    from tests.fakes import DEFAULT_TIMESTAMP_MS, FakeMessage
+
+    now_s = DEFAULT_TIMESTAMP_MS / 1000
+    schema = {
+        "type": "record",
+        "name": "P",
+        "fields": [
+            {"name": "event_id", "type": "string"},
+            {"name": "ts", "type": ["null", "double"], "default": None},
+            {"name": "a", "type": "double"},
+            {"name": "b", "type": "double"},
+        ],
+    }
+    records = [
+        {"event_id": "ok", "ts": None, "a": 1.0, "b": -2.5},
+        {"event_id": "ts", "ts": now_s - 5, "a": 3.0, "b": 4.0},
+        {"event_id": "future", "ts": now_s + 3600, "a": 1.0, "b": 2.0},
+        {"event_id": "inf", "ts": None, "a": float("inf"), "b": 2.0},
+        {"event_id": "", "ts": None, "a": 1.0, "b": 2.0},
+    ]
+    values = [wire(1, schema, r) for r in records]
+    [doc, *_] = reader(Registry({1: schema})).read(values)
+    assert isinstance(doc, dict) and type(doc["features"]) is bytes  # the batch's shortcut
+    msgs = [FakeMessage("features", 0, i, value=v) for i, v in enumerate(values)]
+
+    def decode() -> tuple[Any, ...]:
+        codec = Codec(["a", "b"], ["x", "y"])
+        codec.features_wire = reader(Registry({1: schema}))
+        batch = codec.decode_batch(msgs)
+        return (
+            list(batch.features.ids),
+            batch.features.X.tolist(),
+            batch.features.ts.tolist(),
+            sorted((d.source.offset, d.reason.value) for d in batch.dead_letters),
+        )
+
+    shortcut = decode()
+    monkeypatch.setattr(Codec, "_wire_batch", lambda *args: set())
+    assert decode() == shortcut
+    assert shortcut[:2] == (["ok", "ts"], [[1.0, -2.5], [3.0, 4.0]])
+    assert shortcut[3] == [(2, "ts_out_of_range"), (3, "non_finite"), (4, "schema")]
