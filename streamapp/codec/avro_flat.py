@@ -116,8 +116,9 @@ def _step(t: Any) -> Step | None:
         kind = t.get("type")
         if kind == "enum" and isinstance(t.get("symbols"), list):
             return (_ENUM, list(t["symbols"]))
-        if kind == "array" and t.get("items") in _FIXED:
-            return (_ARRAY, _FIXED[t["items"]])
+        items = t.get("items")
+        if kind == "array" and isinstance(items, str) and items in _FIXED:
+            return (_ARRAY, _FIXED[items])
         if isinstance(kind, str) and kind not in ("record", "enum", "array", "map", "fixed"):
             return _step(kind)  # {"type": "double"}
     return None

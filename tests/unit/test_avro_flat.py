@@ -95,6 +95,11 @@ def test_random_flat_records_read_as_fastavro_reads_them(seed: int) -> None:
             "fields": [{"name": "m", "type": {"type": "map", "values": "double"}}],
         },
         {"type": "array", "items": "double"},
+        {
+            "type": "record",
+            "name": "A",
+            "fields": [{"name": "v", "type": {"type": "array", "items": ["null", "double"]}}],
+        },
     ],
 )
 def test_what_it_does_not_read_is_left_to_fastavro(schema: dict[str, Any]) -> None:
