@@ -368,6 +368,7 @@ class Worker:
         """Serve ``bundle`` from the next batch on (called between batches)."""
         self._publish_final_report()  # the old bundle's last partial window, under its name
         old = self.bundle
+        close_registry(self.codec)  # the new codec's readers fetch their schemas again
         self.codec = build_codec(self.settings, bundle)
         pending = self.engine.swap(bundle)  # counters and report_seq go on, pending labels not
         self._publisher = self._make_publisher()
