@@ -388,7 +388,7 @@ class InputSettings(BaseModel):
     )
 
 
-WireFormat = Literal["json", "avro", "json-schema"]
+WireFormat = Literal["json", "avro", "json-schema", "protobuf"]
 
 
 class SchemaRegistrySettings(BaseModel):

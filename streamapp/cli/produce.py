@@ -37,7 +37,7 @@ def add_parsers(sub: Subparsers) -> None:
     produce.add_argument("--partitions", type=int, default=1)
     produce.add_argument(
         "--format",
-        choices=["json", "avro", "json-schema"],
+        choices=["json", "avro", "json-schema", "protobuf"],
         default="json",
         help="json (streamapp's own) or a Schema Registry format in the Confluent wire format "
         "(the worker then reads with schema_registry.features_field=features)",

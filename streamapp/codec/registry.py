@@ -1,5 +1,5 @@
 """Input topics in the Confluent wire format: magic byte 0, a 4-byte big-endian schema id,
-then an Avro or JSON Schema payload, its schema in a Schema Registry.
+then an Avro, JSON Schema or Protobuf payload, its schema in a Schema Registry.
 
 A :class:`WireReader` turns one topic's values into the documents the per-message checks
 read (``event_id``, ``ts`` and ``features`` or ``label``) by a :class:`FieldMapping` the user
@@ -40,6 +40,7 @@ import orjson
 from streamapp.codec.avro_flat import flat_reader
 from streamapp.codec.checks import NUMBER_TYPES, RejectError, is_event_id
 from streamapp.codec.dead_letters import one_line
+from streamapp.codec.protobuf_wire import message_reader, proto_messages
 from streamapp.errors import ConfigError, StreamappError
 from streamapp.events import Reason
 
@@ -56,13 +57,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Role = Literal["features", "feedback"]
-Format = Literal["json", "avro", "json-schema"]
+Format = Literal["json", "avro", "json-schema", "protobuf"]
 
 # a field's kind, as the mapping needs it: "number", "array" (of numbers), "string",
 # "label" (an enum), "timestamp" (a logical type), "other"; nullable when null is allowed
 FieldKind = tuple[str, bool]
 
 _NUMBERS = {"int", "long", "float", "double"}
+_SCHEMA_TYPES = {"avro": "AVRO", "json-schema": "JSON", "protobuf": "PROTOBUF"}
 
 
 class RegistryUnavailableError(StreamappError):
@@ -291,6 +293,11 @@ def record_fields(schema_type: str, schema_str: str) -> dict[str, FieldKind]:
     ...     "x": {"type": ["number", "null"]}, "id": {"type": "string"}}}))
     {'x': ('number', True), 'id': ('string', False)}
     """
+    if schema_type == "PROTOBUF":
+        try:
+            return proto_messages(schema_str)[0]
+        except ValueError:
+            return {}  # every field is missing: the mapping says so
     schema = json.loads(schema_str)
     if schema_type == "JSON":
         props = schema.get("properties", {}) if isinstance(schema, dict) else {}
@@ -366,8 +373,10 @@ class WireReader:
         *,
         max_payload_bytes: int = 262_144,
     ) -> None:
-        if fmt not in ("avro", "json-schema"):
-            raise ConfigError(f"input format {fmt!r} is not a registry format (avro, json-schema)")
+        if fmt not in _SCHEMA_TYPES:
+            raise ConfigError(
+                f"input format {fmt!r} is not a registry format {list(_SCHEMA_TYPES)}"
+            )
         self.client = client
         self.format = fmt
         self.mapping = mapping
@@ -388,9 +397,7 @@ class WireReader:
                 return None
             raise RegistryUnavailableError(f"schema registry: {_describe(exc)}") from None
         schema = latest.schema
-        problems = self.mapping.problems(
-            record_fields(schema.schema_type or "AVRO", schema.schema_str), self.role
-        )
+        problems = self._problems(schema.schema_type or "AVRO", schema.schema_str)
         if problems:
             raise ConfigError(
                 f"subject {subject} version {latest.version} (id {latest.schema_id}) does not "
@@ -436,6 +443,9 @@ class WireReader:
         if schema_type == "JSON":
             loads = orjson.loads
             return lambda payload: document(loads(payload), role)
+        if schema_type == "PROTOBUF":
+            message = message_reader(schema_str)
+            return lambda payload: document(message(payload), role)
         schema = json.loads(schema_str)
         names = [field["name"] for field in schema.get("fields", [])]
         raw = self.mapping.raw_run(names) if role == "features" else None
@@ -454,6 +464,18 @@ class WireReader:
         reader = fastavro.schemaless_reader
         return lambda payload: document(reader(io.BytesIO(payload), parsed, None), role)
 
+    def _problems(self, schema_type: str, schema_str: str) -> list[str]:
+        """Why the mapping does not fit the schema; a Protobuf file fits when one of its
+        messages does (each record names its message)."""
+        if schema_type == "PROTOBUF":
+            try:
+                messages = proto_messages(schema_str)
+            except ValueError as exc:
+                return [str(exc)]
+            found = [self.mapping.problems(fields, self.role) for fields in messages]
+            return min(found, key=len)
+        return self.mapping.problems(record_fields(schema_type, schema_str), self.role)
+
     def _writer(self, schema_id: int) -> _Writer:
         """The writer schema ``schema_id``, fetched (an unknown id is rejected, not kept:
         a producer may register it later)."""
@@ -466,13 +488,11 @@ class WireReader:
                 ) from None
             raise RegistryUnavailableError(f"schema registry: {_describe(exc)}") from None
         schema_type = schema.schema_type or "AVRO"
-        expected = "AVRO" if self.format == "avro" else "JSON"
+        expected = _SCHEMA_TYPES[self.format]
         if schema_type != expected:
             writer = _Writer(None, f"schema id {schema_id} is {schema_type}, not {expected}")
         else:
-            problems = self.mapping.problems(
-                record_fields(schema_type, schema.schema_str), self.role
-            )
+            problems = self._problems(schema_type, schema.schema_str)
             if problems:
                 writer = _Writer(None, f"schema id {schema_id}: {'; '.join(problems)}")
             else:

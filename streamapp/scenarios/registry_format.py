@@ -1,6 +1,7 @@
 """Scenario and data-file records in a Schema Registry format, for ``streamapp produce
---format avro|json-schema``: confluent-kafka's own serializers, the schemas the twins in
-``schemas/`` (registered under the topic-name strategy on first use).
+--format avro|json-schema|protobuf``: confluent-kafka's own serializers, the schemas the
+twins in ``schemas/`` (Protobuf: :func:`~streamapp.codec.protobuf_wire.twin_classes`),
+registered under the topic-name strategy on first use.
 
 Feature events go in their list form (the Avro twin's ``features`` array), so a worker
 reading them sets ``schema_registry.features_field=features``.
@@ -17,7 +18,7 @@ from streamapp.schemas import load_schema
 
 __all__ = ["RegistryEncoder", "as_list_form"]
 
-Format = Literal["avro", "json-schema"]
+Format = Literal["avro", "json-schema", "protobuf"]
 
 
 def as_list_form(record: Record) -> dict[str, Any]:
@@ -47,6 +48,16 @@ class RegistryEncoder:
 
         self.format = fmt
         self._serializers: dict[str, Callable[[Any, Any], bytes]] = {}
+        if fmt == "protobuf":
+            from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+
+            from streamapp.codec.protobuf_wire import twin_classes
+
+            classes = twin_classes()
+            conf = {"use.deprecated.format": False}
+            for kind, cls in classes.items():
+                self._serializers[kind] = _as_message(ProtobufSerializer(cls, client, conf), cls)
+            return
         for kind, name in (("features", "feature-event"), ("feedback", "feedback")):
             if fmt == "avro":
                 schema = json.dumps(load_avro_schema(name))
@@ -61,3 +72,12 @@ class RegistryEncoder:
         ctx = SerializationContext(topic, MessageField.VALUE)
         value: bytes = self._serializers[record.kind](as_list_form(record), ctx)
         return value
+
+
+def _as_message(serialize: Callable[[Any, Any], bytes], cls: Any) -> Callable[[Any, Any], bytes]:
+    """``serialize`` of a dict, as the message ``cls`` (an absent ``ts``: unset)."""
+
+    def encode(value: dict[str, Any], ctx: Any) -> bytes:
+        return serialize(cls(**{k: v for k, v in value.items() if v is not None}), ctx)
+
+    return encode

@@ -357,7 +357,7 @@ def test_a_registry_outage_is_held_not_dead_lettered_and_exactly_once_holds(
     assert secret not in logged and secret not in metrics and secret not in ready
 
 
-@pytest.mark.parametrize("fmt", ["avro", "json-schema"])
+@pytest.mark.parametrize("fmt", ["avro", "json-schema", "protobuf"])
 def test_streamapp_produce_speaks_the_registry_formats(
     make_settings: Callable[..., Settings],
     schema_registry: ApicurioRegistry,

@@ -198,3 +198,42 @@ def test_features_side_by_side_come_as_one_run_of_bytes_and_decode_the_same(
     assert decode() == shortcut
     assert shortcut[:2] == (["ok", "ts"], [[1.0, -2.5], [3.0, 4.0]])
     assert shortcut[3] == [(2, "ts_out_of_range"), (3, "non_finite"), (4, "schema")]
+
+
+def test_protobuf_records_map_by_name_and_a_proto_text_schema_says_why_not() -> None:
+    import base64
+
+    from streamapp.codec.protobuf_wire import twin_classes
+
+    event = twin_classes()["features"]
+    descriptor = event.DESCRIPTOR.file.serialized_pb
+    schemas = {
+        1: Schema(base64.b64encode(descriptor).decode(), "PROTOBUF"),
+        2: Schema('syntax = "proto3"; message E { string event_id = 1; }', "PROTOBUF"),
+    }
+
+    class ProtoRegistry(Registry):
+        def get_schema(self, schema_id: int) -> Schema:
+            return schemas[schema_id]
+
+    wire_reader = WireReader(
+        ProtoRegistry({}), "protobuf", FieldMapping.of(["a", "b"], array="features"), "features"
+    )
+    body = event(event_id="e", features=[1.0, 2.0]).SerializeToString()
+    with_ts = event(event_id="t", ts=5.0, features=[3.0, 4.0]).SerializeToString()
+    out = wire_reader.read(
+        [
+            b"\x00\x00\x00\x00\x01\x00" + body,  # message index [0], the short form
+            b"\x00\x00\x00\x00\x01\x02\x00" + with_ts,  # [0] written out
+            b"\x00\x00\x00\x00\x01\x02\x08" + body,  # message 4 of a file with one
+            b"\x00\x00\x00\x00\x02\x00" + body,
+        ]
+    )
+    assert out[:2] == [
+        {"event_id": "e", "features": [1.0, 2.0]},
+        {"event_id": "t", "ts": 5.0, "features": [3.0, 4.0]},
+    ]
+    assert [r.reason.value for r in out[2:] if isinstance(r, RejectError)] == [
+        "decode",
+        "schema_mapping",
+    ]
