@@ -188,3 +188,33 @@ class ApicurioRegistry:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m streamapp.kafka.schema_registry build|serve``: build the registry (once),
+    or run one in the foreground until Ctrl-C."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m streamapp.kafka.schema_registry")
+    parser.add_argument("command", choices=["build", "serve"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.command == "build":
+            print(build_registry())
+            return 0
+        with tempfile.TemporaryDirectory() as data, ApicurioRegistry(Path(data)) as registry:
+            print(f"Apicurio Registry serving at {registry.url} (Ctrl-C stops it)", flush=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    except BrokerError as exc:
+        print(f"error: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
