@@ -24,7 +24,7 @@ def add_parsers(sub: Subparsers) -> None:
         nargs="*",
         metavar="SUITE",
         help="any of throughput, latency, learning, profile, variants, memory, delivery, "
-        "scaleout (default: all but delivery and scaleout)",
+        "scaleout, formats (default: all but delivery, scaleout and formats)",
     )
     bench.add_argument("--events", type=int, default=20_000, help="backlog for throughput")
     bench.add_argument(
