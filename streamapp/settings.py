@@ -439,6 +439,14 @@ class SchemaRegistrySettings(BaseModel):
         "are ridden out holding the input position",
     )
 
+    @field_validator("url")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str | None) -> str | None:
+        # a URL is logged and shown where a secret must not be: credentials go apart
+        if value is not None and "@" in value.split("://", 1)[-1].split("/", 1)[0]:
+            raise ValueError("put the credentials in basic_auth_user_info, not in the url")
+        return value
+
     @property
     def client_config(self) -> dict[str, str]:
         """What ``confluent_kafka.schema_registry.SchemaRegistryClient`` takes."""
