@@ -361,9 +361,12 @@ def test_a_registry_outage_is_held_not_dead_lettered_and_exactly_once_holds(
 def test_streamapp_produce_speaks_the_registry_formats(
     make_settings: Callable[..., Settings],
     schema_registry: ApicurioRegistry,
+    client: SchemaRegistryClient,
     monkeypatch: pytest.MonkeyPatch,
     fmt: str,
 ) -> None:
+    """confluent-kafka's own serializers (through ``streamapp produce``) -> the worker ->
+    Avro predictions a plain AvroDeserializer reads: every event predicted."""
     settings = registry_settings(
         make_settings,
         schema_registry,
@@ -371,6 +374,7 @@ def test_streamapp_produce_speaks_the_registry_formats(
             "schema_registry.features_format": fmt,
             "schema_registry.feedback_format": fmt,
             "schema_registry.features_field": "features",
+            "schema_registry.output_format": "avro",
         },
     )
     monkeypatch.setenv("STREAMAPP_TOPICS__FEATURES", settings.topics.features)
@@ -386,3 +390,5 @@ def test_streamapp_produce_speaks_the_registry_formats(
         60,
         0,
     )
+    predictions = read_avro(settings, client, settings.topics.predictions, 60)
+    assert sorted(doc["event_id"] for _, doc in predictions) == sorted(f"e{i}" for i in range(60))
