@@ -17,6 +17,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from streamapp.codec import Codec
+from streamapp.codec.wiring import use_registry
 from streamapp.conformal import ConformalCalibrator
 from streamapp.drift.monitor import DriftMonitor
 from streamapp.errors import ConfigError
@@ -64,7 +65,7 @@ def load_served_bundle(settings: Settings) -> Bundle:
 def build_codec(settings: Settings, bundle: Bundle) -> Codec:
     """The codec for ``bundle``'s features and classes on the configured topics."""
     m = bundle.manifest
-    return Codec(
+    codec = Codec(
         m.feature_names,
         m.classes,
         features_topic=settings.topics.features,
@@ -75,6 +76,8 @@ def build_codec(settings: Settings, bundle: Bundle) -> Codec:
         dead_letter_payload_bytes=settings.input.dead_letter_payload_bytes,
         missing=settings.input.missing,
     )
+    use_registry(codec, settings)  # topics in a Schema Registry format (default: none)
+    return codec
 
 
 def finetune_layers(settings: Settings, bundle: Bundle) -> int | str:

@@ -52,6 +52,9 @@ class Reason(StrEnum):
     DUPLICATE_EVENT = "duplicate_event"
     TS_OUT_OF_RANGE = "ts_out_of_range"
     MISSING = "missing"
+    WIRE_FORMAT = "wire_format"  # not magic byte 0 + a 4-byte schema id (registry formats)
+    UNKNOWN_SCHEMA = "unknown_schema"  # a schema id the registry does not know
+    SCHEMA_MAPPING = "schema_mapping"  # a schema version whose fields do not map
 
 
 class _Located(Protocol):

@@ -123,6 +123,19 @@ class TimestampMerger:
         self._caught_up -= next_offsets.keys()
         return next_offsets
 
+    def unread(self, messages: Iterable[Message]) -> None:
+        """Put messages :meth:`take` released back in front of their buffers, as if never
+        taken (a batch that could not be processed yet: a schema registry away). Messages of
+        a partition no longer assigned are dropped: its next owner reads them."""
+        by_partition: dict[Partition, list[Message]] = {}
+        for msg in messages:
+            topic, partition, _ = position_of(msg)
+            by_partition.setdefault((topic, partition), []).append(msg)
+        for tp, msgs in by_partition.items():
+            buffer = self._buffers.get(tp)
+            if buffer is not None:
+                buffer.extendleft(reversed(sorted(msgs, key=lambda m: m.offset() or 0)))
+
     def caught_up(self, tp: Partition) -> None:
         """The consumer reached the end of ``tp``: it holds nothing back any more (unless
         strict)."""

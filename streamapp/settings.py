@@ -36,6 +36,7 @@ __all__ = [
     "LearnerSettings",
     "LedgerSettings",
     "ModelSettings",
+    "SchemaRegistrySettings",
     "Settings",
     "TopicNames",
 ]
@@ -405,6 +406,83 @@ class InputSettings(BaseModel):
     )
 
 
+WireFormat = Literal["json", "avro", "json-schema", "protobuf"]
+
+
+class SchemaRegistrySettings(BaseModel):
+    """Topics in the Confluent wire format (magic byte 0, a 4-byte schema id, the payload),
+    their schemas in a Confluent-compatible Schema Registry (see
+    :mod:`streamapp.codec.registry`). The field mapping is stated here once and checked at
+    start against each input topic's latest registered schema."""
+
+    model_config = _FROZEN
+
+    url: str | None = Field(
+        None, description="the registry's Confluent-compatible API, e.g. http://registry:8081"
+    )
+    basic_auth_user_info: str | None = Field(
+        None,
+        repr=False,  # a secret: never printed, logged or shown by /readyz
+        description="user:password for the registry (basic.auth.user.info)",
+    )
+    ca_location: str | None = Field(
+        None, description="the CA bundle that signs the registry's TLS certificate"
+    )
+    features_format: WireFormat = Field(
+        "json",
+        description="how feature events are written: json (streamapp's own) or a registry format",
+    )
+    feedback_format: WireFormat = Field("json", description="how labels are written")
+    output_format: Literal["json", "avro"] = Field(
+        "json",
+        description="predictions and dead letters: json, or avro (the Avro twins in "
+        "schemas/, registered under the topic-name strategy at start); drift reports stay json",
+    )
+    event_id_field: str = Field("event_id", description="the record field holding event_id")
+    ts_field: str = Field("ts", description="the record field holding ts (optional field)")
+    label_field: str = Field("label", description="the feedback record field holding the label")
+    features_field: str | None = Field(
+        None,
+        description="one array field holding all features in the bundle's order; unset: one "
+        "named numeric field per feature",
+    )
+    feature_fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="bundle feature name -> record field, where they differ (named fields)",
+    )
+    outage_limit_s: float = Field(
+        300.0,
+        gt=0,
+        description="a registry unreachable this long stops the worker; shorter outages "
+        "are ridden out holding the input position",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str | None) -> str | None:
+        # a URL is logged and shown where a secret must not be: credentials go apart
+        if value is not None and "@" in value.split("://", 1)[-1].split("/", 1)[0]:
+            raise ValueError("put the credentials in basic_auth_user_info, not in the url")
+        return value
+
+    @property
+    def client_config(self) -> dict[str, str]:
+        """What ``confluent_kafka.schema_registry.SchemaRegistryClient`` takes."""
+        assert self.url is not None
+        config = {"url": self.url}
+        if self.basic_auth_user_info:
+            config["basic.auth.user.info"] = self.basic_auth_user_info
+        if self.ca_location:
+            config["ssl.ca.location"] = self.ca_location
+        return config
+
+    @property
+    def in_use(self) -> bool:
+        """Whether any topic is read or written in a registry format."""
+        formats = (self.features_format, self.feedback_format, self.output_format)
+        return any(f != "json" for f in formats)
+
+
 # Settings that moved into a group (or were renamed) since 0.1: the old names, as keyword
 # arguments, dotted overrides or STREAMAPP_* variables, still work, with a warning.
 RENAMED: dict[str, str] = {
@@ -522,6 +600,7 @@ class Settings(BaseSettings):
     learner: LearnerSettings = LearnerSettings()
     challenger: ChallengerSettings = ChallengerSettings()
     conformal: ConformalSettings = ConformalSettings()
+    schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
     role: Literal["all", "scorer", "learner"] = Field(
         "all",
         description="all: one process; scorer: score, join, publish training examples and "

@@ -12,6 +12,9 @@ from streamapp.assembly import build_codec, load_served_bundle
 from streamapp.batching import BatchPolicy
 from streamapp.checkpointing.delivery import AtLeastOnce, ExactlyOnce, make_delivery
 from streamapp.codec import one_line
+from streamapp.codec.avro_out import AvroOutputs, avro_outputs
+from streamapp.codec.registry import RegistryHold, RegistryUnavailableError
+from streamapp.codec.wiring import check_mappings, close_registry
 from streamapp.drift.report import DriftReport
 from streamapp.engine import Engine
 from streamapp.errors import ConsumerFencedError, DeliveryError, FencedError
@@ -96,6 +99,9 @@ class Worker:
         self._probe: BrokerProbe | None = None
         self._watcher: ModelWatcher | None = None
         self._heads: HeadFollower | None = None  # a scorer follows the learner's head
+        # a schema registry that is away: the batch is read again after a backoff
+        self.registry_hold = RegistryHold(settings.schema_registry.outage_limit_s)
+        self._avro_outputs: AvroOutputs | None = None
 
     @property
     def bundle(self) -> Bundle:
@@ -119,6 +125,8 @@ class Worker:
         validate_timing(s)
         check_access(s)  # one line now, not a retry loop later: login, ACLs
         self._check_copartitioning()
+        check_mappings(self.codec)  # registry formats: the mapping fits, before consuming
+        self._avro_outputs = avro_outputs(s)  # Avro outputs: their schemas registered
         self.delivery.start()  # exactly-once: restores the last snapshot into the engine
         publisher = self._make_publisher()
         self.attach(self._new_consumer(), publisher)
@@ -241,7 +249,14 @@ class Worker:
         if batch:
             began = time.perf_counter()
             publisher = self._publisher_required()
-            decoded = self.codec.decode_batch(batch)  # events, feedback, dead letters
+            try:
+                decoded = self.codec.decode_batch(batch)  # events, feedback, dead letters
+            except RegistryUnavailableError as exc:  # not bad input: read it again later
+                self.registry_hold.held(batch.messages, self._consumer.unread, exc)
+                self.delivery.commit_if_due()  # what was done before the outage commits
+                return
+            if self.registry_hold.down:
+                self.registry_hold.resumed()
             live = self.delivery.live(batch)  # None, or which inputs a replay publishes
             scored = self.engine.score(decoded)  # one forward pass
             publisher.predictions(scored.predictions, live)  # predictions leave first
@@ -306,6 +321,7 @@ class Worker:
         if self._probe is not None:
             self._probe.close()
         self._probe = None
+        close_registry(self.codec)
         self._consumer = self._server = None
         self._started = False
         logger.info("worker stopped after %d messages", self.messages)
@@ -337,8 +353,9 @@ class Worker:
         return not assigned or self.delivery.recovery_required or self.delivery.replaying
 
     def _make_publisher(self) -> Publisher:
+        avro = self._avro_outputs
         return Publisher(
-            self.delivery,
+            self.delivery if avro is None else avro.sink(self.delivery),
             self.codec,
             self.settings.topics,
             self.bundle.name,
@@ -351,6 +368,7 @@ class Worker:
         """Serve ``bundle`` from the next batch on (called between batches)."""
         self._publish_final_report()  # the old bundle's last partial window, under its name
         old = self.bundle
+        close_registry(self.codec)  # the new codec's readers fetch their schemas again
         self.codec = build_codec(self.settings, bundle)
         pending = self.engine.swap(bundle)  # counters and report_seq go on, pending labels not
         self._publisher = self._make_publisher()

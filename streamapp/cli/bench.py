@@ -24,7 +24,7 @@ def add_parsers(sub: Subparsers) -> None:
         nargs="*",
         metavar="SUITE",
         help="any of throughput, latency, learning, profile, variants, memory, delivery, "
-        "scaleout, heavy (default: all but delivery, scaleout and heavy)",
+        "scaleout, heavy, formats (default: all but delivery, scaleout, heavy and formats)",
     )
     bench.add_argument("--events", type=int, default=20_000, help="backlog for throughput")
     bench.add_argument(

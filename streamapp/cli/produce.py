@@ -35,6 +35,16 @@ def add_parsers(sub: Subparsers) -> None:
     produce.add_argument("--realtime", action="store_true", help="pace records at --rate")
     produce.add_argument("--create-topics", action="store_true")
     produce.add_argument("--partitions", type=int, default=1)
+    produce.add_argument(
+        "--format",
+        choices=["json", "avro", "json-schema", "protobuf"],
+        default="json",
+        help="json (streamapp's own) or a Schema Registry format in the Confluent wire format "
+        "(the worker then reads with schema_registry.features_field=features)",
+    )
+    produce.add_argument(
+        "--registry", help="the Schema Registry's URL (default: schema_registry.url)"
+    )
 
     topics = sub.add_parser("topics", help="create the worker's topics")
     common.add_kafka_args(topics)
@@ -79,7 +89,17 @@ def cmd_produce(args: argparse.Namespace) -> int:
         events, records = args.events, stream(scenario, args.events, **timing)
     if args.create_topics:
         common.report_topics(ensure_topics(settings, partitions=args.partitions, role="producer"))
-    sent = produce_records(settings, records, realtime=args.realtime)
+    if args.format == "json":
+        sent = produce_records(settings, records, realtime=args.realtime)
+    else:
+        from streamapp.codec.wiring import registry_client
+        from streamapp.scenarios.registry_format import RegistryEncoder
+
+        if args.registry:
+            settings = settings.with_overrides(**{"schema_registry.url": args.registry})
+        with registry_client(settings.schema_registry) as client:
+            encode = RegistryEncoder(client, args.format)
+            sent = produce_records(settings, records, realtime=args.realtime, encode=encode)
     print(f"produced {sent} records ({events} events) to {settings.kafka.bootstrap_servers}")
     return 0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,9 +23,11 @@ import numpy as np
 from msgspec import UNSET
 
 from streamapp.codec.checks import (
+    NUMBER_TYPES,
     Message,
     MessageChecks,
     RejectError,
+    kafka_time,
     kafka_times,
 )
 from streamapp.codec.dead_letters import one_line
@@ -34,6 +37,7 @@ from streamapp.codec.plain import (
     PlainFeatureEvent,
     decode_plain,
 )
+from streamapp.codec.registry import WireReader
 from streamapp.events import (
     DeadLetter,
     FeatureBlock,
@@ -84,6 +88,10 @@ class BatchDecoder(MessageChecks):
     features_topic: str
     feedback_topic: str
     max_abs_value: float
+    # a registry format's reader per input (None: streamapp's JSON), set by
+    # streamapp.codec.registry_setup.use_registry
+    features_wire: WireReader | None = None
+    feedback_wire: WireReader | None = None
 
     def decode_batch(self, messages: Iterable[Message], now: float | None = None) -> DecodedBatch:
         """Split ``messages`` into feature columns, feedback and dead letters.
@@ -130,13 +138,20 @@ class BatchDecoder(MessageChecks):
         msgs = [messages[i] for i in rows]
         X = np.empty((len(msgs), len(self.feature_names)), np.float64)
         absent = np.zeros(X.shape, np.bool_)  # imputed (missing) values, not bad ones
-        try:
-            ids, ts = self._plain_features(msgs, X, now)
-        except Exception:  # a shortcut only: the per-message checks decide every message
-            logger.debug("batch decoding failed; decoding message by message", exc_info=True)
-            ids, ts = [None] * len(msgs), np.full(len(msgs), np.nan)
-        ok = np.ones(len(msgs), np.bool_)
-        undecided = [j for j, event_id in enumerate(ids) if event_id is None] if None in ids else []
+        if self.features_wire is not None:  # a registry format: its rejects are dead letters
+            ids, ts = self._wire_features(self.features_wire, msgs, X, absent, now, batch)
+            ok = np.fromiter((i is not None for i in ids), np.bool_, len(ids))
+            undecided: list[int] = []
+        else:
+            try:
+                ids, ts = self._plain_features(msgs, X, now)
+            except Exception:  # a shortcut only: the per-message checks decide every message
+                logger.debug("batch decoding failed; decoding message by message", exc_info=True)
+                ids, ts = [None] * len(msgs), np.full(len(msgs), np.nan)
+            ok = np.ones(len(msgs), np.bool_)
+            undecided = (
+                [j for j, event_id in enumerate(ids) if event_id is None] if None in ids else []
+            )
         for j in undecided:  # not in the common shape: checked one by one
             decoded = self._or_dead_letter(
                 batch,
@@ -203,6 +218,22 @@ class BatchDecoder(MessageChecks):
     ) -> None:
         """The labels among ``messages`` (at ``rows``) into ``batch.feedback``, or its dead
         letters."""
+        if self.feedback_wire is not None:  # a registry format: its rejects are dead letters
+            wired_docs = self.feedback_wire.read([messages[i].value() for i in rows])
+            for i, wired in zip(rows, wired_docs, strict=True):
+                try:  # the common shape first, as for JSON
+                    label = self._plain_wired_label(wired, messages[i], now, positions[i])
+                except Exception:
+                    label = None
+                if label is not None:
+                    batch.feedback.append(label)
+                    continue
+                label = self._or_dead_letter(
+                    batch, messages[i], functools.partial(self._wire_label, wired, messages[i], now)
+                )
+                if label is not None:
+                    batch.feedback.append(label)
+            return
         try:
             docs = decode_plain(FEEDBACK, [batch.payloads[i] for i in rows], self.max_payload_bytes)
         except Exception:  # a shortcut only: the per-message checks decide every message
@@ -226,6 +257,131 @@ class BatchDecoder(MessageChecks):
             )
             if label is not None:
                 batch.feedback.append(label)
+
+    def _wire_features(
+        self,
+        wire: WireReader,
+        msgs: list[Message],
+        X: np.ndarray,
+        absent: np.ndarray,
+        now: float,
+        batch: DecodedBatch,
+    ) -> tuple[list[str | None], np.ndarray]:
+        """``(event ids, event times)`` of feature events in a registry format (the id is
+        ``None`` where the message went to ``batch``'s dead letters); values go to ``X``.
+        Raises :class:`~streamapp.codec.registry.RegistryUnavailableError` untouched."""
+        ids: list[str | None] = [None] * len(msgs)
+        ts = np.full(len(msgs), np.nan)
+        docs = wire.read([m.value() for m in msgs])
+        try:
+            taken = self._wire_batch(docs, msgs, X, ts, ids, now)
+        except Exception:  # a shortcut only: the per-message checks decide every message
+            logger.debug("batch decoding failed; decoding message by message", exc_info=True)
+            taken = set()
+        for j, (msg, wired) in enumerate(zip(msgs, docs, strict=True)):
+            if j in taken:
+                continue
+            decoded = self._or_dead_letter(
+                batch,
+                msg,
+                functools.partial(self._wire_feature, wired, msg, X[j], absent[j], now),
+            )
+            if decoded is not None:
+                ids[j], ts[j] = decoded
+        return ids, ts
+
+    def _wire_batch(
+        self,
+        docs: list[dict[str, Any] | RejectError],
+        msgs: list[Message],
+        X: np.ndarray,
+        ts: np.ndarray,
+        ids: list[str | None],
+        now: float,
+    ) -> set[int]:
+        """The documents in the common shape (the model's number of features, none
+        missing, a ``ts`` that is a non-negative number or absent and not too far ahead)
+        decoded together into ``X``, ``ts`` and ``ids``; returns their positions. The
+        others are left to the per-message checks (a test holds both to the same answers)."""
+        width = len(self.feature_names)
+        index: list[int] = []
+        rows: list[Any] = []
+        stamps: list[float] = []
+        nan = math.nan
+        raw = bytes  # features as little-endian float64 bytes (an Avro run of doubles)
+        for j, doc in enumerate(docs):
+            if type(doc) is not dict:
+                continue
+            features = doc["features"]
+            stamp = doc.get("ts", nan)
+            if (type(features) is raw or (len(features) == width and None not in features)) and (
+                stamp is nan or (type(stamp) in NUMBER_TYPES and stamp >= 0)
+            ):
+                index.append(j)
+                rows.append(features)
+                stamps.append(stamp)
+        if not index:
+            return set()
+        at = np.asarray(index)
+        if all(type(row) is raw for row in rows):  # one copy for the whole batch
+            values = np.frombuffer(b"".join(rows), "<f8").reshape(len(rows), width)
+        else:
+            values = np.array([_as_list(row) for row in rows], np.float64).reshape(-1, width)
+        event_ts = np.array(stamps, np.float64)
+        kafka_ts = kafka_times(msgs, now)[at]
+        event_ts = np.where(np.isnan(event_ts), kafka_ts, event_ts)  # no ts: the Kafka one
+        good = np.isfinite(event_ts) & (event_ts <= kafka_ts + self.max_future_skew_s)
+        if not good.all():
+            at, values, event_ts = at[good], values[good], event_ts[good]
+        X[at] = values
+        ts[at] = event_ts
+        taken = at.tolist()
+        for j in taken:
+            ids[j] = docs[j]["event_id"]
+        return set(taken)
+
+    def _wire_feature(
+        self,
+        wired: dict[str, Any] | RejectError,
+        msg: Message,
+        row: np.ndarray,
+        absent: np.ndarray,
+        now: float,
+    ) -> tuple[str, float]:
+        if isinstance(wired, RejectError):
+            raise wired
+        event_ts = self._event_time(wired, msg, now)
+        self._fill_row(row, self._fill_missing(_as_list(wired["features"]), absent))
+        return wired["event_id"], event_ts
+
+    def _plain_wired_label(
+        self,
+        wired: dict[str, Any] | RejectError,
+        msg: Message,
+        now: float,
+        position: SourcePosition,
+    ) -> Feedback | None:
+        """A label document in the common shape (a known label, a ``ts`` that is a
+        non-negative number not too far ahead, or none), else ``None`` for the checks."""
+        if type(wired) is not dict:
+            return None
+        index = self._label_index.get(str(wired["label"]))
+        if index is None:
+            return None
+        kafka_ts = kafka_time(msg, now)
+        stamp = wired.get("ts")
+        if stamp is None:
+            return Feedback(wired["event_id"], index, kafka_ts, position)
+        if type(stamp) not in NUMBER_TYPES or not 0 <= stamp <= kafka_ts + self.max_future_skew_s:
+            return None
+        return Feedback(wired["event_id"], index, stamp, position)
+
+    def _wire_label(
+        self, wired: dict[str, Any] | RejectError, msg: Message, now: float
+    ) -> Feedback:
+        if isinstance(wired, RejectError):
+            raise wired
+        return self._feedback(wired, self._event_time(wired, msg, now), msg)
 
     def _feature_block(
         self,
@@ -283,3 +439,8 @@ class BatchDecoder(MessageChecks):
         batch.dead_letters.append(
             DeadLetter(source, msg.key(), reject.reason, message, msg.value())
         )
+
+
+def _as_list(features: Any) -> Any:
+    """Features a registry reader handed over as float64 bytes, as a list; others as given."""
+    return np.frombuffer(features, "<f8").tolist() if type(features) is bytes else features

@@ -387,6 +387,11 @@ class BatchConsumer:
     def group_metadata(self) -> Any:
         return self._consumer.consumer_group_metadata()
 
+    def unread(self, messages: Iterable[Record]) -> None:
+        """Hand ``messages`` (a batch from :meth:`poll_batch`) out again first, in the next
+        batch: the position is held without a seek or a refetch."""
+        self._merger.unread(messages)
+
     def rewind(self, positions: dict[tuple[str, int], int]) -> None:
         """Drop everything buffered and continue each partition from ``positions``."""
         self._merger.revoke(list(self.assignment))

@@ -198,6 +198,7 @@ class WorkerMetrics:
         counts: dict[str, float] = {name: 0 for name in _EVENT_DOCS} | source.event_counts()
         for name, count in counts.items():
             yield _counter(name, _EVENT_DOCS.get(name, name.replace("_", " ")), count)
+        yield from _registry_metrics(getattr(source, "registry_hold", None))
         recoveries = source.recoveries
         yield _counter("recoveries", "Restores of the last snapshot after an abort.", recoveries)
         yield self.batch_size.family()
@@ -208,6 +209,22 @@ class WorkerMetrics:
             yield _counter("drift_reports", "Drift reports published.", 0)
         else:
             yield from _drift_metrics(report)
+
+
+def _registry_metrics(hold: Any) -> Iterator[Metric]:
+    """The schema registry's outages as the worker rode them (a worker reading JSON only
+    shows zeros). Never its URL or credentials."""
+    if hold is None:
+        return
+    yield _gauge(
+        "schema_registry_down", "1 while the schema registry cannot be reached.", hold.down
+    )
+    yield _counter("schema_registry_outages", "Schema registry outages begun.", hold.outages)
+    yield _counter(
+        "schema_registry_held_batches",
+        "Batches handed back to be read again because the schema registry was away.",
+        hold.holds,
+    )
 
 
 def _guard_decisions(pipeline: Pipeline) -> Metric:

@@ -7,7 +7,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,9 +32,11 @@ def produce_records(
     *,
     realtime: bool = False,
     stop: threading.Event | None = None,
+    encode: Callable[[Record, str], bytes] | None = None,
 ) -> int:
     """Produce ``records`` to the features/feedback topics with their event times as Kafka
-    timestamps; with ``realtime`` they are paced at their timestamps' rate. Returns the count."""
+    timestamps; with ``realtime`` they are paced at their timestamps' rate. ``encode(record,
+    topic)`` writes a value (default: streamapp's JSON). Returns the count."""
     producer = Producer(producer_config(settings, **{"linger.ms": 20}))
     topics = {"features": settings.topics.features, "feedback": settings.topics.feedback}
     sent = 0
@@ -50,9 +52,10 @@ def produce_records(
                 time.sleep(delay)
         while True:
             try:
+                topic = topics[record.kind]
                 producer.produce(
-                    topics[record.kind],
-                    encode_json(record.value),
+                    topic,
+                    encode_json(record.value) if encode is None else encode(record, topic),
                     record.key.encode(),
                     timestamp=int(record.ts * 1000),
                 )

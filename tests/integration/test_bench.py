@@ -96,6 +96,7 @@ def test_every_suite_runs_and_writes_json_and_markdown(
     }
     assert result["scaleout"]["partitions"] == 4
     assert result["scaleout"]["over_fewest"]["1 scorer process"] == 1.0
+    assert result["formats"]["events"] == 400 and result["formats"]["avro_over_json"] > 0
     saved = orjson.loads((tmp_path / "bench.json").read_bytes())
     assert saved["throughput"]["events"] == 400
     table = (tmp_path / "bench.md").read_text()

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamapp.assembly import build_pipeline
 from streamapp.cli import build_parser
 from streamapp.kafka.apache import KAFKA_VERSION
+from streamapp.kafka.schema_registry import APICURIO_VERSION
 from streamapp.model.bundle import load_bundle
 from streamapp.ops.metrics import WorkerMetrics
 from streamapp.settings import Settings
@@ -37,6 +38,7 @@ def test_compose_has_kraft_kafka_topics_model_worker_producer_and_monitoring() -
         "grafana",
         "scorer",
         "learner",
+        "registry",
     }
     kafka = services["kafka"]
     # the version the tests and benchmarks run (streamapp/kafka/runtime/pom.xml)
@@ -177,3 +179,17 @@ def exported_metric_names(bundle_path: Path) -> set[str]:
 
     families = text_string_to_metric_families(WorkerMetrics(Source()).render().decode())
     return {sample.name for family in families for sample in family.samples}
+
+
+def test_the_registry_is_the_version_the_tests_build_and_the_stack_speaks_avro(
+    monkeypatch,
+) -> None:
+    services = load()["services"]
+    assert services["registry"]["image"] == f"apicurio/apicurio-registry-mem:{APICURIO_VERSION}"
+    for key, value in services["worker"]["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    registry = Settings().schema_registry
+    assert registry.url is not None and registry.url.startswith("http://registry:8080/")
+    assert (registry.features_format, registry.output_format) == ("avro", "avro")
+    produce = build_parser().parse_args(services["producer"]["command"])
+    assert produce.format == "avro"

@@ -1,0 +1,171 @@
+"""Protobuf in the Confluent wire format: after the schema id, the message indexes (which
+message of the schema's file), then the message.
+
+The schema comes as the registry keeps it when a confluent-kafka producer registered it: a
+base64 ``FileDescriptorProto`` (confluent-kafka's ``ProtobufSerializer`` writes that form).
+A schema kept as ``.proto`` text needs a compiler, which a worker does not carry: such a
+version does not map (its records are dead letters with the reason) and says why.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["describe", "message_reader", "proto_messages", "twin_classes"]
+
+# FieldDescriptorProto types: the numbers, string, enum
+_NUMBERS = {1, 2, 3, 4, 5, 6, 7, 13, 15, 16, 17, 18}
+_STRING, _ENUM, _REPEATED = 9, 14, 3
+
+
+def describe(schema_str: str) -> Any:
+    """The ``FileDescriptorProto`` of a registered schema; ``ValueError`` for ``.proto`` text."""
+    from google.protobuf import descriptor_pb2
+
+    try:
+        raw = base64.b64decode(schema_str, validate=True)
+        file = descriptor_pb2.FileDescriptorProto()
+        file.ParseFromString(raw)
+    except Exception as exc:  # binascii.Error, DecodeError: not a compiled descriptor
+        raise ValueError(
+            "a .proto text schema (register it with confluent-kafka's ProtobufSerializer, "
+            f"which keeps the compiled descriptor): {type(exc).__name__}"
+        ) from None
+    if not file.message_type:
+        raise ValueError("the schema's file holds no message")
+    return file
+
+
+def proto_messages(schema_str: str) -> list[dict[str, tuple[str, bool]]]:
+    """Each top-level message's fields with their kinds, as the mapping reads them."""
+    out = []
+    for message in describe(schema_str).message_type:
+        fields: dict[str, tuple[str, bool]] = {}
+        for field in message.field:
+            if field.label == _REPEATED:
+                kind = "array" if field.type in _NUMBERS else "other"
+            elif field.type in _NUMBERS:
+                kind = "number"
+            elif field.type == _STRING:
+                kind = "string"
+            elif field.type == _ENUM:
+                kind = "label"
+            else:
+                kind = "other"
+            fields[field.name] = (kind, field.proto3_optional)
+        out.append(fields)
+    return out
+
+
+def _indexes(buf: bytes) -> tuple[list[int], int]:
+    """The message-index array at the start of ``buf`` (zig-zag varints; a lone 0 is [0])."""
+    values: list[int] = []
+    pos = 0
+
+    def varint() -> int:
+        nonlocal pos
+        shift = n = 0
+        while True:
+            b = buf[pos]
+            pos += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return (n >> 1) ^ -(n & 1)
+
+    count = varint()
+    if count == 0:
+        return [0], pos
+    if not 0 < count <= 16:
+        raise ValueError(f"message index count {count}")
+    values = [varint() for _ in range(count)]
+    return values, pos
+
+
+def message_reader(schema_str: str) -> Callable[[bytes], dict[str, Any]]:
+    """payload -> the message's top-level fields by name (repeated ones as lists, an unset
+    proto3 ``optional`` as ``None``, enums by name)."""
+    from google.protobuf import descriptor_pool, message_factory
+
+    file = describe(schema_str)
+    pool = descriptor_pool.DescriptorPool()
+    descriptor = pool.Add(file)
+    classes: dict[tuple[int, ...], Any] = {}
+
+    def message_class(path: list[int]) -> Any:
+        key = tuple(path)
+        if key not in classes:
+            desc = descriptor.message_types_by_name[file.message_type[path[0]].name]
+            for i in path[1:]:
+                desc = desc.nested_types[i]
+            classes[key] = message_factory.GetMessageClass(desc)
+        return classes[key]
+
+    def read(payload: bytes) -> dict[str, Any]:
+        path, pos = _indexes(payload)
+        cls = message_class(path)
+        message = cls()
+        message.ParseFromString(payload[pos:])
+        out: dict[str, Any] = {}
+        for field in cls.DESCRIPTOR.fields:
+            value = getattr(message, field.name)
+            if field.is_repeated:
+                value = list(value)
+            elif field.has_presence and field.containing_oneof is not None:
+                value = value if message.HasField(field.name) else None
+            elif field.type == _ENUM:
+                value = field.enum_type.values_by_number[value].name
+            out[field.name] = value
+        return out
+
+    return read
+
+
+def twin_classes() -> dict[str, Any]:
+    """Message classes for the twins of the input schemas, as ``streamapp produce --format
+    protobuf`` writes them: ``FeatureEvent`` (event_id, optional ts, repeated features) and
+    ``Feedback`` (event_id, label as a string, optional ts)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    files = []
+    string, double, optional, repeated = 9, 1, 1, 3
+
+    def message(name: str, fields: list[tuple[str, int, int, bool]]) -> None:
+        # a file each: a subject's schema then holds the one message its topic carries
+        file = descriptor_pb2.FileDescriptorProto(
+            name=f"streamapp/{name.lower()}.proto", package="streamapp", syntax="proto3"
+        )
+        files.append(file)
+        proto = file.message_type.add(name=name)
+        for number, (field, kind, label, has_presence) in enumerate(fields, start=1):
+            spec = proto.field.add(name=field, number=number, type=kind, label=label)
+            if has_presence:  # proto3 ``optional``: a synthetic oneof, as protoc writes it
+                spec.proto3_optional = True
+                spec.oneof_index = len(proto.oneof_decl)
+                proto.oneof_decl.add(name=f"_{field}")
+
+    message(
+        "FeatureEvent",
+        [
+            ("event_id", string, optional, False),
+            ("ts", double, optional, True),
+            ("features", double, repeated, False),
+        ],
+    )
+    message(
+        "Feedback",
+        [
+            ("event_id", string, optional, False),
+            ("label", string, optional, False),
+            ("ts", double, optional, True),
+        ],
+    )
+    pool = descriptor_pool.DescriptorPool()
+    for file in files:
+        pool.Add(file)
+    return {
+        kind: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"streamapp.{name}"))
+        for kind, name in (("features", "FeatureEvent"), ("feedback", "Feedback"))
+    }

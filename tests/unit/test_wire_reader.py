@@ -1,0 +1,239 @@
+"""WireReader: Confluent wire-format values into the per-message checks' documents, with a
+reason for every value it cannot read; a registry that cannot answer raises, never rejects."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import fastavro
+import httpx2
+import pytest
+from confluent_kafka.schema_registry import Schema
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from streamapp.codec.checks import RejectError
+from streamapp.codec.registry import FieldMapping, RegistryUnavailableError, WireReader
+
+EVENT = {
+    "type": "record",
+    "name": "E",
+    "fields": [
+        {"name": "event_id", "type": "string"},
+        {"name": "a", "type": "double"},
+        {"name": "b", "type": ["null", "float"], "default": None},
+    ],
+}
+
+
+class Registry:
+    """A stand-in registry client: schemas by id, a switch to make it unreachable, and a
+    count of lookups (the reader must cache by id)."""
+
+    def __init__(self, schemas: dict[int, dict[str, Any]]) -> None:
+        self.schemas = schemas
+        self.up = True
+        self.lookups = 0
+
+    def get_schema(self, schema_id: int) -> Schema:
+        self.lookups += 1
+        if not self.up:
+            raise httpx2.ConnectError("Connection refused")
+        if schema_id not in self.schemas:
+            raise SchemaRegistryError(404, 40403, "not found")
+        return Schema(json.dumps(self.schemas[schema_id]), "AVRO")
+
+
+def wire(schema_id: int, schema: dict[str, Any], record: dict[str, Any]) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), record)
+    return b"\x00" + schema_id.to_bytes(4, "big") + out.getvalue()
+
+
+def reader(registry: Registry) -> WireReader:
+    return WireReader(registry, "avro", FieldMapping.of(["a", "b"]), "features")
+
+
+def test_records_become_documents_and_schemas_are_fetched_once_per_id() -> None:
+    registry = Registry({1: EVENT})
+    values = [wire(1, EVENT, {"event_id": f"e{i}", "a": float(i), "b": None}) for i in range(50)]
+    docs = reader(registry).read(values)
+    assert docs[3] == {"event_id": "e3", "features": [3.0, None]}
+    assert registry.lookups == 1
+
+
+def test_an_evolved_schema_maps_by_field_name_not_position() -> None:
+    evolved = {**EVENT, "fields": [*reversed(EVENT["fields"]), {"name": "c", "type": "string"}]}
+    registry = Registry({1: EVENT, 2: evolved})
+    value = wire(2, evolved, {"event_id": "e", "a": 1.5, "b": 2.5, "c": "x"})
+    assert reader(registry).read([value]) == [{"event_id": "e", "features": [1.5, 2.5]}]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b'{"event_id": "x"}', "wire_format"),
+        (b"\x00\x00", "wire_format"),
+        (None, "decode"),
+        (b"\x00\x00\x00\x00\x09" + b"\x02e", "unknown_schema"),
+        (b"\x00\x00\x00\x00\x01\x02e", "decode"),
+        (b"\x00\x00\x00\x00\x03\x02e", "schema_mapping"),
+        (b"\x00" + b"\x00" * 300_000, "oversized"),
+    ],
+)
+def test_bad_wire_bytes_are_rejected_with_their_reason(value: bytes | None, reason: str) -> None:
+    odd = {"type": "record", "name": "O", "fields": [{"name": "event_id", "type": "long"}]}
+    [out] = reader(Registry({1: EVENT, 3: odd})).read([value])
+    assert isinstance(out, RejectError) and out.reason == reason
+
+
+def test_an_unreachable_registry_raises_instead_of_rejecting_and_then_recovers() -> None:
+    registry = Registry({1: EVENT})
+    wire_reader = reader(registry)
+    value = wire(1, EVENT, {"event_id": "e", "a": 1.0, "b": 2.0})
+    registry.up = False
+    with pytest.raises(RegistryUnavailableError, match="ConnectError"):
+        wire_reader.read([value])
+    registry.up = True
+    assert wire_reader.read([value]) == [{"event_id": "e", "features": [1.0, 2.0]}]
+    registry.up = False  # a known id needs no registry
+    assert wire_reader.read([value]) == [{"event_id": "e", "features": [1.0, 2.0]}]
+
+
+def test_the_batch_shortcut_and_the_per_message_checks_agree(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamapp.codec import Codec
+    from tests.fakes import DEFAULT_TIMESTAMP_MS, FakeMessage
+
+    now_s = DEFAULT_TIMESTAMP_MS / 1000
+    records = [
+        {"event_id": "ok", "a": 1.0, "b": 2.0},
+        {"event_id": "ts", "a": 1.0, "b": 2.0, "ts": now_s - 5},
+        {"event_id": "future", "a": 1.0, "b": 2.0, "ts": now_s + 3600},
+        {"event_id": "negative", "a": 1.0, "b": 2.0, "ts": -1.0},
+        {"event_id": "missing", "a": 1.0, "b": None},
+        {"event_id": "nan", "a": float("nan"), "b": 2.0},
+        {"event_id": "huge", "a": 1e300, "b": 2.0},
+        {"event_id": "", "a": 1.0, "b": 2.0},
+    ]
+    schema = {
+        **EVENT,
+        "fields": [*EVENT["fields"], {"name": "ts", "type": ["null", "double"], "default": None}],
+    }
+    msgs = [
+        FakeMessage("features", 0, i, value=wire(1, schema, {"ts": None, **r}))
+        for i, r in enumerate(records)
+    ]
+
+    def decode() -> tuple[Any, ...]:
+        codec = Codec(["a", "b"], ["x", "y"])
+        codec.features_wire = reader(Registry({1: schema}))
+        batch = codec.decode_batch(msgs)
+        features = batch.features
+        return (
+            list(features.ids),
+            features.X.tolist(),
+            features.ts.tolist(),
+            [(d.source.offset, d.reason.value) for d in batch.dead_letters],
+        )
+
+    shortcut = decode()
+    monkeypatch.setattr(Codec, "_wire_batch", lambda *args: set())
+    assert decode() == shortcut
+    assert shortcut[0] == ["ok", "ts"]
+    assert sorted(shortcut[3]) == [
+        (2, "ts_out_of_range"),
+        (3, "ts_out_of_range"),
+        (4, "missing"),
+        (5, "non_finite"),
+        (6, "value_range"),
+        (7, "schema"),
+    ]
+
+
+def test_features_side_by_side_come_as_one_run_of_bytes_and_decode_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamapp.codec import Codec
+    from tests.fakes import DEFAULT_TIMESTAMP_MS, FakeMessage
+
+    now_s = DEFAULT_TIMESTAMP_MS / 1000
+    schema = {
+        "type": "record",
+        "name": "P",
+        "fields": [
+            {"name": "event_id", "type": "string"},
+            {"name": "ts", "type": ["null", "double"], "default": None},
+            {"name": "a", "type": "double"},
+            {"name": "b", "type": "double"},
+        ],
+    }
+    records = [
+        {"event_id": "ok", "ts": None, "a": 1.0, "b": -2.5},
+        {"event_id": "ts", "ts": now_s - 5, "a": 3.0, "b": 4.0},
+        {"event_id": "future", "ts": now_s + 3600, "a": 1.0, "b": 2.0},
+        {"event_id": "inf", "ts": None, "a": float("inf"), "b": 2.0},
+        {"event_id": "", "ts": None, "a": 1.0, "b": 2.0},
+    ]
+    values = [wire(1, schema, r) for r in records]
+    [doc, *_] = reader(Registry({1: schema})).read(values)
+    assert isinstance(doc, dict) and type(doc["features"]) is bytes  # the batch's shortcut
+    msgs = [FakeMessage("features", 0, i, value=v) for i, v in enumerate(values)]
+
+    def decode() -> tuple[Any, ...]:
+        codec = Codec(["a", "b"], ["x", "y"])
+        codec.features_wire = reader(Registry({1: schema}))
+        batch = codec.decode_batch(msgs)
+        return (
+            list(batch.features.ids),
+            batch.features.X.tolist(),
+            batch.features.ts.tolist(),
+            sorted((d.source.offset, d.reason.value) for d in batch.dead_letters),
+        )
+
+    shortcut = decode()
+    monkeypatch.setattr(Codec, "_wire_batch", lambda *args: set())
+    assert decode() == shortcut
+    assert shortcut[:2] == (["ok", "ts"], [[1.0, -2.5], [3.0, 4.0]])
+    assert shortcut[3] == [(2, "ts_out_of_range"), (3, "non_finite"), (4, "schema")]
+
+
+def test_protobuf_records_map_by_name_and_a_proto_text_schema_says_why_not() -> None:
+    import base64
+
+    from streamapp.codec.protobuf_wire import twin_classes
+
+    event = twin_classes()["features"]
+    descriptor = event.DESCRIPTOR.file.serialized_pb
+    schemas = {
+        1: Schema(base64.b64encode(descriptor).decode(), "PROTOBUF"),
+        2: Schema('syntax = "proto3"; message E { string event_id = 1; }', "PROTOBUF"),
+    }
+
+    class ProtoRegistry(Registry):
+        def get_schema(self, schema_id: int) -> Schema:
+            return schemas[schema_id]
+
+    wire_reader = WireReader(
+        ProtoRegistry({}), "protobuf", FieldMapping.of(["a", "b"], array="features"), "features"
+    )
+    body = event(event_id="e", features=[1.0, 2.0]).SerializeToString()
+    with_ts = event(event_id="t", ts=5.0, features=[3.0, 4.0]).SerializeToString()
+    out = wire_reader.read(
+        [
+            b"\x00\x00\x00\x00\x01\x00" + body,  # message index [0], the short form
+            b"\x00\x00\x00\x00\x01\x02\x00" + with_ts,  # [0] written out
+            b"\x00\x00\x00\x00\x01\x02\x08" + body,  # message 4 of a file with one
+            b"\x00\x00\x00\x00\x02\x00" + body,
+        ]
+    )
+    assert out[:2] == [
+        {"event_id": "e", "features": [1.0, 2.0]},
+        {"event_id": "t", "ts": 5.0, "features": [3.0, 4.0]},
+    ]
+    assert [r.reason.value for r in out[2:] if isinstance(r, RejectError)] == [
+        "decode",
+        "schema_mapping",
+    ]
