@@ -29,20 +29,21 @@ from streamapp.model.variants import make_embedder
 from streamapp.scenarios import get_scenario
 from streamapp.settings import Settings
 
-__all__ = ["HIDDEN", "EMBEDDING_DIM", "heavy_bundle", "measure_heavy"]
+__all__ = ["LAYERS", "heavy_bundle", "measure_heavy"]
 
 logger = logging.getLogger(__name__)
 
-HIDDEN = (4096, 4096)
-EMBEDDING_DIM = 256
+LAYERS = (4096, 4096, 256)
+"""The backbone's layer widths after its 64 inputs: hidden layers, then the embedding."""
 
 
-def heavy_bundle(path: Path) -> Path:
-    """The heavy bundle at ``path``, trained (briefly) the first time."""
+def heavy_bundle(path: Path, layers: tuple[int, ...] = LAYERS) -> Path:
+    """A bundle whose backbone has ``layers`` at ``path``, trained (briefly) the first time."""
     if not (path / "manifest.json").exists():
+        *hidden, embedding = layers
         scenario = get_scenario(SCENARIO)
         train_source_bundle(
-            scenario, path, name="heavy", hidden=HIDDEN, embedding_dim=EMBEDDING_DIM, epochs=1
+            scenario, path, name="heavy", hidden=hidden, embedding_dim=embedding, epochs=1
         )
     return path
 
@@ -62,9 +63,11 @@ def backbone_rows_per_second(bundle_path: Path, X: np.ndarray, batch: int) -> fl
     return statistics.median(rates)
 
 
-def measure_heavy(settings: Settings, workdir: Path, events: int = 4000) -> dict[str, Any]:
+def measure_heavy(
+    settings: Settings, workdir: Path, events: int = 4000, layers: tuple[int, ...] = LAYERS
+) -> dict[str, Any]:
     """The heavy backbone's rows/s alone and the worker's events/s with it, side by side."""
-    bundle_path = heavy_bundle(workdir / "heavy-bundle")
+    bundle_path = heavy_bundle(workdir / "heavy-bundle", layers)
     bundle = load_bundle(bundle_path)
     batch = settings.batch.max_size
     threads = torch_threads(settings.model.torch_threads, bundle.backbone)
@@ -80,8 +83,7 @@ def measure_heavy(settings: Settings, workdir: Path, events: int = 4000) -> dict
     run_worker(run, backlog.messages)
     worker = output_rate(run, run.topics.predictions, events)
     result = {
-        "architecture": f"{bundle.manifest.input_dim}->"
-        + "->".join(map(str, [*HIDDEN, EMBEDDING_DIM])),
+        "architecture": "->".join(map(str, [bundle.manifest.input_dim, *layers])),
         "batch": batch,
         "torch_threads": threads,
         "events": events,

@@ -20,6 +20,7 @@ import torch
 from streamapp.bench.common import Backlog, ensure_bundle, machine, output_rate, run_order
 from streamapp.bench.delivery import measure_delivery
 from streamapp.bench.formats import measure_formats
+from streamapp.bench.heavy import LAYERS as HEAVY_LAYERS
 from streamapp.bench.heavy import measure_heavy
 from streamapp.bench.latency import ONE_HOP, RELAY, measure_latency
 from streamapp.bench.latency import WORKER as THROUGH_WORKER
@@ -75,6 +76,8 @@ def run_bench(
     memory_events: int = 1_000_000,
     repeat: int = 3,
     scorers: tuple[int, ...] = (1, 2),
+    heavy_events: int = 4000,
+    heavy_layers: tuple[int, ...] = HEAVY_LAYERS,
     out: Path | None = None,
     broker: BrokerKind | None = None,
 ) -> dict[str, Any]:
@@ -104,7 +107,7 @@ def run_bench(
             result["scaleout"] = measure_scale_out(settings, events, scorers)
         if "heavy" in suites:
             with tempfile.TemporaryDirectory(prefix="streamapp-heavy-") as workdir:
-                result["heavy"] = measure_heavy(settings, Path(workdir))
+                result["heavy"] = measure_heavy(settings, Path(workdir), heavy_events, heavy_layers)
         if "formats" in suites:
             result["formats"] = measure_formats(settings, events, repeat)
     result["targets"] = _targets(result)

@@ -35,6 +35,8 @@ def test_every_suite_runs_and_writes_json_and_markdown(
         latency_seconds=3.0,
         memory_events=3000,
         repeat=1,
+        heavy_events=200,
+        heavy_layers=(128, 32),  # its speed is not the point here, that it runs is
         out=tmp_path,
     )
     assert result["broker"] == f"the cluster at {bootstrap_servers}"  # not "embedded noida-db"
@@ -97,6 +99,9 @@ def test_every_suite_runs_and_writes_json_and_markdown(
     assert result["scaleout"]["partitions"] == 4
     assert result["scaleout"]["over_fewest"]["1 scorer process"] == 1.0
     assert result["formats"]["events"] == 400 and result["formats"]["avro_over_json"] > 0
+    heavy = result["heavy"]
+    assert heavy["architecture"] == "64->128->32" and heavy["events"] == 200
+    assert heavy["backbone_rows_per_s"] > 0 and heavy["worker_events_per_s"] > 0
     saved = orjson.loads((tmp_path / "bench.json").read_bytes())
     assert saved["throughput"]["events"] == 400
     table = (tmp_path / "bench.md").read_text()
@@ -105,6 +110,7 @@ def test_every_suite_runs_and_writes_json_and_markdown(
     assert f"| streamapp worker | {rates['streamapp worker']:,} | 1.00 | " in table
     assert "blocked in commits: at-least-once" in table
     assert "**Where the time goes** (in process, no broker" in table
+    assert "**Heavy backbone** (64->128->32 MLP, CPU" in table
 
 
 @pytest.mark.parametrize("kind", ["noida", "kafka"])
