@@ -163,6 +163,10 @@ class ConformalCalibrator:
         self.labels = 0  # labels seen since the start
         self.misses = 0  # of which outside their served set
         self.size_total = 0.0  # sum of served set sizes (widths) over them
+        # ACI's level counts the labels since it started at ``alpha``: since the start,
+        # unless a restore changed ``coverage`` or ``gamma`` (then the level restarts)
+        self.level_labels = 0
+        self.level_misses = 0
         self._threshold: float | None = None  # cached until the next update
 
     @property
@@ -173,7 +177,7 @@ class ConformalCalibrator:
     @property
     def alpha_t(self) -> float:
         """ACI's level now, from the counters (see the module docstring)."""
-        return self.alpha + self.gamma * (self.labels * self.alpha - self.misses)
+        return self.alpha + self.gamma * (self.level_labels * self.alpha - self.level_misses)
 
     def threshold(self) -> float:
         """The score threshold to serve: the conformal ``1 - alpha_t`` quantile of the
@@ -212,8 +216,11 @@ class ConformalCalibrator:
         self._scores[slots] = scores[keep]
         self._covered[slots] = covered[keep]
         self._sizes[slots] = np.asarray(sizes, np.float64)[keep]
+        misses = int(n - covered.sum())
         self.labels += n
-        self.misses += int(n - covered.sum())
+        self.misses += misses
+        self.level_labels += n
+        self.level_misses += misses
         # a running sum in label order: the same total however the labels were batched
         self.size_total = float(np.add.accumulate(np.concatenate([[self.size_total], sizes]))[-1])
         self._threshold = None
@@ -236,7 +243,8 @@ class ConformalCalibrator:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """The rings in label order (oldest first) and the counters."""
+        """The rings in label order (oldest first), the counters, and the settings the level
+        was built under."""
         n = min(self.labels, self.window)
         order = (self.labels - n + np.arange(n)) % self.window
         return {
@@ -246,16 +254,39 @@ class ConformalCalibrator:
             "labels": self.labels,
             "misses": self.misses,
             "size_total": self.size_total,
+            "coverage": self.coverage_target,
+            "gamma": self.gamma,
+            "level_labels": self.level_labels,
+            "level_misses": self.level_misses,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` (taken with any window: the newest scores are kept)."""
+        """Restore :meth:`state_dict` (taken with any window: the newest scores are kept).
+
+        The level was built under the saved ``coverage`` and ``gamma``; under other settings
+        (or unknown ones) its counters mean nothing (100k labels at 0.9 read at 0.95 would
+        put the level far below 0: every class in every set for a long time), so it restarts
+        at the new ``alpha``. The score window and the coverage counters are kept."""
         self._reset()
         scores = np.asarray(state["scores"], np.float64)[-self.window :]
         n = len(scores)
         self.labels = int(state["labels"])
         self.misses = int(state["misses"])
         self.size_total = float(state["size_total"])
+        same = state.get("coverage") == self.coverage_target and state.get("gamma") == self.gamma
+        if same:
+            self.level_labels = int(state["level_labels"])
+            self.level_misses = int(state["level_misses"])
+        else:
+            logger.info(
+                "conformal settings changed (coverage %s -> %s, gamma %s -> %s): the level "
+                "restarts at alpha = %.3f",
+                state.get("coverage"),
+                self.coverage_target,
+                state.get("gamma"),
+                self.gamma,
+                self.alpha,
+            )
         slots = (self.labels - n + np.arange(n)) % self.window
         self._scores[slots] = scores
         self._covered[slots] = np.asarray(state["covered"], bool)[-n:] if n else []

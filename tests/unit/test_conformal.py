@@ -125,6 +125,27 @@ def test_a_snapshot_restores_the_same_calibrator_and_a_smaller_window_keeps_the_
     np.testing.assert_array_equal(smaller.state_dict()["scores"], recent)
 
 
+def test_a_restore_under_another_coverage_or_gamma_restarts_the_level_at_the_new_alpha() -> None:
+    proba, labels = _stream(4000, seed=5)
+    cal = ConformalCalibrator(coverage=0.9, window=300)
+    _serve(cal, proba, labels, list(range(100, 4000, 100)))
+    state = decode_state(encode_state(cal.state_dict()))
+    stricter = ConformalCalibrator(coverage=0.95, window=300)
+    stricter.load_state_dict(state)
+    # the counters read under 0.95 would give 0.05 + 0.005 * (4000 * 0.05 - ~400) < -0.9
+    assert stricter.alpha_t == pytest.approx(0.05)
+    assert (stricter.labels, stricter.misses) == (cal.labels, cal.misses)  # coverage kept
+    np.testing.assert_array_equal(stricter.state_dict()["scores"], state["scores"])
+    scores = np.sort(state["scores"])
+    assert stricter.threshold() == scores[math.ceil(301 * 0.95) - 1]  # the window, at 0.95
+    faster = ConformalCalibrator(coverage=0.9, window=300, gamma=0.05)
+    faster.load_state_dict(state)
+    assert faster.alpha_t == pytest.approx(0.1)
+    same = ConformalCalibrator(coverage=0.9, window=300)
+    same.load_state_dict(state)
+    assert same.alpha_t == cal.alpha_t != pytest.approx(0.1)
+
+
 # -- the sets as the pipeline serves them -------------------------------------------------
 
 HEAD_ONLY = FinetuneSettings(layers=0)
