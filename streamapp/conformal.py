@@ -156,7 +156,10 @@ class ConformalCalibrator:
 
     def _reset(self) -> None:
         w = self.window
-        # rings in label order: slot ``i % window`` holds label ``i``'s score, hit and size
+        # rings of the newest labels' score, hit and size: slots ``[0, filled)`` hold them
+        # (the oldest at ``next`` once full), and the next label goes to slot ``next``
+        self._filled = 0
+        self._next = 0
         self._scores = np.zeros(w, np.float64)
         self._covered = np.zeros(w, bool)
         self._sizes = np.zeros(w, np.float64)
@@ -188,7 +191,7 @@ class ConformalCalibrator:
         return self._threshold
 
     def _quantile(self) -> float:
-        n = min(self.labels, self.window)
+        n = self._filled
         alpha_t = self.alpha_t
         if alpha_t >= 1.0:
             return -math.inf
@@ -212,11 +215,13 @@ class ConformalCalibrator:
         if n == 0:
             return covered
         keep = slice(max(n - self.window, 0), n)  # a batch longer than the window: its last
-        slots = (self.labels + np.arange(n)[keep]) % self.window
+        slots = (self._next + np.arange(n)[keep]) % self.window
         self._scores[slots] = scores[keep]
         self._covered[slots] = covered[keep]
         self._sizes[slots] = np.asarray(sizes, np.float64)[keep]
         misses = int(n - covered.sum())
+        self._next = (self._next + n) % self.window
+        self._filled = min(self._filled + n, self.window)
         self.labels += n
         self.misses += misses
         self.level_labels += n
@@ -232,7 +237,7 @@ class ConformalCalibrator:
 
     def summary(self) -> ConformalSummary:
         """The report's ``conformal`` section."""
-        n = min(self.labels, self.window)
+        n = self._filled
         threshold = self.threshold()
         return {
             "coverage_target": self.coverage_target,
@@ -245,8 +250,8 @@ class ConformalCalibrator:
     def state_dict(self) -> dict[str, Any]:
         """The rings in label order (oldest first), the counters, and the settings the level
         was built under."""
-        n = min(self.labels, self.window)
-        order = (self.labels - n + np.arange(n)) % self.window
+        n = self._filled
+        order = (self._next - n + np.arange(n)) % self.window
         return {
             "scores": self._scores[order],
             "covered": self._covered[order],
@@ -287,10 +292,11 @@ class ConformalCalibrator:
                 self.gamma,
                 self.alpha,
             )
-        slots = (self.labels - n + np.arange(n)) % self.window
-        self._scores[slots] = scores
-        self._covered[slots] = np.asarray(state["covered"], bool)[-n:] if n else []
-        self._sizes[slots] = np.asarray(state["sizes"], np.float64)[-n:] if n else []
+        # the saved scores fill the first slots (a larger window: the rest stays unfilled)
+        self._filled, self._next = n, n % self.window
+        self._scores[:n] = scores
+        self._covered[:n] = np.asarray(state["covered"], bool)[len(state["covered"]) - n :]
+        self._sizes[:n] = np.asarray(state["sizes"], np.float64)[len(state["sizes"]) - n :]
 
 
 def _window(labels: int, covered: int, size_total: float) -> CoverageWindow:

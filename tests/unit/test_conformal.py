@@ -123,6 +123,18 @@ def test_a_snapshot_restores_the_same_calibrator_and_a_smaller_window_keeps_the_
     smaller.load_state_dict(cal.state_dict())
     recent = class_scores(proba[-100:], labels[-100:])
     np.testing.assert_array_equal(smaller.state_dict()["scores"], recent)
+    larger = ConformalCalibrator(window=1000)  # 900 labels, 300 scores: no zeros read as scores
+    larger.load_state_dict(cal.state_dict())
+    saved = cal.state_dict()
+    assert larger.summary()["recent"] == cal.summary()["recent"]
+    assert larger.threshold() == np.sort(saved["scores"])[math.ceil(301 * (1 - cal.alpha_t)) - 1]
+    more_proba, more_labels = _stream(100, seed=6)
+    _serve(larger, more_proba, more_labels, [50])
+    new = class_scores(more_proba, more_labels)
+    np.testing.assert_array_equal(
+        larger.state_dict()["scores"], np.concatenate([saved["scores"], new])
+    )
+    assert larger.summary()["recent"]["labels"] == 400
 
 
 def test_a_restore_under_another_coverage_or_gamma_restarts_the_level_at_the_new_alpha() -> None:
