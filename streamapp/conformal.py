@@ -199,26 +199,35 @@ class ConformalCalibrator:
         if n == 0 or rank > n:
             return math.inf
         scores = self._scores[:n]  # the ring is full, or filled from slot 0
-        return float(np.partition(scores, rank - 1)[rank - 1])
+        q = float(np.partition(scores, rank - 1)[rank - 1])
+        return math.inf if math.isnan(q) else q  # never served: NaN means "none known"
 
     def update(self, scores: np.ndarray, thresholds: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         """Learn from joined labels, in label order: their scores, the thresholds their rows
         were served with and the served set sizes (interval widths). Rows served without a
-        threshold (NaN: before conformal was on) are skipped. Returns which were covered."""
+        threshold (NaN: before conformal was on) are skipped. A NaN score (a model that gave
+        NaN) counts as a miss with the highest score, so it can widen the sets but never make
+        the threshold NaN. Returns, for every row given, whether its set covered the label
+        (False for the skipped rows)."""
         scores = np.asarray(scores, np.float64)
         thresholds = np.asarray(thresholds, np.float64)
+        sizes = np.asarray(sizes, np.float64)
         known = ~np.isnan(thresholds)
+        every = np.zeros(len(scores), bool)
         if not known.all():
-            scores, thresholds, sizes = scores[known], thresholds[known], np.asarray(sizes)[known]
-        covered = scores <= thresholds
+            scores, thresholds, sizes = scores[known], thresholds[known], sizes[known]
+        nan = np.isnan(scores)
+        scores = np.where(nan, np.inf, scores)
+        covered = (scores <= thresholds) & ~nan
+        every[known] = covered
         n = len(scores)
         if n == 0:
-            return covered
+            return every
         keep = slice(max(n - self.window, 0), n)  # a batch longer than the window: its last
         slots = (self._next + np.arange(n)[keep]) % self.window
         self._scores[slots] = scores[keep]
         self._covered[slots] = covered[keep]
-        self._sizes[slots] = np.asarray(sizes, np.float64)[keep]
+        self._sizes[slots] = sizes[keep]
         misses = int(n - covered.sum())
         self._next = (self._next + n) % self.window
         self._filled = min(self._filled + n, self.window)
@@ -229,7 +238,7 @@ class ConformalCalibrator:
         # a running sum in label order: the same total however the labels were batched
         self.size_total = float(np.add.accumulate(np.concatenate([[self.size_total], sizes]))[-1])
         self._threshold = None
-        return covered
+        return every
 
     def coverage(self) -> float:
         """The served sets' coverage since the start (NaN before any label)."""

@@ -107,8 +107,25 @@ def test_an_empty_window_claims_nothing_and_a_full_level_gives_empty_sets() -> N
 
 def test_rows_served_without_a_threshold_do_not_calibrate() -> None:
     cal = ConformalCalibrator(window=50)
-    covered = cal.update(np.array([0.1, 0.9]), np.array([np.nan, 0.5]), np.array([1.0, 2.0]))
-    assert covered.tolist() == [False] and (cal.labels, cal.misses) == (1, 1)
+    covered = cal.update(
+        np.array([0.1, 0.9, 0.2]), np.array([np.nan, 0.5, 0.5]), np.array([1.0, 2.0, 1.0])
+    )
+    assert covered.tolist() == [False, False, True]  # one flag per row given
+    assert (cal.labels, cal.misses) == (2, 1)
+
+
+def test_nan_scores_are_misses_and_never_make_the_threshold_nan() -> None:
+    cal = ConformalCalibrator(coverage=0.5, window=20, gamma=0.001)
+    scores = np.linspace(0.0, 0.9, 20)
+    scores[[3, 17]] = np.nan  # a model that gave NaN probabilities
+    covered = cal.update(scores, np.full(20, np.inf), np.full(20, 2.0))
+    assert not covered[[3, 17]].any() and covered.sum() == 18 and cal.misses == 2
+    assert cal.threshold() == pytest.approx(np.sort(np.nan_to_num(scores, nan=9.0))[10])
+    for _ in range(20):  # NaN scores only: the sets grow to everything, never to NaN
+        cal.update(np.full(20, np.nan), np.full(20, cal.threshold()), np.full(20, 2.0))
+        assert not math.isnan(cal.threshold())
+    assert cal.threshold() == math.inf
+    assert cal.summary()["threshold"] is None
 
 
 def test_a_snapshot_restores_the_same_calibrator_and_a_smaller_window_keeps_the_newest() -> None:
