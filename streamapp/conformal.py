@@ -316,7 +316,8 @@ def _window(labels: int, covered: int, size_total: float) -> CoverageWindow:
 
 def merge_summaries(parts: list[ConformalSummary]) -> dict[str, Any]:
     """The coverage of several scorers' sets together: counts add, coverage and mean size
-    are weighted by labels (each scorer calibrates on the labels it joins).
+    are weighted by labels (each scorer calibrates on the labels it joins). There is no
+    ``alpha_t`` or ``threshold``: each scorer serves its own (the schema has them optional).
 
     >>> a = ConformalCalibrator(window=10)
     >>> _ = a.update(np.array([0.1, 0.9]), np.full(2, 0.5), np.array([1.0, 3.0]))
