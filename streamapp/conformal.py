@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 
@@ -77,7 +77,10 @@ class ConformalSummary(TypedDict):
     recent: CoverageWindow  # the last ``window`` labels
     since_start: CoverageWindow
     alpha_t: float  # the miscoverage level ACI serves at now
-    threshold: float | None  # the served score threshold now; None: unbounded (no claim)
+    threshold: float | None  # the served score threshold now; None: not finite (see sets)
+    # what is served now: "all" (every class, an unbounded interval: too few labels for the
+    # level), "empty" (no class: the level is at or above 1), "bounded" (by ``threshold``)
+    sets: Literal["all", "empty", "bounded"]
 
 
 def class_scores(proba: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -254,6 +257,7 @@ class ConformalCalibrator:
             "since_start": _window(self.labels, self.labels - self.misses, self.size_total),
             "alpha_t": self.alpha_t,
             "threshold": threshold if math.isfinite(threshold) else None,
+            "sets": "bounded" if math.isfinite(threshold) else "all" if threshold > 0 else "empty",
         }
 
     def state_dict(self) -> dict[str, Any]:

@@ -96,12 +96,15 @@ def test_long_run_coverage_holds_where_static_calibration_breaks() -> None:
 def test_an_empty_window_claims_nothing_and_a_full_level_gives_empty_sets() -> None:
     cal = ConformalCalibrator(coverage=0.9, window=50)
     assert cal.threshold() == math.inf and cal.summary()["threshold"] is None
+    assert cal.summary()["sets"] == "all"
     assert cal.summary()["recent"] == {"labels": 0, "coverage": None, "mean_size": None}
     cal.update(np.zeros(5), np.full(5, math.inf), np.full(5, 4.0))  # too few for the level
     assert cal.threshold() == math.inf
     eager = ConformalCalibrator(coverage=0.9, window=50, gamma=1.0)
     eager.update(np.zeros(10), np.full(10, math.inf), np.full(10, 4.0))
     assert eager.alpha_t > 1 and eager.threshold() == -math.inf  # no class is plausible enough
+    assert eager.summary()["threshold"] is None  # null, but not "every class"
+    assert (cal.summary()["sets"], eager.summary()["sets"]) == ("all", "empty")
     assert not prediction_sets(np.array([[1.0, 0.0]]), np.array([-math.inf])).any()
 
 
@@ -253,6 +256,7 @@ def test_predictions_carry_their_set_and_reports_its_coverage(
     conformal = report["conformal"]
     assert conformal["since_start"]["labels"] == 1200
     assert conformal["recent"]["labels"] == 200
+    assert conformal["sets"] == "bounded" and 0 <= (conformal["threshold"] or -1) <= 1
     covered = conformal["since_start"]["coverage"]
     assert covered is not None and abs(covered - 0.9) < 0.05  # 1,200 labels: near the target
 
