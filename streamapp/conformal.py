@@ -67,7 +67,10 @@ class CoverageWindow(TypedDict):
 
     labels: int
     coverage: float | None  # None: no labels
-    mean_size: float | None  # classes in a set (a classifier) or interval width (a regressor)
+    # classes in a set (a classifier) or interval width (a regressor), over the bounded ones;
+    # None: none bounded
+    mean_size: float | None
+    unbounded: int  # of the labels, served an unbounded interval (too few labels yet)
 
 
 class ConformalSummary(TypedDict):
@@ -168,7 +171,8 @@ class ConformalCalibrator:
         self._sizes = np.zeros(w, np.float64)
         self.labels = 0  # labels seen since the start
         self.misses = 0  # of which outside their served set
-        self.size_total = 0.0  # sum of served set sizes (widths) over them
+        self.size_total = 0.0  # sum of served set sizes (widths) over the bounded ones
+        self.unbounded = 0  # labels served an infinite size (an unbounded interval)
         # ACI's level counts the labels since it started at ``alpha``: since the start,
         # unless a restore changed ``coverage`` or ``gamma`` (then the level restarts)
         self.level_labels = 0
@@ -239,7 +243,12 @@ class ConformalCalibrator:
         self.level_labels += n
         self.level_misses += misses
         # a running sum in label order: the same total however the labels were batched
-        self.size_total = float(np.add.accumulate(np.concatenate([[self.size_total], sizes]))[-1])
+        # an unbounded interval (inf) is counted apart: one would make the mean width inf
+        # for good; an empty one (a -inf threshold) is 0 wide
+        sizes = np.maximum(sizes, 0.0)
+        bounded = sizes[np.isfinite(sizes)]
+        self.unbounded += n - len(bounded)
+        self.size_total = float(np.add.accumulate(np.concatenate([[self.size_total], bounded]))[-1])
         self._threshold = None
         return every
 
@@ -253,8 +262,10 @@ class ConformalCalibrator:
         threshold = self.threshold()
         return {
             "coverage_target": self.coverage_target,
-            "recent": _window(n, int(self._covered[:n].sum()), float(self._sizes[:n].sum())),
-            "since_start": _window(self.labels, self.labels - self.misses, self.size_total),
+            "recent": _window(n, int(self._covered[:n].sum()), self._sizes[:n]),
+            "since_start": _window(
+                self.labels, self.labels - self.misses, self.size_total, self.unbounded
+            ),
             "alpha_t": self.alpha_t,
             "threshold": threshold if math.isfinite(threshold) else None,
             "sets": "bounded" if math.isfinite(threshold) else "all" if threshold > 0 else "empty",
@@ -272,6 +283,7 @@ class ConformalCalibrator:
             "labels": self.labels,
             "misses": self.misses,
             "size_total": self.size_total,
+            "unbounded": self.unbounded,
             "coverage": self.coverage_target,
             "gamma": self.gamma,
             "level_labels": self.level_labels,
@@ -291,6 +303,7 @@ class ConformalCalibrator:
         self.labels = int(state["labels"])
         self.misses = int(state["misses"])
         self.size_total = float(state["size_total"])
+        self.unbounded = int(state.get("unbounded", 0))
         same = state.get("coverage") == self.coverage_target and state.get("gamma") == self.gamma
         if same:
             self.level_labels = int(state["level_labels"])
@@ -312,10 +325,21 @@ class ConformalCalibrator:
         self._sizes[:n] = np.asarray(state["sizes"], np.float64)[len(state["sizes"]) - n :]
 
 
-def _window(labels: int, covered: int, size_total: float) -> CoverageWindow:
-    if labels == 0:
-        return {"labels": 0, "coverage": None, "mean_size": None}
-    return {"labels": labels, "coverage": covered / labels, "mean_size": size_total / labels}
+def _window(
+    labels: int, covered: int, sizes: float | np.ndarray, unbounded: int = 0
+) -> CoverageWindow:
+    """A window's summary from its counts and its sizes' sum, or its sizes (an array: the
+    unbounded ones are counted here)."""
+    if isinstance(sizes, np.ndarray):
+        finite = np.isfinite(sizes)
+        unbounded, sizes = int(len(sizes) - finite.sum()), float(sizes[finite].sum())
+    bounded = labels - unbounded
+    return {
+        "labels": labels,
+        "coverage": covered / labels if labels else None,
+        "mean_size": sizes / bounded if bounded else None,
+        "unbounded": unbounded,
+    }
 
 
 def merge_summaries(parts: list[ConformalSummary]) -> dict[str, Any]:
@@ -326,21 +350,14 @@ def merge_summaries(parts: list[ConformalSummary]) -> dict[str, Any]:
     >>> a = ConformalCalibrator(window=10)
     >>> _ = a.update(np.array([0.1, 0.9]), np.full(2, 0.5), np.array([1.0, 3.0]))
     >>> merge_summaries([a.summary(), ConformalCalibrator().summary()])["since_start"]
-    {'labels': 2, 'coverage': 0.5, 'mean_size': 2.0}
+    {'labels': 2, 'coverage': 0.5, 'mean_size': 2.0, 'unbounded': 0}
     """
     out: dict[str, Any] = {"coverage_target": parts[0]["coverage_target"]}
     for key in ("recent", "since_start"):
         windows = [p[key] for p in parts]
         labels = sum(w["labels"] for w in windows)
         covered = sum(w["labels"] * (w["coverage"] or 0.0) for w in windows)
-        size = sum(w["labels"] * (w["mean_size"] or 0.0) for w in windows)
-        out[key] = (
-            _window(labels, 0, 0.0)
-            if not labels
-            else {
-                "labels": labels,
-                "coverage": covered / labels,
-                "mean_size": size / labels,
-            }
-        )
+        unbounded = sum(w.get("unbounded", 0) for w in windows)
+        size = sum((w["labels"] - w.get("unbounded", 0)) * (w["mean_size"] or 0.0) for w in windows)
+        out[key] = _window(labels, round(covered), size, unbounded)
     return out

@@ -13,7 +13,13 @@ import pytest
 from streamapp.assembly import build_pipeline
 from streamapp.checkpointing.state import decode_state, encode_state
 from streamapp.codec import Codec, DecodedBatch
-from streamapp.conformal import ConformalCalibrator, class_scores, prediction_sets, set_sizes
+from streamapp.conformal import (
+    ConformalCalibrator,
+    class_scores,
+    prediction_sets,
+    residual_scores,
+    set_sizes,
+)
 from streamapp.events import FeatureBlock, Feedback, PredictionBlock, SourcePosition
 from streamapp.model.bundle import load_bundle
 from streamapp.pipeline import Pipeline
@@ -97,7 +103,8 @@ def test_an_empty_window_claims_nothing_and_a_full_level_gives_empty_sets() -> N
     cal = ConformalCalibrator(coverage=0.9, window=50)
     assert cal.threshold() == math.inf and cal.summary()["threshold"] is None
     assert cal.summary()["sets"] == "all"
-    assert cal.summary()["recent"] == {"labels": 0, "coverage": None, "mean_size": None}
+    empty = {"labels": 0, "coverage": None, "mean_size": None, "unbounded": 0}
+    assert cal.summary()["recent"] == empty
     cal.update(np.zeros(5), np.full(5, math.inf), np.full(5, 4.0))  # too few for the level
     assert cal.threshold() == math.inf
     eager = ConformalCalibrator(coverage=0.9, window=50, gamma=1.0)
@@ -106,6 +113,29 @@ def test_an_empty_window_claims_nothing_and_a_full_level_gives_empty_sets() -> N
     assert eager.summary()["threshold"] is None  # null, but not "every class"
     assert (cal.summary()["sets"], eager.summary()["sets"]) == ("all", "empty")
     assert not prediction_sets(np.array([[1.0, 0.0]]), np.array([-math.inf])).any()
+
+
+def test_unbounded_intervals_are_counted_apart_from_the_mean_width() -> None:
+    rng = np.random.default_rng(7)
+    values, targets = rng.normal(size=600), rng.normal(size=600)
+    cal = ConformalCalibrator(coverage=0.9, window=200)
+    widths = []
+    for start in range(0, 600, 20):  # the first batch is served unbounded: no labels yet
+        half = np.full(20, cal.threshold())
+        widths.append(2 * half)
+        rows = slice(start, start + 20)
+        cal.update(residual_scores(values[rows], targets[rows]), half, 2 * half)
+    served = np.concatenate(widths)
+    unbounded = int(np.isinf(served).sum())
+    assert unbounded >= 20
+    since = cal.summary()["since_start"]
+    assert since["unbounded"] == unbounded and since["mean_size"] is not None
+    assert since["mean_size"] == pytest.approx(served[np.isfinite(served)].mean())
+    recent = cal.summary()["recent"]
+    assert recent["unbounded"] == 0 and recent["mean_size"] == pytest.approx(served[-200:].mean())
+    restored = ConformalCalibrator(coverage=0.9, window=200)
+    restored.load_state_dict(decode_state(encode_state(cal.state_dict())))
+    assert restored.summary() == cal.summary()
 
 
 def test_rows_served_without_a_threshold_do_not_calibrate() -> None:
