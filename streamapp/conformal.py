@@ -13,7 +13,11 @@ two counters, so the state does not depend on how labels were cut into batches (
 and its replay cut them differently, yet must end equal), and the long-run miscoverage
 ``misses_t / t`` is within ``(1 + gamma) / (gamma * t)`` of ``alpha`` whatever the stream does
 (the level cannot leave ``[-gamma, 1 + gamma]`` for long: past either end the sets are all
-or nothing, which pushes it back).
+or nothing, which pushes it back). The bound assumes each label is judged at the level its
+set was served at; with ``d`` labels in flight (delayed labels) the level can overshoot by
+about ``gamma * d`` before their errors arrive, and the bound loosens to about
+``(1 + gamma * (1 + d)) / (gamma * t)`` (a batch served at one threshold counts as its
+rows in flight).
 
 ``err_t`` is judged against the set *as served* (the threshold is remembered with the row in
 the ledger), so with delayed labels the reported coverage is the served sets' coverage.
