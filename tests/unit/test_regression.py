@@ -82,6 +82,20 @@ def test_the_metrics_are_sklearn_s_rolling_and_since_start() -> None:
     restored = RegressionPerformance(window=250)
     restored.load_state_dict(decode_state(encode_state(perf.state_dict())))
     assert restored.summary() == summary
+    larger = RegressionPerformance(window=2000)  # no empty slots read as labels
+    larger.load_state_dict(perf.state_dict())
+    assert larger.summary()["rolling"] == summary["rolling"]
+
+
+def test_r2_since_start_holds_for_large_steady_targets() -> None:
+    rng = np.random.default_rng(3)
+    targets = 1e8 + rng.normal(0, 1, 5000)  # y2_sum - y_sum^2 / n cancels to noise here
+    values = targets + rng.normal(0, 0.5, 5000)
+    perf = RegressionPerformance(window=100)
+    for start in range(0, 5000, 100):
+        perf.update(values[start : start + 100], targets[start : start + 100])
+    r2 = perf.summary()["since_start"]["r2"]
+    assert r2 == pytest.approx(r2_score(targets, values), abs=1e-6)
 
 
 def test_the_paired_test_is_wilcoxon_s_on_absolute_errors() -> None:
