@@ -53,6 +53,24 @@ def test_a_restored_head_goes_on_as_the_original() -> None:
     assert encode_state(restored.state_dict()) == encode_state(head.state_dict())
 
 
+def test_a_non_finite_label_or_embedding_is_refused_before_it_poisons_the_head() -> None:
+    E, y = _data(100)
+    head = LinearRegressionHead(np.zeros(4), 0.0, step_size=10)
+    head.learn_many(E[:45], y[:45])
+    before = encode_state(head.state_dict())
+    bad_y, bad_E = y[45:].copy(), E[45:].copy()
+    bad_y[3], bad_E[7, 2] = np.nan, np.inf
+    with pytest.raises(ValueError, match=r"rows \[3 7\]"):
+        head.learn_many(bad_E, bad_y)
+    assert encode_state(head.state_dict()) == before  # nothing of the batch was learned
+    head.learn_many(E[45:], y[45:])
+    assert np.isfinite(head.coef).all() and head.n_learned == 100
+    with pytest.raises(ValueError, match="solver"):
+        LinearRegressionHead(np.zeros(4), 0.0, solver="adam")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="loss"):
+        LinearRegressionHead(np.zeros(4), 0.0, loss="l1")  # type: ignore[arg-type]
+
+
 def test_huber_bounds_the_step_a_wild_label_takes() -> None:
     E, y = _data(50)
     y[7] = 1e6  # one wild label
