@@ -164,6 +164,10 @@ class ConformalCalibrator:
         self.gamma = gamma
         self._reset()
 
+    def reset(self) -> None:
+        """Start fresh (no labels, the level at ``alpha``), keeping the settings."""
+        self._reset()
+
     def _reset(self) -> None:
         w = self.window
         # rings of the newest labels' score, hit and size: slots ``[0, filled)`` hold them

@@ -352,10 +352,10 @@ def test_a_snapshot_keeps_the_calibrator_and_an_older_one_starts_it_fresh(
     assert restored.conformal.summary() == pipeline.conformal.summary()
     assert restored.conformal.summary()["since_start"]["labels"] == 600
     del state["conformal"]  # a snapshot written before conformal sets
-    older = build(digits_bundle)
-    older.load_state_dict(state)
-    assert older.conformal is not None and older.conformal.labels == 0
-    assert older.conformal.threshold() == math.inf
+    calibrator = restored.conformal  # the same object (whoever holds it sees the reset)
+    restored.load_state_dict(state)
+    assert restored.conformal is calibrator and calibrator.labels == 0
+    assert calibrator.threshold() == math.inf and calibrator.summary()["sets"] == "all"
 
 
 def test_without_conformal_sets_the_classification_formats_are_unchanged(
