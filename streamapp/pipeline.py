@@ -413,9 +413,7 @@ class Pipeline:
             if "conformal" in state:
                 self.conformal.load_state_dict(state["conformal"])
             else:
-                self.conformal = ConformalCalibrator(
-                    self.conformal.coverage_target, self.conformal.window, self.conformal.gamma
-                )
+                self.conformal.reset()
 
     def report(self, now: float) -> DriftReport:
         """A drift report of the window so far (and the start of the next window)."""

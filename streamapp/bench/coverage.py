@@ -30,7 +30,7 @@ from streamapp.model.training import train_source_bundle
 from streamapp.pipeline import Pipeline
 from streamapp.settings import ConformalSettings, FinetuneSettings, GuardSettings
 
-__all__ = ["coverage_summary", "served_sets", "main"]
+__all__ = ["coverage_summary", "main", "run_stream", "served_sets"]
 
 logger = logging.getLogger(__name__)
 
@@ -142,10 +142,10 @@ def main(argv: list[str] | None = None) -> None:
             print(orjson.dumps({"stream": name, **result}).decode(), flush=True)
 
 
-if __name__ == "__main__":
-    main()
-
-
 def _finite_mean(values: np.ndarray) -> float | None:
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if len(finite) else None
+
+
+if __name__ == "__main__":
+    main()

@@ -9,8 +9,7 @@ Two solvers, one step per ``step_size`` labels in label order:
   the source head holds with few labels.
 - ``sgd``: normalized gradient steps on a squared or Huber loss (first order, cheaper).
 
-Labels wait in a step buffer (part of the state) until a step is full,
-labels wait in a step buffer (part of the state) until a step is full, so the head after N
+Labels wait in a step buffer (part of the state) until a step is full, so the head after N
 labels is the same however they were batched (a live run and its replay cut batches
 differently), as the classifiers' fine-tuning steps are.
 
@@ -78,6 +77,12 @@ class LinearRegressionHead:
         step_size: int = 50,
         l2: float = 0.0,
     ) -> None:
+        if solver not in ("ridge", "sgd"):
+            raise ValueError(f"solver must be 'ridge' or 'sgd', got {solver!r}")
+        if loss not in ("squared", "huber"):
+            raise ValueError(f"loss must be 'squared' or 'huber', got {loss!r}")
+        if step_size < 1:
+            raise ValueError(f"step_size must be positive, got {step_size}")
         self.source_coef = np.asarray(coef, np.float64).copy()
         self.source_intercept = float(intercept)
         self.solver = solver
@@ -110,9 +115,17 @@ class LinearRegressionHead:
         return np.asarray(X, np.float64) @ self.source_coef + self.source_intercept
 
     def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
-        """Learn ``y`` (finite numbers) for the rows of ``X``, in order."""
-        X = np.concatenate([self._buffer_X, np.asarray(X, np.float64)])
-        y = np.concatenate([self._buffer_y, np.asarray(y, np.float64)])
+        """Learn ``y`` (finite numbers) for the rows of ``X``, in order.
+
+        Raises ValueError on a non-finite label or embedding, before learning any row: one
+        NaN in the Gram matrix would poison every later step (the worker dead-letters such
+        labels before they get here)."""
+        new_X, new_y = np.asarray(X, np.float64), np.asarray(y, np.float64)
+        if not (np.isfinite(new_y).all() and np.isfinite(new_X).all()):
+            bad = ~np.isfinite(new_y) | ~np.isfinite(new_X).reshape(len(new_y), -1).all(axis=1)
+            raise ValueError(f"non-finite label or embedding in rows {np.flatnonzero(bad)[:10]}")
+        X = np.concatenate([self._buffer_X, new_X])
+        y = np.concatenate([self._buffer_y, new_y])
         full = len(y) // self.step_size * self.step_size
         for start in range(0, full, self.step_size):
             self._step(X[start : start + self.step_size], y[start : start + self.step_size])
@@ -148,6 +161,8 @@ class LinearRegressionHead:
         self.coef, self.intercept = np.asarray(w[:-1], np.float64), float(w[-1])
 
     def state_dict(self) -> dict[str, Any]:
+        """The head, the ridge solver's weighted sums and the labels waiting for a step (the
+        source head and the settings are not in it: they come from the bundle and config)."""
         return {
             "coef": self.coef.copy(),
             "intercept": self.intercept,
@@ -159,6 +174,8 @@ class LinearRegressionHead:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` into a head built with the same source head and
+        settings."""
         self._reset()
         self.coef = np.asarray(state["coef"], np.float64).copy()
         self.intercept = float(state["intercept"])

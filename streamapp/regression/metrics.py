@@ -75,23 +75,36 @@ class RegressionPerformance:
         self._values = np.zeros(self.window)
         self._targets = np.zeros(self.window)
         self.labels = 0
-        # since the start: sums of |e|, e², y and y² (R² from them, no history kept)
-        self._sums = np.zeros(4)
+        self._filled = 0  # ring slots [0, filled) hold the newest labels; the next goes to next
+        self._next = 0
+        # since the start: sums of |e| and e², and the targets' running mean and sum of squared
+        # deviations (Welford: y2_sum - y_sum^2 / n would cancel for large, steady targets)
+        self._sums = np.zeros(2)
+        self._mean = 0.0
+        self._m2 = 0.0
 
     def update(self, values: np.ndarray, targets: np.ndarray) -> None:
         values, targets = np.asarray(values, np.float64), np.asarray(targets, np.float64)
         n = len(values)
         keep = slice(max(n - self.window, 0), n)
-        slots = (self.labels + np.arange(n)[keep]) % self.window
+        slots = (self._next + np.arange(n)[keep]) % self.window
         self._values[slots], self._targets[slots] = values[keep], targets[keep]
+        self._next = (self._next + n) % self.window
+        self._filled = min(self._filled + n, self.window)
         error = values - targets
-        for i, column in enumerate((np.abs(error), error**2, targets, targets**2)):
+        for i, column in enumerate((np.abs(error), error**2)):
             # in label order, one label at a time: the same sums however labels were batched
             self._sums[i] = np.add.accumulate(np.concatenate([[self._sums[i]], column]))[-1]
-        self.labels += n
+        mean, m2, seen = self._mean, self._m2, self.labels
+        for y in targets.tolist():  # Welford, label by label (batch-invariant too)
+            seen += 1
+            delta = y - mean
+            mean += delta / seen
+            m2 += delta * (y - mean)
+        self._mean, self._m2, self.labels = mean, m2, seen
 
     def summary(self) -> dict[str, Any]:
-        n = min(self.labels, self.window)
+        n = self._filled
         return {
             "rolling": _measures(self._values[:n], self._targets[:n]),
             "since_start": self._since_start(),
@@ -101,8 +114,8 @@ class RegressionPerformance:
         n = self.labels
         if n == 0:
             return {"labels": 0, "mae": None, "rmse": None, "r2": None}
-        abs_sum, sq_sum, y_sum, y2_sum = self._sums.tolist()
-        total = y2_sum - y_sum * y_sum / n  # n times the targets' variance
+        abs_sum, sq_sum = self._sums.tolist()
+        total = self._m2  # n times the targets' variance
         return {
             "labels": n,
             "mae": abs_sum / n,
@@ -111,13 +124,15 @@ class RegressionPerformance:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        n = min(self.labels, self.window)
-        order = (self.labels - n + np.arange(n)) % self.window
+        n = self._filled
+        order = (self._next - n + np.arange(n)) % self.window
         return {
             "values": self._values[order],
             "targets": self._targets[order],
             "labels": self.labels,
             "sums": self._sums.copy(),
+            "mean": self._mean,
+            "m2": self._m2,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -125,9 +140,11 @@ class RegressionPerformance:
         values = np.asarray(state["values"], np.float64)[-self.window :]
         targets = np.asarray(state["targets"], np.float64)[-self.window :]
         self.labels = int(state["labels"])
-        slots = (self.labels - len(values) + np.arange(len(values))) % self.window
-        self._values[slots], self._targets[slots] = values, targets
-        self._sums = np.asarray(state["sums"], np.float64).copy()
+        n = len(values)  # into the first slots (a larger window: the rest stays unfilled)
+        self._filled, self._next = n, n % self.window
+        self._values[:n], self._targets[:n] = values, targets
+        self._sums = np.asarray(state["sums"], np.float64)[:2].copy()
+        self._mean, self._m2 = float(state["mean"]), float(state["m2"])
 
 
 def _measures(values: np.ndarray, targets: np.ndarray) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Friedman's #1 function (scikit-learn's ``make_friedman1``): ten features uniform
 ``[0, 1]``, five of them used, ``y = 10 sin(pi x0 x1) + 20 (x2 - 0.5)^2 + 10 x3 + 5 x4 + noise``.
 The source task is that function. The target stream starts with feature ``x3`` recalibrated
 (the sensor now reads ``0.6 x3 + 0.35``: a frozen model is biased), and half-way the function
-itself drifts (river's ``FriedmanDrift`` global drift: the features swap roles).
+itself drifts: a hand-rolled global drift in the spirit of river's ``FriedmanDrift`` (a fixed
+permutation of the five relevant features, which swap roles; river is not used here).
 
 The "backbone" of this scenario is frozen: the raw features and 128 random Fourier features
 of them; the transfer setting in miniature, a fixed representation under a linear head that

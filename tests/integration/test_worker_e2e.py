@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 
@@ -68,5 +69,8 @@ def test_events_and_delayed_feedback_become_predictions_drift_and_learning(
     last = reports[-1]
     assert last["labels"]["joined"] + last["labels"]["parked"] >= last["model"]["head_seq"]
     assert last["performance"]["accuracy"] > last["performance"]["source_accuracy"] + 0.1
-    assert last["conformal"]["since_start"]["labels"] <= last["labels"]["joined"]
+    since_start = last["conformal"]["since_start"]
+    assert 0 < since_start["labels"] <= last["labels"]["joined"]  # the served sets calibrate
+    assert since_start["coverage"] is not None and 0 < since_start["coverage"] <= 1
+    assert since_start["mean_size"] is not None and math.isfinite(since_start["mean_size"])
     assert not read_topic(settings, settings.topics.dead_letter, timeout=3, idle=1)

@@ -13,7 +13,13 @@ import pytest
 from streamapp.assembly import build_pipeline
 from streamapp.checkpointing.state import decode_state, encode_state
 from streamapp.codec import Codec, DecodedBatch
-from streamapp.conformal import ConformalCalibrator, class_scores, prediction_sets, set_sizes
+from streamapp.conformal import (
+    ConformalCalibrator,
+    class_scores,
+    prediction_sets,
+    residual_scores,
+    set_sizes,
+)
 from streamapp.events import FeatureBlock, Feedback, PredictionBlock, SourcePosition
 from streamapp.model.bundle import load_bundle
 from streamapp.pipeline import Pipeline
@@ -96,19 +102,63 @@ def test_long_run_coverage_holds_where_static_calibration_breaks() -> None:
 def test_an_empty_window_claims_nothing_and_a_full_level_gives_empty_sets() -> None:
     cal = ConformalCalibrator(coverage=0.9, window=50)
     assert cal.threshold() == math.inf and cal.summary()["threshold"] is None
-    assert cal.summary()["recent"] == {"labels": 0, "coverage": None, "mean_size": None}
+    assert cal.summary()["sets"] == "all"
+    empty = {"labels": 0, "coverage": None, "mean_size": None, "unbounded": 0}
+    assert cal.summary()["recent"] == empty
     cal.update(np.zeros(5), np.full(5, math.inf), np.full(5, 4.0))  # too few for the level
     assert cal.threshold() == math.inf
     eager = ConformalCalibrator(coverage=0.9, window=50, gamma=1.0)
     eager.update(np.zeros(10), np.full(10, math.inf), np.full(10, 4.0))
     assert eager.alpha_t > 1 and eager.threshold() == -math.inf  # no class is plausible enough
+    assert eager.summary()["threshold"] is None  # null, but not "every class"
+    assert (cal.summary()["sets"], eager.summary()["sets"]) == ("all", "empty")
     assert not prediction_sets(np.array([[1.0, 0.0]]), np.array([-math.inf])).any()
+
+
+def test_unbounded_intervals_are_counted_apart_from_the_mean_width() -> None:
+    rng = np.random.default_rng(7)
+    values, targets = rng.normal(size=600), rng.normal(size=600)
+    cal = ConformalCalibrator(coverage=0.9, window=200)
+    widths = []
+    for start in range(0, 600, 20):  # the first batch is served unbounded: no labels yet
+        half = np.full(20, cal.threshold())
+        widths.append(2 * half)
+        rows = slice(start, start + 20)
+        cal.update(residual_scores(values[rows], targets[rows]), half, 2 * half)
+    served = np.concatenate(widths)
+    unbounded = int(np.isinf(served).sum())
+    assert unbounded >= 20
+    since = cal.summary()["since_start"]
+    assert since["unbounded"] == unbounded and since["mean_size"] is not None
+    assert since["mean_size"] == pytest.approx(served[np.isfinite(served)].mean())
+    recent = cal.summary()["recent"]
+    assert recent["unbounded"] == 0 and recent["mean_size"] == pytest.approx(served[-200:].mean())
+    restored = ConformalCalibrator(coverage=0.9, window=200)
+    restored.load_state_dict(decode_state(encode_state(cal.state_dict())))
+    assert restored.summary() == cal.summary()
 
 
 def test_rows_served_without_a_threshold_do_not_calibrate() -> None:
     cal = ConformalCalibrator(window=50)
-    covered = cal.update(np.array([0.1, 0.9]), np.array([np.nan, 0.5]), np.array([1.0, 2.0]))
-    assert covered.tolist() == [False] and (cal.labels, cal.misses) == (1, 1)
+    covered = cal.update(
+        np.array([0.1, 0.9, 0.2]), np.array([np.nan, 0.5, 0.5]), np.array([1.0, 2.0, 1.0])
+    )
+    assert covered.tolist() == [False, False, True]  # one flag per row given
+    assert (cal.labels, cal.misses) == (2, 1)
+
+
+def test_nan_scores_are_misses_and_never_make_the_threshold_nan() -> None:
+    cal = ConformalCalibrator(coverage=0.5, window=20, gamma=0.001)
+    scores = np.linspace(0.0, 0.9, 20)
+    scores[[3, 17]] = np.nan  # a model that gave NaN probabilities
+    covered = cal.update(scores, np.full(20, np.inf), np.full(20, 2.0))
+    assert not covered[[3, 17]].any() and covered.sum() == 18 and cal.misses == 2
+    assert cal.threshold() == pytest.approx(np.sort(np.nan_to_num(scores, nan=9.0))[10])
+    for _ in range(20):  # NaN scores only: the sets grow to everything, never to NaN
+        cal.update(np.full(20, np.nan), np.full(20, cal.threshold()), np.full(20, 2.0))
+        assert not math.isnan(cal.threshold())
+    assert cal.threshold() == math.inf
+    assert cal.summary()["threshold"] is None
 
 
 def test_a_snapshot_restores_the_same_calibrator_and_a_smaller_window_keeps_the_newest() -> None:
@@ -123,6 +173,39 @@ def test_a_snapshot_restores_the_same_calibrator_and_a_smaller_window_keeps_the_
     smaller.load_state_dict(cal.state_dict())
     recent = class_scores(proba[-100:], labels[-100:])
     np.testing.assert_array_equal(smaller.state_dict()["scores"], recent)
+    larger = ConformalCalibrator(window=1000)  # 900 labels, 300 scores: no zeros read as scores
+    larger.load_state_dict(cal.state_dict())
+    saved = cal.state_dict()
+    assert larger.summary()["recent"] == cal.summary()["recent"]
+    assert larger.threshold() == np.sort(saved["scores"])[math.ceil(301 * (1 - cal.alpha_t)) - 1]
+    more_proba, more_labels = _stream(100, seed=6)
+    _serve(larger, more_proba, more_labels, [50])
+    new = class_scores(more_proba, more_labels)
+    np.testing.assert_array_equal(
+        larger.state_dict()["scores"], np.concatenate([saved["scores"], new])
+    )
+    assert larger.summary()["recent"]["labels"] == 400
+
+
+def test_a_restore_under_another_coverage_or_gamma_restarts_the_level_at_the_new_alpha() -> None:
+    proba, labels = _stream(4000, seed=5)
+    cal = ConformalCalibrator(coverage=0.9, window=300)
+    _serve(cal, proba, labels, list(range(100, 4000, 100)))
+    state = decode_state(encode_state(cal.state_dict()))
+    stricter = ConformalCalibrator(coverage=0.95, window=300)
+    stricter.load_state_dict(state)
+    # the counters read under 0.95 would give 0.05 + 0.005 * (4000 * 0.05 - ~400) < -0.9
+    assert stricter.alpha_t == pytest.approx(0.05)
+    assert (stricter.labels, stricter.misses) == (cal.labels, cal.misses)  # coverage kept
+    np.testing.assert_array_equal(stricter.state_dict()["scores"], state["scores"])
+    scores = np.sort(state["scores"])
+    assert stricter.threshold() == scores[math.ceil(301 * 0.95) - 1]  # the window, at 0.95
+    faster = ConformalCalibrator(coverage=0.9, window=300, gamma=0.05)
+    faster.load_state_dict(state)
+    assert faster.alpha_t == pytest.approx(0.1)
+    same = ConformalCalibrator(coverage=0.9, window=300)
+    same.load_state_dict(state)
+    assert same.alpha_t == cal.alpha_t != pytest.approx(0.1)
 
 
 # -- the sets as the pipeline serves them -------------------------------------------------
@@ -203,6 +286,7 @@ def test_predictions_carry_their_set_and_reports_its_coverage(
     conformal = report["conformal"]
     assert conformal["since_start"]["labels"] == 1200
     assert conformal["recent"]["labels"] == 200
+    assert conformal["sets"] == "bounded" and 0 <= (conformal["threshold"] or -1) <= 1
     covered = conformal["since_start"]["coverage"]
     assert covered is not None and abs(covered - 0.9) < 0.05  # 1,200 labels: near the target
 
@@ -268,10 +352,10 @@ def test_a_snapshot_keeps_the_calibrator_and_an_older_one_starts_it_fresh(
     assert restored.conformal.summary() == pipeline.conformal.summary()
     assert restored.conformal.summary()["since_start"]["labels"] == 600
     del state["conformal"]  # a snapshot written before conformal sets
-    older = build(digits_bundle)
-    older.load_state_dict(state)
-    assert older.conformal is not None and older.conformal.labels == 0
-    assert older.conformal.threshold() == math.inf
+    calibrator = restored.conformal  # the same object (whoever holds it sees the reset)
+    restored.load_state_dict(state)
+    assert restored.conformal is calibrator and calibrator.labels == 0
+    assert calibrator.threshold() == math.inf and calibrator.summary()["sets"] == "all"
 
 
 def test_without_conformal_sets_the_classification_formats_are_unchanged(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 
@@ -12,6 +13,7 @@ from streamapp.drift.merge import merge_reports
 from streamapp.model.bundle import load_bundle
 from streamapp.scenarios import get_scenario
 from streamapp.settings import Settings
+from tests.conftest import assert_valid, load_schema
 
 
 def test_two_halves_merge_into_the_whole(digits_bundle: Path) -> None:
@@ -37,3 +39,31 @@ def test_two_halves_merge_into_the_whole(digits_bundle: Path) -> None:
     assert merged["dataset"] == expected["dataset"]
     assert merged["prediction"]["counts"] == expected["prediction"]["counts"]
     assert merged["prediction"]["psi"] == pytest.approx(expected["prediction"]["psi"])
+
+
+def test_merged_conformal_sections_add_up_and_the_merged_report_is_valid(
+    digits_bundle: Path,
+) -> None:
+    settings = Settings(model={"bundle": digits_bundle})
+    bundle = load_bundle(digits_bundle)
+    X, _, _ = get_scenario("digits-shift").target_data(300)
+    reports = []
+    for seed, pipeline in enumerate(build_pipeline(settings, bundle) for _ in range(2)):
+        pipeline.monitor.update_events(X, np.arange(300) % 10, np.full(300, 1.0))
+        assert pipeline.conformal is not None  # on by default
+        scores = np.random.default_rng(seed).uniform(0, 1, 100 + 50 * seed)
+        pipeline.conformal.update(scores, np.full(len(scores), 0.6), np.full(len(scores), 3.0))
+        reports.append(pipeline.report(2.0))
+        assert_valid("drift-report", reports[-1])
+
+    merged = merge_reports(reports, bundle.reference)
+
+    # the merged report has no report_seq of its own; its conformal section is the report's
+    # (one level per scorer: no alpha_t or threshold to merge)
+    section = load_schema("drift-report")["properties"]["conformal"]
+    jsonschema.Draft202012Validator(section).validate(merged["conformal"])
+    conformal = merged["conformal"]
+    since = [r["conformal"]["since_start"] for r in reports]
+    assert conformal["since_start"]["labels"] == 250
+    covered = sum(s["labels"] * s["coverage"] for s in since)
+    assert conformal["since_start"]["coverage"] == pytest.approx(covered / 250)

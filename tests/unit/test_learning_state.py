@@ -95,14 +95,17 @@ def assert_same(a: object, b: object, path: str = "state") -> None:
 def assert_same_outputs(a: Outputs, b: Outputs) -> None:
     assert (a.predictions is None) == (b.predictions is None)
     if a.predictions is not None and b.predictions is not None:
-        for name in ("ids", "keys", "proba", "labels", "event_ts", "head_seq", "sources"):
+        for name in (
+            *("ids", "keys", "proba", "labels", "event_ts", "head_seq", "sources"),
+            *("threshold", "coverage"),  # the conformal sets as served
+        ):
             assert_same(getattr(a.predictions, name), getattr(b.predictions, name), name)
     assert [(d.reason, d.source, d.message) for d in a.dead_letters] == [
         (d.reason, d.source, d.message) for d in b.dead_letters
     ]
     assert (a.joined is None) == (b.joined is None)
     if a.joined is not None and b.joined is not None:
-        for name in ("event_ids", "embeddings", "labels", "proba", "delays"):
+        for name in ("event_ids", "embeddings", "labels", "proba", "delays", "thresholds"):
             assert_same(getattr(a.joined, name), getattr(b.joined, name), name)
     assert_same(a.drift_reports, b.drift_reports, "reports")
 

@@ -152,6 +152,8 @@ def test_positions_and_served_rows_survive_the_state_dict() -> None:
     ledger = make(max_entries=3)
     sources = [SourcePosition("features", 2, 40 + k) for k in range(5)]
     proba = np.array([[0.1, 0.2, 0.7]] * 5) + np.arange(5)[:, None] / 100
+    # the served conformal thresholds (layout v3): finite, every class, no class, none known
+    thresholds = np.array([0.4, np.inf, -np.inf, np.nan, 0.25])
     ledger.add(
         [f"e{k}" for k in range(5)],
         np.zeros((5, 2), np.float32),
@@ -159,8 +161,10 @@ def test_positions_and_served_rows_survive_the_state_dict() -> None:
         np.arange(5.0),
         sources=sources,
         head_seq=np.arange(5) * 10,
+        threshold=thresholds,
     )
-    ledger.join([Feedback("e4", 0, 9.0)])  # e0, e1 evicted, e4 joined: all remembered
+    joined = ledger.join([Feedback("e4", 0, 9.0)])  # e0, e1 evicted, e4 joined: all remembered
+    np.testing.assert_array_equal(joined.thresholds, [0.25])
     restored = make(max_entries=3)
     restored.load_state_dict(decode_state(encode_state(ledger.state_dict())))
     for k, source in enumerate(sources):
@@ -171,6 +175,9 @@ def test_positions_and_served_rows_survive_the_state_dict() -> None:
     served = restored.served(["e0", "e3", "e4"])
     np.testing.assert_array_equal(served.proba, proba[[0, 3, 4]])
     assert served.head_seq.tolist() == [0, 30, 40] and served.event_ts.tolist() == [0.0, 3.0, 4.0]
+    np.testing.assert_array_equal(
+        restored.served([f"e{k}" for k in range(5)]).threshold, thresholds
+    )
     assert restored.event_counts.evicted == 2 and restored.counts.joined == 1
     assert_same_state(restored.state_dict(), ledger.state_dict())
 

@@ -53,6 +53,24 @@ def test_a_restored_head_goes_on_as_the_original() -> None:
     assert encode_state(restored.state_dict()) == encode_state(head.state_dict())
 
 
+def test_a_non_finite_label_or_embedding_is_refused_before_it_poisons_the_head() -> None:
+    E, y = _data(100)
+    head = LinearRegressionHead(np.zeros(4), 0.0, step_size=10)
+    head.learn_many(E[:45], y[:45])
+    before = encode_state(head.state_dict())
+    bad_y, bad_E = y[45:].copy(), E[45:].copy()
+    bad_y[3], bad_E[7, 2] = np.nan, np.inf
+    with pytest.raises(ValueError, match=r"rows \[3 7\]"):
+        head.learn_many(bad_E, bad_y)
+    assert encode_state(head.state_dict()) == before  # nothing of the batch was learned
+    head.learn_many(E[45:], y[45:])
+    assert np.isfinite(head.coef).all() and head.n_learned == 100
+    with pytest.raises(ValueError, match="solver"):
+        LinearRegressionHead(np.zeros(4), 0.0, solver="adam")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="loss"):
+        LinearRegressionHead(np.zeros(4), 0.0, loss="l1")  # type: ignore[arg-type]
+
+
 def test_huber_bounds_the_step_a_wild_label_takes() -> None:
     E, y = _data(50)
     y[7] = 1e6  # one wild label
@@ -82,6 +100,20 @@ def test_the_metrics_are_sklearn_s_rolling_and_since_start() -> None:
     restored = RegressionPerformance(window=250)
     restored.load_state_dict(decode_state(encode_state(perf.state_dict())))
     assert restored.summary() == summary
+    larger = RegressionPerformance(window=2000)  # no empty slots read as labels
+    larger.load_state_dict(perf.state_dict())
+    assert larger.summary()["rolling"] == summary["rolling"]
+
+
+def test_r2_since_start_holds_for_large_steady_targets() -> None:
+    rng = np.random.default_rng(3)
+    targets = 1e8 + rng.normal(0, 1, 5000)  # y2_sum - y_sum^2 / n cancels to noise here
+    values = targets + rng.normal(0, 0.5, 5000)
+    perf = RegressionPerformance(window=100)
+    for start in range(0, 5000, 100):
+        perf.update(values[start : start + 100], targets[start : start + 100])
+    r2 = perf.summary()["since_start"]["r2"]
+    assert r2 == pytest.approx(r2_score(targets, values), abs=1e-6)
 
 
 def test_the_paired_test_is_wilcoxon_s_on_absolute_errors() -> None:
