@@ -21,6 +21,7 @@ from streamapp.drift.monitor import DriftMonitor
 from streamapp.errors import ConfigError
 from streamapp.guard import SafeAdaptationGuard
 from streamapp.ledger import PendingLedger
+from streamapp.model.adapt import InputAdapter
 from streamapp.model.backbone import Embedder
 from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.model.finetune import FinetuneHead
@@ -28,9 +29,11 @@ from streamapp.model.head import OnlineHead, make_head
 from streamapp.model.surgery import cut_width, split_backbone
 from streamapp.model.variants import make_embedder
 from streamapp.pipeline import Companion, Embed, Pipeline
+from streamapp.selection import Candidates
 from streamapp.settings import Settings
 
 __all__ = [
+    "build_candidates",
     "build_embedder",
     "finetune_layers",
     "build_codec",
@@ -216,9 +219,11 @@ def build_pipeline(
     m = bundle.manifest
     head = build_head(settings, bundle)
     embed, width = build_embedder(settings, bundle)
+    candidates = build_candidates(settings, bundle)
+    extra = candidates.extra_width if candidates is not None else 0
     ledger = PendingLedger(
         settings.ledger.max_entries,
-        width,
+        width + extra,
         len(m.classes),
         settings.ledger.ttl_s,
         settings.ledger.early_label_ttl_s,
@@ -249,4 +254,23 @@ def build_pipeline(
         guard=SafeAdaptationGuard(settings.guard) if settings.guard.enabled else None,
         instance=settings.delivery.instance_id,
         companion=companion,
+        candidates=candidates,
     )
+
+
+def build_candidates(settings: Settings, bundle: Bundle) -> Candidates | None:
+    """Input adaptation and online model selection as ``settings.adapt`` and
+    ``settings.selection`` configure them; None when both are off (the pipeline as before)."""
+    a, sel = settings.adapt, settings.selection
+    if not a.enabled and not sel.enabled:
+        return None
+    pre = bundle.manifest.preprocessing
+    adapter = InputAdapter(
+        np.asarray(pre["mean"]),
+        np.asarray(pre["std"]),
+        horizon=a.horizon,
+        block=a.block,
+        prior=a.prior,
+        enabled=a.enabled,
+    )
+    return Candidates(adapter, len(bundle.manifest.classes), sel if sel.enabled else None)
