@@ -31,9 +31,9 @@ from streamapp.model.training import train_source_bundle
 from streamapp.pipeline import Pipeline
 from streamapp.scenarios import get_scenario
 from streamapp.settings import (
+    AdaptSettings,
     DriftSettings,
     FinetuneSettings,
-    AdaptSettings,
     GuardSettings,
     LedgerSettings,
     ModelSettings,
@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> None:
             result = run_stream(
                 name, args.events, finetune, guard, workdir, methods, delay=args.delay
             )
-            print(orjson.dumps({"stream": name, "delay": args.delay, **result}).decode(), flush=True)
+            line = orjson.dumps({"stream": name, "delay": args.delay, **result}).decode()
+            print(line, flush=True)
 
 
 if __name__ == "__main__":
