@@ -271,6 +271,8 @@ def build_candidates(settings: Settings, bundle: Bundle) -> Candidates | None:
         horizon=a.horizon,
         block=a.block,
         prior=a.prior,
+        source_count=int(np.asarray(bundle.reference.counts)[0].sum()),
+        shrink=a.shrink,
         enabled=a.enabled,
     )
     return Candidates(adapter, len(bundle.manifest.classes), sel if sel.enabled else None)

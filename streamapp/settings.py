@@ -217,6 +217,9 @@ class AdaptSettings(BaseModel):
     horizon: int = Field(2000, ge=1, description="events the moving statistics average over")
     block: int = Field(50, ge=1, description="events per statistics update (any batching)")
     prior: float = Field(50.0, ge=0, description="pseudo-count of the source statistics")
+    shrink: float = Field(
+        4.0, ge=0, description="evidence a change needs (0: follow the estimate in full)"
+    )
 
 
 class SelectionSettings(BaseModel):

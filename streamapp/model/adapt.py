@@ -62,6 +62,14 @@ class InputAdapter:
         Events per statistics update.
     prior
         Pseudo-count of the source statistics at the start.
+    source_count
+        Rows the source statistics were estimated on (their own uncertainty).
+    shrink
+        Evidence a change of the statistics needs: per feature, the estimated change of the
+        mean ``d`` (and of the log standard deviation) is applied with the weight
+        ``d**2 / (d**2 + shrink * se**2)``, ``se`` its standard error from both estimates
+        (source and target). A stream that did not shift keeps (nearly) the source
+        standardization; a clear shift is followed in full. 0: always in full.
     enabled
         False: the source standardization, unchanged (``z = (x - mean) / std``).
     """
@@ -74,6 +82,8 @@ class InputAdapter:
         horizon: int | None = 2000,
         block: int = 50,
         prior: float = 50.0,
+        source_count: int = 1000,
+        shrink: float = 4.0,
         enabled: bool = True,
         min_std_ratio: float = 1e-3,
     ) -> None:
@@ -83,6 +93,8 @@ class InputAdapter:
         self.block = int(block)
         self.prior = float(prior)
         self.enabled = enabled
+        self.source_count = max(1, int(source_count))
+        self.shrink = float(shrink)
         # a feature constant so far must not explode
         self.std_floor = np.maximum(min_std_ratio * self.std_b, 1e-8)
         # start from the source standardization itself: before the first block, the inputs
@@ -100,8 +112,17 @@ class InputAdapter:
     def _current(self) -> tuple[np.ndarray, np.ndarray]:
         if not self.enabled:
             return self.mean_b, self.std_b
-        sd = np.sqrt(np.maximum(self.m2 - self.m1 * self.m1, 0.0))
-        return self.m1.copy(), np.maximum(sd, self.std_floor)
+        sd = np.maximum(np.sqrt(np.maximum(self.m2 - self.m1 * self.m1, 0.0)), self.std_floor)
+        if self.shrink <= 0:
+            return self.m1.copy(), sd
+        # the target estimate averages about this many rows (its horizon, once that is full)
+        n_t = max(1.0, float(self.seen if self.horizon is None else min(self.seen, self.horizon)))
+        d = self.m1 - self.mean_b
+        se2 = self.std_b**2 / self.source_count + sd**2 / n_t
+        center = self.mean_b + _weight(d, se2, self.shrink) * d
+        r = np.log(sd / self.std_b)
+        r_se2 = np.full_like(r, 0.5 / self.source_count + 0.5 / n_t)
+        return center, self.std_b * np.exp(_weight(r, r_se2, self.shrink) * r)
 
     def _rate(self) -> float:
         cumulative = self.block / (self.prior + self.seen + self.block)
@@ -166,6 +187,12 @@ class InputAdapter:
         self.seen = int(state["seen"])
         self._pending = np.array(state["pending"], np.float64).reshape(-1, self.width)
         self._center, self._scale = self._current()
+
+
+def _weight(d: np.ndarray, se2: np.ndarray, shrink: float) -> np.ndarray:
+    """How much of an estimated change ``d`` (variance ``se2``) to apply, in [0, 1]."""
+    d2 = d * d
+    return d2 / np.maximum(d2 + shrink * se2, 1e-300)
 
 
 class ScratchLinear:

@@ -46,7 +46,7 @@ def test_the_adapter_gives_the_same_bits_for_any_batching(sizes: list[int]) -> N
 
 def test_each_event_uses_the_statistics_of_the_blocks_before_it() -> None:
     X = shifted(120)
-    adapter = InputAdapter(np.zeros(5), np.ones(5), horizon=100, block=50, prior=0.0)
+    adapter = InputAdapter(np.zeros(5), np.ones(5), horizon=100, block=50, prior=0.0, shrink=0)
     z = adapter.standardize(X)
     assert np.allclose(z[:50], X[:50])  # no block completed: the source standardization
     first = X[:50]
