@@ -25,9 +25,10 @@ import orjson
 
 from streamapp.assembly import build_pipeline
 from streamapp.codec import DecodedBatch
+from streamapp.datasets import load_table
 from streamapp.events import SOURCE, FeatureBlock, Feedback
 from streamapp.model.bundle import Bundle, load_bundle
-from streamapp.model.training import train_source_bundle
+from streamapp.model.training import train_source_bundle, train_table_bundle
 from streamapp.pipeline import Pipeline
 from streamapp.scenarios import get_scenario
 from streamapp.settings import (
@@ -90,7 +91,39 @@ class SklearnScenario:
         return X[:n], y[:n], np.zeros(n, np.int64)
 
 
+class CliDigits:
+    """The user's path of issue 33 (``train-source --data`` then ``produce --from-file``): the
+    digits-shift scenario written to CSV files, its source rows (the 1,797 original digits)
+    30 % and its target rows 70 % of the whole (``events`` rows with ``digits-cli-long``),
+    the bundle trained by :func:`~streamapp.model.training.train_table_bundle` exactly as
+    ``train-source --data`` trains it (read back from the CSV, as a user's file is)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._scenario = get_scenario("digits-shift")
+
+    def train(self, path: Path, events: int) -> None:
+        X, y = self._scenario.source_data()
+        source = path.parent / f"{self.name}-source.csv"
+        _write_csv(source, self._scenario.feature_names, X, y)
+        train_table_bundle(load_table(source, "label"), path, name="source")
+
+    def target_data(self, n_events: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n_source = len(self._scenario.source_data()[1])
+        n = n_events if self.name.endswith("-long") else round(n_source * 0.7 / 0.3)
+        return self._scenario.target_data(n)
+
+
+def _write_csv(path: Path, names: list[str], X: np.ndarray, y: np.ndarray) -> None:
+    lines = [",".join([*names, "label"])]
+    rows = zip(X.tolist(), y.tolist(), strict=True)
+    lines += [",".join([*map(repr, row), str(t)]) for row, t in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
 def _scenario(name: str) -> Any:
+    if name.startswith("digits-cli"):
+        return CliDigits(name)
     return SklearnScenario(name) if name in ("breast-cancer", "wine") else get_scenario(name)
 
 
@@ -200,7 +233,10 @@ def run_stream(
     scenario = _scenario(name)
     path = workdir / name
     if not (path / "manifest.json").exists():
-        train_source_bundle(scenario, path)
+        if isinstance(scenario, CliDigits):
+            scenario.train(path, events)
+        else:
+            train_source_bundle(scenario, path)
     bundle = load_bundle(path)
     X, y, phase = scenario.target_data(events)
     results: dict[str, Any] = {}
