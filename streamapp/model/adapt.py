@@ -198,6 +198,10 @@ def _weight(d: np.ndarray, se2: np.ndarray, shrink: float) -> np.ndarray:
 class ScratchLinear:
     """Multinomial logistic regression learned from scratch by mini-batch SGD.
 
+    Its inputs are clipped to ``[-clip, clip]``: early on, a feature that was nearly constant
+    in the source can be hundreds of (source) standard deviations off before the target
+    statistics catch up, and one such step would throw the weights far off.
+
     >>> import numpy as np
     >>> rng = np.random.default_rng(1)
     >>> Z = rng.normal(size=(600, 4)); y = (Z[:, 0] > 0).astype(np.int64)
@@ -210,9 +214,16 @@ class ScratchLinear:
     """
 
     def __init__(
-        self, n_features: int, n_classes: int, *, learning_rate: float = 0.1, step: int = 8
+        self,
+        n_features: int,
+        n_classes: int,
+        *,
+        learning_rate: float = 0.1,
+        step: int = 4,
+        clip: float = 5.0,
     ) -> None:
         self.lr = float(learning_rate)
+        self.clip = float(clip)
         self.step = int(step)
         self.W = np.zeros((n_classes, n_features), np.float64)
         self.b = np.zeros(n_classes, np.float64)
@@ -221,10 +232,14 @@ class ScratchLinear:
         self._y = np.empty(0, np.int64)
 
     def predict_proba_many(self, Z: np.ndarray) -> np.ndarray:
-        s = np.nan_to_num(np.asarray(Z, np.float64)) @ self.W.T + self.b
+        s = self._inputs(Z) @ self.W.T + self.b
         s -= s.max(axis=1, keepdims=True)
         e = np.exp(s)
         return e / e.sum(axis=1, keepdims=True)
+
+    def _inputs(self, Z: np.ndarray) -> np.ndarray:
+        """Finite, clipped inputs (a missing value: 0, the mean)."""
+        return np.clip(np.nan_to_num(np.asarray(Z, np.float64)), -self.clip, self.clip)
 
     def _sgd(self, Z: np.ndarray, y: np.ndarray) -> None:
         P = self.predict_proba_many(Z)
@@ -235,7 +250,7 @@ class ScratchLinear:
 
     def learn_many(self, Z: np.ndarray, y: np.ndarray) -> None:
         """Learn the labels in order, one SGD step per ``step`` labels."""
-        Z = np.nan_to_num(np.asarray(Z, np.float64))
+        Z = self._inputs(Z)
         y = np.asarray(y, np.int64)
         self.n_learned += len(y)  # labels given (the last ``< step`` wait for their step)
         if len(self._y):
