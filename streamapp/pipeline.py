@@ -355,13 +355,13 @@ class Pipeline:
         else:
             source = self.source_predict(joined.embeddings)
         self.monitor.update_labels(joined.labels, joined.proba, source, joined.delays)
-        if self.guard is not None:
+        if self.guard is not None or extras is not None:
             # the adapted head as it is now, before it learns these labels (predict first)
             adapted = self.head.predict_proba_many(joined.embeddings).argmax(axis=1)
-            self.guard.observe(joined.labels, adapted, source)
-        if self.candidates is not None and extras is not None:
-            adapted = self.head.predict_proba_many(joined.embeddings).argmax(axis=1)
-            self.candidates.observe(joined.labels, adapted, source, extras)
+            if self.guard is not None:
+                self.guard.observe(joined.labels, adapted, source)
+            if self.candidates is not None and extras is not None:
+                self.candidates.observe(joined.labels, adapted, source, extras)
         if self.learn_locally:
             self.head.learn_many(joined.embeddings, joined.labels)
             if self.guard is not None:

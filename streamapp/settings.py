@@ -235,8 +235,8 @@ class SelectionSettings(BaseModel):
     check_every: int = Field(25, ge=1, description="labels between decisions (any batching)")
     hold: int = Field(100, ge=0, description="labels after a switch before the next one")
     alpha: float = Field(0.05, gt=0, lt=1, description="significance of a switch (McNemar)")
-    learning_rate: float = Field(0.1, gt=0, description="the scratch candidate's SGD step")
-    step: int = Field(4, ge=1, description="labels per SGD step of the scratch candidate")
+    learning_rate: float = Field(0.2, gt=0, description="the scratch candidate's SGD step")
+    step: int = Field(8, ge=1, description="labels per SGD step of the scratch candidate")
 
 
 class ChallengerSettings(BaseModel):
