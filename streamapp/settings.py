@@ -218,7 +218,7 @@ class AdaptSettings(BaseModel):
     block: int = Field(50, ge=1, description="events per statistics update (any batching)")
     prior: float = Field(50.0, ge=0, description="pseudo-count of the source statistics")
     shrink: float = Field(
-        4.0, ge=0, description="evidence a change needs (0: follow the estimate in full)"
+        64.0, ge=0, description="evidence a change needs (0: follow the estimate in full)"
     )
 
 

@@ -22,8 +22,8 @@ features do not fit the target.
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> X = rng.normal(5.0, 2.0, (400, 3))  # the target: shifted and scaled against the source
->>> one = InputAdapter(np.zeros(3), np.ones(3), horizon=100, block=10)
->>> two = InputAdapter(np.zeros(3), np.ones(3), horizon=100, block=10)
+>>> one = InputAdapter(np.zeros(3), np.ones(3), horizon=100, block=10, shrink=0)
+>>> two = InputAdapter(np.zeros(3), np.ones(3), horizon=100, block=10, shrink=0)
 >>> a = one.standardize(X)
 >>> cuts = [X[:7], X[7:123], X[123:]]
 >>> b = np.concatenate([two.standardize(part) for part in cuts])
@@ -83,7 +83,7 @@ class InputAdapter:
         block: int = 50,
         prior: float = 50.0,
         source_count: int = 1000,
-        shrink: float = 4.0,
+        shrink: float = 64.0,
         enabled: bool = True,
         min_std_ratio: float = 1e-3,
     ) -> None:
