@@ -232,7 +232,7 @@ class SelectionSettings(BaseModel):
     scratch: bool = Field(True, description="keep the from-scratch linear candidate")
     window: int = Field(500, ge=10, description="labels in the rolling comparison")
     min_labels: int = Field(50, ge=1, description="labels before the first switch")
-    check_every: int = Field(25, ge=1, description="labels between decisions (any batching)")
+    check_every: int = Field(50, ge=1, description="labels between decisions (any batching)")
     hold: int = Field(100, ge=0, description="labels after a switch before the next one")
     alpha: float = Field(0.05, gt=0, lt=1, description="significance of a switch (McNemar)")
     learning_rate: float = Field(0.2, gt=0, description="the scratch candidate's SGD step")

@@ -72,16 +72,19 @@ def test_the_adapter_restores_mid_block_bitwise() -> None:
 def test_the_scratch_candidate_learns_the_same_for_any_cut_of_its_labels() -> None:
     rng = np.random.default_rng(3)
     Z, y = rng.normal(size=(203, 4)), rng.integers(0, 3, 203)
-    whole, cut = ScratchLinear(4, 3, step=4), ScratchLinear(4, 3, step=4)
+    def scratch() -> ScratchLinear:  # small steps for 50 labels, then steps of 16
+        return ScratchLinear(4, 3, step=4, warm=50, late_step=16)
+
+    whole, cut = scratch(), scratch()
     whole.learn_many(Z, y)
     for Zp, yp in zip(in_parts(Z, [5, 2, 100, 96]), in_parts(y, [5, 2, 100, 96]), strict=True):
         cut.learn_many(Zp, yp)
-    restored = ScratchLinear(4, 3, step=4)
+    restored = scratch()
     restored.load_state_dict(decode_state(encode_state(cut.state_dict())))
     assert np.array_equal(cut.W, whole.W) and restored.n_learned == whole.n_learned == 203
-    Z2, y2 = rng.normal(size=(9, 4)), rng.integers(0, 3, 9)
+    Z2, y2 = rng.normal(size=(16, 4)), rng.integers(0, 3, 16)
     whole.learn_many(Z2, y2)
-    restored.learn_many(Z2, y2)  # the 3 labels waiting for their step came back too
+    restored.learn_many(Z2, y2)  # the 7 labels waiting for their step came back too
     assert np.array_equal(restored.W, whole.W)
 
 
