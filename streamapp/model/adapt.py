@@ -212,7 +212,7 @@ class ScratchLinear:
     >>> Z = rng.normal(size=(600, 4)); y = (Z[:, 0] > 0).astype(np.int64)
     >>> one, two = ScratchLinear(4, 2), ScratchLinear(4, 2)
     >>> one.learn_many(Z, y); two.learn_many(Z[:5], y[:5]); two.learn_many(Z[5:], y[5:])
-    >>> bool((one.W == two.W).all()), one.n_learned  # any cut of the labels: the same weights
+    >>> bool((one.coef == two.coef).all()), one.n_learned  # any cut of the labels: the same weights
     (True, 600)
     >>> float((one.predict_proba_many(Z).argmax(1) == y).mean()) > 0.95
     True
@@ -242,15 +242,15 @@ class ScratchLinear:
         self._y = np.empty(0, np.int64)
 
     @property
-    def W(self) -> np.ndarray:
+    def coef(self) -> np.ndarray:
         return self._Wb[:, :-1]
 
     @property
-    def b(self) -> np.ndarray:
+    def intercept(self) -> np.ndarray:
         return self._Wb[:, -1]
 
     def predict_proba_many(self, Z: np.ndarray) -> np.ndarray:
-        s = self._inputs(Z) @ self.W.T + self.b
+        s = self._inputs(Z) @ self.coef.T + self.intercept
         s -= s.max(axis=1, keepdims=True)
         e = np.exp(s)
         return e / e.sum(axis=1, keepdims=True)
@@ -302,8 +302,8 @@ class ScratchLinear:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "W": self.W.copy(),
-            "b": self.b.copy(),
+            "W": self.coef.copy(),
+            "b": self.intercept.copy(),
             "n_learned": self.n_learned,
             "pending_Z": self._Z.copy(),
             "pending_y": self._y.copy(),

@@ -72,6 +72,7 @@ def test_the_adapter_restores_mid_block_bitwise() -> None:
 def test_the_scratch_candidate_learns_the_same_for_any_cut_of_its_labels() -> None:
     rng = np.random.default_rng(3)
     Z, y = rng.normal(size=(203, 4)), rng.integers(0, 3, 203)
+
     def scratch() -> ScratchLinear:  # small steps for 50 labels, then steps of 16
         return ScratchLinear(4, 3, step=4, warm=50, late_step=16)
 
@@ -81,11 +82,11 @@ def test_the_scratch_candidate_learns_the_same_for_any_cut_of_its_labels() -> No
         cut.learn_many(Zp, yp)
     restored = scratch()
     restored.load_state_dict(decode_state(encode_state(cut.state_dict())))
-    assert np.array_equal(cut.W, whole.W) and restored.n_learned == whole.n_learned == 203
+    assert np.array_equal(cut.coef, whole.coef) and restored.n_learned == whole.n_learned == 203
     Z2, y2 = rng.normal(size=(16, 4)), rng.integers(0, 3, 16)
     whole.learn_many(Z2, y2)
     restored.learn_many(Z2, y2)  # the 7 labels waiting for their step came back too
-    assert np.array_equal(restored.W, whole.W)
+    assert np.array_equal(restored.coef, whole.coef)
 
 
 SEL = SelectionSettings(window=200, min_labels=50, check_every=10, hold=50, alpha=0.05)
