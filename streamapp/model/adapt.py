@@ -200,7 +200,7 @@ class ScratchLinear:
 
     The first ``warm`` labels are learned in steps of ``step`` labels, the later ones in steps of
     ``late_step`` (each label weighing the same, ``learning_rate / step``): as accurate on the
-    streams of the learning table, at a quarter of the cost per label once warm (issue 33
+    streams of the learning table, at half the cost per label once warm (issue 33
     bounds the cost per label).
 
     Its inputs are clipped to ``[-clip, clip]``: early on, a feature that was nearly constant
@@ -226,7 +226,7 @@ class ScratchLinear:
         learning_rate: float = 0.2,
         step: int = 8,
         clip: float = 5.0,
-        late_step: int = 32,
+        late_step: int = 16,
         warm: int = 2000,
     ) -> None:
         self.lr = float(learning_rate)
