@@ -16,6 +16,7 @@ from streamapp.events import SCRATCH, FeatureBlock, Feedback
 from streamapp.model.adapt import InputAdapter, ScratchLinear
 from streamapp.model.bundle import load_bundle
 from streamapp.pipeline import Pipeline
+from streamapp.scenarios import get_scenario
 from streamapp.selection import ModelSelector
 from streamapp.settings import AdaptSettings, SelectionSettings, Settings
 
@@ -221,3 +222,35 @@ def test_a_snapshot_from_before_adaptation_loads_fresh(digits_bundle: Path) -> N
     assert out.joined is not None and out.joined.embeddings.shape[1] == old.ledger.embedding_dim
     assert new.guard is not None and new.guard.summary()["window_labels"] == 10 + 30
     assert new.candidates.scratch is not None and new.candidates.scratch.n_learned == 0
+
+
+@pytest.mark.parametrize("selection", [False, True], ids=["guard", "selection"])
+def test_adaptation_that_hurts_is_caught_against_the_unadapted_model(
+    digits_bundle: Path, selection: bool
+) -> None:
+    """Statistics gone wrong (as a broken sensor for a while could leave them) make the
+    adapted model bad on the source digits, where the frozen model is good: the guard (or
+    selection) judges against the unadapted frozen model and serves it."""
+    X, y = get_scenario("digits-shift").source_data()
+    pipeline = build_pipeline(
+        settings(digits_bundle, selection=selection).with_overrides(**{"adapt.shrink": 0.0}),
+        load_bundle(digits_bundle),
+    )
+    assert pipeline.candidates is not None
+    adapter = pipeline.candidates.adapter
+    adapter.horizon = None  # the wrong statistics stay for the test's length
+    adapter.load_state_dict(
+        {**adapter.state_dict(), "m1": adapter.m1 + 8.0, "seen": 10**6}  # every pixel 8 up
+    )
+    served = []
+    for start in range(0, 600, 50):
+        rows = slice(start, start + 50)
+        ids = [f"s{k}" for k in range(start, start + 50)]
+        block = FeatureBlock(ids, [None] * 50, X[rows].astype(np.float32), np.zeros(50), [])
+        feedback = [Feedback(i, int(t), 0.0) for i, t in zip(ids, y[rows], strict=True)]
+        out = pipeline.process(DecodedBatch(block, feedback))
+        assert out.predictions is not None
+        served.append(out.predictions.model_states()[0])
+    assert served[0] == "adapted" and served[-1] == "source"
+    guard = pipeline.guard
+    assert guard is not None and guard.summary()["source_accuracy"] > 0.9
