@@ -408,10 +408,9 @@ class Pipeline:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.head.load_state_dict(state["head"])
-        if self.candidates is not None and "candidates" not in state:
-            # a snapshot from before adaptation: its rows lack the extra columns (unknown)
-            state = {**state, "ledger": _widened(state["ledger"], self.ledger.embedding_dim)}
-        self.ledger.load_state_dict(state["ledger"])
+        # a snapshot taken with adaptation or selection otherwise configured (or from before
+        # them) has other extra columns: missing ones are unknown, surplus ones dropped
+        self.ledger.load_state_dict(_fitted(state["ledger"], self.ledger.embedding_dim))
         self.monitor.load_state_dict(state["monitor"])
         self.stats = PipelineStats.from_dict(state["stats"])
         stream_time = state["stream_time"]  # null in snapshots of a fresh pipeline, before
@@ -453,11 +452,14 @@ class Pipeline:
         return self.report(now)
 
 
-def _widened(ledger: dict[str, Any], width: int) -> dict[str, Any]:
-    """A ledger state whose served rows are padded with NaN columns to ``width``."""
+def _fitted(ledger: dict[str, Any], width: int) -> dict[str, Any]:
+    """A ledger state whose served rows have ``width`` columns: padded with NaN (unknown
+    extra columns) or cut (extra columns this pipeline does not keep)."""
     emb = np.asarray(ledger["emb"], np.float32)
-    if emb.ndim != 2 or emb.shape[1] >= width:
+    if emb.ndim != 2 or emb.shape[1] == width:
         return ledger
+    if emb.shape[1] > width:
+        return {**ledger, "emb": np.ascontiguousarray(emb[:, :width])}
     pad = np.full((len(emb), width - emb.shape[1]), np.nan, np.float32)
     return {**ledger, "emb": np.hstack([emb, pad])}
 

@@ -254,3 +254,14 @@ def test_adaptation_that_hurts_is_caught_against_the_unadapted_model(
     assert served[0] == "adapted" and served[-1] == "source"
     guard = pipeline.guard
     assert guard is not None and guard.summary()["source_accuracy"] > 0.9
+
+
+def test_a_snapshot_with_adaptation_loads_where_it_is_off(digits_bundle: Path) -> None:
+    bundle = load_bundle(digits_bundle)
+    on = build_pipeline(settings(digits_bundle), bundle)
+    on.process(DecodedBatch(stream(0, 40), labelled(0, 10)))
+    off = build_pipeline(settings(digits_bundle, adapt=False, selection=False), bundle)
+    off.load_state_dict(decode_state(encode_state(on.state_dict())))  # extra columns dropped
+    out = off.process(DecodedBatch(stream(40, 10), labelled(10, 30)))
+    assert out.joined is not None and len(out.joined) == 30
+    assert out.joined.embeddings.shape[1] == off.ledger.embedding_dim
