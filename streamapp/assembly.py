@@ -23,6 +23,7 @@ from streamapp.drift.monitor import DriftMonitor
 from streamapp.errors import ConfigError
 from streamapp.guard import SafeAdaptationGuard
 from streamapp.ledger import PendingLedger
+from streamapp.model.adapt import InputAdapter
 from streamapp.model.backbone import Embedder
 from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.model.finetune import FinetuneHead
@@ -30,9 +31,11 @@ from streamapp.model.head import OnlineHead, make_head
 from streamapp.model.surgery import auto_layers, cut_width, split_backbone
 from streamapp.model.variants import make_embedder
 from streamapp.pipeline import Companion, Embed, Pipeline
+from streamapp.selection import Candidates
 from streamapp.settings import Settings
 
 __all__ = [
+    "build_candidates",
     "build_embedder",
     "finetune_layers",
     "build_codec",
@@ -226,9 +229,11 @@ def build_pipeline(
     m = bundle.manifest
     head = build_head(settings, bundle)
     embed, width = build_embedder(settings, bundle)
+    candidates = build_candidates(settings, bundle)
+    extra = candidates.extra_width if candidates is not None else 0
     ledger = PendingLedger(
         settings.ledger.max_entries,
-        width,
+        width + extra,
         len(m.classes),
         settings.ledger.ttl_s,
         settings.ledger.early_label_ttl_s,
@@ -260,7 +265,28 @@ def build_pipeline(
         instance=settings.delivery.instance_id,
         companion=companion,
         conformal=_calibrator(settings),
+        candidates=candidates,
     )
+
+
+def build_candidates(settings: Settings, bundle: Bundle) -> Candidates | None:
+    """Input adaptation and online model selection as ``settings.adapt`` and
+    ``settings.selection`` configure them; None when both are off (the pipeline as before)."""
+    a, sel = settings.adapt, settings.selection
+    if not a.enabled and not sel.enabled:
+        return None
+    pre = bundle.manifest.preprocessing
+    adapter = InputAdapter(
+        np.asarray(pre["mean"]),
+        np.asarray(pre["std"]),
+        horizon=a.horizon,
+        block=a.block,
+        prior=a.prior,
+        source_count=int(np.asarray(bundle.reference.counts)[0].sum()),
+        shrink=a.shrink,
+        enabled=a.enabled,
+    )
+    return Candidates(adapter, len(bundle.manifest.classes), sel if sel.enabled else None)
 
 
 def _calibrator(settings: Settings) -> ConformalCalibrator | None:

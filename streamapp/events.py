@@ -18,6 +18,7 @@ from streamapp.drift.report import DriftReport
 __all__ = [
     "ADAPTED",
     "MODEL_STATES",
+    "SCRATCH",
     "SOURCE",
     "UNKNOWN",
     "DeadLetter",
@@ -33,7 +34,8 @@ __all__ = [
 
 
 ADAPTED, SOURCE, UNKNOWN = 0, 1, -1
-MODEL_STATES: dict[int, str] = {ADAPTED: "adapted", SOURCE: "source"}
+SCRATCH = 2  # the from-scratch candidate of online model selection (issue 33)
+MODEL_STATES: dict[int, str] = {ADAPTED: "adapted", SOURCE: "source", SCRATCH: "scratch"}
 """``PredictionBlock.served_by`` codes; UNKNOWN (a re-emitted row) has no name."""
 
 

@@ -43,6 +43,7 @@ from streamapp.guard import SafeAdaptationGuard
 from streamapp.ledger import PendingLedger, Seen
 from streamapp.model.head import OnlineHead, ovr_proba
 from streamapp.model.logits import predicted_classes
+from streamapp.selection import Candidates
 
 __all__ = ["Companion", "Embed", "Pipeline", "PipelineStats", "Scored"]
 
@@ -132,6 +133,11 @@ class Pipeline:
     conformal
         Online conformal prediction sets (:mod:`streamapp.conformal`): every scored row is
         served with the calibrator's threshold, which the joined labels calibrate.
+    candidates
+        Input adaptation and online model selection (:mod:`streamapp.selection`):
+        the head sees re-standardized inputs, the frozen source model (the guard's
+        reference) the unadapted ones, and the selector picks which candidate serves. The
+        ledger is then ``candidates.extra_width`` columns wider than the embeddings.
 
     The *source model* scores the rows the ledger keeps: the source head on the embeddings,
     or, for a head that fine-tunes backbone layers (``source_proba_many``), the frozen top
@@ -155,6 +161,7 @@ class Pipeline:
         instance: str | None = None,
         companion: Companion | None = None,
         conformal: ConformalCalibrator | None = None,
+        candidates: Candidates | None = None,
     ) -> None:
         self.embed = embed
         self.head = head
@@ -172,6 +179,7 @@ class Pipeline:
         self.instance = instance  # which worker's window a report describes
         self.companion = companion  # a challenger scoring the same batches in shadow
         self.conformal = conformal
+        self.candidates = candidates
 
     def process(self, batch: DecodedBatch) -> Outputs:
         """:meth:`score` then :meth:`learn`, for a caller that publishes a batch's outputs
@@ -293,14 +301,20 @@ class Pipeline:
 
     def _score(self, block: FeatureBlock, now: float) -> tuple[PredictionBlock, np.ndarray]:
         """The block's predictions and embeddings: one forward pass for the whole batch."""
-        embeddings = self.embed(block.X)
         by_source = self.guard is not None and self.guard.serving_source
-        proba = (self.source_proba if by_source else self.head.predict_proba_many)(embeddings)
-        served_by = (
-            None
-            if self.guard is None
-            else np.full(len(block), SOURCE if by_source else ADAPTED, np.int8)
-        )
+        served_by: np.ndarray | None
+        if self.candidates is not None:
+            proba, served_by, embeddings = self.candidates.score(
+                block.X, self.embed, self.head.predict_proba_many, self.source_proba, by_source
+            )
+        else:
+            embeddings = self.embed(block.X)
+            proba = (self.source_proba if by_source else self.head.predict_proba_many)(embeddings)
+            served_by = (
+                None
+                if self.guard is None
+                else np.full(len(block), SOURCE if by_source else ADAPTED, np.int8)
+            )
         prediction = PredictionBlock(
             ids=block.ids,
             keys=block.keys,
@@ -344,7 +358,15 @@ class Pipeline:
         joined = self.ledger.join(feedback)
         if not len(joined):
             return None
-        source = self.source_predict(joined.embeddings)
+        extras = None
+        if self.candidates is not None:
+            # the frozen source model's classes were taken on the unadapted inputs at scoring
+            joined, extras = self.candidates.split(joined)
+            source = extras.source
+            if (source < 0).any():  # rows served before (an older snapshot): as they were
+                source = np.where(source < 0, self.source_predict(joined.embeddings), source)
+        else:
+            source = self.source_predict(joined.embeddings)
         self.monitor.update_labels(joined.labels, joined.proba, source, joined.delays)
         if self.conformal is not None:  # the sets as served, judged in label order
             self.conformal.update(
@@ -352,10 +374,13 @@ class Pipeline:
                 joined.thresholds,
                 set_sizes(joined.proba, joined.thresholds),
             )
-        if self.guard is not None:
+        if self.guard is not None or extras is not None:
             # the adapted head as it is now, before it learns these labels (predict first)
             adapted = self.head.predict_proba_many(joined.embeddings).argmax(axis=1)
-            self.guard.observe(joined.labels, adapted, source)
+            if self.guard is not None:
+                self.guard.observe(joined.labels, adapted, source)
+            if self.candidates is not None and extras is not None:
+                self.candidates.observe(joined.labels, adapted, source, extras)
         if self.learn_locally:
             self.head.learn_many(joined.embeddings, joined.labels)
             if self.guard is not None:
@@ -398,11 +423,14 @@ class Pipeline:
             "stream_time": self.stream_time,
             **({"guard": self.guard.state_dict()} if self.guard is not None else {}),
             **({"conformal": self.conformal.state_dict()} if self.conformal is not None else {}),
+            **({"candidates": self.candidates.state_dict()} if self.candidates is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.head.load_state_dict(state["head"])
-        self.ledger.load_state_dict(state["ledger"])
+        # a snapshot taken with adaptation or selection otherwise configured (or from before
+        # them) has other extra columns: missing ones are unknown, surplus ones dropped
+        self.ledger.load_state_dict(_fitted(state["ledger"], self.ledger.embedding_dim))
         self.monitor.load_state_dict(state["monitor"])
         self.stats = PipelineStats.from_dict(state["stats"])
         stream_time = state["stream_time"]  # null in snapshots of a fresh pipeline, before
@@ -414,6 +442,8 @@ class Pipeline:
                 self.conformal.load_state_dict(state["conformal"])
             else:
                 self.conformal.reset()
+        if self.candidates is not None and "candidates" in state:  # absent before: fresh
+            self.candidates.load_state_dict(state["candidates"])
 
     def report(self, now: float) -> DriftReport:
         """A drift report of the window so far (and the start of the next window)."""
@@ -423,6 +453,9 @@ class Pipeline:
                 "name": self.model_name,
                 "version": self.model_version,
                 "head_seq": self.head.n_learned,
+                **(
+                    {"candidates": self.candidates.summary()} if self.candidates is not None else {}
+                ),
             },
             labels={
                 **self.ledger.counts.as_dict(),
@@ -443,6 +476,18 @@ class Pipeline:
         if self.monitor.events_in_window == 0:
             return None
         return self.report(now)
+
+
+def _fitted(ledger: dict[str, Any], width: int) -> dict[str, Any]:
+    """A ledger state whose served rows have ``width`` columns: padded with NaN (unknown
+    extra columns) or cut (extra columns this pipeline does not keep)."""
+    emb = np.asarray(ledger["emb"], np.float32)
+    if emb.ndim != 2 or emb.shape[1] == width:
+        return ledger
+    if emb.shape[1] > width:
+        return {**ledger, "emb": np.ascontiguousarray(emb[:, :width])}
+    pad = np.full((len(emb), width - emb.shape[1]), np.nan, np.float32)
+    return {**ledger, "emb": np.hstack([emb, pad])}
 
 
 def _in_input_order(parts: list[tuple[np.ndarray, PredictionBlock]]) -> PredictionBlock | None:

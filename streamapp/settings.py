@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 __all__ = [
     "RENAMED",
+    "AdaptSettings",
     "BatchSettings",
     "ChallengerSettings",
     "ConformalSettings",
@@ -37,6 +38,7 @@ __all__ = [
     "LedgerSettings",
     "ModelSettings",
     "SchemaRegistrySettings",
+    "SelectionSettings",
     "Settings",
     "TopicNames",
 ]
@@ -222,6 +224,38 @@ class ConformalSettings(BaseModel):
     gamma: float = Field(
         0.005, gt=0, le=1, description="ACI step: how fast the level reacts to misses"
     )
+
+
+class AdaptSettings(BaseModel):
+    """Label-free input adaptation: re-estimate the input standardization on the target
+    stream (see :mod:`streamapp.model.adapt`)."""
+
+    model_config = _FROZEN
+
+    enabled: bool = Field(True, description="re-standardize the inputs on the target stream")
+    horizon: int = Field(2000, ge=1, description="events the moving statistics average over")
+    block: int = Field(50, ge=1, description="events per statistics update (any batching)")
+    prior: float = Field(50.0, ge=0, description="pseudo-count of the source statistics")
+    shrink: float = Field(
+        64.0, ge=0, description="evidence a change needs (0: follow the estimate in full)"
+    )
+
+
+class SelectionSettings(BaseModel):
+    """Online model selection among the frozen source, the adapted transfer model and a
+    from-scratch linear model (see :mod:`streamapp.selection`)."""
+
+    model_config = _FROZEN
+
+    enabled: bool = Field(True, description="serve the candidate with the best recent accuracy")
+    scratch: bool = Field(True, description="keep the from-scratch linear candidate")
+    window: int = Field(500, ge=10, description="labels in the rolling comparison")
+    min_labels: int = Field(50, ge=1, description="labels before the first switch")
+    check_every: int = Field(50, ge=1, description="labels between decisions (any batching)")
+    hold: int = Field(100, ge=0, description="labels after a switch before the next one")
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance of a switch (McNemar)")
+    learning_rate: float = Field(0.2, gt=0, description="the scratch candidate's SGD step")
+    step: int = Field(8, ge=1, description="labels per SGD step of the scratch candidate")
 
 
 class ChallengerSettings(BaseModel):
@@ -596,6 +630,8 @@ class Settings(BaseSettings):
     head: HeadSettings = HeadSettings()
     finetune: FinetuneSettings = FinetuneSettings()
     guard: GuardSettings = GuardSettings()
+    adapt: AdaptSettings = AdaptSettings()
+    selection: SelectionSettings = SelectionSettings()
     http: HttpSettings = HttpSettings()
     learner: LearnerSettings = LearnerSettings()
     challenger: ChallengerSettings = ChallengerSettings()

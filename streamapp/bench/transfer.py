@@ -3,7 +3,10 @@
 Each stream is scored in batches of 100, predict then learn, no label delay, through the
 real :class:`~streamapp.pipeline.Pipeline` (ledger, join, guard). Methods: the frozen source
 model, the online head (head only), fine-tuning (top layers + head), fine-tuning with the
-guard, and river's ``progressive_val_score`` with a from-scratch model on the same stream.
+guard (the defaults before issue 33), that with label-free input adaptation (``adapted``),
+the shipped defaults: adaptation plus online model selection among the frozen, the adapted
+and a from-scratch candidate (``served``), and river's ``progressive_val_score`` with a
+from-scratch model on the same stream. ``--delay N`` delivers each label N events late.
 
 Run: ``python -m streamapp.bench.transfer [--events 20000] [--stream digits-shift ...]``.
 """
@@ -22,17 +25,20 @@ import orjson
 
 from streamapp.assembly import build_pipeline
 from streamapp.codec import DecodedBatch
+from streamapp.datasets import load_table
 from streamapp.events import SOURCE, FeatureBlock, Feedback
 from streamapp.model.bundle import Bundle, load_bundle
-from streamapp.model.training import train_source_bundle
+from streamapp.model.training import train_source_bundle, train_table_bundle
 from streamapp.pipeline import Pipeline
 from streamapp.scenarios import get_scenario
 from streamapp.settings import (
+    AdaptSettings,
     DriftSettings,
     FinetuneSettings,
     GuardSettings,
     LedgerSettings,
     ModelSettings,
+    SelectionSettings,
     Settings,
 )
 
@@ -50,7 +56,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 BATCH = 100
-METHODS = ("frozen", "head", "finetuned", "guarded")
+METHODS = ("frozen", "head", "finetuned", "guarded", "adapted", "served")
+GUARDED = ("guarded", "adapted", "served")
 
 
 class SklearnScenario:
@@ -84,7 +91,39 @@ class SklearnScenario:
         return X[:n], y[:n], np.zeros(n, np.int64)
 
 
+class CliDigits:
+    """The user's path of issue 33 (``train-source --data`` then ``produce --from-file``): the
+    digits-shift scenario written to CSV files, its source rows (the 1,797 original digits)
+    30 % and its target rows 70 % of the whole (``events`` rows with ``digits-cli-long``),
+    the bundle trained by :func:`~streamapp.model.training.train_table_bundle` exactly as
+    ``train-source --data`` trains it (read back from the CSV, as a user's file is)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._scenario = get_scenario("digits-shift")
+
+    def train(self, path: Path, events: int) -> None:
+        X, y = self._scenario.source_data()
+        source = path.parent / f"{self.name}-source.csv"
+        _write_csv(source, self._scenario.feature_names, X, y)
+        train_table_bundle(load_table(source, "label"), path, name="source")
+
+    def target_data(self, n_events: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n_source = len(self._scenario.source_data()[1])
+        n = n_events if self.name.endswith("-long") else round(n_source * 0.7 / 0.3)
+        return self._scenario.target_data(n)
+
+
+def _write_csv(path: Path, names: list[str], X: np.ndarray, y: np.ndarray) -> None:
+    lines = [",".join([*names, "label"])]
+    rows = zip(X.tolist(), y.tolist(), strict=True)
+    lines += [",".join([*map(repr, row), str(t)]) for row, t in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
 def _scenario(name: str) -> Any:
+    if name.startswith("digits-cli"):
+        return CliDigits(name)
     return SklearnScenario(name) if name in ("breast-cancer", "wine") else get_scenario(name)
 
 
@@ -95,6 +134,8 @@ def build_transfer_pipeline(
     guard: GuardSettings | None = None,
     *,
     ledger_rows: int = 1_000,
+    adapt: AdaptSettings | None = None,
+    selection: SelectionSettings | None = None,
 ) -> Pipeline:
     """A pipeline for ``method`` (see :data:`METHODS`) on ``bundle``, from the composition
     root as the worker builds it: one drift window, no expiry, a clock that stands still."""
@@ -102,7 +143,13 @@ def build_transfer_pipeline(
     settings = Settings(
         model=ModelSettings(bundle=bundle.path),
         finetune=finetune if tuned else FinetuneSettings(layers=0),
-        guard=(guard or GuardSettings()).model_copy(update={"enabled": method == "guarded"}),
+        guard=(guard or GuardSettings()).model_copy(update={"enabled": method in GUARDED}),
+        adapt=(adapt or AdaptSettings()).model_copy(
+            update={"enabled": method in ("adapted", "served")}
+        ),
+        selection=(selection or SelectionSettings()).model_copy(
+            update={"enabled": method == "served"}
+        ),
         ledger=LedgerSettings(max_entries=ledger_rows, ttl_s=1e12, early_label_ttl_s=0.0),
         drift=DriftSettings(window_events=10**9),
     )
@@ -112,15 +159,19 @@ def build_transfer_pipeline(
     return pipeline
 
 
-def prequential(pipeline: Pipeline, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def prequential(
+    pipeline: Pipeline, X: np.ndarray, y: np.ndarray, delay: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """``(served correct, served by the source model)`` per event: each batch of 100 is
-    scored, then its labels join (no delay)."""
+    scored, then the labels due join: those of its own events (``delay=0``) or of the
+    events ``delay`` events before."""
     correct, source = [], []
     for start in range(0, len(y), BATCH):
         rows = range(start, min(start + BATCH, len(y)))
         ids = [f"e{i}" for i in rows]
         block = FeatureBlock(ids, [None] * len(ids), X[start : rows.stop], np.zeros(len(ids)), [])
-        feedback = [Feedback(i, int(y[r]), 0.0) for i, r in zip(ids, rows, strict=True)]
+        due = range(max(0, start - delay), max(0, rows.stop - delay))
+        feedback = [Feedback(f"e{r}", int(y[r]), 0.0) for r in due]
         out = pipeline.process(DecodedBatch(block, feedback=feedback))
         assert out.predictions is not None
         correct.append(out.predictions.labels == y[start : rows.stop])
@@ -176,24 +227,31 @@ def run_stream(
     workdir: Path,
     methods: tuple[str, ...] = METHODS,
     progress: Callable[[str], None] = logger.info,
+    delay: int = 0,
 ) -> dict[str, Any]:
     """Every method's summary on one stream (the source model is trained once per stream)."""
     scenario = _scenario(name)
     path = workdir / name
     if not (path / "manifest.json").exists():
-        train_source_bundle(scenario, path)
+        if isinstance(scenario, CliDigits):
+            scenario.train(path, events)
+        else:
+            train_source_bundle(scenario, path)
     bundle = load_bundle(path)
     X, y, phase = scenario.target_data(events)
     results: dict[str, Any] = {}
     for method in (m for m in methods if m in METHODS):
-        pipeline = build_transfer_pipeline(bundle, method, finetune, guard)
-        correct, served_source = prequential(pipeline, X, y)
+        rows = max(1_000, delay + 2 * BATCH)
+        pipeline = build_transfer_pipeline(bundle, method, finetune, guard, ledger_rows=rows)
+        correct, served_source = prequential(pipeline, X, y, delay)
         results[method] = summarize(correct, phase)
-        if method == "guarded":
+        if method in GUARDED:
             results[method]["served_by_source"] = float(served_source.mean())
+        if pipeline.candidates is not None and pipeline.candidates.selector is not None:
+            results[method]["switches"] = pipeline.candidates.switches
         progress(f"{name} {method}: {results[method]}")
     if "river" in methods:
-        results["river"] = summarize(river_baseline(X, y), phase)
+        results["river"] = summarize(river_baseline(X, y, delay), phase)
         progress(f"{name} river: {results['river']}")
     return results
 
@@ -206,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--finetune", default="{}", help="FinetuneSettings as JSON")
     parser.add_argument("--guard", default="{}", help="GuardSettings as JSON")
     parser.add_argument("--workdir", type=Path, help="keep the trained source bundles here")
+    parser.add_argument("--delay", type=int, default=0, help="labels arrive N events late")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     finetune = FinetuneSettings(**orjson.loads(args.finetune))
@@ -214,8 +273,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.stream or ["digits-shift", "hyperplane", "breast-cancer", "wine"]:
             workdir = args.workdir or Path(tmp)
-            result = run_stream(name, args.events, finetune, guard, workdir, methods)
-            print(orjson.dumps({"stream": name, **result}).decode(), flush=True)
+            result = run_stream(
+                name, args.events, finetune, guard, workdir, methods, delay=args.delay
+            )
+            line = orjson.dumps({"stream": name, "delay": args.delay, **result}).decode()
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -187,6 +187,12 @@ class WorkerMetrics:
         learned = pipeline.head.n_learned
         yield _counter("head_examples_learned", "Examples the head learned from.", learned)
         yield _guard_decisions(pipeline)
+        candidates = getattr(pipeline, "candidates", None)  # stand-ins may have none
+        yield _counter(
+            "selection_switches",
+            "Online model selection: switches of the serving candidate.",
+            candidates.switches if candidates is not None else 0,
+        )
         lag = GaugeMetricFamily(
             f"{_PREFIX}_consumer_lag",
             "Messages behind the high watermark, per assigned partition.",

@@ -68,4 +68,8 @@ def test_a_csv_trained_model_serves_a_replayed_file(
     for _, report in reports:
         assert_valid("drift-report", report)
     assert reports[-1][1]["imputed"]["total"]["f2"] == 12
+    # input adaptation and model selection (on by default) ran on the CLI path too (issue 33)
+    assert {doc["model"]["state"] for _, doc in predictions} <= {"adapted", "source", "scratch"}
+    candidates = reports[-1][1]["model"]["candidates"]
+    assert candidates["adapt"]["events"] > 0 and candidates["selection"]["window_labels"] > 0
     assert not read_topic(settings, settings.topics.dead_letter, timeout=2, idle=1)

@@ -30,6 +30,7 @@ def test_the_report_names_the_better_head_and_auto_promotion_swaps_it_in(
         **{"model.registry": tmp_path / "registry", "model.name": "digits-shift"},
         head={"eta0": 1e-7},
         finetune={"layers": 0},  # the two differ in their heads alone
+        selection={"enabled": False},  # else the champion serves its scratch candidate instead
         challenger={
             "enabled": True,
             "bundle": tmp_path / "registry" / "digits-shift" / "2",
