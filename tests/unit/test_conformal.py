@@ -280,7 +280,9 @@ def test_predictions_carry_their_set_and_reports_its_coverage(
             "classes": [c for c, inside in zip(classes, row, strict=True) if inside],
             "coverage": 0.9,
         }
-    assert 1 < np.mean([len(d["prediction_set"]["classes"]) for d in docs]) < len(classes)
+    # informative: far from every class, and not empty throughout (a confident, accurate
+    # model's sets are often one class or none at 90 %)
+    assert 0 < np.mean([len(d["prediction_set"]["classes"]) for d in docs]) < len(classes) / 2
     report = pipeline.report(0.0)
     assert_valid("drift-report", report)
     conformal = report["conformal"]
