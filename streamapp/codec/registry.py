@@ -396,12 +396,11 @@ class WireReader:
             if _status(exc) == 404:
                 return None
             raise RegistryUnavailableError(f"schema registry: {_describe(exc)}") from None
-        schema = latest.schema
-        problems = self._problems(schema.schema_type or "AVRO", schema.schema_str)
-        if problems:
+        unmappable = self._evaluate(latest.schema).unmappable
+        if unmappable is not None:
             raise ConfigError(
-                f"subject {subject} version {latest.version} (id {latest.schema_id}) does not "
-                f"map onto the bundle: {'; '.join(problems)} (see schema_registry.* settings)"
+                f"subject {subject} version {latest.version} (id {latest.schema_id})"
+                f"{unmappable} (see schema_registry.* settings)"
             )
         return f"{subject} v{latest.version} (id {latest.schema_id})"
 
@@ -476,6 +475,26 @@ class WireReader:
             return min(found, key=len)
         return self.mapping.problems(record_fields(schema_type, schema_str), self.role)
 
+    def _evaluate(self, schema: Any) -> _Writer:
+        """How to read records of ``schema`` (a registered ``Schema``), or why not (the
+        reason starts with ``:`` or `` is``/`` cannot``, after the schema's name). A schema
+        this reader cannot even parse (a schema reference, a ``.proto`` importing another
+        file, a malformed ``schema_str``) does not map: its records become dead letters."""
+        schema_type = schema.schema_type or "AVRO"
+        expected = _SCHEMA_TYPES[self.format]
+        if schema_type != expected:
+            return _Writer(None, f" is {schema_type}, not {expected}")
+        if getattr(schema, "references", None):
+            names = ", ".join(str(getattr(r, "name", r)) for r in schema.references)
+            return _Writer(None, f" uses schema references ({one_line(names, 80)}): not supported")
+        try:
+            problems = self._problems(schema_type, schema.schema_str)
+            if problems:
+                return _Writer(None, f" does not map onto the bundle: {'; '.join(problems)}")
+            return _Writer(self._reader(schema_type, schema.schema_str))
+        except Exception as exc:  # anything the parsers raise: the schema's fault, not ours
+            return _Writer(None, f" cannot be read: {_describe(exc)}")
+
     def _writer(self, schema_id: int) -> _Writer:
         """The writer schema ``schema_id``, fetched (an unknown id is rejected, not kept:
         a producer may register it later)."""
@@ -488,15 +507,9 @@ class WireReader:
                 ) from None
             raise RegistryUnavailableError(f"schema registry: {_describe(exc)}") from None
         schema_type = schema.schema_type or "AVRO"
-        expected = _SCHEMA_TYPES[self.format]
-        if schema_type != expected:
-            writer = _Writer(None, f"schema id {schema_id} is {schema_type}, not {expected}")
-        else:
-            problems = self._problems(schema_type, schema.schema_str)
-            if problems:
-                writer = _Writer(None, f"schema id {schema_id}: {'; '.join(problems)}")
-            else:
-                writer = _Writer(self._reader(schema_type, schema.schema_str))
+        writer = self._evaluate(schema)
+        if writer.unmappable is not None:
+            writer = _Writer(None, f"schema id {schema_id}{writer.unmappable}")
         logger.info(
             "schema id %d (%s) %s", schema_id, schema_type, writer.unmappable or "maps: reading it"
         )

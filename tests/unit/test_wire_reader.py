@@ -237,3 +237,67 @@ def test_protobuf_records_map_by_name_and_a_proto_text_schema_says_why_not() -> 
         "decode",
         "schema_mapping",
     ]
+
+
+def _proto_importing_timestamp() -> str:
+    import base64
+
+    from google.protobuf import descriptor_pb2
+
+    file = descriptor_pb2.FileDescriptorProto(
+        name="e.proto", package="p", syntax="proto3", dependency=["google/protobuf/timestamp.proto"]
+    )
+    message = file.message_type.add(name="E")
+    message.field.add(name="event_id", number=1, type=9, label=1)
+    message.field.add(name="a", number=2, type=1, label=1)
+    message.field.add(name="b", number=3, type=1, label=1)
+    message.field.add(
+        name="created", number=4, type=11, label=1, type_name=".google.protobuf.Timestamp"
+    )
+    return base64.b64encode(file.SerializeToString()).decode()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "schema", "why"),
+    [
+        (  # a named type from a Confluent schema reference: fastavro's UnknownType
+            "avro",
+            Schema(
+                json.dumps(
+                    {
+                        **EVENT,
+                        "fields": [*EVENT["fields"], {"name": "m", "type": "com.acme.Money"}],
+                    }
+                ),
+                "AVRO",
+            ),
+            "UnknownType",
+        ),
+        ("avro", Schema('{"type": "record", "name": ', "AVRO"), "JSONDecodeError"),
+        ("protobuf", Schema(_proto_importing_timestamp(), "PROTOBUF"), "TypeError"),
+    ],
+)
+def test_a_schema_the_reader_cannot_parse_is_a_mapping_reject_and_refused_at_start(
+    fmt: Any, schema: Schema, why: str
+) -> None:
+    from types import SimpleNamespace
+
+    from streamapp.errors import ConfigError
+
+    class Fixed(Registry):
+        def get_schema(self, schema_id: int) -> Schema:
+            self.lookups += 1
+            return schema
+
+        def get_latest_version(self, subject: str) -> Any:
+            return SimpleNamespace(schema=schema, version=2, schema_id=7)
+
+    registry = Fixed({})
+    wire_reader = WireReader(registry, fmt, FieldMapping.of(["a", "b"]), "features")
+    out = wire_reader.read([b"\x00\x00\x00\x00\x07\x00\x02x"] * 3)
+    assert all(isinstance(r, RejectError) and r.reason == "schema_mapping" for r in out)
+    assert f"schema id 7 cannot be read: {why}" in str(out[0])
+    assert registry.lookups == 1  # kept: the next record of that id needs no registry
+    with pytest.raises(ConfigError, match=f"version 2 \\(id 7\\) cannot be read: {why}") as err:
+        wire_reader.check_latest("features")
+    assert "\n" not in str(err.value)
