@@ -393,8 +393,13 @@ class WireReader:
         try:
             latest = self.client.get_latest_version(subject)
         except Exception as exc:
-            if _status(exc) == 404:
+            refused = _refused(exc, _NO_SUBJECT)
+            if refused == "not found":
                 return None
+            if refused is not None:
+                raise ConfigError(
+                    f"schema registry: the latest version of {subject}: {refused}"
+                ) from None
             raise RegistryUnavailableError(f"schema registry: {_describe(exc)}") from None
         unmappable = self._evaluate(latest.schema).unmappable
         if unmappable is not None:
@@ -501,9 +506,14 @@ class WireReader:
         try:
             schema = self.client.get_schema(schema_id)
         except Exception as exc:
-            if _status(exc) == 404:
+            refused = _refused(exc, _NO_SCHEMA)
+            if refused == "not found":
                 raise RejectError(
                     Reason.UNKNOWN_SCHEMA, f"schema id {schema_id} is not in the registry"
+                ) from None
+            if refused is not None:
+                raise RejectError(
+                    Reason.UNKNOWN_SCHEMA, f"schema id {schema_id}: {refused}"
                 ) from None
             raise RegistryUnavailableError(f"schema registry: {_describe(exc)}") from None
         schema_type = schema.schema_type or "AVRO"
@@ -521,6 +531,42 @@ def _status(exc: Exception) -> int | None:
     """The HTTP status of a registry error (``None``: no answer at all)."""
     status = getattr(exc, "http_status_code", None)
     return status if isinstance(status, int) and status > 0 else None
+
+
+# the registry's own "not found" error codes (Confluent: 40401 subject, 40403 schema;
+# Apicurio's ccompat API answers 40402 for the latest version of an unknown subject). A 404
+# without one of these comes from something else (a proxy, a wrong url path): an outage.
+_NO_SCHEMA = frozenset({40403})
+_NO_SUBJECT = frozenset({40401, 40402})
+# 4xx answers that may pass: credentials, timeouts, rate limits (an outage, held)
+_TRANSIENT_4XX = frozenset({401, 403, 404, 408, 429})
+
+
+def _refused(exc: Exception, not_found: frozenset[int]) -> str | None:
+    """Why the registry's answer to a lookup will not change on a retry: ``"not found"``
+    (its own not-found code), another line (a fixed 4xx answer, or an answer that is not
+    the registry's JSON), or ``None``: an outage, hold and retry.
+
+    >>> from confluent_kafka.schema_registry.error import SchemaRegistryError as E
+    >>> _refused(E(404, 40403, "no schema"), _NO_SCHEMA)
+    'not found'
+    >>> _refused(E(404, 404, "RESTEASY003210: no resource"), _NO_SCHEMA) is None
+    True
+    >>> _refused(E(422, 42202, "bad id"), _NO_SCHEMA)[:60]
+    'the registry refused the lookup: SchemaRegistryError: bad id'
+    >>> _refused(E(503, 50003, "down"), _NO_SCHEMA) is None
+    True
+    """
+    status = _status(exc)
+    if status is not None:
+        if status == 404 and getattr(exc, "error_code", None) in not_found:
+            return "not found"
+        if 400 <= status < 500 and status not in _TRANSIENT_4XX:
+            return f"the registry refused the lookup: {_describe(exc)}"
+        return None
+    if isinstance(exc, (ValueError, KeyError, TypeError)):  # a 2xx that is not its JSON
+        return f"the registry's answer cannot be read: {_describe(exc)}"
+    return None
 
 
 def _describe(exc: Exception) -> str:

@@ -301,3 +301,67 @@ def test_a_schema_the_reader_cannot_parse_is_a_mapping_reject_and_refused_at_sta
     with pytest.raises(ConfigError, match=f"version 2 \\(id 7\\) cannot be read: {why}") as err:
         wire_reader.check_latest("features")
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (SchemaRegistryError(404, 40403, "Schema not found"), "unknown_schema"),
+        # a 404 that is not the registry's (a proxy, a wrong url path): an outage, not bad input
+        (SchemaRegistryError(404, -1, "Unknown Schema Registry Error: b'<html>'"), "held"),
+        (SchemaRegistryError(404, 404, "RESTEASY003210: Could not find resource"), "held"),
+        (SchemaRegistryError(401, 40101, "Unauthorized"), "held"),
+        (SchemaRegistryError(429, -1, "Too Many Requests"), "held"),
+        (SchemaRegistryError(503, 50003, "down"), "held"),
+        # an answer that a retry will not change: a dead letter with the reason, not 300 s held
+        (SchemaRegistryError(422, 42202, "Invalid schema id"), "unknown_schema"),
+        (json.JSONDecodeError("Expecting value", "<html>", 0), "unknown_schema"),
+    ],
+)
+def test_only_the_registrys_own_answers_reject_and_anything_else_is_an_outage(
+    error: Exception, outcome: str
+) -> None:
+    class Failing(Registry):
+        def get_schema(self, schema_id: int) -> Schema:
+            raise error
+
+    wire_reader = reader(Failing({}))
+    value = b"\x00\x00\x00\x00\x05\x02e"
+    if outcome == "held":
+        with pytest.raises(RegistryUnavailableError):
+            wire_reader.read([value])
+        return
+    [out] = wire_reader.read([value])
+    assert isinstance(out, RejectError) and out.reason == outcome
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (SchemaRegistryError(404, 40401, "Subject not found"), "nothing yet"),
+        (SchemaRegistryError(404, 40402, "No version 'latest' found"), "nothing yet"),  # Apicurio
+        (SchemaRegistryError(404, -1, "Unknown Schema Registry Error: b'<html>'"), "held"),
+        (SchemaRegistryError(502, -1, "Bad Gateway"), "held"),
+        (SchemaRegistryError(400, 40001, "bad request"), "refused"),
+        (ValueError("Expecting value: line 1 column 1 (char 0)"), "refused"),
+    ],
+)
+def test_the_start_check_says_nothing_registered_only_when_the_registry_says_so(
+    error: Exception, outcome: str
+) -> None:
+    from streamapp.errors import ConfigError
+
+    class Failing(Registry):
+        def get_latest_version(self, subject: str) -> Any:
+            raise error
+
+    wire_reader = reader(Failing({}))
+    if outcome == "nothing yet":
+        assert wire_reader.check_latest("features") is None
+    elif outcome == "held":
+        with pytest.raises(RegistryUnavailableError):
+            wire_reader.check_latest("features")
+    else:
+        with pytest.raises(ConfigError, match="features-value") as err:
+            wire_reader.check_latest("features")
+        assert "\n" not in str(err.value)
