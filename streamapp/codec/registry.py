@@ -448,7 +448,7 @@ class WireReader:
             loads = orjson.loads
             return lambda payload: document(loads(payload), role)
         if schema_type == "PROTOBUF":
-            message = message_reader(schema_str)
+            message = message_reader(schema_str, lambda fields: self.mapping.problems(fields, role))
             return lambda payload: document(message(payload), role)
         schema = json.loads(schema_str)
         names = [field["name"] for field in schema.get("fields", [])]
@@ -470,7 +470,7 @@ class WireReader:
 
     def _problems(self, schema_type: str, schema_str: str) -> list[str]:
         """Why the mapping does not fit the schema; a Protobuf file fits when one of its
-        messages does (each record names its message)."""
+        messages does (each record names its message, checked as it first arrives)."""
         if schema_type == "PROTOBUF":
             try:
                 messages = proto_messages(schema_str)

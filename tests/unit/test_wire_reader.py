@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from typing import Any
 
 import fastavro
@@ -365,3 +366,39 @@ def test_the_start_check_says_nothing_registered_only_when_the_registry_says_so(
         with pytest.raises(ConfigError, match="features-value") as err:
             wire_reader.check_latest("features")
         assert "\n" not in str(err.value)
+
+
+def test_each_protobuf_message_a_record_names_is_checked_against_the_mapping() -> None:
+    import base64
+
+    from google.protobuf import descriptor_pb2
+
+    file = descriptor_pb2.FileDescriptorProto(name="f.proto", package="q", syntax="proto3")
+    good = file.message_type.add(name="Good")
+    other = file.message_type.add(name="Other")
+    for message, field in ((good, "a"), (other, "zzz")):
+        message.field.add(name="event_id", number=1, type=9, label=1)
+        message.field.add(name=field, number=2, type=1, label=1)
+    schema = Schema(base64.b64encode(file.SerializeToString()).decode(), "PROTOBUF")
+
+    class ProtoRegistry(Registry):
+        def get_schema(self, schema_id: int) -> Schema:
+            return schema
+
+    wire_reader = WireReader(ProtoRegistry({}), "protobuf", FieldMapping.of(["a"]), "features")
+    body = b"\x0a\x01x\x11" + struct.pack("<d", 2.0)  # event_id "x", a 2.0
+    out = wire_reader.read(
+        [
+            b"\x00\x00\x00\x00\x01\x00" + body,  # [0]: Good
+            b"\x00\x00\x00\x00\x01\x02\x02" + body,  # [1]: Other, whose fields do not map
+            b"\x00\x00\x00\x00\x01\x02\x02" + body,  # the same, from the cache
+            b"\x00\x00\x00\x00\x01\x02\x01" + body,  # [-1]: no message (not the last one)
+            b"\x00\x00\x00\x00\x01\x02\x04" + body,  # [2]: past the last
+            b"\x00\x00\x00\x00\x01" + b"\xff" * 200_000 + b"\x01",  # an endless varint
+        ]
+    )
+    assert out[0] == {"event_id": "x", "features": [2.0]}
+    reasons = [r.reason.value if isinstance(r, RejectError) else r for r in out[1:]]
+    assert reasons == ["schema_mapping", "schema_mapping", "decode", "decode", "decode"]
+    assert "message q.Other does not map" in str(out[1]) and "'a'" in str(out[2])
+    assert "longer than 10 bytes" in str(out[5])
