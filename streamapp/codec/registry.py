@@ -372,6 +372,8 @@ class WireReader:
         role: Role,
         *,
         max_payload_bytes: int = 262_144,
+        unknown_ttl_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if fmt not in _SCHEMA_TYPES:
             raise ConfigError(
@@ -383,6 +385,12 @@ class WireReader:
         self.role: Role = role
         self.max_payload_bytes = max_payload_bytes
         self._writers: dict[int, _Writer] = {}
+        # ids the registry refused (not found, a fixed 4xx), for unknown_ttl_s: garbage that
+        # repeats an id costs one lookup per ttl, not one per message (a producer may
+        # register the id later, so it is not kept for good); at most _MAX_UNKNOWN of them
+        self._unknown: dict[int, tuple[float, str]] = {}
+        self.unknown_ttl_s = unknown_ttl_s
+        self._clock = clock
 
     def check_latest(self, topic: str) -> str | None:
         """Check the mapping against the latest schema registered for ``topic`` (subject
@@ -501,21 +509,31 @@ class WireReader:
             return _Writer(None, f" cannot be read: {_describe(exc)}")
 
     def _writer(self, schema_id: int) -> _Writer:
-        """The writer schema ``schema_id``, fetched (an unknown id is rejected, not kept:
-        a producer may register it later)."""
+        """The writer schema ``schema_id``, fetched (an id the registry refuses is rejected
+        and remembered for ``unknown_ttl_s`` only: a producer may register it later)."""
+        now = self._clock()
+        known = self._unknown.get(schema_id)
+        if known is not None and known[0] > now:
+            raise RejectError(Reason.UNKNOWN_SCHEMA, known[1])
         try:
             schema = self.client.get_schema(schema_id)
         except Exception as exc:
             refused = _refused(exc, _NO_SCHEMA)
-            if refused == "not found":
-                raise RejectError(
-                    Reason.UNKNOWN_SCHEMA, f"schema id {schema_id} is not in the registry"
-                ) from None
-            if refused is not None:
-                raise RejectError(
-                    Reason.UNKNOWN_SCHEMA, f"schema id {schema_id}: {refused}"
-                ) from None
-            raise RegistryUnavailableError(f"schema registry: {_describe(exc)}") from None
+            if refused is None:
+                raise RegistryUnavailableError(f"schema registry: {_describe(exc)}") from None
+            why = (
+                f"schema id {schema_id} is not in the registry"
+                if refused == "not found"
+                else f"schema id {schema_id}: {refused}"
+            )
+            if len(self._unknown) >= _MAX_UNKNOWN:  # drop the expired, else the oldest
+                self._unknown = {k: v for k, v in self._unknown.items() if v[0] > now}
+                while len(self._unknown) >= _MAX_UNKNOWN:
+                    del self._unknown[next(iter(self._unknown))]
+            self._unknown.pop(schema_id, None)
+            self._unknown[schema_id] = (now + self.unknown_ttl_s, why)
+            raise RejectError(Reason.UNKNOWN_SCHEMA, why) from None
+        self._unknown.pop(schema_id, None)
         schema_type = schema.schema_type or "AVRO"
         writer = self._evaluate(schema)
         if writer.unmappable is not None:
@@ -540,6 +558,7 @@ _NO_SCHEMA = frozenset({40403})
 _NO_SUBJECT = frozenset({40401, 40402})
 # 4xx answers that may pass: credentials, timeouts, rate limits (an outage, held)
 _TRANSIENT_4XX = frozenset({401, 403, 404, 408, 429})
+_MAX_UNKNOWN = 4096  # refused ids remembered at once
 
 
 def _refused(exc: Exception, not_found: frozenset[int]) -> str | None:

@@ -402,3 +402,20 @@ def test_each_protobuf_message_a_record_names_is_checked_against_the_mapping() -
     assert reasons == ["schema_mapping", "schema_mapping", "decode", "decode", "decode"]
     assert "message q.Other does not map" in str(out[1]) and "'a'" in str(out[2])
     assert "longer than 10 bytes" in str(out[5])
+
+
+def test_an_id_the_registry_does_not_know_is_asked_once_per_ttl_not_once_per_message() -> None:
+    now = [0.0]
+    registry = Registry({1: EVENT})
+    wire_reader = WireReader(
+        registry, "avro", FieldMapping.of(["a", "b"]), "features", clock=lambda: now[0]
+    )
+    garbage = b"\x00\x12\x34\x56\x78" + b"\x00" * 20
+    out = wire_reader.read([garbage] * 500)
+    assert {r.reason.value for r in out if isinstance(r, RejectError)} == {"unknown_schema"}
+    assert len(out) == 500 and registry.lookups == 1
+    now[0] = 11.0  # past the ttl: the producer may have registered it since
+    registry.schemas[0x12345678] = EVENT
+    value = b"\x00\x12\x34\x56\x78" + wire(1, EVENT, {"event_id": "e", "a": 1.0, "b": None})[5:]
+    assert wire_reader.read([value]) == [{"event_id": "e", "features": [1.0, None]}]
+    assert registry.lookups == 2
