@@ -64,6 +64,8 @@ Format = Literal["json", "avro", "json-schema", "protobuf"]
 FieldKind = tuple[str, bool]
 
 _NUMBERS = {"int", "long", "float", "double"}
+# read as UTC datetimes (a local-timestamp-* would be read in the host's time zone: "other")
+_TIMESTAMPS = {"timestamp-millis", "timestamp-micros", "timestamp-nanos"}
 _SCHEMA_TYPES = {"avro": "AVRO", "json-schema": "JSON", "protobuf": "PROTOBUF"}
 
 
@@ -315,9 +317,11 @@ def _avro_kind(t: Any) -> FieldKind:
         # a string or a number: a class, as feedback may carry one
         return ("label" if kinds == {"string", "number"} else "other"), "null" in t
     if isinstance(t, dict):
-        logical = t.get("logicalType", "")
-        if logical.startswith(("timestamp-", "local-timestamp-")):
+        logical = t.get("logicalType")
+        if logical in _TIMESTAMPS:
             return "timestamp", False
+        if logical is not None:  # date, time-*, decimal, uuid, local-timestamp-*: fastavro
+            return "other", False  # reads them as objects the checks do not take
         if t.get("type") == "array":
             return ("array" if _avro_kind(t.get("items"))[0] == "number" else "other"), False
         if t.get("type") == "enum":

@@ -419,3 +419,44 @@ def test_an_id_the_registry_does_not_know_is_asked_once_per_ttl_not_once_per_mes
     value = b"\x00\x12\x34\x56\x78" + wire(1, EVENT, {"event_id": "e", "a": 1.0, "b": None})[5:]
     assert wire_reader.read([value]) == [{"event_id": "e", "features": [1.0, None]}]
     assert registry.lookups == 2
+
+
+@pytest.mark.parametrize(
+    "logical",
+    [
+        {"type": "int", "logicalType": "date"},
+        {"type": "int", "logicalType": "time-millis"},
+        {"type": "long", "logicalType": "time-micros"},
+        {"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": 2},
+        ["null", {"type": "int", "logicalType": "date"}],
+    ],
+)
+def test_a_feature_with_a_logical_type_other_than_a_timestamp_is_refused_at_start(
+    logical: Any,
+) -> None:
+    from types import SimpleNamespace
+
+    from streamapp.errors import ConfigError
+
+    schema = {**EVENT, "fields": [EVENT["fields"][0], {"name": "a", "type": logical}]}
+
+    class Latest(Registry):
+        def get_latest_version(self, subject: str) -> Any:
+            return SimpleNamespace(
+                schema=Schema(json.dumps(schema), "AVRO"), version=1, schema_id=1
+            )
+
+    wire_reader = WireReader(Latest({}), "avro", FieldMapping.of(["a"]), "features")
+    with pytest.raises(ConfigError, match="feature field 'a' is other, not a number"):
+        wire_reader.check_latest("features")
+
+
+def test_a_local_timestamp_is_not_taken_as_the_event_time() -> None:
+    from streamapp.codec.registry import record_fields
+
+    fields = [
+        {"name": "t", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "l", "type": {"type": "long", "logicalType": "local-timestamp-millis"}},
+    ]
+    kinds = record_fields("AVRO", json.dumps({"type": "record", "name": "R", "fields": fields}))
+    assert kinds == {"t": ("timestamp", False), "l": ("other", False)}
