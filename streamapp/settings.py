@@ -449,7 +449,8 @@ class SchemaRegistrySettings(BaseModel):
     :mod:`streamapp.codec.registry`). The field mapping is stated here once and checked at
     start against each input topic's latest registered schema."""
 
-    model_config = _FROZEN
+    # a refused url may hold a secret: its errors do not echo the input
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     url: str | None = Field(
         None, description="the registry's Confluent-compatible API, e.g. http://registry:8081"
@@ -494,9 +495,11 @@ class SchemaRegistrySettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _no_credentials_in_url(cls, value: str | None) -> str | None:
-        # a URL is logged and shown where a secret must not be: credentials go apart
-        if value is not None and "@" in value.split("://", 1)[-1].split("/", 1)[0]:
-            raise ValueError("put the credentials in basic_auth_user_info, not in the url")
+        # a URL is logged and shown where a secret must not be: credentials go apart; the
+        # client takes a comma-separated list of urls (fail-over), so each one is checked
+        for url in (value or "").split(","):
+            if "@" in url.split("://", 1)[-1].split("/", 1)[0]:
+                raise ValueError("put the credentials in basic_auth_user_info, not in the url")
         return value
 
     @property
@@ -615,8 +618,13 @@ class _RenamedEnv(PydanticBaseSettingsSource):
 class Settings(BaseSettings):
     """All of streamapp's configuration."""
 
+    # hide_input_in_errors: a refused value may be a secret (a registry url with credentials)
     model_config = SettingsConfigDict(
-        env_prefix="STREAMAPP_", env_nested_delimiter="__", frozen=True, extra="forbid"
+        env_prefix="STREAMAPP_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        hide_input_in_errors=True,
     )
 
     kafka: KafkaSettings = KafkaSettings()

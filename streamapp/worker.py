@@ -254,6 +254,10 @@ class Worker:
             except RegistryUnavailableError as exc:  # not bad input: read it again later
                 self.registry_hold.held(batch.messages, self._consumer.unread, exc)
                 self.delivery.commit_if_due()  # what was done before the outage commits
+                # for /healthz, a batch held under the outage limit is progress: the hold's
+                # own clock bounds the wait (past it, held() stops the worker with one line),
+                # and a liveness restart would not help (the start's check needs a registry)
+                self.last_progress = time.monotonic()
                 return
             if self.registry_hold.down:
                 self.registry_hold.resumed()

@@ -8,9 +8,13 @@ module compiles a reader that unpacks each run of consecutive fixed-size fields 
 order, in about a tenth of the time. Anything else (a logical type, a nested record, a map,
 a named type reference) is left to fastavro: :func:`flat_reader` returns ``None`` for it.
 
-It reads the Avro binary encoding exactly (zig-zag varints, length-prefixed strings, union
-and enum indexes, array blocks) and refuses what fastavro would not read, plus trailing
-bytes. A test holds it to fastavro's result on random records.
+It reads the Avro binary encoding (zig-zag varints, wrapped to 64 bits as fastavro wraps
+them, length-prefixed strings, union and enum indexes, array blocks). What it reads, fastavro
+reads to the same values; it refuses everything fastavro refuses, and is stricter in cases
+that no Avro writer produces, which fastavro reads anyway: a varint longer than 10 bytes, a
+boolean byte other than 0 or 1, a union index written in more than one byte, a negative
+union or enum index (fastavro picks a branch or symbol from the end), and bytes after the
+record. Tests hold it to fastavro on random records and on hostile bytes.
 
 >>> read = flat_reader({"type": "record", "name": "E", "fields": [
 ...     {"name": "id", "type": "string"}, {"name": "x", "type": ["null", "double"]},
@@ -32,6 +36,7 @@ __all__ = ["flat_reader"]
 
 _FIXED = {"double": ("d", 8), "float": ("f", 4)}
 _VARINT = {"int", "long"}
+_U64 = (1 << 64) - 1
 
 # a step: (kind, arg); kinds below
 _RUN, _LONG, _STRING, _BYTES, _BOOL, _NULL, _ENUM, _UNION, _ARRAY, _RAW = range(10)
@@ -137,6 +142,7 @@ def _long(buf: bytes, pos: int) -> tuple[int, int]:
         pos += 1
         n |= (b & 0x7F) << shift
         shift += 7
+    n &= _U64  # a 10th byte's high bits fall off, as in fastavro's 64-bit reader
     return (n >> 1) ^ -(n & 1), pos
 
 

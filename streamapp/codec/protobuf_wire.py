@@ -40,40 +40,55 @@ def describe(schema_str: str) -> Any:
 
 def proto_messages(schema_str: str) -> list[dict[str, tuple[str, bool]]]:
     """Each top-level message's fields with their kinds, as the mapping reads them."""
-    out = []
-    for message in describe(schema_str).message_type:
-        fields: dict[str, tuple[str, bool]] = {}
-        for field in message.field:
-            if field.label == _REPEATED:
-                kind = "array" if field.type in _NUMBERS else "other"
-            elif field.type in _NUMBERS:
-                kind = "number"
-            elif field.type == _STRING:
-                kind = "string"
-            elif field.type == _ENUM:
-                kind = "label"
-            else:
-                kind = "other"
-            fields[field.name] = (kind, field.proto3_optional)
-        out.append(fields)
-    return out
+    return [_fields(message) for message in describe(schema_str).message_type]
+
+
+def _fields(message: Any) -> dict[str, tuple[str, bool]]:
+    """One ``DescriptorProto``'s fields with their kinds (see ``registry.FieldKind``)."""
+    fields: dict[str, tuple[str, bool]] = {}
+    for field in message.field:
+        if field.label == _REPEATED:
+            kind = "array" if field.type in _NUMBERS else "other"
+        elif field.type in _NUMBERS:
+            kind = "number"
+        elif field.type == _STRING:
+            kind = "string"
+        elif field.type == _ENUM:
+            kind = "label"
+        else:
+            kind = "other"
+        fields[field.name] = (kind, field.proto3_optional)
+    return fields
+
+
+# a message index is a zig-zag varint of at most 10 bytes (64 bits), as Avro's long: a run of
+# continuation bytes past that is garbage, refused at once rather than shifted on and on
+_MAX_VARINT_BYTES = 10
 
 
 def _indexes(buf: bytes) -> tuple[list[int], int]:
-    """The message-index array at the start of ``buf`` (zig-zag varints; a lone 0 is [0])."""
-    values: list[int] = []
+    """The message-index array at the start of ``buf`` (zig-zag varints; a lone 0 is [0]).
+
+    >>> _indexes(b"\\x00rest"), _indexes(b"\\x04\\x02\\x06")
+    (([0], 1), ([1, 3], 3))
+    >>> _indexes(b"\\xff" * 11)
+    Traceback (most recent call last):
+    ...
+    ValueError: a message index varint longer than 10 bytes
+    """
     pos = 0
 
     def varint() -> int:
         nonlocal pos
         shift = n = 0
-        while True:
+        for _ in range(_MAX_VARINT_BYTES):
             b = buf[pos]
             pos += 1
             n |= (b & 0x7F) << shift
             shift += 7
             if not b & 0x80:
                 return (n >> 1) ^ -(n & 1)
+        raise ValueError(f"a message index varint longer than {_MAX_VARINT_BYTES} bytes")
 
     count = varint()
     if count == 0:
@@ -84,24 +99,55 @@ def _indexes(buf: bytes) -> tuple[list[int], int]:
     return values, pos
 
 
-def message_reader(schema_str: str) -> Callable[[bytes], dict[str, Any]]:
+def message_reader(
+    schema_str: str, problems: Callable[[dict[str, tuple[str, bool]]], list[str]] | None = None
+) -> Callable[[bytes], dict[str, Any]]:
     """payload -> the message's top-level fields by name (repeated ones as lists, an unset
-    proto3 ``optional`` as ``None``, enums by name)."""
+    proto3 ``optional`` as ``None``, enums by name).
+
+    Each record names its message by the indexes before it: an index that names no message
+    (negative, or past the last) does not decode. ``problems`` (the mapping's check) runs
+    once per message the records name: a record of a message that does not map is a
+    ``schema_mapping`` :class:`~streamapp.codec.checks.RejectError`, whichever message of
+    the file maps."""
     from google.protobuf import descriptor_pool, message_factory
+
+    from streamapp.codec.checks import RejectError
+    from streamapp.events import Reason
 
     file = describe(schema_str)
     pool = descriptor_pool.DescriptorPool()
     descriptor = pool.Add(file)
     classes: dict[tuple[int, ...], Any] = {}
+    unmapped: dict[tuple[int, ...], str] = {}
 
     def message_class(path: list[int]) -> Any:
         key = tuple(path)
-        if key not in classes:
-            desc = descriptor.message_types_by_name[file.message_type[path[0]].name]
-            for i in path[1:]:
-                desc = desc.nested_types[i]
-            classes[key] = message_factory.GetMessageClass(desc)
-        return classes[key]
+        cls = classes.get(key)
+        if cls is not None:
+            return cls
+        if key in unmapped:
+            raise RejectError(Reason.SCHEMA_MAPPING, unmapped[key])
+        protos = file.message_type
+        proto: Any = None
+        desc: Any = None
+        for depth, i in enumerate(path):
+            if not 0 <= i < len(protos):
+                raise ValueError(f"message index {list(path)} names no message of the schema")
+            proto = protos[i]
+            desc = (
+                descriptor.message_types_by_name[proto.name]
+                if depth == 0
+                else desc.nested_types_by_name[proto.name]
+            )
+            protos = proto.nested_type
+        if problems is not None:
+            found = problems(_fields(proto))
+            if found:
+                unmapped[key] = f"message {desc.full_name} does not map: {'; '.join(found)}"
+                raise RejectError(Reason.SCHEMA_MAPPING, unmapped[key])
+        cls = classes[key] = message_factory.GetMessageClass(desc)
+        return cls
 
     def read(payload: bytes) -> dict[str, Any]:
         path, pos = _indexes(payload)

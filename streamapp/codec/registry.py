@@ -64,6 +64,8 @@ Format = Literal["json", "avro", "json-schema", "protobuf"]
 FieldKind = tuple[str, bool]
 
 _NUMBERS = {"int", "long", "float", "double"}
+# read as UTC datetimes (a local-timestamp-* would be read in the host's time zone: "other")
+_TIMESTAMPS = {"timestamp-millis", "timestamp-micros", "timestamp-nanos"}
 _SCHEMA_TYPES = {"avro": "AVRO", "json-schema": "JSON", "protobuf": "PROTOBUF"}
 
 
@@ -315,9 +317,11 @@ def _avro_kind(t: Any) -> FieldKind:
         # a string or a number: a class, as feedback may carry one
         return ("label" if kinds == {"string", "number"} else "other"), "null" in t
     if isinstance(t, dict):
-        logical = t.get("logicalType", "")
-        if logical.startswith(("timestamp-", "local-timestamp-")):
+        logical = t.get("logicalType")
+        if logical in _TIMESTAMPS:
             return "timestamp", False
+        if logical is not None:  # date, time-*, decimal, uuid, local-timestamp-*: fastavro
+            return "other", False  # reads them as objects the checks do not take
         if t.get("type") == "array":
             return ("array" if _avro_kind(t.get("items"))[0] == "number" else "other"), False
         if t.get("type") == "enum":
@@ -372,6 +376,8 @@ class WireReader:
         role: Role,
         *,
         max_payload_bytes: int = 262_144,
+        unknown_ttl_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if fmt not in _SCHEMA_TYPES:
             raise ConfigError(
@@ -383,6 +389,12 @@ class WireReader:
         self.role: Role = role
         self.max_payload_bytes = max_payload_bytes
         self._writers: dict[int, _Writer] = {}
+        # ids the registry refused (not found, a fixed 4xx), for unknown_ttl_s: garbage that
+        # repeats an id costs one lookup per ttl, not one per message (a producer may
+        # register the id later, so it is not kept for good); at most _MAX_UNKNOWN of them
+        self._unknown: dict[int, tuple[float, str]] = {}
+        self.unknown_ttl_s = unknown_ttl_s
+        self._clock = clock
 
     def check_latest(self, topic: str) -> str | None:
         """Check the mapping against the latest schema registered for ``topic`` (subject
@@ -393,15 +405,19 @@ class WireReader:
         try:
             latest = self.client.get_latest_version(subject)
         except Exception as exc:
-            if _status(exc) == 404:
+            refused = _refused(exc, _NO_SUBJECT)
+            if refused == "not found":
                 return None
+            if refused is not None:
+                raise ConfigError(
+                    f"schema registry: the latest version of {subject}: {refused}"
+                ) from None
             raise RegistryUnavailableError(f"schema registry: {_describe(exc)}") from None
-        schema = latest.schema
-        problems = self._problems(schema.schema_type or "AVRO", schema.schema_str)
-        if problems:
+        unmappable = self._evaluate(latest.schema).unmappable
+        if unmappable is not None:
             raise ConfigError(
-                f"subject {subject} version {latest.version} (id {latest.schema_id}) does not "
-                f"map onto the bundle: {'; '.join(problems)} (see schema_registry.* settings)"
+                f"subject {subject} version {latest.version} (id {latest.schema_id})"
+                f"{unmappable} (see schema_registry.* settings)"
             )
         return f"{subject} v{latest.version} (id {latest.schema_id})"
 
@@ -444,7 +460,7 @@ class WireReader:
             loads = orjson.loads
             return lambda payload: document(loads(payload), role)
         if schema_type == "PROTOBUF":
-            message = message_reader(schema_str)
+            message = message_reader(schema_str, lambda fields: self.mapping.problems(fields, role))
             return lambda payload: document(message(payload), role)
         schema = json.loads(schema_str)
         names = [field["name"] for field in schema.get("fields", [])]
@@ -466,7 +482,7 @@ class WireReader:
 
     def _problems(self, schema_type: str, schema_str: str) -> list[str]:
         """Why the mapping does not fit the schema; a Protobuf file fits when one of its
-        messages does (each record names its message)."""
+        messages does (each record names its message, checked as it first arrives)."""
         if schema_type == "PROTOBUF":
             try:
                 messages = proto_messages(schema_str)
@@ -476,27 +492,56 @@ class WireReader:
             return min(found, key=len)
         return self.mapping.problems(record_fields(schema_type, schema_str), self.role)
 
-    def _writer(self, schema_id: int) -> _Writer:
-        """The writer schema ``schema_id``, fetched (an unknown id is rejected, not kept:
-        a producer may register it later)."""
-        try:
-            schema = self.client.get_schema(schema_id)
-        except Exception as exc:
-            if _status(exc) == 404:
-                raise RejectError(
-                    Reason.UNKNOWN_SCHEMA, f"schema id {schema_id} is not in the registry"
-                ) from None
-            raise RegistryUnavailableError(f"schema registry: {_describe(exc)}") from None
+    def _evaluate(self, schema: Any) -> _Writer:
+        """How to read records of ``schema`` (a registered ``Schema``), or why not (the
+        reason starts with ``:`` or `` is``/`` cannot``, after the schema's name). A schema
+        this reader cannot even parse (a schema reference, a ``.proto`` importing another
+        file, a malformed ``schema_str``) does not map: its records become dead letters."""
         schema_type = schema.schema_type or "AVRO"
         expected = _SCHEMA_TYPES[self.format]
         if schema_type != expected:
-            writer = _Writer(None, f"schema id {schema_id} is {schema_type}, not {expected}")
-        else:
+            return _Writer(None, f" is {schema_type}, not {expected}")
+        if getattr(schema, "references", None):
+            names = ", ".join(str(getattr(r, "name", r)) for r in schema.references)
+            return _Writer(None, f" uses schema references ({one_line(names, 80)}): not supported")
+        try:
             problems = self._problems(schema_type, schema.schema_str)
             if problems:
-                writer = _Writer(None, f"schema id {schema_id}: {'; '.join(problems)}")
-            else:
-                writer = _Writer(self._reader(schema_type, schema.schema_str))
+                return _Writer(None, f" does not map onto the bundle: {'; '.join(problems)}")
+            return _Writer(self._reader(schema_type, schema.schema_str))
+        except Exception as exc:  # anything the parsers raise: the schema's fault, not ours
+            return _Writer(None, f" cannot be read: {_describe(exc)}")
+
+    def _writer(self, schema_id: int) -> _Writer:
+        """The writer schema ``schema_id``, fetched (an id the registry refuses is rejected
+        and remembered for ``unknown_ttl_s`` only: a producer may register it later)."""
+        now = self._clock()
+        known = self._unknown.get(schema_id)
+        if known is not None and known[0] > now:
+            raise RejectError(Reason.UNKNOWN_SCHEMA, known[1])
+        try:
+            schema = self.client.get_schema(schema_id)
+        except Exception as exc:
+            refused = _refused(exc, _NO_SCHEMA)
+            if refused is None:
+                raise RegistryUnavailableError(f"schema registry: {_describe(exc)}") from None
+            why = (
+                f"schema id {schema_id} is not in the registry"
+                if refused == "not found"
+                else f"schema id {schema_id}: {refused}"
+            )
+            if len(self._unknown) >= _MAX_UNKNOWN:  # drop the expired, else the oldest
+                self._unknown = {k: v for k, v in self._unknown.items() if v[0] > now}
+                while len(self._unknown) >= _MAX_UNKNOWN:
+                    del self._unknown[next(iter(self._unknown))]
+            self._unknown.pop(schema_id, None)
+            self._unknown[schema_id] = (now + self.unknown_ttl_s, why)
+            raise RejectError(Reason.UNKNOWN_SCHEMA, why) from None
+        self._unknown.pop(schema_id, None)
+        schema_type = schema.schema_type or "AVRO"
+        writer = self._evaluate(schema)
+        if writer.unmappable is not None:
+            writer = _Writer(None, f"schema id {schema_id}{writer.unmappable}")
         logger.info(
             "schema id %d (%s) %s", schema_id, schema_type, writer.unmappable or "maps: reading it"
         )
@@ -508,6 +553,43 @@ def _status(exc: Exception) -> int | None:
     """The HTTP status of a registry error (``None``: no answer at all)."""
     status = getattr(exc, "http_status_code", None)
     return status if isinstance(status, int) and status > 0 else None
+
+
+# the registry's own "not found" error codes (Confluent: 40401 subject, 40403 schema;
+# Apicurio's ccompat API answers 40402 for the latest version of an unknown subject). A 404
+# without one of these comes from something else (a proxy, a wrong url path): an outage.
+_NO_SCHEMA = frozenset({40403})
+_NO_SUBJECT = frozenset({40401, 40402})
+# 4xx answers that may pass: credentials, timeouts, rate limits (an outage, held)
+_TRANSIENT_4XX = frozenset({401, 403, 404, 408, 429})
+_MAX_UNKNOWN = 4096  # refused ids remembered at once
+
+
+def _refused(exc: Exception, not_found: frozenset[int]) -> str | None:
+    """Why the registry's answer to a lookup will not change on a retry: ``"not found"``
+    (its own not-found code), another line (a fixed 4xx answer, or an answer that is not
+    the registry's JSON), or ``None``: an outage, hold and retry.
+
+    >>> from confluent_kafka.schema_registry.error import SchemaRegistryError as E
+    >>> _refused(E(404, 40403, "no schema"), _NO_SCHEMA)
+    'not found'
+    >>> _refused(E(404, 404, "RESTEASY003210: no resource"), _NO_SCHEMA) is None
+    True
+    >>> _refused(E(422, 42202, "bad id"), _NO_SCHEMA)[:60]
+    'the registry refused the lookup: SchemaRegistryError: bad id'
+    >>> _refused(E(503, 50003, "down"), _NO_SCHEMA) is None
+    True
+    """
+    status = _status(exc)
+    if status is not None:
+        if status == 404 and getattr(exc, "error_code", None) in not_found:
+            return "not found"
+        if 400 <= status < 500 and status not in _TRANSIENT_4XX:
+            return f"the registry refused the lookup: {_describe(exc)}"
+        return None
+    if isinstance(exc, (ValueError, KeyError, TypeError)):  # a 2xx that is not its JSON
+        return f"the registry's answer cannot be read: {_describe(exc)}"
+    return None
 
 
 def _describe(exc: Exception) -> str:

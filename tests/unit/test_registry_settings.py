@@ -19,8 +19,13 @@ def test_credentials_are_never_printed_and_reach_the_client() -> None:
 
 
 def test_credentials_in_the_url_are_refused_with_where_they_go() -> None:
-    with pytest.raises(ValidationError, match="basic_auth_user_info"):
-        SchemaRegistrySettings(url="http://app:s3cret@registry:8081")
+    for url in ("http://app:s3cret@registry:8081", "http://r1:8081,http://app:s3cret@r2:8081"):
+        with pytest.raises(ValidationError, match="basic_auth_user_info") as err:
+            SchemaRegistrySettings(url=url)
+        assert "s3cret" not in str(err.value)  # the refusal does not print the secret
+        with pytest.raises(ValidationError) as err:
+            Settings(schema_registry={"url": url})
+        assert "s3cret" not in str(err.value)
     assert SchemaRegistrySettings(url="http://registry:8081/a@b").url  # an @ in the path is fine
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from typing import Any
 
 import fastavro
@@ -237,3 +238,225 @@ def test_protobuf_records_map_by_name_and_a_proto_text_schema_says_why_not() -> 
         "decode",
         "schema_mapping",
     ]
+
+
+def _proto_importing_timestamp() -> str:
+    import base64
+
+    from google.protobuf import descriptor_pb2
+
+    file = descriptor_pb2.FileDescriptorProto(
+        name="e.proto", package="p", syntax="proto3", dependency=["google/protobuf/timestamp.proto"]
+    )
+    message = file.message_type.add(name="E")
+    message.field.add(name="event_id", number=1, type=9, label=1)
+    message.field.add(name="a", number=2, type=1, label=1)
+    message.field.add(name="b", number=3, type=1, label=1)
+    message.field.add(
+        name="created", number=4, type=11, label=1, type_name=".google.protobuf.Timestamp"
+    )
+    return base64.b64encode(file.SerializeToString()).decode()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "schema", "why"),
+    [
+        (  # a named type from a Confluent schema reference: fastavro's UnknownType
+            "avro",
+            Schema(
+                json.dumps(
+                    {
+                        **EVENT,
+                        "fields": [*EVENT["fields"], {"name": "m", "type": "com.acme.Money"}],
+                    }
+                ),
+                "AVRO",
+            ),
+            "UnknownType",
+        ),
+        ("avro", Schema('{"type": "record", "name": ', "AVRO"), "JSONDecodeError"),
+        ("protobuf", Schema(_proto_importing_timestamp(), "PROTOBUF"), "TypeError"),
+    ],
+)
+def test_a_schema_the_reader_cannot_parse_is_a_mapping_reject_and_refused_at_start(
+    fmt: Any, schema: Schema, why: str
+) -> None:
+    from types import SimpleNamespace
+
+    from streamapp.errors import ConfigError
+
+    class Fixed(Registry):
+        def get_schema(self, schema_id: int) -> Schema:
+            self.lookups += 1
+            return schema
+
+        def get_latest_version(self, subject: str) -> Any:
+            return SimpleNamespace(schema=schema, version=2, schema_id=7)
+
+    registry = Fixed({})
+    wire_reader = WireReader(registry, fmt, FieldMapping.of(["a", "b"]), "features")
+    out = wire_reader.read([b"\x00\x00\x00\x00\x07\x00\x02x"] * 3)
+    assert all(isinstance(r, RejectError) and r.reason == "schema_mapping" for r in out)
+    assert f"schema id 7 cannot be read: {why}" in str(out[0])
+    assert registry.lookups == 1  # kept: the next record of that id needs no registry
+    with pytest.raises(ConfigError, match=f"version 2 \\(id 7\\) cannot be read: {why}") as err:
+        wire_reader.check_latest("features")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (SchemaRegistryError(404, 40403, "Schema not found"), "unknown_schema"),
+        # a 404 that is not the registry's (a proxy, a wrong url path): an outage, not bad input
+        (SchemaRegistryError(404, -1, "Unknown Schema Registry Error: b'<html>'"), "held"),
+        (SchemaRegistryError(404, 404, "RESTEASY003210: Could not find resource"), "held"),
+        (SchemaRegistryError(401, 40101, "Unauthorized"), "held"),
+        (SchemaRegistryError(429, -1, "Too Many Requests"), "held"),
+        (SchemaRegistryError(503, 50003, "down"), "held"),
+        # an answer that a retry will not change: a dead letter with the reason, not 300 s held
+        (SchemaRegistryError(422, 42202, "Invalid schema id"), "unknown_schema"),
+        (json.JSONDecodeError("Expecting value", "<html>", 0), "unknown_schema"),
+    ],
+)
+def test_only_the_registrys_own_answers_reject_and_anything_else_is_an_outage(
+    error: Exception, outcome: str
+) -> None:
+    class Failing(Registry):
+        def get_schema(self, schema_id: int) -> Schema:
+            raise error
+
+    wire_reader = reader(Failing({}))
+    value = b"\x00\x00\x00\x00\x05\x02e"
+    if outcome == "held":
+        with pytest.raises(RegistryUnavailableError):
+            wire_reader.read([value])
+        return
+    [out] = wire_reader.read([value])
+    assert isinstance(out, RejectError) and out.reason == outcome
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (SchemaRegistryError(404, 40401, "Subject not found"), "nothing yet"),
+        (SchemaRegistryError(404, 40402, "No version 'latest' found"), "nothing yet"),  # Apicurio
+        (SchemaRegistryError(404, -1, "Unknown Schema Registry Error: b'<html>'"), "held"),
+        (SchemaRegistryError(502, -1, "Bad Gateway"), "held"),
+        (SchemaRegistryError(400, 40001, "bad request"), "refused"),
+        (ValueError("Expecting value: line 1 column 1 (char 0)"), "refused"),
+    ],
+)
+def test_the_start_check_says_nothing_registered_only_when_the_registry_says_so(
+    error: Exception, outcome: str
+) -> None:
+    from streamapp.errors import ConfigError
+
+    class Failing(Registry):
+        def get_latest_version(self, subject: str) -> Any:
+            raise error
+
+    wire_reader = reader(Failing({}))
+    if outcome == "nothing yet":
+        assert wire_reader.check_latest("features") is None
+    elif outcome == "held":
+        with pytest.raises(RegistryUnavailableError):
+            wire_reader.check_latest("features")
+    else:
+        with pytest.raises(ConfigError, match="features-value") as err:
+            wire_reader.check_latest("features")
+        assert "\n" not in str(err.value)
+
+
+def test_each_protobuf_message_a_record_names_is_checked_against_the_mapping() -> None:
+    import base64
+
+    from google.protobuf import descriptor_pb2
+
+    file = descriptor_pb2.FileDescriptorProto(name="f.proto", package="q", syntax="proto3")
+    good = file.message_type.add(name="Good")
+    other = file.message_type.add(name="Other")
+    for message, field in ((good, "a"), (other, "zzz")):
+        message.field.add(name="event_id", number=1, type=9, label=1)
+        message.field.add(name=field, number=2, type=1, label=1)
+    schema = Schema(base64.b64encode(file.SerializeToString()).decode(), "PROTOBUF")
+
+    class ProtoRegistry(Registry):
+        def get_schema(self, schema_id: int) -> Schema:
+            return schema
+
+    wire_reader = WireReader(ProtoRegistry({}), "protobuf", FieldMapping.of(["a"]), "features")
+    body = b"\x0a\x01x\x11" + struct.pack("<d", 2.0)  # event_id "x", a 2.0
+    out = wire_reader.read(
+        [
+            b"\x00\x00\x00\x00\x01\x00" + body,  # [0]: Good
+            b"\x00\x00\x00\x00\x01\x02\x02" + body,  # [1]: Other, whose fields do not map
+            b"\x00\x00\x00\x00\x01\x02\x02" + body,  # the same, from the cache
+            b"\x00\x00\x00\x00\x01\x02\x01" + body,  # [-1]: no message (not the last one)
+            b"\x00\x00\x00\x00\x01\x02\x04" + body,  # [2]: past the last
+            b"\x00\x00\x00\x00\x01" + b"\xff" * 200_000 + b"\x01",  # an endless varint
+        ]
+    )
+    assert out[0] == {"event_id": "x", "features": [2.0]}
+    reasons = [r.reason.value if isinstance(r, RejectError) else r for r in out[1:]]
+    assert reasons == ["schema_mapping", "schema_mapping", "decode", "decode", "decode"]
+    assert "message q.Other does not map" in str(out[1]) and "'a'" in str(out[2])
+    assert "longer than 10 bytes" in str(out[5])
+
+
+def test_an_id_the_registry_does_not_know_is_asked_once_per_ttl_not_once_per_message() -> None:
+    now = [0.0]
+    registry = Registry({1: EVENT})
+    wire_reader = WireReader(
+        registry, "avro", FieldMapping.of(["a", "b"]), "features", clock=lambda: now[0]
+    )
+    garbage = b"\x00\x12\x34\x56\x78" + b"\x00" * 20
+    out = wire_reader.read([garbage] * 500)
+    assert {r.reason.value for r in out if isinstance(r, RejectError)} == {"unknown_schema"}
+    assert len(out) == 500 and registry.lookups == 1
+    now[0] = 11.0  # past the ttl: the producer may have registered it since
+    registry.schemas[0x12345678] = EVENT
+    value = b"\x00\x12\x34\x56\x78" + wire(1, EVENT, {"event_id": "e", "a": 1.0, "b": None})[5:]
+    assert wire_reader.read([value]) == [{"event_id": "e", "features": [1.0, None]}]
+    assert registry.lookups == 2
+
+
+@pytest.mark.parametrize(
+    "logical",
+    [
+        {"type": "int", "logicalType": "date"},
+        {"type": "int", "logicalType": "time-millis"},
+        {"type": "long", "logicalType": "time-micros"},
+        {"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": 2},
+        ["null", {"type": "int", "logicalType": "date"}],
+    ],
+)
+def test_a_feature_with_a_logical_type_other_than_a_timestamp_is_refused_at_start(
+    logical: Any,
+) -> None:
+    from types import SimpleNamespace
+
+    from streamapp.errors import ConfigError
+
+    schema = {**EVENT, "fields": [EVENT["fields"][0], {"name": "a", "type": logical}]}
+
+    class Latest(Registry):
+        def get_latest_version(self, subject: str) -> Any:
+            return SimpleNamespace(
+                schema=Schema(json.dumps(schema), "AVRO"), version=1, schema_id=1
+            )
+
+    wire_reader = WireReader(Latest({}), "avro", FieldMapping.of(["a"]), "features")
+    with pytest.raises(ConfigError, match="feature field 'a' is other, not a number"):
+        wire_reader.check_latest("features")
+
+
+def test_a_local_timestamp_is_not_taken_as_the_event_time() -> None:
+    from streamapp.codec.registry import record_fields
+
+    fields = [
+        {"name": "t", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "l", "type": {"type": "long", "logicalType": "local-timestamp-millis"}},
+    ]
+    kinds = record_fields("AVRO", json.dumps({"type": "record", "name": "R", "fields": fields}))
+    assert kinds == {"t": ("timestamp", False), "l": ("other", False)}
