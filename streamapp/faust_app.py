@@ -15,8 +15,8 @@ Semantics (see docs/operating.md): at-least-once only. Outputs are produced by s
 producer and flushed before the batch's events are acknowledged, so Faust commits an
 offset only after its outputs are delivered. There is no event-time merge of the two
 topics (a label that overtakes its event is parked by the ledger until the event is
-scored), no learning-state snapshot (a restart starts from the source head) and no
-exactly-once mode.
+scored), no learning-state snapshot (a restart starts from the source head), no
+exactly-once mode, and JSON only (the Schema Registry formats need the default runtime).
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class FaustRuntime:
     """Codec, pipeline and publisher for the agents; ``process`` runs one batch."""
 
     def __init__(self, settings: Settings) -> None:
+        settings.schema_registry.require_json("faust")  # its agents hold no registry outage
         self.settings = settings
         self.bundle = load_served_bundle(settings)
         self.codec = build_codec(settings, self.bundle)

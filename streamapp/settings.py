@@ -20,6 +20,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from streamapp.errors import ConfigError
+
 __all__ = [
     "RENAMED",
     "AdaptSettings",
@@ -518,6 +520,14 @@ class SchemaRegistrySettings(BaseModel):
         """Whether any topic is read or written in a registry format."""
         formats = (self.features_format, self.feedback_format, self.output_format)
         return any(f != "json" for f in formats)
+
+    def require_json(self, runtime: str) -> None:
+        """One line, before anything starts, for a runtime that speaks JSON only."""
+        if self.in_use:
+            raise ConfigError(
+                f"the {runtime} runtime reads and writes JSON only; the Schema Registry formats "
+                "need the default runtime (--runtime confluent)"
+            )
 
 
 # Settings that moved into a group (or were renamed) since 0.1: the old names, as keyword

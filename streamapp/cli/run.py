@@ -86,6 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _exec_faust(settings: Settings, log_level: str) -> NoReturn:
     """Replace this process with ``faust -A streamapp.faust_app worker`` on ``settings``."""
+    settings.schema_registry.require_json("faust")
     try:
         import faust  # noqa: F401
     except ImportError as exc:

@@ -31,3 +31,21 @@ def test_credentials_in_the_url_are_refused_with_where_they_go() -> None:
 
 def test_json_everywhere_uses_no_registry() -> None:
     assert not SchemaRegistrySettings().in_use
+
+
+def test_the_faust_runtime_refuses_registry_formats_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its agents would let a registry outage escape as a traceback: JSON only, said at once."""
+    from streamapp.cli import main
+
+    monkeypatch.setenv("STREAMAPP_SCHEMA_REGISTRY__URL", "http://registry:8081")
+    monkeypatch.setenv("STREAMAPP_SCHEMA_REGISTRY__FEATURES_FORMAT", "avro")
+    monkeypatch.setattr("os.execvpe", _never)
+    assert main(["run", "--runtime", "faust"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "faust runtime reads and writes JSON only" in err[0]
+
+
+def _never(*args: object) -> None:
+    raise AssertionError("the faust worker was started")
