@@ -21,12 +21,14 @@ from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from streamapp.cli import main
+from streamapp.codec import encode_json
+from streamapp.codec.avro_out import load_avro_schema
 from streamapp.errors import ConfigError
 from streamapp.kafka.schema_registry import ApicurioRegistry
 from streamapp.scenarios import get_scenario, stream
 from streamapp.settings import Settings
 from streamapp.worker import Worker
-from tests.conftest import assert_valid, produce_raw, read_topic
+from tests.conftest import assert_valid, load_schema, produce_raw, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -109,6 +111,30 @@ def as_json(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def nullable(spec: dict[str, Any]) -> bool:
+    t = spec.get("type")
+    return None in spec.get("enum", []) or t == "null" or (isinstance(t, list) and "null" in t)
+
+
+def absent_nulls(doc: Any, spec: dict[str, Any], root: dict[str, Any]) -> Any:
+    """An Avro record as its JSON twin writes it, following the JSON Schema ``spec``: an
+    optional property that is null is absent, unless the JSON Schema allows it null (map
+    values keep their nulls)."""
+    if "$ref" in spec:
+        spec = root["$defs"][spec["$ref"].rsplit("/", 1)[1]]
+    if isinstance(doc, dict):
+        props, required = spec.get("properties", {}), set(spec.get("required", []))
+        values = spec.get("additionalProperties")
+        return {
+            k: absent_nulls(v, props.get(k, values if isinstance(values, dict) else {}), root)
+            for k, v in doc.items()
+            if not (v is None and k in props and k not in required and not nullable(props[k]))
+        }
+    if isinstance(doc, list):
+        return [absent_nulls(v, spec.get("items", {}), root) for v in doc]
+    return doc
+
+
 def registry_settings(
     make_settings: Callable[..., Settings], registry: ApicurioRegistry, **overrides: object
 ) -> Settings:
@@ -164,7 +190,9 @@ def test_avro_inputs_are_all_predicted_and_bad_wire_bytes_dead_lettered(
     client: SchemaRegistryClient,
 ) -> None:
     settings = registry_settings(
-        make_settings, schema_registry, **{"schema_registry.output_format": "avro"}
+        make_settings,
+        schema_registry,
+        **{"schema_registry.output_format": "avro", "drift.window_events": 40},
     )
     records = scenario_records(300)
     n_events = sum(kind == "features" for kind, _, _ in records)
@@ -228,6 +256,24 @@ def test_avro_inputs_are_all_predicted_and_bad_wire_bytes_dead_lettered(
         assert doc["payload_sha256"] == hashlib.sha256(value).hexdigest()  # the raw bytes kept
     n_labels = sum(kind == "feedback" for kind, _, _ in records)
     assert worker.pipeline.stats.feedback_received == n_labels  # Avro feedback read too
+
+    # drift reports: registered under <drift topic>-value, every report read back (the
+    # final partial window's included), each valid as its JSON twin, together counting
+    # every event, the last one equal to what the worker reported
+    drift = settings.topics.drift
+    registered = client.get_latest_version(f"{drift}-value").schema
+    assert json.loads(registered.schema_str) == load_avro_schema("drift-report")
+    last = worker.last_drift_report()
+    assert last is not None and last["report_seq"] >= 3
+    reports = [doc for _, doc in read_avro(settings, client, drift, last["report_seq"])]
+    assert sorted(r["report_seq"] for r in reports) == list(range(1, last["report_seq"] + 1))
+    schema = load_schema("drift-report")
+    as_written = [absent_nulls(r, schema, schema) for r in reports]
+    for report in as_written:
+        assert_valid("drift-report", report)
+    assert sum(r["window"]["events"] for r in as_written) == n_events
+    newest = max(as_written, key=lambda r: r["report_seq"])
+    assert newest == json.loads(encode_json(last))
 
 
 def test_a_mapping_that_does_not_fit_stops_the_worker_before_it_consumes(

@@ -83,7 +83,7 @@ def reports(bundle_path: Path, batches: int = 4, **overrides: Any) -> list[dict[
 @pytest.fixture(scope="module")
 def everything_on(digits_bundle: Path) -> list[dict[str, Any]]:
     """Challenger in shadow, guard, conformal sets, input adaptation and model selection."""
-    return reports(digits_bundle, challenger={"enabled": True}, instance_id="w1")
+    return reports(digits_bundle, challenger={"enabled": True}, delivery={"instance_id": "w1"})
 
 
 def test_the_reports_have_every_optional_section(everything_on: list[dict[str, Any]]) -> None:
