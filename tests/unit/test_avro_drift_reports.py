@@ -15,7 +15,9 @@ import orjson
 import pytest
 
 from streamapp.codec import DecodedBatch, encode_json
+from streamapp.codec.avro_in import AvroDocuments
 from streamapp.codec.avro_out import avro_outputs, load_avro_schema
+from streamapp.drift.history import parse_report
 from streamapp.drift.merge import merge_reports
 from streamapp.engine import Engine
 from streamapp.events import DeadLetter, FeatureBlock, Feedback, Reason, SourcePosition
@@ -190,3 +192,44 @@ def test_avro_output_registers_and_writes_the_drift_topic(
 
 def test_json_output_leaves_the_drift_topic_alone() -> None:
     assert avro_outputs(Settings(), Registry()) is None
+
+
+class SchemaById(Registry):
+    """A stand-in registry that also answers the writer schema of an id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups: list[int] = []
+
+    def get_schema(self, schema_id: int) -> Any:
+        self.lookups.append(schema_id)
+        return list(self.subjects.values())[schema_id - 1]
+
+
+def test_report_reads_an_avro_drift_topic_back_as_the_json_reports(
+    everything_on: list[dict[str, Any]],
+) -> None:
+    """``streamapp report --from-topic`` on an Avro drift topic: each value read with its
+    writer schema (the registry's by id, or the twin) back to the JSON document."""
+    settings = Settings(schema_registry={"url": "http://127.0.0.1:1", "output_format": "avro"})
+    registry = SchemaById()
+    outputs = avro_outputs(settings, registry)
+    assert outputs is not None
+    sink = Produced()
+    for report in everything_on:
+        outputs.sink(sink).produce(settings.topics.drift, encode_json(report), b"m")
+    values = [value for _, value, _ in sink.records]
+    for client in (registry, None):
+        avro = AvroDocuments("drift-report", client)
+        assert [parse_report(v, avro) for v in values] == everything_on
+    assert len(set(registry.lookups)) == len(registry.lookups) == 1  # once per schema id
+    assert parse_report(encode_json(everything_on[0]), avro) == everything_on[0]  # JSON too
+    bad = {
+        values[0][:40]: r"schema id \d+: EOFError",  # truncated
+        b"\x00\x00\x00\x00\x09" + values[0][5:]: "schema id 9: ",  # no such id
+        b"[1]": "not a JSON object",
+        b"nope": "line 1 column 1",  # orjson: not JSON
+    }
+    for value, reason in bad.items():
+        with pytest.raises(ValueError, match=reason):
+            parse_report(value, AvroDocuments("drift-report", registry))
