@@ -170,7 +170,12 @@ def test_avro_inputs_are_all_predicted_and_bad_wire_bytes_dead_lettered(
     settings = registry_settings(
         make_settings,
         schema_registry,
-        **{"schema_registry.output_format": "avro", "drift.window_events": 40},
+        # batches of 50 and a report per 40 events: several reports, the final one partial
+        **{
+            "schema_registry.output_format": "avro",
+            "drift.window_events": 40,
+            "batch.max_size": 50,
+        },
     )
     records = scenario_records(300)
     n_events = sum(kind == "features" for kind, _, _ in records)
