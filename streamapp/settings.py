@@ -472,8 +472,8 @@ class SchemaRegistrySettings(BaseModel):
     feedback_format: WireFormat = Field("json", description="how labels are written")
     output_format: Literal["json", "avro"] = Field(
         "json",
-        description="predictions and dead letters: json, or avro (the Avro twins in "
-        "schemas/, registered under the topic-name strategy at start); drift reports stay json",
+        description="predictions, drift reports and dead letters: json, or avro (the Avro "
+        "twins in schemas/, registered under the topic-name strategy at start)",
     )
     event_id_field: str = Field("event_id", description="the record field holding event_id")
     ts_field: str = Field("ts", description="the record field holding ts (optional field)")

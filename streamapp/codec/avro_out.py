@@ -1,11 +1,12 @@
-"""Output topics in Avro, in the Confluent wire format: predictions
+"""Output topics in Avro, in the Confluent wire format: predictions, drift reports
 and dead letters, as downstream consumers read them with their usual deserializers.
 
 The records are the JSON ones the codec writes (:mod:`streamapp.codec.encode`,
-:mod:`streamapp.codec.dead_letters`), re-encoded by a sink in front of the producer; the
-schemas are the Avro twins in ``schemas/`` (``prediction.avsc``, ``dead-letter.avsc``),
-registered at start under the topic-name strategy (subject ``<topic>-value``). A topic
-without a twin (drift reports, training examples) stays JSON.
+:mod:`streamapp.codec.dead_letters`, :func:`streamapp.codec.encode_json` for drift
+reports), re-encoded by a sink in front of the producer; the schemas are the Avro twins in
+``schemas/`` (``prediction.avsc``, ``drift-report.avsc``, ``dead-letter.avsc``), registered
+at start under the topic-name strategy (subject ``<topic>-value``). A topic without a twin
+(training examples, for the learner) stays JSON.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def avro_outputs(settings: Settings, client: Any | None = None) -> AvroOutputs |
     twins = {
         topics.predictions: "prediction",
         topics.shadow_predictions: "prediction",
+        topics.drift: "drift-report",
         topics.dead_letter: "dead-letter",
     }
     own = client is None

@@ -1,7 +1,8 @@
 """Drift history you can look at: a PNG and a self-contained HTML page from drift reports.
 
 The reports come from the ``drift`` topic (read from the beginning, outside any consumer
-group) or from a JSONL file of them. The figure shows, over report time: PSI of the most
+group; JSON or, with ``schema_registry.output_format=avro``, Avro) or from a JSONL file of
+them. The figure shows, over report time: PSI of the most
 drifted features against their window-calibrated thresholds, the prediction distribution,
 the head's rolling accuracy next to the frozen source head's with ADWIN/PageHinkley change
 points marked, and the confusion matrix of the last window. ``streamapp report`` renders it;
@@ -21,11 +22,12 @@ from typing import Any
 import numpy as np
 import orjson
 
+from streamapp.codec.avro_in import AvroDocuments
 from streamapp.errors import ConfigError
 from streamapp.kafka.topic_reader import read_to_end
 from streamapp.settings import Settings
 
-__all__ = ["load_reports", "read_reports", "render_report"]
+__all__ = ["load_reports", "parse_report", "read_reports", "render_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,14 +54,45 @@ def load_reports(path: Path) -> list[Report]:
 
 
 def read_reports(settings: Settings, topic: str, timeout: float = 30.0) -> list[Report]:
-    """Every drift report on ``topic``, read up to its end when called."""
+    """Every drift report on ``topic``, read up to its end when called: JSON, or Avro in
+    the Confluent wire format (``schema_registry.output_format=avro``; each writer schema
+    from the registry when ``schema_registry.url`` is set, else the twin in ``schemas/``)."""
     reports: list[Report] = []
-    for msg in read_to_end(settings, topic, "report", timeout):
-        try:
-            reports.append(orjson.loads(msg.value() or b""))
-        except orjson.JSONDecodeError:
-            logger.warning("%s[%s]@%s is not JSON; skipped", topic, msg.partition(), msg.offset())
+    avro: AvroDocuments | None = None
+    try:
+        for msg in read_to_end(settings, topic, "report", timeout):
+            value = msg.value() or b""
+            if avro is None and AvroDocuments.is_avro(value):
+                avro = _avro_reports(settings)
+            try:
+                reports.append(parse_report(value, avro))
+            except ValueError as exc:  # orjson's JSONDecodeError is one
+                where = f"{topic}[{msg.partition()}]@{msg.offset()}"
+                logger.warning("%s is not a drift report (%s); skipped", where, exc)
+    finally:
+        if avro is not None and avro.client is not None:
+            avro.client.close()
     return sorted(reports, key=lambda r: (r.get("ts", 0.0), r.get("report_seq", 0)))
+
+
+def parse_report(value: bytes, avro: AvroDocuments | None = None) -> Report:
+    """One drift report from the topic: JSON, or (with ``avro``) Avro in the Confluent wire
+    format read back as its JSON document; ValueError when it is neither."""
+    if avro is not None and AvroDocuments.is_avro(value):
+        return avro.decode(value)
+    document = orjson.loads(value)
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
+    return document
+
+
+def _avro_reports(settings: Settings) -> AvroDocuments:
+    client = None
+    if settings.schema_registry.url is not None:
+        from streamapp.codec.wiring import registry_client
+
+        client = registry_client(settings.schema_registry)
+    return AvroDocuments("drift-report", client)
 
 
 def render_report(reports: list[Report], out_dir: Path, name: str = "drift") -> tuple[Path, Path]:

@@ -21,12 +21,16 @@ from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from streamapp.cli import main
+from streamapp.codec import encode_json
+from streamapp.codec.avro_in import as_json_document
+from streamapp.codec.avro_out import load_avro_schema
+from streamapp.drift.history import read_reports
 from streamapp.errors import ConfigError
 from streamapp.kafka.schema_registry import ApicurioRegistry
 from streamapp.scenarios import get_scenario, stream
 from streamapp.settings import Settings
 from streamapp.worker import Worker
-from tests.conftest import assert_valid, produce_raw, read_topic
+from tests.conftest import assert_valid, load_schema, produce_raw, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -164,7 +168,14 @@ def test_avro_inputs_are_all_predicted_and_bad_wire_bytes_dead_lettered(
     client: SchemaRegistryClient,
 ) -> None:
     settings = registry_settings(
-        make_settings, schema_registry, **{"schema_registry.output_format": "avro"}
+        make_settings,
+        schema_registry,
+        # batches of 50 and a report per 40 events: several reports, the final one partial
+        **{
+            "schema_registry.output_format": "avro",
+            "drift.window_events": 40,
+            "batch.max_size": 50,
+        },
     )
     records = scenario_records(300)
     n_events = sum(kind == "features" for kind, _, _ in records)
@@ -228,6 +239,32 @@ def test_avro_inputs_are_all_predicted_and_bad_wire_bytes_dead_lettered(
         assert doc["payload_sha256"] == hashlib.sha256(value).hexdigest()  # the raw bytes kept
     n_labels = sum(kind == "feedback" for kind, _, _ in records)
     assert worker.pipeline.stats.feedback_received == n_labels  # Avro feedback read too
+
+    # drift reports: registered under <drift topic>-value, every report read back (the
+    # final partial window's included), each valid as its JSON twin, together counting
+    # every event, the last one equal to what the worker reported
+    drift = settings.topics.drift
+    registered = json.loads(client.get_latest_version(f"{drift}-value").schema.schema_str)
+    twin = load_avro_schema("drift-report")
+    assert (registered["name"], [f["name"] for f in registered["fields"]]) == (
+        twin["name"],
+        [f["name"] for f in twin["fields"]],
+    )
+    last = worker.last_drift_report()
+    assert last is not None and last["report_seq"] >= 3
+    reports = [doc for _, doc in read_avro(settings, client, drift, last["report_seq"])]
+    assert sorted(r["report_seq"] for r in reports) == list(range(1, last["report_seq"] + 1))
+    as_written = sorted(
+        (as_json_document(r, load_schema("drift-report")) for r in reports),
+        key=lambda r: r["report_seq"],
+    )
+    for report in as_written:
+        assert_valid("drift-report", report)
+    assert sum(r["window"]["events"] for r in as_written) == n_events
+    assert as_written[-1] == json.loads(encode_json(last))
+    # and `streamapp report --from-topic` reads them (writer schemas from the registry)
+    rendered = read_reports(settings, drift)
+    assert sorted(rendered, key=lambda r: r["report_seq"]) == as_written
 
 
 def test_a_mapping_that_does_not_fit_stops_the_worker_before_it_consumes(
