@@ -13,19 +13,24 @@ from streamapp.bench.loops import peers_python
 from streamapp.kafka.admin import partition_counts
 from streamapp.kafka.apache import KAFKA_VERSION
 from streamapp.kafka.brokers import BrokerChoice, BrokerKind, configured_or_started
+from streamapp.kafka.schema_registry import ApicurioRegistry
 from streamapp.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 
 def test_every_suite_runs_and_writes_json_and_markdown(
-    bootstrap_servers: str, digits_bundle: Path, tmp_path: Path
+    bootstrap_servers: str,
+    digits_bundle: Path,
+    schema_registry: ApicurioRegistry,
+    tmp_path: Path,
 ) -> None:
     settings = Settings(
         bootstrap_servers=bootstrap_servers,
         bundle=digits_bundle,
         kafka={"session.timeout.ms": "6000"},
         ledger={"max_entries": 500},
+        schema_registry={"url": schema_registry.url},  # the formats suite's: the session's
     )
     result = run_bench(
         settings,
