@@ -43,6 +43,7 @@ from streamapp.codec.dead_letters import one_line
 from streamapp.codec.protobuf_wire import message_reader, proto_messages
 from streamapp.errors import ConfigError, StreamappError
 from streamapp.events import Reason
+from streamapp.settings import WireFormat
 
 __all__ = [
     "FieldMapping",
@@ -57,7 +58,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Role = Literal["features", "feedback"]
-Format = Literal["json", "avro", "json-schema", "protobuf"]
 
 # a field's kind, as the mapping needs it: "number", "array" (of numbers), "string",
 # "label" (an enum), "timestamp" (a logical type), "other"; nullable when null is allowed
@@ -371,7 +371,7 @@ class WireReader:
     def __init__(
         self,
         client: Any,
-        fmt: Format,
+        fmt: WireFormat,
         mapping: FieldMapping,
         role: Role,
         *,
