@@ -31,6 +31,10 @@ from streamapp.model.head import OnlineHead, make_head
 from streamapp.model.surgery import auto_layers, cut_width, split_backbone
 from streamapp.model.variants import make_embedder
 from streamapp.pipeline import Companion, Embed, Pipeline
+from streamapp.regression.guard import RegressionGuard
+from streamapp.regression.head import LinearRegressionHead
+from streamapp.regression.monitor import RegressionMonitor
+from streamapp.regression.pipeline import RegressionPipeline
 from streamapp.selection import Candidates
 from streamapp.settings import Settings
 
@@ -41,6 +45,9 @@ __all__ = [
     "build_codec",
     "build_head",
     "build_pipeline",
+    "build_regression_head",
+    "build_regression_pipeline",
+    "is_regression",
     "load_served_bundle",
     "served_bundle_path",
     "torch_threads",
@@ -91,6 +98,13 @@ def finetune_layers(settings: Settings, bundle: Bundle) -> int | str:
     layers = settings.finetune.layers
     if layers == 0:
         return 0
+    if is_regression(bundle):
+        if layers == "auto":
+            return 0
+        raise ConfigError(
+            f"finetune.layers={layers}: a regression bundle learns in its head only; "
+            "set finetune.layers=0"
+        )
     why_not = _cannot_finetune(settings, bundle)
     if why_not is None and layers == "auto":
         tuned = auto_layers(bundle.backbone)
@@ -226,6 +240,8 @@ def build_pipeline(
     # numpy's BLAS (the fine-tuning step, the source head) too: left at one thread per core,
     # its threads spin against the broker client's on a busy machine (25x slower here)
     threadpool_limits(threads, user_api="blas")
+    if is_regression(bundle):
+        return build_regression_pipeline(settings, bundle, companion)
     m = bundle.manifest
     head = build_head(settings, bundle)
     embed, width = build_embedder(settings, bundle)
@@ -266,6 +282,72 @@ def build_pipeline(
         companion=companion,
         conformal=_calibrator(settings),
         candidates=candidates,
+    )
+
+
+def is_regression(bundle: Bundle) -> bool:
+    """Whether ``bundle`` serves a numeric target (its manifest's ``task``)."""
+    return getattr(bundle.manifest, "task", "classification") == "regression"
+
+
+def build_regression_pipeline(
+    settings: Settings, bundle: Bundle, companion: Companion | None = None
+) -> RegressionPipeline:
+    """The pipeline of a regression bundle: its online head on the frozen backbone's
+    embeddings (fine-tuning, input adaptation and model selection are the classifiers')."""
+    m = bundle.manifest
+    head = build_regression_head(settings, bundle)
+    embed, width = build_embedder(settings, bundle)
+    ledger = PendingLedger(
+        settings.ledger.max_entries,
+        width,
+        1,  # the served value
+        settings.ledger.ttl_s,
+        settings.ledger.early_label_ttl_s,
+        settings.ledger.max_parked,
+        label_dtype=np.float64,
+    )
+    d = settings.drift
+    monitor = RegressionMonitor(
+        bundle.reference,
+        m.feature_names,
+        bundle.reference.prediction_cuts,
+        scale=float(m.source_metrics.get("source_mae", 1.0)),
+        window_events=d.window_events,
+        interval_s=d.interval_s,
+        min_events=d.min_events,
+        alpha=d.alpha,
+        dataset_drift_share=d.dataset_drift_share,
+        performance_window=d.performance_window,
+    )
+    return RegressionPipeline(
+        embed,
+        head,
+        ledger,
+        monitor,
+        model_name=m.name,
+        model_version=m.version,
+        learn_locally=settings.role == "all",
+        guard=RegressionGuard(settings.guard) if settings.guard.enabled else None,
+        instance=settings.delivery.instance_id,
+        companion=companion,
+        conformal=_calibrator(settings),
+    )
+
+
+def build_regression_head(settings: Settings, bundle: Bundle) -> LinearRegressionHead:
+    """A regression bundle's online head, warm-started from its source head."""
+    r = settings.regression
+    return LinearRegressionHead(
+        np.asarray(bundle.head_coef, np.float64)[0],
+        float(np.asarray(bundle.head_intercept)[0]),
+        solver=r.solver,
+        forget=r.forget,
+        prior=r.prior,
+        loss=r.loss,
+        huber_delta=r.huber_delta,
+        lr=r.lr,
+        step_size=r.step_size,
     )
 
 

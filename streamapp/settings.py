@@ -39,6 +39,7 @@ __all__ = [
     "LearnerSettings",
     "LedgerSettings",
     "ModelSettings",
+    "RegressionSettings",
     "SchemaRegistrySettings",
     "SelectionSettings",
     "Settings",
@@ -226,6 +227,25 @@ class ConformalSettings(BaseModel):
     gamma: float = Field(
         0.005, gt=0, le=1, description="ACI step: how fast the level reacts to misses"
     )
+
+
+class RegressionSettings(BaseModel):
+    """The online head of a regression bundle (streamapp.regression.head)."""
+
+    model_config = _FROZEN
+
+    solver: Literal["ridge", "sgd"] = Field(
+        "ridge",
+        description="ridge: recursive ridge anchored at the source head; sgd: normalized steps",
+    )
+    forget: float = Field(
+        0.999, gt=0, le=1, description="ridge: per-label forgetting (memory 1/(1-forget) labels)"
+    )
+    prior: float = Field(10.0, ge=0, description="ridge: pull towards the source head")
+    loss: Literal["squared", "huber"] = Field("squared", description="sgd: the loss")
+    huber_delta: float = Field(1.0, gt=0, description="sgd: Huber's quadratic zone")
+    lr: float = Field(0.5, gt=0, lt=2, description="sgd: normalized step size")
+    step_size: int = Field(50, ge=1, description="labels per learning step (batch-invariant)")
 
 
 class AdaptSettings(BaseModel):
@@ -654,6 +674,7 @@ class Settings(BaseSettings):
     learner: LearnerSettings = LearnerSettings()
     challenger: ChallengerSettings = ChallengerSettings()
     conformal: ConformalSettings = ConformalSettings()
+    regression: RegressionSettings = RegressionSettings()
     schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
     role: Literal["all", "scorer", "learner"] = Field(
         "all",

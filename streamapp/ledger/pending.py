@@ -54,8 +54,11 @@ class PendingLedger:
         ttl_s: float,
         early_label_ttl_s: float = 0.0,
         max_parked: int = 10_000,
+        label_dtype: type[np.generic] = np.int64,
     ) -> None:
         self.max_entries = max_entries
+        # class indices for a classifier, float64 targets for a regression model
+        self.label_dtype = label_dtype
         self.embedding_dim = embedding_dim
         self.n_classes = n_classes
         self.ttl_s = ttl_s
@@ -278,7 +281,7 @@ class PendingLedger:
         return JoinedExamples(
             event_ids=[fb.event_id for fb in matched],
             embeddings=self._emb[index].copy(),
-            labels=np.fromiter((fb.label for fb in matched), np.int64, len(matched)),
+            labels=np.fromiter((fb.label for fb in matched), self.label_dtype, len(matched)),
             proba=self._served.proba[index].copy(),
             delays=np.maximum(labels_ts - self._served.ts[index], 0.0),
             sources=[fb.source for fb in matched],

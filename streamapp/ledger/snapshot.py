@@ -63,7 +63,7 @@ def state_dict(ledger: PendingLedger) -> dict[str, Any]:
         "gone_why": finished.why[gone],
         "gone": finished.served.take(gone),
         "early_ids": [fb.event_id for fb in early],
-        "early_labels": np.array([fb.label for fb in early], np.int64),
+        "early_labels": np.array([fb.label for fb in early], ledger.label_dtype),
         "early_ts": np.array([fb.ts for fb in early], np.float64),
         "counts": ledger.counts.as_dict(),
         "event_counts": ledger.event_counts.as_dict(),
@@ -82,9 +82,12 @@ def load_state_dict(ledger: PendingLedger, state: dict[str, Any]) -> None:
     _restore_pending(ledger, state["ids"], state["emb"], columns)
     _restore_gone(ledger._gone, state["gone_ids"], state["gone_why"], state["gone"])
     ledger._early.labels = OrderedDict(
-        (event_id, Feedback(event_id, int(label), float(ts)))
+        (event_id, Feedback(event_id, label.item(), float(ts)))
         for event_id, label, ts in zip(
-            state["early_ids"], state["early_labels"], state["early_ts"], strict=True
+            state["early_ids"],
+            np.asarray(state["early_labels"], ledger.label_dtype),
+            state["early_ts"],
+            strict=True,
         )
     )
     ledger.counts = _known(LabelCounts, state["counts"])

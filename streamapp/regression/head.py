@@ -106,9 +106,16 @@ class LinearRegressionHead:
         self._buffer_X = np.empty((0, dim), np.float64)  # labels waiting for a full step
         self._buffer_y = np.empty(0, np.float64)
 
+    classes: list[str] = []  # noqa: RUF012 - a regression head has none (OnlineHead's seam)
+
     def predict_many(self, X: np.ndarray) -> np.ndarray:
         """Values for the rows of ``X``."""
         return np.asarray(X, np.float64) @ self.coef + self.intercept
+
+    def predict_proba_many(self, X: np.ndarray) -> np.ndarray:
+        """The ``(n, 1)`` output rows the pipeline serves and the ledger keeps (the head
+        protocol's seam; for a regression model the one column is the value)."""
+        return self.predict_many(X)[:, None]
 
     def source_predict_many(self, X: np.ndarray) -> np.ndarray:
         """What the frozen source head says."""
