@@ -112,14 +112,15 @@ class RegressionGuard(SafeAdaptationGuard):
 
     def summary(self) -> dict[str, Any]:
         n, a, s = self._errors()
-        return {
+        summary: dict[str, Any] = {
             "state": self.state,
             "decisions": dict(self.decisions),
             "window_labels": n,
-            "adapted_mae": float(a.mean()) if n else None,
-            "source_mae": float(s.mean()) if n else None,
             "p_value": wilcoxon_greater(a - s) if n else 1.0,
         }
+        if n:  # no error to average before the first label: absent
+            summary.update(adapted_mae=float(a.mean()), source_mae=float(s.mean()))
+        return summary
 
     def state_dict(self) -> dict[str, Any]:
         n = min(self._seen, self.settings.window)

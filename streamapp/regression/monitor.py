@@ -123,7 +123,8 @@ class RegressionTracking:
                 },
             }
         )
-        return out
+        # R² is undefined while the targets do not vary: absent then, as JSON reports say
+        return {k: v for k, v in out.items() if v is not None}
 
     def state_dict(self) -> dict[str, Any]:
         n = min(self.served.labels, self.window)

@@ -4,10 +4,12 @@ intervals, the drift report, and a learning state that restores bitwise."""
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 
 from streamapp.checkpointing.state import decode_state, encode_state
-from streamapp.codec import DecodedBatch
+from streamapp.codec import DecodedBatch, encode_json
+from streamapp.codec.avro_out import load_avro_schema
 from streamapp.conformal import ConformalCalibrator
 from streamapp.drift.stats import ReferenceProfile
 from streamapp.events import FeatureBlock, Feedback, SourcePosition
@@ -18,6 +20,8 @@ from streamapp.regression.monitor import RegressionMonitor, value_bins
 from streamapp.regression.pipeline import RegressionPipeline
 from streamapp.regression.scenario import FriedmanShift, RandomFourierFeatures, ridge
 from streamapp.settings import GuardSettings
+from tests.conftest import assert_valid
+from tests.unit.test_avro_drift_reports import as_written, round_trip
 
 N, BATCH = 4000, 100
 
@@ -155,3 +159,18 @@ def test_redelivered_events_are_re_emitted_as_served() -> None:
     assert first.predictions is not None and again.predictions is not None
     np.testing.assert_array_equal(first.predictions.proba, again.predictions.proba)
     assert pipeline.stats.redelivered == 100 and pipeline.stats.events_scored == 100
+
+
+def test_reports_hold_to_the_json_schema_and_round_trip_through_the_avro_twin() -> None:
+    pipeline, X, y = _parts()
+    reports = [pipeline.report(0.0)]  # before any label: no measure, no guard MAE
+    for s in range(0, 2000, BATCH):
+        reports += pipeline.process(_batch(X[s : s + BATCH], y[s : s + BATCH], s)).drift_reports
+    reports.append(pipeline.report(1.0))
+    assert len(reports) >= 3 and "mae" in reports[-1]["performance"]
+    assert "mae" not in reports[0]["performance"] and "adapted_mae" not in reports[0]["guard"]
+    twin = load_avro_schema("drift-report")
+    for report in reports:
+        document = orjson.loads(encode_json(report))
+        assert_valid("drift-report", document)
+        assert as_written(round_trip(twin, document), document) == document
