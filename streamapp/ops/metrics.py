@@ -283,6 +283,11 @@ def _info(name: str, documentation: str, value: dict[str, str]) -> InfoMetricFam
     return InfoMetricFamily(f"{_PREFIX}_{name}", documentation, value=value)
 
 
+# the rolling measures of a classifier, then a regression model's (R² absent: undefined)
+_ROLLING = ("accuracy", "source_accuracy", "macro_f1", "log_loss")
+_ROLLING += ("mae", "rmse", "r2", "source_mae")
+
+
 def _drift_metrics(report: DriftReport) -> Iterator[Metric]:
     """Gauges of the latest drift report (see ``schemas/drift-report.schema.json``)."""
     per_feature = {
@@ -309,10 +314,18 @@ def _drift_metrics(report: DriftReport) -> Iterator[Metric]:
     yield _gauge("drift_prediction_drifted", "1 when predictions drifted.", drifted)
     yield _counter("drift_reports", "Drift reports published.", report["report_seq"])
     performance = report["performance"]
-    for key in ("accuracy", "source_accuracy", "macro_f1", "log_loss"):
+    for key in _ROLLING:
         if key in performance:
             documentation = f"Rolling {key.replace('_', ' ')} on delayed labels."
             yield _gauge(f"rolling_{key}", documentation, performance[key])
+    if "residual" in performance:  # a regression model's bias
+        residual = performance["residual"]
+        yield _gauge(
+            "rolling_residual_mean", "Rolling mean residual (served - true).", residual["mean"]
+        )
+        yield _gauge(
+            "residual_drifted", "1 when the residual mean is not zero.", residual["drifted"]
+        )
     changes = CounterMetricFamily(
         f"{_PREFIX}_drift_change_points", "Change points on the error stream.", labels=["detector"]
     )
@@ -331,7 +344,8 @@ def _conformal_metrics(conformal: ConformalSummary) -> Iterator[Metric]:
     )
     described = {
         "coverage": "Share of joined labels inside their served prediction set.",
-        "mean_size": "Mean number of classes in the served prediction sets.",
+        "mean_size": "Mean number of classes in the served prediction sets (a regression "
+        "model's: mean interval width).",
     }
     for key, documentation in described.items():
         family = GaugeMetricFamily(f"{_PREFIX}_conformal_{key}", documentation, labels=["window"])
