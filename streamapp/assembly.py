@@ -31,8 +31,9 @@ from streamapp.model.head import OnlineHead, make_head
 from streamapp.model.surgery import auto_layers, cut_width, split_backbone
 from streamapp.model.variants import make_embedder
 from streamapp.pipeline import Companion, Embed, Pipeline
+from streamapp.regression.finetune import RegressionFinetuneHead
 from streamapp.regression.guard import RegressionGuard
-from streamapp.regression.head import LinearRegressionHead
+from streamapp.regression.head import LinearRegressionHead, RegressionHead
 from streamapp.regression.monitor import RegressionMonitor
 from streamapp.regression.pipeline import RegressionPipeline
 from streamapp.selection import Candidates
@@ -98,13 +99,8 @@ def finetune_layers(settings: Settings, bundle: Bundle) -> int | str:
     layers = settings.finetune.layers
     if layers == 0:
         return 0
-    if is_regression(bundle):
-        if layers == "auto":
-            return 0
-        raise ConfigError(
-            f"finetune.layers={layers}: a regression bundle learns in its head only; "
-            "set finetune.layers=0"
-        )
+    if is_regression(bundle) and layers == "auto":
+        return 0  # the recursive-ridge head follows a drift in a few hundred labels
     why_not = _cannot_finetune(settings, bundle)
     if why_not is None and layers == "auto":
         tuned = auto_layers(bundle.backbone)
@@ -335,9 +331,28 @@ def build_regression_pipeline(
     )
 
 
-def build_regression_head(settings: Settings, bundle: Bundle) -> LinearRegressionHead:
-    """A regression bundle's online head, warm-started from its source head."""
+def build_regression_head(settings: Settings, bundle: Bundle) -> RegressionHead:
+    """A regression bundle's online head, warm-started from its source head: the linear head
+    on the embeddings, or with ``finetune.layers`` the top layers too, on a squared or Huber
+    loss."""
     r = settings.regression
+    layers = finetune_layers(settings, bundle)
+    if layers != 0:
+        f = settings.finetune
+        _, top = _split(bundle, layers)
+        return RegressionFinetuneHead(
+            top,
+            bundle.head_coef,
+            bundle.head_intercept,
+            loss=r.loss,
+            huber_delta=r.huber_delta,
+            optimizer=f.optimizer,
+            lr=f.lr,
+            weight_decay=f.weight_decay,
+            momentum=f.momentum,
+            step_size=f.step_size,
+            device=settings.model.device,
+        )
     return LinearRegressionHead(
         np.asarray(bundle.head_coef, np.float64)[0],
         float(np.asarray(bundle.head_intercept)[0]),

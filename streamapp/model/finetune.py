@@ -98,7 +98,7 @@ class FinetuneHead:
         self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
         self.step_size = step_size
         self._optimizer = self._make_optimizer()
-        self._loss = nn.BCEWithLogitsLoss()
+        self._loss: nn.Module = nn.BCEWithLogitsLoss()
         # a CPU Adam over Linear/ReLU layers steps in numpy (see FlatAdam.step)
         layers = plain_layers(self.net) if numpy_step else None
         self._flat = FlatAdam.over(layers, self._optimizer, self.device)

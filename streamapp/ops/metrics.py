@@ -284,8 +284,16 @@ def _info(name: str, documentation: str, value: dict[str, str]) -> InfoMetricFam
 
 
 # the rolling measures of a classifier, then a regression model's (R² absent: undefined)
-_ROLLING = ("accuracy", "source_accuracy", "macro_f1", "log_loss")
-_ROLLING += ("mae", "rmse", "r2", "source_mae")
+_ROLLING = (
+    "accuracy",
+    "source_accuracy",
+    "macro_f1",
+    "log_loss",
+    "mae",
+    "rmse",
+    "r2",
+    "source_mae",
+)
 
 
 def _drift_metrics(report: DriftReport) -> Iterator[Metric]:

@@ -30,16 +30,32 @@ differently), as the classifiers' fine-tuning steps are.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
-__all__ = ["LinearRegressionHead", "Loss", "Solver"]
+__all__ = ["LinearRegressionHead", "Loss", "RegressionHead", "Solver"]
 
 logger = logging.getLogger(__name__)
 
 Loss = Literal["squared", "huber"]
 Solver = Literal["ridge", "sgd"]
+
+
+class RegressionHead(Protocol):
+    """What the regression pipeline needs from a head (this one, or the fine-tuning head of
+    :mod:`streamapp.regression.finetune`)."""
+
+    classes: list[str]
+
+    @property
+    def n_learned(self) -> int: ...
+    def predict_many(self, X: np.ndarray) -> np.ndarray: ...
+    def source_predict_many(self, X: np.ndarray) -> np.ndarray: ...
+    def predict_proba_many(self, X: np.ndarray) -> np.ndarray: ...
+    def learn_many(self, X: np.ndarray, y: np.ndarray) -> None: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class LinearRegressionHead:

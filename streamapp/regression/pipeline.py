@@ -34,7 +34,7 @@ from streamapp.events import (
 from streamapp.ledger import PendingLedger
 from streamapp.pipeline import Companion, Embed, Pipeline
 from streamapp.regression.guard import RegressionGuard
-from streamapp.regression.head import LinearRegressionHead
+from streamapp.regression.head import RegressionHead
 from streamapp.regression.monitor import RegressionMonitor
 
 __all__ = ["RegressionPipeline"]
@@ -44,17 +44,17 @@ logger = logging.getLogger(__name__)
 
 class RegressionPipeline(Pipeline):
     """:class:`~streamapp.pipeline.Pipeline` for a regression bundle (same parameters; the
-    head is a :class:`~streamapp.regression.head.LinearRegressionHead` warm-started from the
-    source head, the monitor a :class:`~streamapp.regression.monitor.RegressionMonitor`)."""
+    head is a :class:`~streamapp.regression.head.RegressionHead` warm-started from the source
+    head, the monitor a :class:`~streamapp.regression.monitor.RegressionMonitor`)."""
 
-    head: LinearRegressionHead  # type: ignore[assignment]
+    head: RegressionHead  # type: ignore[assignment]
     monitor: RegressionMonitor
     guard: RegressionGuard | None
 
     def __init__(
         self,
         embed: Embed,
-        head: LinearRegressionHead,
+        head: RegressionHead,
         ledger: PendingLedger,
         monitor: RegressionMonitor,
         *,
@@ -70,8 +70,8 @@ class RegressionPipeline(Pipeline):
         super().__init__(
             embed,
             head,  # type: ignore[arg-type]
-            head.source_coef[None, :],
-            np.array([head.source_intercept]),
+            np.empty((1, 0)),  # the source model is the head's own (source_predict_many)
+            np.zeros(1),
             ledger,
             monitor,
             model_name=model_name,

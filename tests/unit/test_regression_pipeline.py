@@ -174,3 +174,34 @@ def test_reports_hold_to_the_json_schema_and_round_trip_through_the_avro_twin() 
         document = orjson.loads(encode_json(report))
         assert_valid("drift-report", document)
         assert as_written(round_trip(twin, document), document) == document
+
+
+def test_fine_tuning_learns_on_huber_loss_and_restores_bitwise_whatever_the_batches() -> None:
+    import torch
+    from torch import nn
+
+    from streamapp.regression.finetune import RegressionFinetuneHead
+
+    torch.manual_seed(0)
+    top = nn.Sequential(nn.Linear(10, 16), nn.ReLU())
+    X = np.random.default_rng(0).normal(size=(1200, 10))
+    y = 5.0 * np.sin(X[:, 0]) + X[:, 1] ** 2 + 2.0
+
+    def head() -> RegressionFinetuneHead:
+        return RegressionFinetuneHead(
+            top, np.zeros((1, 16)), np.zeros(1), loss="huber", huber_delta=2.0, step_size=25
+        )
+
+    straight, split = head(), head()
+    for s in range(0, 1200, 100):
+        straight.learn_many(X[s : s + 100], y[s : s + 100])
+    split.learn_many(X[:430], y[:430])
+    resumed = head()
+    resumed.load_state_dict(decode_state(encode_state({"h": split.state_dict()}))["h"])
+    assert resumed.pending == 430 % 25
+    for s in range(430, 1200, 70):
+        resumed.learn_many(X[s : s + 70], y[s : s + 70])
+    np.testing.assert_array_equal(resumed.predict_many(X), straight.predict_many(X))
+    before = np.abs(head().predict_many(X) - y).mean()
+    assert np.abs(straight.predict_many(X) - y).mean() < 0.5 * before
+    np.testing.assert_array_equal(straight.source_predict_many(X), np.zeros(1200))
