@@ -126,9 +126,7 @@ def add_task_arg(parser: argparse.ArgumentParser, default: str | None) -> None:
         choices=["classification", "regression"],
         default=default,
         help="classification (class labels) or regression (a numeric label column)"
-        + (
-            f"; default: {default}" if default else "; default: the scenario's, else classification"
-        ),
+        + ("" if default else "; default: the scenario's, else classification"),
     )
 
 
