@@ -7,9 +7,10 @@
   by the label column, optional ``feature_names``, and id/timestamp arrays by name.
 
 Feature names come from the columns, class names from the label values as strings (sorted
-numerically when they are all numbers). An empty cell or a null is a missing value (NaN);
-training refuses them, replaying sends them as ``null``. Every problem is one
-:class:`~streamapp.errors.DataError` line.
+numerically when they are all numbers). For a regression task (``task="regression"``) the
+label column holds numbers instead, the targets, and there are no classes. An empty cell or
+a null is a missing value (NaN); training refuses them, replaying sends them as ``null``.
+Every problem is one :class:`~streamapp.errors.DataError` line.
 """
 
 from __future__ import annotations
@@ -21,23 +22,27 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from streamapp.errors import DataError
 
-__all__ = ["Table", "class_names", "load_table"]
+__all__ = ["Table", "Task", "class_names", "load_table"]
 
 logger = logging.getLogger(__name__)
 
 _CSV = (".csv", ".tsv", ".txt")
 _PARQUET = (".parquet", ".pq")
 
+Task = Literal["classification", "regression"]
+
 
 @dataclass(frozen=True)
 class Table:
-    """A labeled data file: features ``X`` (n, d) float64 (NaN where missing), label indices."""
+    """A labeled data file: features ``X`` (n, d) float64 (NaN where missing) and ``y``: class
+    indices (int64) for a classification task, the numeric targets (float64, no classes) for a
+    regression task."""
 
     X: np.ndarray
     y: np.ndarray
@@ -49,6 +54,7 @@ class Table:
     # the file named its features (CSV/Parquet columns, an NPZ's feature_names): a replay
     # sends them by name, so a column order other than the model's cannot go unnoticed
     named: bool = False
+    task: Task = "classification"
 
     def __len__(self) -> int:
         return len(self.y)
@@ -64,6 +70,8 @@ class Table:
             )
 
     def require_classes(self, minimum: int = 2) -> None:
+        if self.task == "regression":
+            raise DataError("the data has numeric targets; train a classifier on class labels")
         if len(self.classes) < minimum:
             raise DataError(
                 f"the label column holds {len(self.classes)} class(es) {self.classes}; "
@@ -79,15 +87,20 @@ def load_table(
     id_column: str | None = None,
     ts_column: str | None = None,
     classes: Sequence[str] | None = None,
+    task: Task = "classification",
 ) -> Table:
     """Read ``path``; features are ``feature_columns`` (default: every column that is not the
-    label, id or timestamp). ``classes`` fixes the class list (e.g. a bundle's)."""
+    label, id or timestamp). ``classes`` fixes the class list (e.g. a bundle's); with
+    ``task="regression"`` the labels are numbers (a value that is not is one line).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no such file: {path}")
+    if task == "regression" and classes is not None:
+        raise ValueError("a regression table has no classes")
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        return _load_npz(path, label_column, feature_columns, id_column, ts_column, classes)
+        return _load_npz(path, label_column, feature_columns, id_column, ts_column, classes, task)
     if suffix in _CSV:
         columns = _read_csv(path)
     elif suffix in _PARQUET:
@@ -95,7 +108,7 @@ def load_table(
     else:
         raise DataError(f"{path}: unknown data format {suffix!r}; use .csv, .parquet or .npz")
     return _from_columns(
-        path, columns, label_column, feature_columns, id_column, ts_column, classes
+        path, columns, label_column, feature_columns, id_column, ts_column, classes, task
     )
 
 
@@ -147,6 +160,7 @@ def _from_columns(
     id_column: str | None,
     ts_column: str | None,
     classes: Sequence[str] | None,
+    task: Task,
 ) -> Table:
     for name in (label_column, id_column, ts_column, *(feature_columns or [])):
         if name is not None and name not in columns:
@@ -158,11 +172,14 @@ def _from_columns(
     if not columns[label_column]:
         raise DataError(f"{path}: no data rows")
     X = np.column_stack([_numeric(path, name, columns[name]) for name in names])
+    ids = [str(v) for v in columns[id_column]] if id_column else None
+    ts = _numeric(path, ts_column, columns[ts_column]) if ts_column else None
+    if task == "regression":
+        y = _targets(path, label_column, columns[label_column])
+        return _regression_table(path, X, y, names, None, ids, ts, named=True)
     labels = [_label(value) for value in columns[label_column]]
     if any(label is None for label in labels):
         raise DataError(f"{path}: the label column {label_column!r} has empty values")
-    ids = [str(v) for v in columns[id_column]] if id_column else None
-    ts = _numeric(path, ts_column, columns[ts_column]) if ts_column else None
     return _table(path, X, labels, names, classes, None, ids, ts, named=True)
 
 
@@ -189,7 +206,39 @@ def _table(
     return Table(X, y, names, known, input_shape, ids, ts, named)
 
 
-def _numeric(path: Path, name: str, values: list[Any]) -> np.ndarray:
+def _regression_table(
+    path: Path,
+    X: np.ndarray,
+    y: np.ndarray,
+    names: list[str],
+    input_shape: list[int] | None,
+    ids: list[str] | None,
+    ts: np.ndarray | None,
+    *,
+    named: bool,
+) -> Table:
+    if ts is not None and not np.isfinite(ts).all():
+        raise DataError(f"{path}: the timestamp column has empty or non-finite values")
+    return Table(X, y, names, [], input_shape, ids, ts, named, task="regression")
+
+
+def _targets(path: Path, name: str, values: list[Any]) -> np.ndarray:
+    """A regression label column: every value a finite number (bools are not numbers)."""
+    for i, value in enumerate(values):
+        if isinstance(value, bool | np.bool_):
+            raise DataError(f"{path}: the label column {name!r} holds {value!r} at row {i + 1}")
+    y = _numeric(path, name, values, hint="a regression label column holds numbers")
+    if np.isnan(y).any():
+        raise DataError(f"{path}: the label column {name!r} has empty values")
+    return y
+
+
+def _numeric(
+    path: Path,
+    name: str,
+    values: list[Any],
+    hint: str = "encode it as numbers or leave it out with --feature-columns",
+) -> np.ndarray:
     """A column as float64; an empty cell or null is NaN, anything else must be a number."""
     out = np.empty(len(values), np.float64)
     for i, value in enumerate(values):
@@ -203,8 +252,7 @@ def _numeric(path: Path, name: str, values: list[Any]) -> np.ndarray:
             out[i] = float(value)
         except (TypeError, ValueError):
             raise DataError(
-                f"{path}: column {name!r} is not numeric (row {i + 1}: {str(value)[:40]!r}); "
-                f"encode it as numbers or leave it out with --feature-columns"
+                f"{path}: column {name!r} is not numeric (row {i + 1}: {str(value)[:40]!r}); {hint}"
             ) from None
         if not math.isfinite(out[i]):
             raise DataError(f"{path}: column {name!r} holds {value!r} at row {i + 1}")
@@ -247,6 +295,7 @@ def _load_npz(
     id_column: str | None,
     ts_column: str | None,
     classes: Sequence[str] | None,
+    task: Task = "classification",
 ) -> Table:
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -268,10 +317,15 @@ def _load_npz(
     y = arrays[label_column]
     if y.shape != (len(X),):
         raise DataError(f"{path}: {label_column!r} has shape {y.shape}, expected ({len(X)},)")
-    labels = [_label(v) for v in y.tolist()]
     ids = [str(v) for v in arrays[id_column].tolist()] if id_column else None
     ts = arrays[ts_column].astype(np.float64) if ts_column else None
     named = "feature_names" in arrays
+    if task == "regression":
+        if not np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_:
+            raise DataError(f"{path}: {label_column!r} must hold numbers, not {y.dtype}")
+        targets = _targets(path, label_column, y.astype(np.float64).tolist())
+        return _regression_table(path, X, targets, names, shape, ids, ts, named=named)
+    labels = [_label(v) for v in y.tolist()]
     return _table(path, X, labels, names, classes, shape, ids, ts, named=named)
 
 

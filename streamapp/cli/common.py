@@ -21,6 +21,7 @@ __all__ = [
     "Subparsers",
     "add_data_args",
     "add_kafka_args",
+    "add_task_arg",
     "add_worker_args",
     "columns",
     "configured_log_format",
@@ -31,6 +32,7 @@ __all__ = [
     "report_topics",
     "scenario",
     "settings",
+    "task_scenario",
 ]
 
 Handler: TypeAlias = Callable[[argparse.Namespace], int]
@@ -117,6 +119,17 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_task_arg(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """``--task classification|regression``: class labels or numeric targets."""
+    parser.add_argument(
+        "--task",
+        choices=["classification", "regression"],
+        default=default,
+        help="classification (class labels) or regression (a numeric label column)"
+        + ("" if default else "; default: the scenario's, else classification"),
+    )
+
+
 def load_table(args: argparse.Namespace, path: Path, **extra: Any) -> Any:
     """The labeled data file ``path``, read with the :func:`add_data_args` flags."""
     from streamapp.datasets import load_table as load
@@ -136,6 +149,21 @@ def scenario(name: str, seed: int) -> Scenario:
             f"or train on your own file with --data FILE --label-column COL"
         )
     return get_scenario(name, seed=seed)
+
+
+def task_scenario(name: str | None, task: str | None, seed: int) -> Scenario:
+    """The scenario ``name`` (default: the ``task``'s demo scenario, ``friedman-shift`` for
+    regression, else ``digits-shift``); a :class:`ConfigError` when it is not of ``task``."""
+    from streamapp.scenarios import scenario_task
+
+    name = name or ("friedman-shift" if task == "regression" else "digits-shift")
+    chosen = scenario(name, seed)
+    if task is not None and scenario_task(chosen) != task:
+        raise ConfigError(
+            f"{name} is a {scenario_task(chosen)} scenario, not {task} "
+            f"(regression: friedman-shift; classification: digits-shift, hyperplane)"
+        )
+    return chosen
 
 
 def settings(args: argparse.Namespace) -> Settings:

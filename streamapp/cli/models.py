@@ -62,9 +62,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         return _registry_command(args)
     bundle = load_bundle(args.path)
     m = bundle.manifest
+    outputs = "regression" if m.task == "regression" else f"{len(m.classes)} classes"
     print(
         f"OK {m.name} {m.version}: {m.input_dim} features -> {m.embedding_dim}-d embedding, "
-        f"{len(m.classes)} classes, source metrics {m.source_metrics}"
+        f"{outputs}, source metrics {m.source_metrics}"
     )
     return 0
 

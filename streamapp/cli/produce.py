@@ -19,11 +19,15 @@ def add_parsers(sub: Subparsers) -> None:
     )
     common.add_kafka_args(produce)
     produce_from = produce.add_mutually_exclusive_group()
-    produce_from.add_argument("--scenario", help="a built-in scenario (default: digits-shift)")
+    produce_from.add_argument(
+        "--scenario",
+        help="a built-in scenario (default: digits-shift; with --task regression: friedman-shift)",
+    )
     produce_from.add_argument(
         "--from-file", type=Path, help="replay a labeled CSV, Parquet or NPZ file, row by row"
     )
     common.add_data_args(produce)
+    common.add_task_arg(produce, default=None)
     produce.add_argument("--id-column", help="event ids (default: --id-prefix + row number)")
     produce.add_argument("--ts-column", help="event times in seconds (default: paced at --rate)")
     produce.add_argument("--events", type=int, default=10_000)
@@ -79,13 +83,17 @@ def cmd_produce(args: argparse.Namespace) -> int:
     }
     if args.from_file is not None:
         table = common.load_table(
-            args, args.from_file, id_column=args.id_column, ts_column=args.ts_column
+            args,
+            args.from_file,
+            id_column=args.id_column,
+            ts_column=args.ts_column,
+            task=args.task or "classification",
         )
         events, records = len(table), table_records(table, **timing)
     else:
         if args.id_column or args.ts_column or args.label_column:
             raise ConfigError("--label-column, --id-column and --ts-column need --from-file FILE")
-        scenario = common.scenario(args.scenario or "digits-shift", args.seed)
+        scenario = common.task_scenario(args.scenario, args.task, args.seed)
         events, records = args.events, stream(scenario, args.events, **timing)
     if args.create_topics:
         common.report_topics(ensure_topics(settings, partitions=args.partitions, role="producer"))

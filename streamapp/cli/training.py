@@ -18,9 +18,13 @@ def add_parsers(sub: Subparsers) -> None:
         "train-source", help="train the source model on a data file or a scenario; write a bundle"
     )
     train_from = train.add_mutually_exclusive_group()
-    train_from.add_argument("--scenario", help="a built-in scenario (default: digits-shift)")
+    train_from.add_argument(
+        "--scenario",
+        help="a built-in scenario (default: digits-shift; with --task regression: friedman-shift)",
+    )
     train_from.add_argument("--data", type=Path, help="a labeled CSV, Parquet or NPZ file")
     common.add_data_args(train)
+    common.add_task_arg(train, default=None)
     train.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     train.add_argument("--name", help="model name (default: the scenario's or the file's)")
     train.add_argument("--version", dest="model_version", default="1")
@@ -48,13 +52,18 @@ def add_import_parser(models_sub: Subparsers) -> None:
     )
     imp.add_argument("--data", type=Path, required=True, help="labeled CSV, Parquet or NPZ")
     common.add_data_args(imp)
+    common.add_task_arg(imp, default="classification")
     imp.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     imp.add_argument("--name", help="model name (default: the backbone file's stem)")
     imp.add_argument("--version", dest="model_version", default="1")
     imp.add_argument(
         "--input-shape", type=common.ints, help="C,H,W (or any shape) the backbone takes"
     )
-    imp.add_argument("--head", type=Path, help="head.npz (coef, intercept) or a .skops classifier")
+    imp.add_argument(
+        "--head",
+        type=Path,
+        help="head.npz (coef, intercept) or a .skops classifier; regression: head.npz, coef (1, k)",
+    )
     imp.add_argument("--no-standardize", action="store_true", help="the backbone takes raw values")
     imp.add_argument("--test-fraction", type=common.fraction, default=0.2, help="held-out share")
     imp.add_argument("--seed", type=int, default=0)
@@ -75,7 +84,7 @@ def cmd_train_source(args: argparse.Namespace) -> int:
         "holdout": args.test_fraction,
     }
     if args.data is not None:
-        table = common.load_table(args, args.data)
+        table = common.load_table(args, args.data, task=args.task or "classification")
         name = args.name or args.data.stem
         manifest = train_table_bundle(
             table, args.out, name=name, standardize=not args.no_standardize, **options
@@ -84,7 +93,7 @@ def cmd_train_source(args: argparse.Namespace) -> int:
         if args.no_standardize or args.label_column or args.feature_columns:
             raise ConfigError("--no-standardize and the column flags need --data FILE")
         manifest = train_source_bundle(
-            common.scenario(args.scenario or "digits-shift", args.seed),
+            common.task_scenario(args.scenario, args.task, args.seed),
             args.out,
             name=args.name,
             **options,
@@ -99,7 +108,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from streamapp.model.importer import import_bundle
 
     check_new_bundle(args.out)
-    table = common.load_table(args, args.data)
+    table = common.load_table(args, args.data, task=args.task)
     manifest = import_bundle(
         args.backbone,
         table,

@@ -13,7 +13,7 @@ a 10,000-event window and neither cries wolf more often than ``alpha``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import special, stats
@@ -50,12 +50,19 @@ def cut_points(values: np.ndarray, max_bins: int = 10) -> np.ndarray:
     return cuts[cuts > distinct[0]]
 
 
+def _no_cuts() -> np.ndarray:
+    return np.empty(0)
+
+
 @dataclass(frozen=True, slots=True)
 class ReferenceProfile:
     """Per-feature bins and counts of the source data, plus its prediction distribution.
 
     ``cuts`` is ``(n_features, max_cuts)`` padded with ``+inf``; feature ``j`` uses
-    ``n_bins[j]`` bins and ``counts[j, :n_bins[j]]``.
+    ``n_bins[j]`` bins and ``counts[j, :n_bins[j]]``. A classifier's ``prediction_counts``
+    count its predicted classes and ``prediction_cuts`` is empty; a regression model's bin its
+    predicted values on ``prediction_cuts`` (``len(cuts) + 1`` counts, a value equal to a cut
+    in the bin above it, as for the features).
     """
 
     cuts: np.ndarray
@@ -64,10 +71,42 @@ class ReferenceProfile:
     mean: np.ndarray
     std: np.ndarray
     prediction_counts: np.ndarray
+    # last, with a default: profiles written before regression bundles have none
+    prediction_cuts: np.ndarray = field(default_factory=_no_cuts)
 
     @classmethod
     def from_data(
         cls, X: np.ndarray, predicted: np.ndarray, n_classes: int, max_bins: int = 10
+    ) -> ReferenceProfile:
+        """A classifier's profile: ``predicted`` holds class indices."""
+        counts = np.bincount(predicted, minlength=n_classes).astype(np.float64)
+        return cls._of_features(X, max_bins, counts, _no_cuts())
+
+    @classmethod
+    def from_regression(
+        cls, X: np.ndarray, predicted_values: np.ndarray, max_bins: int = 10
+    ) -> ReferenceProfile:
+        """A regression model's profile: ``predicted_values`` binned on up to ``max_bins - 1``
+        quantile cuts of themselves.
+
+        >>> X = np.zeros((4, 1)); values = np.array([0.0, 1.0, 1.0, 3.0])
+        >>> profile = ReferenceProfile.from_regression(X, values)
+        >>> profile.prediction_cuts.tolist(), profile.prediction_counts.tolist()
+        ([0.5, 2.0], [1.0, 2.0, 1.0])
+        """
+        values = np.asarray(predicted_values, np.float64).reshape(-1)
+        prediction_cuts = cut_points(values, max_bins)
+        bins = np.searchsorted(prediction_cuts, values, side="right")
+        counts = np.bincount(bins, minlength=len(prediction_cuts) + 1).astype(np.float64)
+        return cls._of_features(X, max_bins, counts, prediction_cuts)
+
+    @classmethod
+    def _of_features(
+        cls,
+        X: np.ndarray,
+        max_bins: int,
+        prediction_counts: np.ndarray,
+        prediction_cuts: np.ndarray,
     ) -> ReferenceProfile:
         per_feature = [cut_points(X[:, j], max_bins) for j in range(X.shape[1])]
         width = max(len(c) for c in per_feature)
@@ -81,7 +120,8 @@ class ReferenceProfile:
             counts=np.zeros((X.shape[1], width + 1)),
             mean=X.mean(axis=0),
             std=X.std(axis=0),
-            prediction_counts=np.bincount(predicted, minlength=n_classes).astype(np.float64),
+            prediction_counts=prediction_counts,
+            prediction_cuts=prediction_cuts,
         )
         return cls(**{**profile.as_arrays(), "counts": profile.bin_counts(X)})
 
@@ -106,6 +146,9 @@ class ReferenceProfile:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ReferenceProfile:
+        """The profile :meth:`as_arrays` gave; one saved before ``prediction_cuts`` existed
+        gets an empty array (a classifier's)."""
+        arrays = {"prediction_cuts": _no_cuts(), **arrays}
         return cls(**{name: np.asarray(arrays[name]) for name in cls.__slots__})
 
 

@@ -1,8 +1,8 @@
 """Model bundles on disk: a manifest, a backbone, a head and a drift reference.
 
 ```
-<bundle>/manifest.json   name, version, classes, features, dims, input shape, preprocessing,
-                         backbone format, sha256 per file
+<bundle>/manifest.json   name, version, task, classes, features, dims, input shape,
+                         preprocessing, backbone format, sha256 per file
 <bundle>/backbone.*      the feature extractor, in a format that unpickles no code (formats.py):
                          backbone.pt (state_dict, weights_only=True), backbone.safetensors,
                          backbone.pt2 (torch.export) or backbone.onnx
@@ -10,6 +10,11 @@
 <bundle>/reference.npz   the source data's drift reference profile
 <bundle>/backbone.onnx   optional: the backbone exported for onnxruntime (see variants.py)
 ```
+
+A ``classification`` bundle (the default: manifests written before ``task`` existed are
+classifiers) has two or more classes and one logit row per class (one for two classes); a
+``regression`` bundle has no classes, one output row (``coef`` ``(1, k)``, ``intercept``
+``(1,)``) and a reference profile whose prediction bins are cuts of predicted values.
 
 Loading verifies every checksum, every shape and that every weight is finite before anything
 is used, and refuses a bad bundle with :class:`~streamapp.errors.BundleError` whose message is
@@ -47,6 +52,7 @@ from streamapp.model.logits import logit_rows
 
 __all__ = [
     "FORMAT_VERSION",
+    "TASKS",
     "Bundle",
     "Manifest",
     "check_new_bundle",
@@ -58,6 +64,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+TASKS = ("classification", "regression")
 _DATA_FILES = ("head.npz", "reference.npz")
 
 
@@ -80,6 +87,7 @@ class Manifest:
     # events carry ``input_dim`` flat values; the backbone sees them as (n, *input_shape)
     input_shape: list[int] | None = None
     backbone_format: str = "state_dict"  # state_dict | safetensors | torch.export | onnx
+    task: str = "classification"  # classification | regression (TASKS)
 
     @property
     def backbone_file(self) -> str:
@@ -194,6 +202,10 @@ def load_bundle(path: Path | str) -> Bundle:
     if manifest.format_version != FORMAT_VERSION:
         raise BundleError(
             f"{path}: bundle format {manifest.format_version}, expected {FORMAT_VERSION}"
+        )
+    if manifest.task not in TASKS:
+        raise BundleError(
+            f"{path}: unknown task {manifest.task!r}; expected one of {', '.join(TASKS)}"
         )
     if manifest.backbone_format not in BACKBONE_FILES:
         raise BundleError(f"{path}: unknown backbone format {manifest.backbone_format!r}")
@@ -325,13 +337,16 @@ def _check_shapes(
     path: Path, m: Manifest, coef: np.ndarray, intercept: np.ndarray, ref: ReferenceProfile
 ) -> None:
     n_classes = len(m.classes)
-    rows = logit_rows(n_classes)
+    regression = m.task == "regression"
+    rows = 1 if regression else logit_rows(n_classes)
     problems = []
     if len(m.feature_names) != m.input_dim:
         problems.append(f"{len(m.feature_names)} feature names for input_dim {m.input_dim}")
     if m.input_shape is not None and int(np.prod(m.input_shape)) != m.input_dim:
         problems.append(f"input_shape {m.input_shape} does not hold {m.input_dim} values")
-    if n_classes < 2:
+    if regression and n_classes:
+        problems.append(f"a regression bundle has no classes, this one {n_classes}")
+    if not regression and n_classes < 2:
         problems.append("fewer than 2 classes")
     if m.input_dim < 1:
         problems.append("no features")
@@ -343,11 +358,27 @@ def _check_shapes(
     if coef.shape != (rows, m.embedding_dim) or intercept.shape != (rows,):
         problems.append(
             f"head {coef.shape}/{intercept.shape}, expected ({rows}, {m.embedding_dim})"
+            + (" for a regression bundle" if regression else "")
         )
     for key in ("mean", "std"):
         if len(m.preprocessing.get(key, [])) != m.input_dim:
             problems.append(f"preprocessing.{key} does not have {m.input_dim} values")
-    if ref.cuts.shape[0] != m.input_dim or ref.prediction_counts.shape != (n_classes,):
-        problems.append("reference profile does not match the features/classes")
+    if ref.cuts.shape[0] != m.input_dim or not _prediction_bins_fit(ref, m, regression):
+        what = "predicted-value bins" if regression else "classes"
+        problems.append(f"reference profile does not match the features/{what}")
     if problems:
         raise BundleError(f"{path}: " + "; ".join(problems))
+
+
+def _prediction_bins_fit(ref: ReferenceProfile, m: Manifest, regression: bool) -> bool:
+    """A classifier's predictions are counted per class (no cuts); a regression model's on
+    increasing, finite cuts of its predicted values (one more count than cuts)."""
+    cuts, counts = ref.prediction_cuts, ref.prediction_counts
+    if not regression:
+        return cuts.size == 0 and counts.shape == (len(m.classes),)
+    return (
+        cuts.ndim == 1
+        and counts.shape == (len(cuts) + 1,)
+        and bool(np.isfinite(cuts).all())
+        and bool(np.all(np.diff(cuts) > 0))
+    )

@@ -5,7 +5,9 @@ The backbone is a torch.export program (``.pt2``), an ONNX model (``.onnx``) or 
 state_dict of a built-in architecture (``.safetensors``); see :mod:`streamapp.model.formats`.
 The source head is given (``head.npz`` or a skops file of a fitted scikit-learn linear
 classifier) or fitted here: one-vs-rest logistic regression on the training share's
-embeddings, the model the online head keeps training.
+embeddings, the model the online head keeps training. A table with numeric targets
+(``task="regression"``) makes a regression bundle: its head is a ``head.npz`` with ``coef``
+(1, k) or ridge regression on the training share's embeddings.
 """
 
 from __future__ import annotations
@@ -34,7 +36,13 @@ from streamapp.model.formats import (
 from streamapp.model.logits import logit_rows, predicted_classes
 from streamapp.model.training import classification_metrics, holdout_split, source_scale
 
-__all__ = ["TRUSTED_SKOPS_TYPES", "fit_ovr_head", "import_bundle", "load_head"]
+__all__ = [
+    "TRUSTED_SKOPS_TYPES",
+    "fit_ovr_head",
+    "import_bundle",
+    "load_head",
+    "load_regression_head",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +73,17 @@ def import_bundle(
     """Turn ``backbone_path`` and ``table`` into a bundle at ``out``.
 
     Standardization (``standardize``) uses the mean and population std of every row of the
-    data: standardize the same way when training the network.
+    data: standardize the same way when training the network. A regression ``table``
+    (numeric targets) makes a regression bundle.
     """
     check_new_bundle(out)
     backbone_path = Path(backbone_path)
     if not backbone_path.is_file():
         raise BundleError(f"no such backbone file: {backbone_path}")
     table.require_complete()
-    table.require_classes()
+    regression = table.task == "regression"
+    if not regression:
+        table.require_classes()
     shape = _input_shape(table, input_shape)
     fmt = format_of(backbone_path)
     mean, std = source_scale(table.X) if standardize else _identity(table.X.shape[1])
@@ -82,17 +93,22 @@ def import_bundle(
         raise BundleError(f"the backbone gives {Z.shape[1]}-d embeddings, expected {embedding_dim}")
     train, test = holdout_split(len(table), holdout, seed)
     n_classes = len(table.classes)
-    if head_path is not None:
-        coef, intercept = load_head(head_path, table.classes, Z.shape[1])
+    if regression:
+        coef, intercept, metrics, reference = _regression_head(table, Z, train, test, head_path)
     else:
-        coef, intercept = fit_ovr_head(Z[train], table.y[train], n_classes, seed)
-    train_pred, test_pred = _predict(Z[train], coef, intercept), _predict(Z[test], coef, intercept)
-    metrics = {
-        **classification_metrics("train", table.y[train], train_pred),
-        **classification_metrics("test", table.y[test], test_pred),
-        "train_size": float(len(train)),
-        "test_size": float(len(test)),
-    }
+        if head_path is not None:
+            coef, intercept = load_head(head_path, table.classes, Z.shape[1])
+        else:
+            coef, intercept = fit_ovr_head(Z[train], table.y[train], n_classes, seed)
+        train_pred = _predict(Z[train], coef, intercept)
+        test_pred = _predict(Z[test], coef, intercept)
+        metrics = {
+            **classification_metrics("train", table.y[train], train_pred),
+            **classification_metrics("test", table.y[test], test_pred),
+            "train_size": float(len(train)),
+            "test_size": float(len(test)),
+        }
+        reference = ReferenceProfile.from_data(table.X[train], train_pred, n_classes)
     manifest = Manifest(
         name=name,
         version=version,
@@ -106,10 +122,59 @@ def import_bundle(
         created_ts=time.time(),
         input_shape=list(shape) if shape else None,
         backbone_format=fmt,
+        task=table.task,
     )
-    reference = ReferenceProfile.from_data(table.X[train], train_pred, n_classes)
     logger.info("imported %s backbone: %s", fmt, metrics)
     return write_bundle(out, manifest, backbone_path, coef, intercept, reference)
+
+
+def _regression_head(
+    table: Table, Z: np.ndarray, train: np.ndarray, test: np.ndarray, head_path: Path | None
+) -> tuple[np.ndarray, np.ndarray, dict[str, float], ReferenceProfile]:
+    """``(coef, intercept, metrics, reference)`` of a regression bundle: the given head or
+    ridge on the training share's embeddings, MAE/RMSE/R² on both shares."""
+    from streamapp.model.regression_training import fit_ridge_head, regression_metrics
+
+    if len(train) < 2:
+        raise DataError(f"{len(train)} training rows; a regression model needs at least 2")
+    if head_path is None:
+        coef, intercept = fit_ridge_head(Z[train], table.y[train])
+    else:
+        coef, intercept = load_regression_head(head_path, Z.shape[1])
+    predicted = Z @ coef[0] + intercept[0]
+    metrics = {
+        **regression_metrics("train", table.y[train], predicted[train]),
+        **regression_metrics("source", table.y[test], predicted[test]),
+        "train_size": float(len(train)),
+        "test_size": float(len(test)),
+    }
+    return (
+        coef,
+        intercept,
+        metrics,
+        ReferenceProfile.from_regression(table.X[train], predicted[train]),
+    )
+
+
+def load_regression_head(path: Path, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(coef (1, k), intercept (1,))`` from a ``head.npz``; a ``coef`` of shape ``(k,)`` is
+    taken as the one row it is."""
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"no such head file: {path}")
+    if path.suffix.lower() == ".skops":
+        raise BundleError(f"{path.name}: a regression head is a head.npz (coef, intercept)")
+    coef, intercept = _npz_head(path)
+    if coef.ndim == 1:
+        coef = coef.reshape(1, -1)
+    if coef.shape != (1, k) or intercept.shape != (1,):
+        raise BundleError(
+            f"{path.name}: head {coef.shape}/{intercept.shape}, expected coef (1, {k}) and "
+            f"intercept (1,) for a regression bundle"
+        )
+    if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+        raise BundleError(f"{path.name}: the head holds non-finite weights")
+    return coef, intercept
 
 
 def _identity(d: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,8 @@
 
 The head is trained with per-class sigmoid (one-vs-rest) cross-entropy, which is exactly
 the model ``SGDClassifier(loss="log_loss")`` continues to train online, so the transferred
-weights mean the same thing before and after deployment.
+weights mean the same thing before and after deployment. A source or table with numeric
+targets (``task == "regression"``) is trained by :mod:`streamapp.model.regression_training`.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class SourceData(Protocol):
         ...
 
     def source_data(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(X, y)`` to train on; ``y`` holds class indices."""
+        """``(X, y)`` to train on; ``y`` holds class indices (a regression source, one with
+        ``task = "regression"`` and no classes: the numeric targets)."""
         ...
 
 
@@ -208,9 +210,25 @@ def train_source_bundle(
     """Train on ``source``'s data and write a bundle to ``out``.
 
     A ``holdout`` share of the source data measures the source metrics; the reference
-    profile is built from the training share.
+    profile is built from the training share. A regression source (``task = "regression"``)
+    is trained on standardized features without a floor or noise (its features are not
+    pixel intensities), as a user's table is.
     """
     X, y = source.source_data()
+    if getattr(source, "task", "classification") == "regression":
+        from streamapp.model.regression_training import train_regression_bundle
+
+        return train_regression_bundle(
+            X,
+            y,
+            out,
+            name=name or source.name,
+            version=version,
+            feature_names=list(source.feature_names),
+            options={"hidden": hidden, "embedding_dim": embedding_dim, "epochs": epochs},
+            seed=seed,
+            holdout=holdout,
+        )
     return _train_bundle(
         X,
         y,
@@ -241,10 +259,31 @@ def train_table_bundle(
     """Train on a user's data file (:func:`streamapp.datasets.load_table`) and write a bundle.
 
     Unlike the built-in sources (pixel intensities), a user's features have any scale: the
-    standardization has no floor and there is no noise augmentation.
+    standardization has no floor and there is no noise augmentation. A table with numeric
+    targets (``table.task == "regression"``) becomes a regression bundle.
     """
     check_new_bundle(out)
     table.require_complete()
+    if table.task == "regression":
+        from streamapp.model.regression_training import train_regression_bundle
+
+        return train_regression_bundle(
+            table.X,
+            table.y,
+            out,
+            name=name,
+            version=version,
+            feature_names=table.feature_names,
+            options={
+                "hidden": hidden,
+                "embedding_dim": embedding_dim,
+                "epochs": epochs,
+                "standardize": standardize,
+                "input_shape": table.input_shape,
+            },
+            seed=seed,
+            holdout=holdout,
+        )
     table.require_classes()
     return _train_bundle(
         table.X,

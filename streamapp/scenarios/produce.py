@@ -21,7 +21,7 @@ from streamapp.settings import Settings
 if TYPE_CHECKING:
     from streamapp.datasets import Table
 
-__all__ = ["produce_records", "table_records"]
+__all__ = ["label_value", "produce_records", "table_records"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ def table_records(
 
     Event ids come from the table's id column (else ``id_prefix`` + row number), event times
     from its timestamp column (else ``start_ts`` + row / ``rate``; default start: now).
-    Records come out in timestamp order; a missing value is sent as ``null``. Features go by
+    Records come out in timestamp order; a missing value is sent as ``null``. Feedback carries
+    the class name, or for a regression table the target as a JSON number. Features go by
     name (``{name: value}``) when the file named them, else as a list in column order.
 
     >>> from streamapp.datasets import Table
@@ -118,9 +119,22 @@ def table_records(
         yield Record("features", ids[i], event, ts)
         if labeled[i]:
             label_ts = ts + float(delays[i])
-            feedback = {"event_id": ids[i], "label": table.classes[int(table.y[i])], "ts": label_ts}
+            label = label_value(table, int(i))
+            feedback = {"event_id": ids[i], "label": label, "ts": label_ts}
             heapq.heappush(
                 pending, (label_ts, int(i), Record("feedback", ids[i], feedback, label_ts))
             )
     while pending:
         yield heapq.heappop(pending)[2]
+
+
+def label_value(table: Table, i: int) -> str | float:
+    """Row ``i``'s feedback label: its class name, or its numeric target (regression).
+
+    >>> from streamapp.datasets import Table
+    >>> label_value(Table(np.zeros((1, 1)), np.array([2.5]), ["x"], [], task="regression"), 0)
+    2.5
+    """
+    if table.task == "regression":
+        return float(table.y[i])
+    return table.classes[int(table.y[i])]
