@@ -472,3 +472,41 @@ def test_a_training_example_whose_label_is_not_a_finite_number_is_refused_in_ord
     classifier = Codec(["a", "b"], ["x", "y"])  # its labels stay class indices
     _, labels, _ = classifier.decode_training_examples([good % b'"y"'], 2)
     assert labels.dtype == np.int64 and labels.tolist() == [1]
+
+
+@pytest.mark.parametrize("fmt", ["avro", "json-schema", "protobuf"])
+def test_registry_formats_carry_the_target_from_producer_to_feedback(fmt: Any) -> None:
+    """``streamapp produce``'s encoder writes targets with the regression twins; a
+    regression worker's mapping fits them at start and reads the numbers back."""
+    from confluent_kafka.schema_registry._sync.mock_schema_registry_client import (
+        MockSchemaRegistryClient,
+    )
+
+    from streamapp.codec.wiring import check_mappings
+    from streamapp.errors import ConfigError
+    from streamapp.scenarios.base import Record
+    from streamapp.scenarios.registry_format import RegistryEncoder
+
+    client = MockSchemaRegistryClient({"url": "mock://regression"})
+    encode = RegistryEncoder(client, fmt, task="regression")
+    targets = [2.5, -1e-300, 3, np.float32(0.1), -7.0]
+    values = [
+        encode(Record("feedback", f"e{i}", {"event_id": f"e{i}", "label": t}, 0.0), "feedback")
+        for i, t in enumerate(targets)
+    ]
+    settings = Settings(schema_registry={"url": "mock://regression", "feedback_format": fmt})
+    codec = Codec(["a", "b"], [], task="regression")
+    use_registry(codec, settings, client)
+    check_mappings(codec)  # the latest registered schema maps: no ConfigError
+    batch = decode_labels(codec, values)
+    assert batch.dead_letters == []
+    assert [fb.label for fb in batch.feedback] == [2.5, -1e-300, 3.0, float(np.float32(0.1)), -7.0]
+    if fmt == "avro":  # a classifier's feedback (class names) does not map onto a target
+        classes = MockSchemaRegistryClient({"url": "mock://classes"})
+        RegistryEncoder(classes, fmt)(
+            Record("feedback", "e", {"event_id": "e", "label": "x"}, 0.0), "feedback"
+        )
+        codec = Codec(["a", "b"], [], task="regression")
+        use_registry(codec, settings, classes)
+        with pytest.raises(ConfigError, match="not a number"):
+            check_mappings(codec)
