@@ -510,3 +510,46 @@ def test_registry_formats_carry_the_target_from_producer_to_feedback(fmt: Any) -
         use_registry(codec, settings, classes)
         with pytest.raises(ConfigError, match="not a number"):
             check_mappings(codec)
+
+
+_PIECES = [b"1e999", b"-", b"e", b"E+", b".", b"0", b"9" * 30, b'"', b"true", b"null", b"NaN"]
+_PIECES += [b"[", b"}", b",", b" ", b"\xff", b"\\u0000", b"Infinity", b"1" + b"0" * 320]
+
+
+def _mutated_labels(n: int, seed: int) -> list[bytes]:
+    """``n`` regression labels, most mutated: bytes replaced, dropped or inserted."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        label = float(np.round(rng.normal(0, 10.0 ** rng.integers(-3, 8)), 4))
+        value = bytearray(orjson.dumps({"event_id": f"m{i}", "label": label, "ts": 1.0}))
+        for _ in range(int(rng.integers(0, 3))):
+            at = int(rng.integers(0, len(value)))
+            piece = _PIECES[int(rng.integers(0, len(_PIECES)))]
+            if rng.random() < 0.5:
+                value[at : at + 1] = piece
+            else:
+                del value[at : at + int(rng.integers(1, 4))]
+        out.append(bytes(value))
+    return out
+
+
+def test_thousands_of_mutated_labels_are_each_a_target_or_a_valid_dead_letter(
+    codec: Codec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = _mutated_labels(2_000, 11)
+    fast = [decode_labels(codec, values[s : s + 100]) for s in range(0, len(values), 100)]
+    targets = [fb for batch in fast for fb in batch.feedback]
+    dead = [d for batch in fast for d in batch.dead_letters]
+    assert len(targets) + len(dead) == len(values)
+    for fb in targets:  # what is accepted: a finite float within the bound, schema-valid
+        assert type(fb.label) is float and abs(fb.label) <= codec.max_abs_value
+    for d in dead:
+        assert_valid("dead-letter", orjson.loads(codec.encode_dead_letter(d, now=1.0)))
+    reasons = {d.reason for d in dead}
+    assert len(targets) > 500
+    assert {Reason.SCHEMA, Reason.DECODE, Reason.VALUE_RANGE, Reason.NON_FINITE} <= reasons
+    monkeypatch.setattr(decode_module, "decode_plain", _explode)  # the per-message checks
+    slow = [decode_labels(codec, values[s : s + 100]) for s in range(0, len(values), 100)]
+    assert [fb for batch in slow for fb in batch.feedback] == targets
+    assert [d for batch in slow for d in batch.dead_letters] == dead
