@@ -86,6 +86,7 @@ def build_codec(settings: Settings, bundle: Bundle) -> Codec:
         max_future_skew_s=settings.input.max_future_skew_s,
         dead_letter_payload_bytes=settings.input.dead_letter_payload_bytes,
         missing=settings.input.missing,
+        task=getattr(bundle.manifest, "task", "classification"),
     )
     use_registry(codec, settings)  # topics in a Schema Registry format (default: none)
     return codec

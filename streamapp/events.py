@@ -103,11 +103,13 @@ class DeadLetter:
 
 
 class Feedback(NamedTuple):
-    """A true label for an earlier event; ``label`` is the class index (a named tuple: one is
-    made per label)."""
+    """A true label for an earlier event (a named tuple: one is made per label).
+
+    ``label`` is the class index for a classifier, and the target (a finite float) for a
+    regression bundle."""
 
     event_id: str
-    label: int
+    label: int | float
     ts: float
     source: SourcePosition | None = None  # where it was read (None once it went through a snapshot)
 

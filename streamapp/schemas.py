@@ -13,7 +13,15 @@ import orjson
 
 __all__ = ["SCHEMA_NAMES", "load_schema", "schema_dir", "validator"]
 
-SCHEMA_NAMES = ("feature-event", "feedback", "prediction", "drift-report", "dead-letter")
+SCHEMA_NAMES = (
+    "feature-event",
+    "feedback",
+    "prediction",
+    "drift-report",
+    "dead-letter",
+    "regression-feedback",
+    "regression-prediction",
+)
 
 
 @functools.cache

@@ -126,7 +126,7 @@ class Worker:
         check_access(s)  # one line now, not a retry loop later: login, ACLs
         self._check_copartitioning()
         check_mappings(self.codec)  # registry formats: the mapping fits, before consuming
-        self._avro_outputs = avro_outputs(s)  # Avro outputs: their schemas registered
+        self._avro_outputs = avro_outputs(s, task=self.codec.task)  # their schemas registered
         self.delivery.start()  # exactly-once: restores the last snapshot into the engine
         publisher = self._make_publisher()
         self.attach(self._new_consumer(), publisher)

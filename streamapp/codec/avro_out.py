@@ -4,7 +4,8 @@ and dead letters, as downstream consumers read them with their usual deserialize
 The records are the JSON ones the codec writes (:mod:`streamapp.codec.encode`,
 :mod:`streamapp.codec.dead_letters`, :func:`streamapp.codec.encode_json` for drift
 reports), re-encoded by a sink in front of the producer; the schemas are the Avro twins in
-``schemas/`` (``prediction.avsc``, ``drift-report.avsc``, ``dead-letter.avsc``), registered
+``schemas/`` (``prediction.avsc`` or, for a regression bundle, ``regression-prediction.avsc``;
+``drift-report.avsc``, ``dead-letter.avsc``), registered
 at start under the topic-name strategy (subject ``<topic>-value``). A topic without a twin
 (training examples, for the learner) stays JSON.
 """
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from streamapp.codec.checks import Task
 from streamapp.codec.registry import RegistryUnavailableError
 from streamapp.schemas import schema_dir
 from streamapp.settings import Settings
@@ -105,18 +107,22 @@ class AvroSink:
         self.inner.produce_many(topic, records)
 
 
-def avro_outputs(settings: Settings, client: Any | None = None) -> AvroOutputs | None:
+def avro_outputs(
+    settings: Settings, client: Any | None = None, *, task: Task = "classification"
+) -> AvroOutputs | None:
     """The Avro outputs ``settings`` ask for (``schema_registry.output_format=avro``),
-    registered now; ``None`` for JSON outputs."""
+    registered now; ``None`` for JSON outputs. ``task``: the served bundle's, which says
+    the predictions' twin."""
     registry = settings.schema_registry
     if registry.output_format != "avro":
         return None
     from streamapp.codec.wiring import registry_client
 
     topics = settings.topics
+    prediction = "regression-prediction" if task == "regression" else "prediction"
     twins = {
-        topics.predictions: "prediction",
-        topics.shadow_predictions: "prediction",
+        topics.predictions: prediction,
+        topics.shadow_predictions: prediction,
         topics.drift: "drift-report",
         topics.dead_letter: "dead-letter",
     }

@@ -27,6 +27,7 @@ __all__ = [
     "MessageChecks",
     "MissingPolicy",
     "RejectError",
+    "Task",
     "as_seconds",
     "is_event_id",
     "is_timestamp",
@@ -36,6 +37,10 @@ __all__ = [
 ]
 
 MissingPolicy = Literal["dead-letter", "impute"]
+
+Task = Literal["classification", "regression"]
+"""What a bundle predicts: a class (feedback carries a class name) or a number (feedback
+carries the target, predictions a value and an interval)."""
 
 
 class Message(Protocol):
@@ -58,13 +63,16 @@ class RejectError(Exception):
 
 
 class MessageChecks:
-    """The checks of one message against one model's feature layout and classes.
+    """The checks of one message against one model's feature layout and classes (or, for
+    a regression bundle, its target's range).
 
     A part of :class:`~streamapp.codec.Codec`, which sets the attributes below from its
     parameters."""
 
     feature_names: list[str]
     classes: list[str]
+    task: Task = "classification"
+    max_abs_value: float
     max_payload_bytes: int
     max_future_skew_s: float
     missing: MissingPolicy
@@ -116,8 +124,9 @@ class MessageChecks:
 
     def _decode_feedback(self, msg: Message, now: float) -> Feedback:
         doc = self._parse(msg.value())
-        if not self._is_plain_feedback(doc):
-            self._validate(self._validate_feedback, doc)
+        plain = self._is_plain_target if self.task == "regression" else self._is_plain_feedback
+        if not plain(doc):
+            self._validate(self._validate_feedback, doc)  # the task's feedback schema
         return self._feedback(doc, self._event_time(doc, msg, now), msg)
 
     def _event_time(self, doc: dict[str, Any], msg: Message, now: float) -> float:
@@ -158,6 +167,17 @@ class MessageChecks:
             isinstance(doc, dict)
             and is_event_id(doc.get("event_id"))
             and type(doc.get("label")) in (str, int)
+            and is_timestamp(doc.get("ts", 0))
+        )
+
+    @staticmethod
+    def _is_plain_target(doc: Any) -> bool:
+        """A regression label in the common shape (a JSON number; its value is checked
+        later), checked without the schema validator."""
+        return (
+            isinstance(doc, dict)
+            and is_event_id(doc.get("event_id"))
+            and type(doc.get("label")) in NUMBER_TYPES
             and is_timestamp(doc.get("ts", 0))
         )
 
@@ -220,6 +240,8 @@ class MessageChecks:
                 raise RejectError(Reason.VALUE_RANGE, "a feature exceeds float range") from None
 
     def _feedback(self, doc: dict[str, Any], ts: float, msg: Message) -> Feedback:
+        if self.task == "regression":
+            return Feedback(doc["event_id"], self._target(doc["label"]), ts, SourcePosition.of(msg))
         value = doc["label"]
         label = self._label_index.get(str(value))
         if label is None and type(value) is float and value.is_integer():
@@ -234,6 +256,25 @@ class MessageChecks:
                 f"label {one_line(repr(doc['label']), 80)} is not one of {self.classes}",
             )
         return Feedback(doc["event_id"], label, ts, SourcePosition.of(msg))
+
+    def _target(self, value: Any) -> float:
+        """A regression label as the float it names: a JSON number (``schema``; a registry
+        record may carry null), finite (``non_finite``: ``1e999`` and ``Infinity`` parse to
+        infinity, ``NaN`` to NaN) and of magnitude at most ``max_abs_value`` (``value_range``,
+        as for an integer beyond float range)."""
+        if type(value) not in NUMBER_TYPES:  # bool is not a JSON number
+            raise RejectError(Reason.SCHEMA, f"label {one_line(repr(value), 80)} is not a number")
+        try:
+            target = float(value)
+        except OverflowError:  # an integer beyond float range (parsed by the json fallback)
+            raise RejectError(Reason.VALUE_RANGE, "the label exceeds float range") from None
+        if not math.isfinite(target):
+            raise RejectError(Reason.NON_FINITE, f"label {target} is not finite")
+        if abs(target) > self.max_abs_value:
+            raise RejectError(
+                Reason.VALUE_RANGE, f"label {target:g} exceeds |{self.max_abs_value:g}|"
+            )
+        return target
 
 
 NUMBER_TYPES = {int, float}  # bool is not a JSON number: type(True) is bool

@@ -34,6 +34,7 @@ from streamapp.codec.dead_letters import one_line
 from streamapp.codec.plain import (
     FEATURE_EVENTS,
     FEEDBACK,
+    REGRESSION_FEEDBACK,
     PlainFeatureEvent,
     decode_plain,
 )
@@ -220,9 +221,12 @@ class BatchDecoder(MessageChecks):
         letters."""
         if self.feedback_wire is not None:  # a registry format: its rejects are dead letters
             wired_docs = self.feedback_wire.read([messages[i].value() for i in rows])
+            plain_label = (
+                self._plain_wired_target if self.task == "regression" else self._plain_wired_label
+            )
             for i, wired in zip(rows, wired_docs, strict=True):
                 try:  # the common shape first, as for JSON
-                    label = self._plain_wired_label(wired, messages[i], now, positions[i])
+                    label = plain_label(wired, messages[i], now, positions[i])
                 except Exception:
                     label = None
                 if label is not None:
@@ -233,6 +237,9 @@ class BatchDecoder(MessageChecks):
                 )
                 if label is not None:
                     batch.feedback.append(label)
+            return
+        if self.task == "regression":  # chosen once per batch: not in the loop below
+            self._decode_target_rows(messages, positions, rows, now, batch)
             return
         try:
             docs = decode_plain(FEEDBACK, [batch.payloads[i] for i in rows], self.max_payload_bytes)
@@ -251,6 +258,43 @@ class BatchDecoder(MessageChecks):
                     continue
                 if doc.ts <= sent + skew:
                     batch.feedback.append(Feedback(doc.event_id, index, doc.ts, positions[i]))
+                    continue
+            label = self._or_dead_letter(  # else the per-message checks decide, or say why not
+                batch, msg, functools.partial(self._decode_feedback, msg, now)
+            )
+            if label is not None:
+                batch.feedback.append(label)
+
+    def _decode_target_rows(
+        self,
+        messages: list[Message],
+        positions: list[SourcePosition],
+        rows: list[int],
+        now: float,
+        batch: DecodedBatch,
+    ) -> None:
+        """A regression bundle's labels among ``messages`` (at ``rows``) into
+        ``batch.feedback``, or its dead letters: the common shape (a JSON number within
+        ``max_abs_value``, a ``ts`` not too far ahead or none) decoded together by
+        :data:`~streamapp.codec.plain.REGRESSION_FEEDBACK`, any other through the
+        per-message checks, which say why not."""
+        try:
+            docs = decode_plain(
+                REGRESSION_FEEDBACK, [batch.payloads[i] for i in rows], self.max_payload_bytes
+            )
+        except Exception:  # a shortcut only: the per-message checks decide every message
+            docs = [None] * len(rows)
+        bound, skew = self.max_abs_value, self.max_future_skew_s
+        for i, doc in zip(rows, docs, strict=True):
+            msg = messages[i]
+            if doc is not None and -bound <= doc.label <= bound:
+                kind, millis = msg.timestamp()  # kafka_time, inline: once per label
+                sent = millis / 1000.0 if kind != 0 and millis > 0 else now
+                if doc.ts is UNSET:
+                    batch.feedback.append(Feedback(doc.event_id, doc.label, sent, positions[i]))
+                    continue
+                if doc.ts <= sent + skew:
+                    batch.feedback.append(Feedback(doc.event_id, doc.label, doc.ts, positions[i]))
                     continue
             label = self._or_dead_letter(  # else the per-message checks decide, or say why not
                 batch, msg, functools.partial(self._decode_feedback, msg, now)
@@ -375,6 +419,32 @@ class BatchDecoder(MessageChecks):
         if type(stamp) not in NUMBER_TYPES or not 0 <= stamp <= kafka_ts + self.max_future_skew_s:
             return None
         return Feedback(wired["event_id"], index, stamp, position)
+
+    def _plain_wired_target(
+        self,
+        wired: dict[str, Any] | RejectError,
+        msg: Message,
+        now: float,
+        position: SourcePosition,
+    ) -> Feedback | None:
+        """A regression label document in the common shape (a finite number within
+        ``max_abs_value``, a ``ts`` that is a non-negative number not too far ahead, or
+        none), else ``None`` for the checks."""
+        if type(wired) is not dict:
+            return None
+        target = wired["label"]
+        if (
+            type(target) not in NUMBER_TYPES
+            or not -self.max_abs_value <= target <= self.max_abs_value
+        ):
+            return None
+        kafka_ts = kafka_time(msg, now)
+        stamp = wired.get("ts")
+        if stamp is None:
+            return Feedback(wired["event_id"], float(target), kafka_ts, position)
+        if type(stamp) not in NUMBER_TYPES or not 0 <= stamp <= kafka_ts + self.max_future_skew_s:
+            return None
+        return Feedback(wired["event_id"], float(target), stamp, position)
 
     def _wire_label(
         self, wired: dict[str, Any] | RejectError, msg: Message, now: float

@@ -18,10 +18,10 @@ from typing import Any, cast
 import numpy as np
 import orjson
 
-from streamapp.codec.checks import NUMBER_TYPES, parse_all
+from streamapp.codec.checks import NUMBER_TYPES, Task, parse_all
 from streamapp.codec.dead_letters import encode_dead_letter, one_line
 from streamapp.codec.wire import encode_records
-from streamapp.conformal import prediction_sets
+from streamapp.conformal import intervals, prediction_sets
 from streamapp.events import DeadLetter, JoinedExamples, PredictionBlock
 
 __all__ = ["RecordEncoder", "UnknownLabelError"]
@@ -38,6 +38,7 @@ class RecordEncoder:
     parameters."""
 
     classes: list[str]
+    task: Task = "classification"
     dead_letter_payload_bytes: int
     _label_index: dict[str, int]
 
@@ -48,7 +49,10 @@ class RecordEncoder:
     def encode_predictions(
         self, block: PredictionBlock, model_name: str, model_version: str
     ) -> list[tuple[bytes | None, bytes]]:
-        """``(key, value)`` pairs for the predictions topic."""
+        """``(key, value)`` pairs for the predictions topic (``schemas/prediction.schema.json``;
+        a regression bundle's: :meth:`encode_values`)."""
+        if self.task == "regression":
+            return self.encode_values(block, model_name, model_version)
         classes = self.classes
         probabilities = block.proba.astype(np.float64).tolist()
         head_seqs = block.head_seq.tolist()
@@ -82,19 +86,48 @@ class RecordEncoder:
                 docs[-1]["prediction_set"] = sets[i]
         return list(zip(block.keys, encode_records(docs, b'{"event_id":'), strict=True))
 
+    def encode_values(
+        self, block: PredictionBlock, model_name: str, model_version: str
+    ) -> list[tuple[bytes | None, bytes]]:
+        """``(key, value)`` pairs for the predictions topic from a regression bundle
+        (``schemas/regression-prediction.schema.json``): column 0 of ``block.proba`` is the
+        value, ``block.threshold`` the half-width of its conformal interval (NaN: unknown,
+        and no ``interval``; infinite: unbounded, ``low`` and ``high`` null)."""
+        values = block.proba[:, 0].astype(np.float64).tolist() if len(block) else []
+        event_ts = block.event_ts.astype(np.float64).tolist()
+        models = _row_models(block, model_name, model_version)
+        spans = _intervals(block)
+        scored_ts = block.scored_ts
+        docs = []
+        for i, event_id in enumerate(block.ids):
+            doc: dict[str, Any] = {"event_id": event_id, "value": values[i]}
+            if spans is not None and spans[i] is not None:
+                doc["interval"] = spans[i]
+            doc["model"] = models[i]
+            doc["event_ts"] = event_ts[i]
+            doc["scored_ts"] = scored_ts
+            docs.append(doc)
+        return list(zip(block.keys, encode_records(docs, b'{"event_id":'), strict=True))
+
     def encode_training_examples(
         self, joined: JoinedExamples, model_name: str, model_version: str
     ) -> list[tuple[bytes | None, bytes]]:
         """``(key, value)`` pairs for the training-examples topic: the embedding that was
-        served (float64 survives JSON exactly) and the label, keyed by event id."""
+        served (float64 survives JSON exactly) and the label (a class name, or a regression
+        bundle's target as a JSON number), keyed by event id."""
         classes = self.classes
         embeddings = np.asarray(joined.embeddings, np.float64).tolist()
-        labels, delays = joined.labels.tolist(), np.asarray(joined.delays, np.float64).tolist()
+        delays = np.asarray(joined.delays, np.float64).tolist()
+        labels: list[Any] = (
+            np.asarray(joined.labels, np.float64).tolist()
+            if self.task == "regression"
+            else [classes[i] for i in joined.labels.tolist()]
+        )
         model = {"name": model_name, "version": model_version}
         docs = [
             {
                 "event_id": event_id,
-                "label": classes[labels[i]],
+                "label": labels[i],
                 "embedding": embeddings[i],
                 "model": model,
                 "label_delay_s": delays[i],
@@ -108,9 +141,12 @@ class RecordEncoder:
         self, values: list[bytes | None], dim: int
     ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ValueError]]]:
         """``(embeddings, class indices, [(position, why)])``: the examples among ``values``
-        in arrival order, and why each other value is not one. The common shape is decoded
-        for the whole batch at once; anything else goes through
-        :meth:`decode_training_example`, which says why it is refused."""
+        in arrival order, and why each other value is not one (a regression bundle's labels
+        are its float64 targets). The common shape is decoded for the whole batch at once;
+        anything else goes through :meth:`decode_training_example`, which says why it is
+        refused."""
+        if self.task == "regression":
+            return self._decode_target_examples(values, dim)
         docs = parse_all(values, math.inf)
         taken: list[int] = []
         rows: list[list[Any]] = []
@@ -155,12 +191,52 @@ class RecordEncoder:
         arrival = np.argsort(order, kind="stable")  # learning depends on the order
         return X[arrival], np.array(y + more_labels, np.int64)[arrival], refused
 
-    def decode_training_example(self, value: bytes | None, dim: int) -> tuple[list[float], int]:
-        """``(embedding, class index)``; raises ``ValueError`` with the reason otherwise."""
+    def _decode_target_examples(
+        self, values: list[bytes | None], dim: int
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ValueError]]]:
+        """:meth:`decode_training_examples` for a regression bundle: float64 targets."""
+        docs = parse_all(values, math.inf)
+        taken: list[int] = []
+        rows: list[list[Any]] = []
+        labels: list[Any] = []
+        for j, doc in enumerate(docs):
+            if type(doc) is not dict:
+                continue
+            embedding, label = doc.get("embedding"), doc.get("label")
+            if type(label) in NUMBER_TYPES and type(embedding) is list and len(embedding) == dim:
+                taken.append(j)
+                rows.append(embedding)
+                labels.append(label)
+        X, y = np.empty((0, dim), np.float64), np.empty(0, np.float64)
+        if rows and set(map(type, itertools.chain.from_iterable(rows))) <= NUMBER_TYPES:
+            with contextlib.suppress(OverflowError):  # an integer beyond float range: refused
+                X, y = np.array(rows, np.float64), np.array(labels, np.float64)
+        if len(X) and len(taken) == len(values):
+            finite = np.isfinite(X).all(axis=1) & np.isfinite(y)
+            if finite.all():  # the usual
+                return X, y, []
+        # any other batch: one at a time, each example kept or refused with its reason
+        out_rows, out_labels, refused = [], [], []
+        for j, value in enumerate(values):
+            try:
+                embedding, target = self.decode_training_example(value, dim)
+            except ValueError as exc:
+                refused.append((j, exc))
+                continue
+            out_rows.append(embedding)
+            out_labels.append(target)
+        X = np.array(out_rows, np.float64).reshape(-1, dim)
+        return X, np.array(out_labels, np.float64), refused
+
+    def decode_training_example(
+        self, value: bytes | None, dim: int
+    ) -> tuple[list[float], int | float]:
+        """``(embedding, class index)``, or ``(embedding, target)`` for a regression bundle;
+        raises ``ValueError`` with the reason otherwise."""
         try:
             doc = orjson.loads(value or b"")
             embedding, label = doc["embedding"], doc["label"]
-            known = label in self._label_index
+            known = self.task == "regression" or label in self._label_index
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"not a training example: {exc}") from None
         if not known:
@@ -169,7 +245,67 @@ class RecordEncoder:
             raise ValueError(f"embedding is not {dim} numbers")
         if not all(type(x) in NUMBER_TYPES and math.isfinite(x) for x in embedding):
             raise ValueError("embedding holds a non-finite or non-numeric value")
+        if self.task == "regression":
+            return embedding, _finite_target(label)
         return embedding, self._label_index[label]
+
+
+def _finite_target(label: Any) -> float:
+    """A training example's regression label as a finite float, else ``ValueError``."""
+    if type(label) not in NUMBER_TYPES:
+        raise ValueError(f"label {one_line(repr(label), 80)} is not a number")
+    try:
+        target = float(label)
+    except OverflowError:
+        raise ValueError("label exceeds float range") from None
+    if not math.isfinite(target):
+        raise ValueError(f"label {target} is not finite")
+    return target
+
+
+def _row_models(
+    block: PredictionBlock, model_name: str, model_version: str
+) -> list[dict[str, object]]:
+    """Each row's ``model`` field; rows mostly share one, so each distinct one is one dict."""
+    head_seqs = block.head_seq.tolist()
+    states = block.model_states() if block.served_by is not None else [None] * len(block)
+    models: dict[tuple[int, object], dict[str, object]] = {}
+    out = []
+    for which in zip(head_seqs, states, strict=True):
+        model = models.get(which)
+        if model is None:
+            model = {"name": model_name, "version": model_version, "head_seq": which[0]}
+            if which[1] is not None:
+                model["state"] = which[1]
+            models[which] = model
+        out.append(model)
+    return out
+
+
+def _intervals(block: PredictionBlock) -> list[dict[str, object] | None] | None:
+    """Each row's ``interval`` field of a regression block (None: the row's half-width is
+    not known), or None when the block has no conformal intervals. An infinite half-width
+    (too few labels yet) is an unbounded interval: ``low`` and ``high`` null, as JSON has no
+    infinity; a ``-inf`` one (the calibration serves an empty interval) is written as the
+    point ``value``, width 0."""
+    if block.threshold is None or block.coverage is None:
+        return None
+    if not len(block):
+        return []
+    half = np.asarray(block.threshold, np.float64)
+    low, high = intervals(block.proba[:, 0], np.maximum(half, 0.0))  # NaN stays NaN
+    bounded = (np.isfinite(low) & np.isfinite(high)).tolist()
+    known = (~np.isnan(half)).tolist()
+    coverage = block.coverage
+    out: list[dict[str, object] | None] = []
+    for i, (lo, hi) in enumerate(zip(low.tolist(), high.tolist(), strict=True)):
+        if not known[i]:
+            out.append(None)
+        elif bounded[i]:
+            out.append({"low": lo, "high": hi, "coverage": coverage})
+        else:
+            out.append({"low": None, "high": None, "coverage": coverage})
+    return out
 
 
 def _prediction_sets(block: PredictionBlock, classes: list[str]) -> list[Any] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from streamapp.codec.checks import MissingPolicy
+from streamapp.codec.checks import MissingPolicy, Task
 from streamapp.codec.dead_letters import DEAD_LETTER_PAYLOAD_BYTES
 from streamapp.codec.decode import BatchDecoder
 from streamapp.codec.encode import RecordEncoder
@@ -19,18 +19,20 @@ __all__ = ["Codec"]
 
 
 class Codec(BatchDecoder, RecordEncoder):
-    """Decodes input messages and encodes output records for one model's features and classes.
+    """Decodes input messages and encodes output records for one model's features and classes
+    (or its numeric target).
 
     Parameters
     ----------
     feature_names
         The model's input features, in order.
     classes
-        The model's classes; labels are matched by their string form.
+        The model's classes; labels are matched by their string form. Empty for regression.
     features_topic, feedback_topic
         Which topic carries which kind of message.
     max_abs_value
-        Feature values beyond this magnitude are rejected (``value_range``).
+        Feature values (and regression targets) beyond this magnitude are rejected
+        (``value_range``).
     max_payload_bytes
         Larger messages are rejected before parsing (``oversized``).
     max_future_skew_s
@@ -42,6 +44,12 @@ class Codec(BatchDecoder, RecordEncoder):
         A ``null`` or absent feature: ``"dead-letter"`` (reason ``missing``) or ``"impute"``
         (the value becomes NaN, which the embedder replaces by the source mean and the drift
         monitor counts per feature).
+    task
+        ``"classification"``: feedback carries a class (``schemas/feedback.schema.json``),
+        predictions a label and probabilities (``prediction.schema.json``).
+        ``"regression"``: feedback carries the target, a JSON number
+        (``regression-feedback.schema.json``), predictions a value and an interval
+        (``regression-prediction.schema.json``), training examples a numeric label.
     """
 
     def __init__(
@@ -56,9 +64,15 @@ class Codec(BatchDecoder, RecordEncoder):
         max_future_skew_s: float = 300.0,
         dead_letter_payload_bytes: int = DEAD_LETTER_PAYLOAD_BYTES,
         missing: MissingPolicy = "dead-letter",
+        task: Task = "classification",
     ) -> None:
         if missing not in ("dead-letter", "impute"):
             raise ValueError(f"missing must be 'dead-letter' or 'impute', not {missing!r}")
+        if task not in ("classification", "regression"):
+            raise ValueError(f"task must be 'classification' or 'regression', not {task!r}")
+        if task == "regression" and len(classes):
+            raise ValueError(f"a regression codec has no classes, not {list(classes)[:5]}")
+        self.task = task
         self.missing = missing
         self.feature_names = list(feature_names)
         self.classes = [str(c) for c in classes]
@@ -71,4 +85,6 @@ class Codec(BatchDecoder, RecordEncoder):
         self._feature_index = {name: i for i, name in enumerate(self.feature_names)}
         self._label_index = {name: i for i, name in enumerate(self.classes)}
         self._validate_feature = validator("feature-event")
-        self._validate_feedback = validator("feedback")
+        self._validate_feedback = validator(
+            "regression-feedback" if task == "regression" else "feedback"
+        )

@@ -2,11 +2,11 @@
 type-checks a message in one pass.
 
 A message a decoder takes is valid under its schema (``schemas/feature-event.schema.json``,
-``schemas/feedback.schema.json``): the Structs allow only a subset of what the schemas
-allow, and :func:`decode_plain` refuses what msgspec would take but orjson (and so the
-per-message checks) would not. Anything refused is left to the per-message checks
-(:mod:`streamapp.codec.checks`), which accept it or say why not; a test holds the two to
-the same result.
+``schemas/feedback.schema.json``, ``schemas/regression-feedback.schema.json``): the
+Structs allow only a subset of what the schemas allow, and :func:`decode_plain` refuses
+what msgspec would take but orjson (and so the per-message checks) would not. Anything
+refused is left to the per-message checks (:mod:`streamapp.codec.checks`), which accept it
+or say why not; a test holds the two to the same result.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import msgspec
 __all__ = [
     "FEATURE_EVENTS",
     "FEEDBACK",
+    "REGRESSION_FEEDBACK",
     "PlainFeatureEvent",
     "PlainFeedback",
+    "PlainRegressionFeedback",
     "decode_plain",
 ]
 
@@ -57,8 +59,19 @@ class PlainFeedback(msgspec.Struct, gc=False):
     ts: Seconds | msgspec.UnsetType = msgspec.UNSET
 
 
+class PlainRegressionFeedback(msgspec.Struct, gc=False):
+    """A regression target that is a JSON number (msgspec reads an integer as its float;
+    it refuses bools, strings, null and numbers beyond float range, such as ``1e999``);
+    other members are ignored. Finite by construction: JSON has no NaN or infinity."""
+
+    event_id: EventId
+    label: float
+    ts: Seconds | msgspec.UnsetType = msgspec.UNSET
+
+
 FEATURE_EVENTS = msgspec.json.Decoder(PlainFeatureEvent)
 FEEDBACK = msgspec.json.Decoder(PlainFeedback)
+REGRESSION_FEEDBACK = msgspec.json.Decoder(PlainRegressionFeedback)
 
 
 def decode_plain(

@@ -169,10 +169,11 @@ def message_reader(
     return read
 
 
-def twin_classes() -> dict[str, Any]:
+def twin_classes(task: str = "classification") -> dict[str, Any]:
     """Message classes for the twins of the input schemas, as ``streamapp produce --format
     protobuf`` writes them: ``FeatureEvent`` (event_id, optional ts, repeated features) and
-    ``Feedback`` (event_id, label as a string, optional ts)."""
+    ``Feedback`` (event_id, label as a string, optional ts), or for ``task="regression"``
+    ``RegressionFeedback`` (its label the target, a double)."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     files = []
@@ -200,11 +201,12 @@ def twin_classes() -> dict[str, Any]:
             ("features", double, repeated, False),
         ],
     )
+    feedback = "RegressionFeedback" if task == "regression" else "Feedback"
     message(
-        "Feedback",
+        feedback,
         [
             ("event_id", string, optional, False),
-            ("label", string, optional, False),
+            ("label", double if task == "regression" else string, optional, False),
             ("ts", double, optional, True),
         ],
     )
@@ -213,5 +215,5 @@ def twin_classes() -> dict[str, Any]:
         pool.Add(file)
     return {
         kind: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"streamapp.{name}"))
-        for kind, name in (("features", "FeatureEvent"), ("feedback", "Feedback"))
+        for kind, name in (("features", "FeatureEvent"), ("feedback", feedback))
     }

@@ -92,13 +92,15 @@ def split_header(value: bytes | None) -> tuple[int, bytes]:
 class FieldMapping:
     """Which record field holds what: ``event_id``, ``ts`` (optional in the record), the
     ``label`` (feedback), and the features, either one field per bundle feature
-    (``features``, in the bundle's order) or one ``array`` field."""
+    (``features``, in the bundle's order) or one ``array`` field. ``numeric_label``: the
+    label is a regression bundle's target, so its field must hold a number."""
 
     event_id: str = "event_id"
     ts: str = "ts"
     label: str = "label"
     features: tuple[str, ...] = ()
     array: str | None = None
+    numeric_label: bool = False
 
     @classmethod
     def of(
@@ -110,15 +112,16 @@ class FieldMapping:
         label: str = "label",
         array: str | None = None,
         renamed: Mapping[str, str] | None = None,
+        numeric_label: bool = False,
     ) -> FieldMapping:
         """The mapping for a bundle's ``feature_names``; ``renamed`` maps a feature name to
-        its record field where the two differ."""
+        its record field where the two differ; ``numeric_label`` for a regression bundle."""
         renamed = renamed or {}
         unknown = sorted(set(renamed) - set(feature_names))
         if unknown:
             raise ConfigError(f"schema_registry.feature_fields names no bundle feature: {unknown}")
         fields = () if array else tuple(renamed.get(n, n) for n in feature_names)
-        return cls(event_id, ts, label, fields, array)
+        return cls(event_id, ts, label, fields, array, numeric_label)
 
     def problems(self, fields: Mapping[str, FieldKind], role: Role) -> list[str]:
         """Why a schema with ``fields`` does not map (empty when it does).
@@ -143,6 +146,8 @@ class FieldMapping:
             label = fields.get(self.label)
             if label is None:
                 out.append(f"label field {self.label!r} is missing")
+            elif self.numeric_label and label[0] != "number":
+                out.append(f"label field {self.label!r} is {label[0]}, not a number (a target)")
             elif label[0] not in ("string", "number", "label"):
                 out.append(f"label field {self.label!r} is {label[0]}")
             return out

@@ -56,6 +56,7 @@ def use_registry(codec: BatchDecoder, settings: Settings, client: Any | None = N
         label=registry.label_field,
         array=registry.features_field,
         renamed=registry.feature_fields,
+        numeric_label=codec.task == "regression",
     )
     for role, fmt in formats.items():
         if fmt == "json":

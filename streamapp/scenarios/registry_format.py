@@ -4,7 +4,8 @@ twins in ``schemas/`` (Protobuf: :func:`~streamapp.codec.protobuf_wire.twin_clas
 registered under the topic-name strategy on first use.
 
 Feature events go in their list form (the Avro twin's ``features`` array), so a worker
-reading them sets ``schema_registry.features_field=features``.
+reading them sets ``schema_registry.features_field=features``. A regression bundle's labels
+(``task="regression"``) go with the ``regression-feedback`` twins: the target as a double.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 from collections.abc import Callable
 from typing import Any, Literal
 
+from streamapp.codec.checks import Task
 from streamapp.scenarios.base import Record
 from streamapp.schemas import load_schema
 
@@ -21,44 +23,53 @@ __all__ = ["RegistryEncoder", "as_list_form"]
 Format = Literal["avro", "json-schema", "protobuf"]
 
 
-def as_list_form(record: Record) -> dict[str, Any]:
+def as_list_form(record: Record, *, numeric_label: bool = False) -> dict[str, Any]:
     """A record's value with named features as a list (in their order) and without an
-    absent ``ts``: the twins' shape.
+    absent ``ts``: the twins' shape. A label is a class (a string or an integer), or with
+    ``numeric_label`` a regression target (a float).
 
     >>> as_list_form(Record("features", "e", {"event_id": "e", "features": {"x": 1.0}}, 0.0))
     {'event_id': 'e', 'features': [1.0]}
+    >>> as_list_form(Record("feedback", "e", {"event_id": "e", "label": 2}, 0.0),
+    ...              numeric_label=True)
+    {'event_id': 'e', 'label': 2.0}
     """
     value = dict(record.value)
     features = value.get("features")
     if isinstance(features, dict):
         value["features"] = list(features.values())
-    if record.kind == "feedback" and not isinstance(value.get("label"), str | int):
+    if record.kind == "feedback" and numeric_label:
+        value["label"] = float(value["label"])  # numpy float32 too: the twins' double
+    elif record.kind == "feedback" and not isinstance(value.get("label"), str | int):
         value["label"] = str(value.get("label"))
     return value
 
 
 class RegistryEncoder:
-    """``encode(record, topic)``: the record's value in ``fmt``, in the Confluent wire format."""
+    """``encode(record, topic)``: the record's value in ``fmt``, in the Confluent wire format
+    (labels in the ``task``'s feedback twin)."""
 
-    def __init__(self, client: Any, fmt: Format) -> None:
+    def __init__(self, client: Any, fmt: Format, *, task: Task = "classification") -> None:
         from confluent_kafka.schema_registry.avro import AvroSerializer
         from confluent_kafka.schema_registry.json_schema import JSONSerializer
 
         from streamapp.codec.avro_out import load_avro_schema
 
         self.format = fmt
+        self.numeric_label = task == "regression"
+        feedback = "regression-feedback" if self.numeric_label else "feedback"
         self._serializers: dict[str, Callable[[Any, Any], bytes]] = {}
         if fmt == "protobuf":
             from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 
             from streamapp.codec.protobuf_wire import twin_classes
 
-            classes = twin_classes()
+            classes = twin_classes(task)
             conf = {"use.deprecated.format": False}
             for kind, cls in classes.items():
                 self._serializers[kind] = _as_message(ProtobufSerializer(cls, client, conf), cls)
             return
-        for kind, name in (("features", "feature-event"), ("feedback", "feedback")):
+        for kind, name in (("features", "feature-event"), ("feedback", feedback)):
             if fmt == "avro":
                 schema = json.dumps(load_avro_schema(name))
                 self._serializers[kind] = AvroSerializer(client, schema)
@@ -70,7 +81,8 @@ class RegistryEncoder:
         from confluent_kafka.serialization import MessageField, SerializationContext
 
         ctx = SerializationContext(topic, MessageField.VALUE)
-        value: bytes = self._serializers[record.kind](as_list_form(record), ctx)
+        doc = as_list_form(record, numeric_label=self.numeric_label)
+        value: bytes = self._serializers[record.kind](doc, ctx)
         return value
 
 

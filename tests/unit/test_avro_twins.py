@@ -172,6 +172,7 @@ def test_the_avro_twin_describes_the_same_fields_as_the_json_schema(name: str) -
 
 def test_the_twins_cover_the_wire_formats_outputs_and_inputs() -> None:
     assert {"prediction", "dead-letter", "feature-event", "feedback"} <= set(TWINS)
+    assert {"regression-prediction", "regression-feedback"} <= set(TWINS)
 
 
 def test_a_twin_that_drifts_from_its_json_schema_is_caught() -> None:
@@ -192,6 +193,8 @@ def test_the_input_twins_map_onto_a_bundle_by_the_default_mapping() -> None:
     labels = record_fields("AVRO", json.dumps(load_avro_schema("feedback")))
     assert FieldMapping.of(["a", "b"], array="features").problems(events, "features") == []
     assert FieldMapping.of(["a", "b"]).problems(labels, "feedback") == []
+    targets = record_fields("AVRO", json.dumps(load_avro_schema("regression-feedback")))
+    assert FieldMapping.of(["a", "b"], numeric_label=True).problems(targets, "feedback") == []
 
 
 def _field(record: dict[str, Any], *path: str) -> dict[str, Any]:
@@ -257,3 +260,19 @@ def test_a_drift_report_twin_that_drifts_is_caught(mutation: str) -> None:
     avro = load_avro_schema("drift-report")
     DRIFTED_TWINS[mutation](avro)
     assert compare(load_schema("drift-report"), avro, "drift-report") != []
+
+
+DRIFTED_REGRESSION_TWINS = {
+    "the value gone": _drop(("value",)),
+    "the interval's coverage gone": _drop(("interval", "coverage")),
+    "an unbounded end that cannot be null": _set(("interval", "low"), type="double"),
+    "the value as a string": _set(("value",), type="string"),
+    "the interval required": _set(("interval",), default="absent"),
+}
+
+
+@pytest.mark.parametrize("mutation", DRIFTED_REGRESSION_TWINS)
+def test_a_regression_prediction_twin_that_drifts_is_caught(mutation: str) -> None:
+    avro = load_avro_schema("regression-prediction")
+    DRIFTED_REGRESSION_TWINS[mutation](avro)
+    assert compare(load_schema("regression-prediction"), avro, "regression-prediction") != []
