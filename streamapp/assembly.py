@@ -34,6 +34,7 @@ from streamapp.pipeline import Companion, Embed, Pipeline
 from streamapp.regression.finetune import RegressionFinetuneHead
 from streamapp.regression.guard import RegressionGuard
 from streamapp.regression.head import LinearRegressionHead, RegressionHead
+from streamapp.regression.inputs import WithInputs
 from streamapp.regression.monitor import RegressionMonitor
 from streamapp.regression.pipeline import RegressionPipeline
 from streamapp.selection import Candidates
@@ -295,6 +296,9 @@ def build_regression_pipeline(
     m = bundle.manifest
     head = build_regression_head(settings, bundle)
     embed, width = build_embedder(settings, bundle)
+    if isinstance(head, LinearRegressionHead) and settings.regression.with_inputs:
+        pre = m.preprocessing
+        embed, width = WithInputs(embed, np.asarray(pre["mean"]), np.asarray(pre["std"])), width + m.input_dim
     ledger = PendingLedger(
         settings.ledger.max_entries,
         width,
@@ -354,8 +358,11 @@ def build_regression_head(settings: Settings, bundle: Bundle) -> RegressionHead:
             step_size=f.step_size,
             device=settings.model.device,
         )
+    coef = np.asarray(bundle.head_coef, np.float64)[0]
+    if r.with_inputs:  # the inputs' weights start at 0: the source model as trained
+        coef = np.concatenate([coef, np.zeros(bundle.manifest.input_dim)])
     return LinearRegressionHead(
-        np.asarray(bundle.head_coef, np.float64)[0],
+        coef,
         float(np.asarray(bundle.head_intercept)[0]),
         solver=r.solver,
         forget=r.forget,

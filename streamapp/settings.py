@@ -246,6 +246,9 @@ class RegressionSettings(BaseModel):
     huber_delta: float = Field(1.0, gt=0, description="sgd: Huber's quadratic zone")
     lr: float = Field(0.5, gt=0, lt=2, description="sgd: normalized step size")
     step_size: int = Field(50, ge=1, description="labels per learning step (batch-invariant)")
+    with_inputs: bool = Field(
+        True, description="the head also sees the standardized inputs beside the embedding"
+    )
 
 
 class AdaptSettings(BaseModel):
