@@ -70,7 +70,7 @@ def add_parsers(sub: Subparsers) -> None:
 def cmd_produce(args: argparse.Namespace) -> int:
     """``streamapp produce``: a scenario's or a data file's events and delayed feedback."""
     from streamapp.kafka.admin import ensure_topics
-    from streamapp.scenarios import stream
+    from streamapp.scenarios import scenario_task, stream
     from streamapp.scenarios.produce import produce_records, table_records
 
     settings = common.settings(args)
@@ -90,11 +90,16 @@ def cmd_produce(args: argparse.Namespace) -> int:
             task=args.task or "classification",
         )
         events, records = len(table), table_records(table, **timing)
+        task = table.task
     else:
         if args.id_column or args.ts_column or args.label_column:
             raise ConfigError("--label-column, --id-column and --ts-column need --from-file FILE")
         scenario = common.task_scenario(args.scenario, args.task, args.seed)
         events, records = args.events, stream(scenario, args.events, **timing)
+        task = scenario_task(scenario)
+    if task == "regression" and args.format != "json":
+        # the registry twins carry a class name as the label; a number would go as its text
+        raise ConfigError("numeric feedback is produced as --format json only")
     if args.create_topics:
         common.report_topics(ensure_topics(settings, partitions=args.partitions, role="producer"))
     if args.format == "json":
