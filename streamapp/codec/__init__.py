@@ -9,14 +9,15 @@ This package's face: the names the rest of the app imports, from the modules tha
 - :mod:`~streamapp.codec.decode`: batch decode of feature events and feedback
 - :mod:`~streamapp.codec.plain`: the common input shapes as typed msgspec decoders
 - :mod:`~streamapp.codec.checks`: the per-message and per-field checks, with their reasons
-- :mod:`~streamapp.codec.encode`: prediction and training-example records (both ways)
+- :mod:`~streamapp.codec.encode`: prediction and training-example records (both ways), for
+  classifiers and (``Codec(task="regression")``) regression bundles
 - :mod:`~streamapp.codec.dead_letters`: dead-letter records within the record byte budget
 - :mod:`~streamapp.codec.wire`: the one JSON encoder every output topic is written with
 """
 
 from __future__ import annotations
 
-from streamapp.codec.checks import Message, MissingPolicy
+from streamapp.codec.checks import Message, MissingPolicy, Task
 from streamapp.codec.dead_letters import (
     DEAD_LETTER_PAYLOAD_BYTES,
     RECORD_BUDGET_BYTES,
@@ -37,6 +38,7 @@ __all__ = [
     "DecodedBatch",
     "Message",
     "MissingPolicy",
+    "Task",
     "dead_letter_key",
     "encode_dead_letter",
     "encode_json",
