@@ -136,7 +136,10 @@ def _cannot_finetune(settings: Settings, bundle: Bundle) -> str | None:
 
 def build_head(settings: Settings, bundle: Bundle) -> OnlineHead:
     """The online head, warm-started from ``bundle``'s source head; with fine-tuning, the
-    top backbone layers plus that head, trained by a torch optimizer."""
+    top backbone layers plus that head, trained by a torch optimizer. A regression bundle's is
+    :func:`build_regression_head`'s."""
+    if is_regression(bundle):
+        return build_regression_head(settings, bundle)  # type: ignore[return-value]
     layers = finetune_layers(settings, bundle)
     if layers != 0:
         f = settings.finetune
@@ -168,13 +171,20 @@ def build_head(settings: Settings, bundle: Bundle) -> OnlineHead:
 
 def build_embedder(settings: Settings, bundle: Bundle) -> tuple[Embed, int]:
     """The frozen part of the backbone (features -> what the ledger keeps per served row)
-    and the width of its output: the embedding, or the activations at the fine-tuning cut."""
+    and the width of its output: the embedding, or the activations at the fine-tuning cut; a
+    regression bundle's head-only rows carry the standardized inputs too
+    (``regression.with_inputs``)."""
     m = bundle.manifest
     layers = finetune_layers(settings, bundle)
     if layers == 0:
-        return make_embedder(
+        embed = make_embedder(
             bundle, settings.model.variant, settings.model.device, settings.model.half
-        ), (m.embedding_dim)
+        )
+        if _with_inputs(settings, bundle):
+            pre = m.preprocessing
+            wide = WithInputs(embed, np.asarray(pre["mean"]), np.asarray(pre["std"]))
+            return wide, m.embedding_dim + m.input_dim
+        return embed, m.embedding_dim
     lower, _ = _split(bundle, layers)
     pre = m.preprocessing
     embed = Embedder(
@@ -296,9 +306,6 @@ def build_regression_pipeline(
     m = bundle.manifest
     head = build_regression_head(settings, bundle)
     embed, width = build_embedder(settings, bundle)
-    if isinstance(head, LinearRegressionHead) and settings.regression.with_inputs:
-        pre = m.preprocessing
-        embed, width = WithInputs(embed, np.asarray(pre["mean"]), np.asarray(pre["std"])), width + m.input_dim
     ledger = PendingLedger(
         settings.ledger.max_entries,
         width,
@@ -336,6 +343,12 @@ def build_regression_pipeline(
     )
 
 
+def _with_inputs(settings: Settings, bundle: Bundle) -> bool:
+    """Whether the head's rows carry the standardized inputs beside the embedding: a
+    regression bundle's linear head, unless ``regression.with_inputs`` is off."""
+    return is_regression(bundle) and settings.regression.with_inputs
+
+
 def build_regression_head(settings: Settings, bundle: Bundle) -> RegressionHead:
     """A regression bundle's online head, warm-started from its source head: the linear head
     on the embeddings, or with ``finetune.layers`` the top layers too, on a squared or Huber
@@ -359,7 +372,7 @@ def build_regression_head(settings: Settings, bundle: Bundle) -> RegressionHead:
             device=settings.model.device,
         )
     coef = np.asarray(bundle.head_coef, np.float64)[0]
-    if r.with_inputs:  # the inputs' weights start at 0: the source model as trained
+    if _with_inputs(settings, bundle):  # the inputs' weights start at 0: the source model
         coef = np.concatenate([coef, np.zeros(bundle.manifest.input_dim)])
     return LinearRegressionHead(
         coef,

@@ -42,6 +42,14 @@ def digits_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def friedman_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The friedman-shift regression source model, trained once per session (15 epochs)."""
+    path = tmp_path_factory.mktemp("models") / "friedman-shift" / "1"
+    train_source_bundle(get_scenario("friedman-shift"), path, epochs=15)
+    return path
+
+
 def pytest_report_header() -> str:
     external = os.environ.get(EXTERNAL_BROKER_ENV)
     return f"broker: external {external}" if external else f"broker: {choose_broker().why}"

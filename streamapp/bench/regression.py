@@ -62,7 +62,9 @@ def served_values(
             np.full(len(ids), float(start)),
             [SourcePosition("features", 0, i) for i in rows],
         )
-        waiting.append([Feedback(i, float(y[k]), float(start)) for i, k in zip(ids, rows, strict=True)])
+        waiting.append(
+            [Feedback(i, float(y[k]), float(start)) for i, k in zip(ids, rows, strict=True)]
+        )
         due = waiting.pop(0) if len(waiting) > delay else []
         out = pipeline.process(DecodedBatch(block, feedback=due))
         assert out.predictions is not None

@@ -17,6 +17,7 @@ from streamapp.kafka.apache import KAFKA_VERSION
 from streamapp.kafka.schema_registry import APICURIO_VERSION
 from streamapp.model.bundle import load_bundle
 from streamapp.ops.metrics import WorkerMetrics
+from streamapp.regression.pipeline import RegressionPipeline
 from streamapp.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,9 +138,10 @@ def test_grafana_provisions_the_prometheus_datasource_and_the_dashboard() -> Non
 
 
 def test_every_metric_the_dashboard_queries_is_one_the_worker_exports(
-    digits_bundle: Path,
+    digits_bundle: Path, friedman_bundle: Path
 ) -> None:
-    exported = exported_metric_names(digits_bundle)
+    # a classifier's, and a regression model's (its panel: MAE, RMSE, residual)
+    exported = exported_metric_names(digits_bundle) | exported_metric_names(friedman_bundle)
     dashboard = json.loads((ROOT / "deploy/grafana/dashboards/streamapp.json").read_text())
     queried = {
         name
@@ -157,7 +159,12 @@ def exported_metric_names(bundle_path: Path) -> set[str]:
         model={"bundle": bundle_path}, delivery={"processing_guarantee": "exactly-once"}
     )
     pipeline = build_pipeline(settings, load_bundle(bundle_path))
-    pipeline.monitor.update_labels(np.array([1]), np.full((1, 10), 0.1), np.array([1]), np.ones(1))
+    if isinstance(pipeline, RegressionPipeline):  # a target, the value served, the source's
+        pipeline.monitor.update_labels(np.ones(1), np.full((1, 1), 1.5), np.ones(1), np.ones(1))
+    else:
+        pipeline.monitor.update_labels(
+            np.array([1]), np.full((1, 10), 0.1), np.array([1]), np.ones(1)
+        )
 
     class Source:
         messages = recoveries = 0

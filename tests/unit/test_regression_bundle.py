@@ -318,11 +318,3 @@ def test_produce_refuses_a_scenario_of_the_other_task_before_connecting(
     assert main(["produce", "--scenario", "hyperplane", "--task", "regression"]) == 2
     shown = lines(capsys)
     assert len(shown) == 1 and "hyperplane is a classification scenario" in shown[0], shown
-
-
-def test_numeric_feedback_is_not_sent_in_a_registry_format_as_text(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    assert main(["produce", "--task", "regression", "--format", "avro"]) == 2
-    shown = lines(capsys)
-    assert len(shown) == 1 and "--format json only" in shown[0], shown
