@@ -23,10 +23,11 @@ from streamapp.kafka.admin import ensure_topics
 from streamapp.kafka.brokers import configured_or_started
 from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.model.training import train_source_bundle
+from streamapp.regression.pipeline import RegressionPipeline
 from streamapp.scenarios import get_scenario, stream
 from streamapp.scenarios.bad import bad_messages
 from streamapp.scenarios.produce import produce_records
-from streamapp.settings import Settings
+from streamapp.settings import ModelSettings, Settings
 from streamapp.worker import Worker
 
 __all__ = ["run_demo"]
@@ -73,13 +74,7 @@ def _table(worker: Worker, progress: _Progress, produced: int, done: bool) -> Ta
             f"{scored / worker.busy_s:,.0f} events/s" if worker.busy_s > 0 else "-",
         ),
         ("labels joined", f"{pipeline.ledger.counts.joined:,} (pending {len(pipeline.ledger):,})"),
-        ("accuracy, adapted head (all labels)", _pct(perf.get("accuracy_total"))),
-        ("accuracy, frozen source head (all labels)", _pct(perf.get("source_accuracy_total"))),
-        (f"accuracy, adapted head (last {perf.get('labels', 0)})", _pct(perf.get("accuracy"))),
-        (
-            f"accuracy, frozen source head (last {perf.get('labels', 0)})",
-            _pct(perf.get("source_accuracy")),
-        ),
+        *_performance_rows(perf, isinstance(pipeline, RegressionPipeline)),
         ("drift reports", str(progress.reports)),
         ("windows with dataset drift", str(progress.feature_alarms)),
         ("ADWIN/PageHinkley change points", str(progress.change_points)),
@@ -93,12 +88,39 @@ def _table(worker: Worker, progress: _Progress, produced: int, done: bool) -> Ta
     return table
 
 
+def _performance_rows(perf: dict[str, object], regression: bool) -> list[tuple[str, str]]:
+    """Accuracy of a classifier, MAE of a regression model: served and frozen source."""
+    last = perf.get("labels", 0)
+    if not regression:
+        return [
+            ("accuracy, adapted head (all labels)", _pct(perf.get("accuracy_total"))),
+            ("accuracy, frozen source head (all labels)", _pct(perf.get("source_accuracy_total"))),
+            (f"accuracy, adapted head (last {last})", _pct(perf.get("accuracy"))),
+            (f"accuracy, frozen source head (last {last})", _pct(perf.get("source_accuracy"))),
+        ]
+    return [
+        ("MAE, adapted head (all labels)", _num(perf.get("mae_total"))),
+        ("MAE, frozen source model (all labels)", _num(perf.get("source_mae_total"))),
+        (f"MAE, adapted head (last {last})", _num(perf.get("mae"))),
+        (f"MAE, frozen source model (last {last})", _num(perf.get("source_mae"))),
+    ]
+
+
+def _num(value: object) -> str:
+    return f"{float(value):.3f}" if isinstance(value, float) else "-"
+
+
 def _pct(value: object) -> str:
     return f"{100 * float(value):.1f}%" if isinstance(value, float) else "-"
 
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     console = Console()
+    default = ModelSettings.model_fields["bundle"].default
+    if settings.model.bundle == default and args.scenario != default.parent.name:
+        # another scenario's model, by default beside the default one: models/<scenario>/1
+        scenario_bundle = default.parent.parent / args.scenario / "1"
+        settings = settings.with_overrides(**{"model.bundle": scenario_bundle})
     with configured_or_started(settings) as (settings, _):
         ensure_topics(settings, partitions=args.partitions)
         bundle = _bundle(settings, args.scenario)

@@ -40,11 +40,14 @@ logger = logging.getLogger(__name__)
 SCENARIO = "digits-shift"
 
 
-def ensure_bundle(settings: Settings) -> Path:
-    """The configured bundle, trained first when it does not exist yet."""
+def ensure_bundle(settings: Settings, scenario: str = SCENARIO) -> Path:
+    """The configured bundle (another ``scenario``'s: ``models/<scenario>/1`` beside it),
+    trained first when it does not exist yet."""
     path = Path(settings.model.bundle)
+    if scenario != SCENARIO:
+        path = path.parent.parent / scenario / "1"
     if not (path / "manifest.json").exists():
-        train_source_bundle(get_scenario(SCENARIO), path)
+        train_source_bundle(get_scenario(scenario), path)
     return path
 
 
@@ -64,8 +67,8 @@ class Backlog:
         )
         ensure_topics(self.settings, partitions=partitions)
 
-    def fill(self, events: int) -> Backlog:
-        records = stream(get_scenario(SCENARIO), events, rate=2000, label_delay_s=1.0)
+    def fill(self, events: int, scenario: str = SCENARIO) -> Backlog:
+        records = stream(get_scenario(scenario), events, rate=2000, label_delay_s=1.0)
         self.messages += produce_records(self.settings, records)
         self.events += events
         return self

@@ -36,6 +36,7 @@ from streamapp.bench.loops import (
 from streamapp.bench.memory import measure_memory
 from streamapp.bench.profile import measure_profile
 from streamapp.bench.scaleout import measure_scale_out, scorer_name
+from streamapp.bench.tasks import measure_tasks
 from streamapp.bench.variants import bundle_with_onnx, measure_variants
 from streamapp.kafka.brokers import BrokerKind, configured_or_started
 from streamapp.settings import Settings
@@ -55,6 +56,7 @@ SUITES = (
     "scaleout",
     "heavy",
     "formats",
+    "tasks",
 )
 DEFAULT_SUITES = ("throughput", "latency", "learning", "profile", "variants", "memory")
 
@@ -110,6 +112,8 @@ def run_bench(
                 result["heavy"] = measure_heavy(settings, Path(workdir), heavy_events, heavy_layers)
         if "formats" in suites:
             result["formats"] = measure_formats(settings, events, repeat)
+        if "tasks" in suites:
+            result["tasks"] = measure_tasks(settings, events, repeat)
     result["targets"] = _targets(result)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -301,6 +305,22 @@ def _formats_lines(formats: dict[str, Any]) -> list[str]:
     return [*lines, "", f"Avro / JSON rate: {formats['avro_over_json']:.2f}.", ""]
 
 
+def _tasks_lines(tasks: dict[str, Any]) -> list[str]:
+    lines = [
+        f"**Throughput by task** (the default worker, {tasks['events']:,} events + their "
+        "labels of each stream, medians of alternating runs)",
+        "",
+        "| bundle, stream | events/s | regression / it | runs |",
+        "|---|---:|---:|---|",
+    ]
+    for name, rate in tasks["events_per_second"].items():
+        ratio = tasks["regression_over"].get(name)
+        shown = "-" if ratio is None else f"{ratio:.2f}"
+        each = " / ".join(f"{value:,}" for value in tasks["runs"].get(name, []))
+        lines.append(f"| {name} | {rate:,} | {shown} | {each} |")
+    return [*lines, ""]
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
@@ -349,6 +369,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines += _profile_lines(result["profile"])
     if "formats" in result:
         lines += _formats_lines(result["formats"])
+    if "tasks" in result:
+        lines += _tasks_lines(result["tasks"])
     if "variants" in result:
         v = result["variants"]
         lines += [
