@@ -49,6 +49,10 @@ def wilcoxon_greater(difference: np.ndarray) -> float:
     >>> expected = stats.wilcoxon(d, alternative="greater", method="approx").pvalue
     >>> bool(abs(wilcoxon_greater(d) - expected) < 1e-9)
     True
+    >>> ties = np.round(d, 1)  # tied magnitudes share their average rank
+    >>> expected = stats.wilcoxon(ties, alternative="greater", method="approx").pvalue
+    >>> bool(abs(wilcoxon_greater(ties) - expected) < 1e-9)
+    True
     >>> wilcoxon_greater(np.zeros(5))
     1.0
     """
@@ -57,10 +61,16 @@ def wilcoxon_greater(difference: np.ndarray) -> float:
     n = len(d)
     if n == 0:
         return 1.0
-    ranks = stats.rankdata(np.abs(d))
+    # average ranks of |d| (ties share theirs), in numpy: rankdata's dispatch costs ~10x more
+    magnitude = np.abs(d)
+    order = magnitude.argsort(kind="mergesort")
+    ordered = magnitude[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    counts = np.diff(np.r_[starts, n])
+    ranks = np.empty(n)
+    ranks[order] = np.repeat(starts + (counts + 1) / 2.0, counts)
     r_plus = float(ranks[d > 0].sum())
     mean = n * (n + 1) / 4.0
-    _, counts = np.unique(ranks, return_counts=True)
     variance = n * (n + 1) * (2 * n + 1) / 24.0 - float((counts**3 - counts).sum()) / 48.0
     if variance <= 0:
         return 1.0
