@@ -30,7 +30,7 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from streamapp.guard import DECISIONS, Decision, SafeAdaptationGuard
 from streamapp.settings import GuardSettings
@@ -45,6 +45,7 @@ def wilcoxon_greater(difference: np.ndarray) -> float:
     test with zero differences dropped and the normal approximation with tie correction
     (scipy's ``wilcoxon(..., method="approx")``, without its per-call overhead).
 
+    >>> from scipy import stats
     >>> d = np.random.default_rng(1).normal(0.3, 1.0, 200)
     >>> expected = stats.wilcoxon(d, alternative="greater", method="approx").pvalue
     >>> bool(abs(wilcoxon_greater(d) - expected) < 1e-9)
