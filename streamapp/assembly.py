@@ -83,6 +83,7 @@ def build_codec(settings: Settings, bundle: Bundle) -> Codec:
         features_topic=settings.topics.features,
         feedback_topic=settings.topics.feedback,
         max_abs_value=settings.input.max_abs_value,
+        max_abs_target=settings.input.max_abs_target,
         max_payload_bytes=settings.input.max_payload_bytes,
         max_future_skew_s=settings.input.max_future_skew_s,
         dead_letter_payload_bytes=settings.input.dead_letter_payload_bytes,

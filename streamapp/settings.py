@@ -446,6 +446,11 @@ class InputSettings(BaseModel):
         le=3.4e38,  # the backbone sees float32: a larger value would become infinity
         description="larger feature values are dead-lettered (at most 3.4e38, float32's range)",
     )
+    max_abs_target: float = Field(
+        1e12,
+        gt=0,
+        description="regression targets of larger magnitude are dead-lettered (value_range)",
+    )
     max_future_skew_s: float = Field(
         300.0,
         gt=0,

@@ -73,6 +73,7 @@ class MessageChecks:
     classes: list[str]
     task: Task = "classification"
     max_abs_value: float
+    max_abs_target: float
     max_payload_bytes: int
     max_future_skew_s: float
     missing: MissingPolicy
@@ -260,7 +261,7 @@ class MessageChecks:
     def _target(self, value: Any) -> float:
         """A regression label as the float it names: a JSON number (``schema``; a registry
         record may carry null), finite (``non_finite``: ``1e999`` and ``Infinity`` parse to
-        infinity, ``NaN`` to NaN) and of magnitude at most ``max_abs_value`` (``value_range``,
+        infinity, ``NaN`` to NaN) and of magnitude at most ``max_abs_target`` (``value_range``,
         as for an integer beyond float range)."""
         if type(value) not in NUMBER_TYPES:  # bool is not a JSON number
             raise RejectError(Reason.SCHEMA, f"label {one_line(repr(value), 80)} is not a number")
@@ -270,9 +271,9 @@ class MessageChecks:
             raise RejectError(Reason.VALUE_RANGE, "the label exceeds float range") from None
         if not math.isfinite(target):
             raise RejectError(Reason.NON_FINITE, f"label {target} is not finite")
-        if abs(target) > self.max_abs_value:
+        if abs(target) > self.max_abs_target:
             raise RejectError(
-                Reason.VALUE_RANGE, f"label {target:g} exceeds |{self.max_abs_value:g}|"
+                Reason.VALUE_RANGE, f"label {target:g} exceeds |{self.max_abs_target:g}|"
             )
         return target
 

@@ -275,7 +275,7 @@ class BatchDecoder(MessageChecks):
     ) -> None:
         """A regression bundle's labels among ``messages`` (at ``rows``) into
         ``batch.feedback``, or its dead letters: the common shape (a JSON number within
-        ``max_abs_value``, a ``ts`` not too far ahead or none) decoded together by
+        ``max_abs_target``, a ``ts`` not too far ahead or none) decoded together by
         :data:`~streamapp.codec.plain.REGRESSION_FEEDBACK`, any other through the
         per-message checks, which say why not."""
         try:
@@ -284,7 +284,7 @@ class BatchDecoder(MessageChecks):
             )
         except Exception:  # a shortcut only: the per-message checks decide every message
             docs = [None] * len(rows)
-        bound, skew = self.max_abs_value, self.max_future_skew_s
+        bound, skew = self.max_abs_target, self.max_future_skew_s
         for i, doc in zip(rows, docs, strict=True):
             msg = messages[i]
             if doc is not None and -bound <= doc.label <= bound:
@@ -428,14 +428,14 @@ class BatchDecoder(MessageChecks):
         position: SourcePosition,
     ) -> Feedback | None:
         """A regression label document in the common shape (a finite number within
-        ``max_abs_value``, a ``ts`` that is a non-negative number not too far ahead, or
+        ``max_abs_target``, a ``ts`` that is a non-negative number not too far ahead, or
         none), else ``None`` for the checks."""
         if type(wired) is not dict:
             return None
         target = wired["label"]
         if (
             type(target) not in NUMBER_TYPES
-            or not -self.max_abs_value <= target <= self.max_abs_value
+            or not -self.max_abs_target <= target <= self.max_abs_target
         ):
             return None
         kafka_ts = kafka_time(msg, now)

@@ -31,8 +31,10 @@ class Codec(BatchDecoder, RecordEncoder):
     features_topic, feedback_topic
         Which topic carries which kind of message.
     max_abs_value
-        Feature values (and regression targets) beyond this magnitude are rejected
-        (``value_range``).
+        Feature values beyond this magnitude are rejected (``value_range``).
+    max_abs_target
+        Regression targets beyond this magnitude are rejected (``value_range``): amounts in
+        cents or prices may dwarf any feature, but one absurd target must not swing the head.
     max_payload_bytes
         Larger messages are rejected before parsing (``oversized``).
     max_future_skew_s
@@ -60,6 +62,7 @@ class Codec(BatchDecoder, RecordEncoder):
         features_topic: str = "features",
         feedback_topic: str = "feedback",
         max_abs_value: float = 1e6,
+        max_abs_target: float = 1e12,
         max_payload_bytes: int = 262_144,
         max_future_skew_s: float = 300.0,
         dead_letter_payload_bytes: int = DEAD_LETTER_PAYLOAD_BYTES,
@@ -79,6 +82,7 @@ class Codec(BatchDecoder, RecordEncoder):
         self.features_topic = features_topic
         self.feedback_topic = feedback_topic
         self.max_abs_value = max_abs_value
+        self.max_abs_target = max_abs_target
         self.max_payload_bytes = max_payload_bytes
         self.max_future_skew_s = max_future_skew_s
         self.dead_letter_payload_bytes = dead_letter_payload_bytes

@@ -41,7 +41,7 @@ NOW = KAFKA_TS + 1.0
 
 @pytest.fixture
 def codec() -> Codec:
-    return Codec(["a", "b"], [], task="regression", max_abs_value=1e6, max_payload_bytes=10_000)
+    return Codec(["a", "b"], [], task="regression", max_abs_target=1e6, max_payload_bytes=10_000)
 
 
 def schema_accepts(name: str, doc: object) -> bool:
@@ -128,8 +128,14 @@ def test_a_number_beyond_float_or_the_bound_is_dead_lettered_with_its_reason(
     assert_valid("dead-letter", orjson.loads(codec.encode_dead_letter(dead, now=1.0)))
 
 
-def test_the_bound_is_the_codecs_max_abs_value() -> None:
-    wide = Codec(["a"], [], task="regression", max_abs_value=1e308)
+def test_the_bound_is_the_codecs_max_abs_target_not_the_features_bound() -> None:
+    # the default target bound (1e12) is far beyond the features' (1e6): amounts in cents
+    default = Codec(["a"], [], task="regression")
+    batch = decode_labels(default, [b'{"event_id": "p", "label": 25000000.5}'])
+    assert [fb.label for fb in batch.feedback] == [25000000.5] and not batch.dead_letters
+    [dead] = decode_labels(default, [b'{"event_id": "q", "label": 2e12}']).dead_letters
+    assert dead.reason is Reason.VALUE_RANGE
+    wide = Codec(["a"], [], task="regression", max_abs_target=1e308)
     [fb] = decode_labels(wide, [b'{"event_id": "u64", "label": 18446744073709551617}']).feedback
     assert fb.label == 2.0**64
 
@@ -543,7 +549,7 @@ def test_thousands_of_mutated_labels_are_each_a_target_or_a_valid_dead_letter(
     dead = [d for batch in fast for d in batch.dead_letters]
     assert len(targets) + len(dead) == len(values)
     for fb in targets:  # what is accepted: a finite float within the bound
-        assert type(fb.label) is float and abs(fb.label) <= codec.max_abs_value
+        assert type(fb.label) is float and abs(fb.label) <= codec.max_abs_target
     for start, batch in zip(range(0, len(values), 100), fast, strict=True):
         for fb in batch.feedback:  # and what the schema accepts
             assert fb.source is not None
