@@ -5,8 +5,9 @@ real :class:`~streamapp.pipeline.Pipeline` (ledger, join, guard). Methods: the f
 model, the online head (head only), fine-tuning (top layers + head), fine-tuning with the
 guard (the defaults before issue 33), that with label-free input adaptation (``adapted``),
 the shipped defaults: adaptation plus online model selection among the frozen, the adapted
-and a from-scratch candidate (``served``), and river's ``progressive_val_score`` with a
-from-scratch model on the same stream. ``--delay N`` delivers each label N events late.
+and a from-scratch candidate (``served``), and river's from-scratch model on the same
+stream: with ``progressive_val_score`` (learning after every event) and under the
+pipeline's own batches (``river-batched``). ``--delay N`` delivers each label N events late.
 
 Run: ``python -m streamapp.bench.transfer [--events 20000] [--stream digits-shift ...]``.
 """
@@ -50,6 +51,7 @@ __all__ = [
     "prequential",
     "quarters",
     "river_baseline",
+    "river_batched",
     "summarize",
 ]
 
@@ -219,6 +221,38 @@ def river_baseline(X: np.ndarray, y: np.ndarray, delay: int = 0) -> np.ndarray:
     return np.concatenate([missed, np.asarray(correct, bool)])
 
 
+def river_batched(X: np.ndarray, y: np.ndarray, delay: int = 0) -> np.ndarray:
+    """river's from-scratch standardized logistic model under the pipeline's protocol: each
+    batch of :data:`BATCH` is predicted, then the labels due are learned one by one (those
+    of its own events, or of the events ``delay`` events before), as :func:`prequential`
+    feeds the worker. ``progressive_val_score`` (:func:`river_baseline`) learns after every
+    event instead, which no micro-batching worker can.
+
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(600, 2)); y = (X[:, 0] > 0).astype(np.int64)
+    >>> on_time, late = river_batched(X, y), river_batched(X, y, delay=300)
+    >>> float(on_time[200:].mean()) > 0.9, float(on_time.mean()) > float(late.mean())
+    (True, True)
+    """
+    from river import linear_model, multiclass, preprocessing
+
+    n_classes = int(y.max()) + 1
+    base = linear_model.LogisticRegression()
+    model = preprocessing.StandardScaler() | (
+        base if n_classes == 2 else multiclass.OneVsRestClassifier(base)
+    )
+    rows = [dict(enumerate(map(float, x))) for x in X]
+    labels = [int(t) for t in y]
+    correct = np.zeros(len(y), bool)
+    for start in range(0, len(y), BATCH):
+        stop = min(start + BATCH, len(y))
+        for i in range(start, stop):  # before its first label river predicts None: wrong
+            correct[i] = model.predict_one(rows[i]) == labels[i]
+        for r in range(max(0, start - delay), max(0, stop - delay)):
+            model.learn_one(rows[r], labels[r])
+    return correct
+
+
 def run_stream(
     name: str,
     events: int,
@@ -253,6 +287,9 @@ def run_stream(
     if "river" in methods:
         results["river"] = summarize(river_baseline(X, y, delay), phase)
         progress(f"{name} river: {results['river']}")
+    if "river-batched" in methods:
+        results["river-batched"] = summarize(river_batched(X, y, delay), phase)
+        progress(f"{name} river-batched: {results['river-batched']}")
     return results
 
 
@@ -269,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     finetune = FinetuneSettings(**orjson.loads(args.finetune))
     guard = GuardSettings(**orjson.loads(args.guard))
-    methods = tuple(args.method or (*METHODS, "river"))
+    methods = tuple(args.method or (*METHODS, "river", "river-batched"))
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.stream or ["digits-shift", "hyperplane", "breast-cancer", "wine"]:
             workdir = args.workdir or Path(tmp)
