@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -321,7 +322,7 @@ def build_regression_pipeline(
         bundle.reference,
         m.feature_names,
         bundle.reference.prediction_cuts,
-        scale=float(m.source_metrics.get("source_mae", 1.0)),
+        scale=_error_scale(m.source_metrics.get("source_mae")),
         window_events=d.window_events,
         interval_s=d.interval_s,
         min_events=d.min_events,
@@ -348,6 +349,18 @@ def _with_inputs(settings: Settings, bundle: Bundle) -> bool:
     """Whether the head's rows carry the standardized inputs beside the embedding: a
     regression bundle's linear head, unless ``regression.with_inputs`` is off."""
     return is_regression(bundle) and settings.regression.with_inputs
+
+
+def _error_scale(source_mae: object) -> float:
+    """The unit of the absolute errors the detectors watch: the source MAE, or 1 where the
+    bundle has none (a bundle trained without a holdout has null metrics).
+
+    >>> _error_scale(0.9), _error_scale(None), _error_scale(float("nan"))
+    (0.9, 1.0, 1.0)
+    """
+    if isinstance(source_mae, int | float) and math.isfinite(source_mae) and source_mae > 0:
+        return float(source_mae)
+    return 1.0
 
 
 def build_regression_head(settings: Settings, bundle: Bundle) -> RegressionHead:

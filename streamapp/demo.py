@@ -99,9 +99,9 @@ def _performance_rows(perf: dict[str, object], regression: bool) -> list[tuple[s
             (f"accuracy, frozen source head (last {last})", _pct(perf.get("source_accuracy"))),
         ]
     return [
-        ("MAE, adapted head (all labels)", _num(perf.get("mae_total"))),
+        ("MAE, served (all labels)", _num(perf.get("mae_total"))),
         ("MAE, frozen source model (all labels)", _num(perf.get("source_mae_total"))),
-        (f"MAE, adapted head (last {last})", _num(perf.get("mae"))),
+        (f"MAE, served (last {last})", _num(perf.get("mae"))),
         (f"MAE, frozen source model (last {last})", _num(perf.get("source_mae"))),
     ]
 

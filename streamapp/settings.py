@@ -241,8 +241,10 @@ class RegressionSettings(BaseModel):
     forget: float = Field(
         0.999, gt=0, le=1, description="ridge: per-label forgetting (memory 1/(1-forget) labels)"
     )
-    prior: float = Field(10.0, ge=0, description="ridge: pull towards the source head")
-    loss: Literal["squared", "huber"] = Field("squared", description="sgd: the loss")
+    prior: float = Field(10.0, gt=0, description="ridge: pull towards the source head")
+    loss: Literal["squared", "huber"] = Field(
+        "squared", description="sgd and fine-tuning (finetune.layers > 0): the loss"
+    )
     huber_delta: float = Field(1.0, gt=0, description="sgd: Huber's quadratic zone")
     lr: float = Field(0.5, gt=0, lt=2, description="sgd: normalized step size")
     step_size: int = Field(50, ge=1, description="labels per learning step (batch-invariant)")

@@ -134,7 +134,9 @@ class Worker:
         if s.role == "scorer":
             self._heads = HeadFollower(s, self.bundle.name, self.bundle.version)
         if s.model.registry is not None and s.model.name is not None:
-            self._watcher = ModelWatcher(s, ModelRef(self.bundle.name, self.bundle.version))
+            self._watcher = ModelWatcher(
+                s, ModelRef(self.bundle.name, self.bundle.version), self.bundle.manifest.task
+            )
         if s.http.enabled:
             self._probe = BrokerProbe(s)
             self._server = OpsServer(

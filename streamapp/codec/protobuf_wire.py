@@ -206,7 +206,9 @@ def twin_classes(task: str = "classification") -> dict[str, Any]:
         feedback,
         [
             ("event_id", string, optional, False),
-            ("label", double if task == "regression" else string, optional, False),
+            # a target has presence: in proto3 an absent plain double reads as 0.0, a target
+            # that was never sent; an absent optional one is a missing label (``schema``)
+            ("label", double if task == "regression" else string, optional, task == "regression"),
             ("ts", double, optional, True),
         ],
     )

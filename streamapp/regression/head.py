@@ -173,20 +173,32 @@ class LinearRegressionHead:
         self.intercept -= rate * float(residual.mean())
 
     def _ridge_step(self, X: np.ndarray, y: np.ndarray) -> None:
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is caught below
+            self._ridge_solve(X, y)
+
+    def _ridge_solve(self, X: np.ndarray, y: np.ndarray) -> None:
         Xa = np.hstack([X, np.ones((len(y), 1))])
         decay = self.forget ** len(y)
-        self._gram = decay * self._gram + Xa.T @ Xa
-        self._moment = decay * self._moment + Xa.T @ y
+        gram = decay * self._gram + Xa.T @ Xa
+        moment = decay * self._moment + Xa.T @ y
         source = np.append(self.source_coef, self.source_intercept)
-        w = np.linalg.solve(
-            self._gram + self.prior * np.eye(len(source)), self._moment + self.prior * source
-        )
+        system = gram + self.prior * np.eye(len(source))
+        target = moment + self.prior * source
+        try:
+            w = np.linalg.solve(system, target)
+        except np.linalg.LinAlgError:  # numerically singular (huge or degenerate rows)
+            w = np.linalg.lstsq(system, target, rcond=None)[0]
+        if not np.isfinite(w).all():  # rows beyond float range: skipped, sums and weights kept
+            logger.warning("a ridge step overflowed: its %d labels are skipped", len(y))
+            return
+        self._gram, self._moment = gram, moment
         self.coef, self.intercept = np.asarray(w[:-1], np.float64), float(w[-1])
 
     def state_dict(self) -> dict[str, Any]:
         """The head, the ridge solver's weighted sums and the labels waiting for a step (the
         source head and the settings are not in it: they come from the bundle and config)."""
         return {
+            "kind": "linear-regression",
             "coef": self.coef.copy(),
             "intercept": self.intercept,
             "steps": self._steps,
@@ -197,13 +209,64 @@ class LinearRegressionHead:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` into a head built with the same source head and
-        settings."""
+        """Restore :meth:`state_dict` into a head built with the same source head.
+
+        A state of another width (taken with ``regression.with_inputs`` otherwise set: the
+        inputs' columns follow the embedding's) keeps what the two share, the embedding's
+        weights and their sums, and starts the other columns at 0, with a log line."""
+        if state.get("kind", "linear-regression") != "linear-regression" or "coef" not in state:
+            raise ValueError(
+                f"not a linear regression head's state (kind {state.get('kind')!r}): "
+                "finetune.layers changed since it was saved"
+            )
         self._reset()
-        self.coef = np.asarray(state["coef"], np.float64).copy()
+        width = len(self.source_coef)
+        coef = np.asarray(state["coef"], np.float64)
+        if len(coef) != width:
+            logger.warning(
+                "a head state of width %d restored into width %d (regression.with_inputs "
+                "changed?): the shared columns are kept, the others start at 0",
+                len(coef),
+                width,
+            )
+        self.coef = _columns(coef, width)
         self.intercept = float(state["intercept"])
         self._steps = int(state["steps"])
-        self._gram = np.asarray(state["gram"], np.float64).copy()
-        self._moment = np.asarray(state["moment"], np.float64).copy()
-        self._buffer_X = np.asarray(state["buffer_X"], np.float64).reshape(-1, len(self.coef))
+        self._gram = _square(np.asarray(state["gram"], np.float64), width + 1)
+        self._moment = _columns(np.asarray(state["moment"], np.float64), width + 1, last=True)
+        buffer = np.asarray(state["buffer_X"], np.float64).reshape(-1, len(coef))
+        self._buffer_X = np.zeros((len(buffer), width))
+        shared = min(width, len(coef))
+        self._buffer_X[:, :shared] = buffer[:, :shared]
         self._buffer_y = np.asarray(state["buffer_y"], np.float64)
+
+
+def _columns(values: np.ndarray, width: int, *, last: bool = False) -> np.ndarray:
+    """``values`` cut or padded with zeros to ``width``; with ``last``, its last entry (the
+    intercept's) stays last.
+
+    >>> _columns(np.array([1.0, 2.0, 9.0]), 4, last=True).tolist()
+    [1.0, 2.0, 0.0, 9.0]
+    >>> _columns(np.array([1.0, 2.0, 3.0]), 2).tolist()
+    [1.0, 2.0]
+    """
+    if last:
+        return np.append(_columns(values[:-1], width - 1), values[-1])
+    out = np.zeros(width)
+    shared = min(width, len(values))
+    out[:shared] = values[:shared]
+    return out
+
+
+def _square(gram: np.ndarray, size: int) -> np.ndarray:
+    """A Gram matrix over ``[columns..., 1]`` cut or padded to ``size`` (the intercept's row
+    and column stay last)."""
+    if len(gram) == size:
+        return gram.copy()
+    shared = min(size, len(gram)) - 1
+    out = np.zeros((size, size))
+    out[:shared, :shared] = gram[:shared, :shared]
+    out[:shared, -1] = gram[:shared, -1]
+    out[-1, :shared] = gram[-1, :shared]
+    out[-1, -1] = gram[-1, -1]
+    return out

@@ -53,10 +53,17 @@ def value_bin_names(cuts: np.ndarray) -> list[str]:
     ['< 0', '[0, 2.5)', '>= 2.5']
     >>> value_bin_names(np.array([]))
     ['all']
+    >>> value_bin_names(np.array([12345.1, 12345.9]))
+    ['< 12345', '[12345, 12346)', '>= 12346']
     """
-    names = [f"{c:.4g}" for c in np.asarray(cuts, np.float64).tolist()]
-    if not names:
+    values = np.asarray(cuts, np.float64).tolist()
+    if not values:
         return ["all"]
+    # the fewest significant digits (at least 4) that keep every cut's name apart
+    digits = next(
+        (d for d in range(4, 18) if len({f"{c:.{d}g}" for c in values}) == len(set(values))), 17
+    )
+    names = [f"{c:.{digits}g}" for c in values]
     inner = [f"[{a}, {b})" for a, b in itertools.pairwise(names)]
     return [f"< {names[0]}", *inner, f">= {names[-1]}"]
 
@@ -258,6 +265,13 @@ class RegressionMonitor(DriftMonitor):
         )
         self.performance = RegressionTracking(performance_window, alpha)  # type: ignore[assignment]
         self.detectors = AbsErrorDetectors(scale)
+
+    @property
+    def typical_value(self) -> float:
+        """The source model's median prediction (the middle cut of its profile), served in
+        place of a value that is not finite."""
+        cuts = self.prediction_cuts
+        return float(cuts[len(cuts) // 2]) if len(cuts) else 0.0
 
     def bins(self, values: np.ndarray) -> np.ndarray:
         """The prediction-profile bin of each served value."""

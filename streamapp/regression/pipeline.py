@@ -89,7 +89,17 @@ class RegressionPipeline(Pipeline):
         by_source = self.guard is not None and self.guard.serving_source
         embeddings = self.embed(block.X)
         model = self.head.source_predict_many if by_source else self.head.predict_many
-        values = model(embeddings)
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite value is handled
+            values = model(embeddings)
+        broken = ~np.isfinite(values)
+        if broken.any():  # an input at the edge of float range: JSON and Avro have no NaN
+            values[broken] = self.monitor.typical_value
+            logger.warning(
+                "%d of %d values were not finite (inputs beyond the model's range?): served "
+                "the source model's median prediction",
+                int(broken.sum()),
+                len(values),
+            )
         prediction = PredictionBlock(
             ids=block.ids,
             keys=block.keys,
@@ -113,7 +123,7 @@ class RegressionPipeline(Pipeline):
         """Join targets to served rows and learn from them (unless a learner process does)."""
         if not feedback:
             return None
-        joined = self.ledger.join(feedback)
+        joined = _learnable(self.ledger.join(feedback))
         if not len(joined):
             return None
         served = joined.proba[:, 0]
@@ -138,3 +148,19 @@ class RegressionPipeline(Pipeline):
     def source_predict(self, embeddings: np.ndarray) -> np.ndarray:
         """The frozen source model's values on served rows."""
         return self.head.source_predict_many(embeddings)
+
+
+def _learnable(joined: JoinedExamples) -> JoinedExamples:
+    """The joined rows a head can learn from: a NaN column (unknown: a row kept by a snapshot
+    taken with fewer columns) is 0, the standardized mean; a row with an infinite column is
+    left out, with a log line (one such row would poison the ridge sums for good)."""
+    if not len(joined):
+        return joined
+    rows = joined.embeddings
+    if np.isnan(rows).any():
+        joined.embeddings = rows = np.nan_to_num(rows, nan=0.0, posinf=np.inf, neginf=-np.inf)
+    usable = np.isfinite(rows).all(axis=1) & np.isfinite(joined.proba[:, 0])
+    if usable.all():
+        return joined
+    logger.warning("%d joined rows are not finite: not learned", int((~usable).sum()))
+    return joined.select(usable)

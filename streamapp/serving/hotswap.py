@@ -19,14 +19,14 @@ from dataclasses import asdict, dataclass, fields
 import orjson
 from confluent_kafka import OFFSET_END, Producer
 
-from streamapp.errors import StreamappError
+from streamapp.errors import BundleError, StreamappError
 from streamapp.kafka.config import producer_config, reader_config
 from streamapp.kafka.tail import PartitionTail
 from streamapp.model.bundle import Bundle, load_bundle
 from streamapp.model.registry import ModelRef, Registry
 from streamapp.settings import Settings
 
-__all__ = ["ControlEvent", "ModelWatcher", "publish_control_event"]
+__all__ = ["ControlEvent", "ModelWatcher", "check_same_task", "publish_control_event"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,16 @@ def publish_control_event(settings: Settings, event: ControlEvent) -> None:
         raise StreamappError(f"could not publish {event.type} of {event.name} to the broker")
 
 
+def check_same_task(serving: str, bundle: Bundle) -> None:
+    """Refuse (``BundleError``) a bundle of another task than the one served: its predictions
+    have another format, which the topics' consumers and registry subjects do not expect."""
+    if bundle.manifest.task != serving:
+        raise BundleError(
+            f"a {bundle.manifest.task} bundle cannot replace a {serving} one in place (its "
+            "outputs have another format): serve it on topics of its own"
+        )
+
+
 class ModelWatcher:
     """Follows the control topic for ``settings.model.name@model_alias``.
 
@@ -72,9 +82,10 @@ class ModelWatcher:
     promotion or rollback to another version has been loaded; otherwise ``None``.
     """
 
-    def __init__(self, settings: Settings, serving: ModelRef) -> None:
+    def __init__(self, settings: Settings, serving: ModelRef, task: str = "classification") -> None:
         assert settings.model.registry is not None and settings.model.name is not None
         self.settings = settings
+        self.task = task  # the served bundle's: a bundle of the other task is refused
         self.registry = Registry(settings.model.registry)
         self.serving = serving
         self.refusals = 0
@@ -128,6 +139,7 @@ class ModelWatcher:
     def _load(self, ref: ModelRef) -> None:
         try:
             bundle = load_bundle(self.registry.path(ref.name, ref.version))
+            check_same_task(self.task, bundle)
         except StreamappError as exc:
             self.refusals += 1
             logger.error("refused %s, still serving %s: %s", ref, self.serving, exc)

@@ -205,3 +205,30 @@ def test_fine_tuning_learns_on_huber_loss_and_restores_bitwise_whatever_the_batc
     before = np.abs(head().predict_many(X) - y).mean()
     assert np.abs(straight.predict_many(X) - y).mean() < 0.5 * before
     np.testing.assert_array_equal(straight.source_predict_many(X), np.zeros(1200))
+
+
+def test_values_that_are_not_finite_are_served_as_the_typical_value_and_not_learned() -> None:
+    pipeline, X, y = _parts()
+    inner = pipeline.embed
+
+    def embed(rows: np.ndarray) -> np.ndarray:  # an input at the edge of float range
+        out = inner(rows)
+        out[rows[:, 0] > 0.99] = np.inf
+        return out
+
+    pipeline.embed = embed
+    served = np.asarray(_run(pipeline, X[:1000], y[:1000]))
+    broken = X[:1000, 0] > 0.99
+    assert broken.any() and np.isfinite(served).all()
+    assert (served[broken] == pipeline.monitor.typical_value).all()
+    assert pipeline.head.n_learned == 1000 - broken.sum()  # the rest, learned
+    assert np.isfinite(pipeline.head.coef).all()
+
+
+def test_a_ridge_step_that_overflows_is_skipped_and_learning_goes_on() -> None:
+    head = LinearRegressionHead(np.array([1.0, 2.0]), 0.5, step_size=5)
+    head.learn_many(np.full((5, 2), 1e160), np.full(5, 1e160))  # squares overflow to inf
+    assert head.coef.tolist() == [1.0, 2.0] and head.intercept == 0.5 and head.n_learned == 5
+    X = np.random.default_rng(0).normal(size=(400, 2))
+    head.learn_many(X, X @ np.array([3.0, -1.0]) + 2.0)  # the sums were not poisoned
+    assert np.allclose(head.coef, [3.0, -1.0], atol=0.15) and abs(head.intercept - 2.0) < 0.15

@@ -565,3 +565,30 @@ def test_thousands_of_mutated_labels_are_each_a_target_or_a_valid_dead_letter(
     slow = [decode_labels(codec, values[s : s + 100]) for s in range(0, len(values), 100)]
     assert [fb for batch in slow for fb in batch.feedback] == targets
     assert [d for batch in slow for d in batch.dead_letters] == dead
+
+
+def test_a_protobuf_target_that_was_never_sent_is_a_missing_label_not_zero() -> None:
+    """In proto3 an absent plain double reads as 0.0; the regression twin's label has
+    presence, so a target that was never sent is a dead letter, and a real 0.0 is a target."""
+    from confluent_kafka.schema_registry._sync.mock_schema_registry_client import (
+        MockSchemaRegistryClient,
+    )
+    from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    from streamapp.codec.protobuf_wire import twin_classes
+    from streamapp.scenarios.base import Record
+    from streamapp.scenarios.registry_format import RegistryEncoder
+
+    client = MockSchemaRegistryClient({"url": "mock://absent"})
+    encode = RegistryEncoder(client, "protobuf", task="regression")
+    zero = encode(Record("feedback", "e0", {"event_id": "e0", "label": 0.0}, 0.0), "feedback")
+    message = twin_classes("regression")["feedback"]
+    serialize = ProtobufSerializer(message, client, {"use.deprecated.format": False})
+    never = serialize(message(event_id="e1"), SerializationContext("feedback", MessageField.VALUE))
+    settings = Settings(schema_registry={"url": "mock://absent", "feedback_format": "protobuf"})
+    codec = Codec(["a", "b"], [], task="regression")
+    use_registry(codec, settings, client)
+    batch = decode_labels(codec, [zero, never])
+    assert [(fb.event_id, fb.label) for fb in batch.feedback] == [("e0", 0.0)]
+    assert [d.reason for d in batch.dead_letters] == [Reason.SCHEMA]
