@@ -3,7 +3,8 @@
 Histograms on the fixed reference bins add up, and so do class counts, first and second
 moments and label counts: summing the ``counts`` section of every scorer's report and
 recomputing the statistics gives the report one worker would have written had it seen
-every scorer's events. Rolling accuracies are merged weighted by their label counts.
+every scorer's events. Rolling accuracies (a regression model's MAE and RMSE) are merged
+weighted by their label counts.
 """
 
 from __future__ import annotations
@@ -62,10 +63,18 @@ def merge_reports(reports: Sequence[dict[str, Any]], profile: ReferenceProfile) 
 
 
 def _merge_performance(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rolling measures of several scorers weighted by their label counts: accuracies
+    and MAEs as means, RMSEs as root mean squares. R² needs each window's target variance,
+    which a report does not carry: it is left out."""
     labels = sum(int(p.get("labels", 0)) for p in parts)
     out: dict[str, Any] = {"labels": labels}
-    for key in ("accuracy", "source_accuracy"):
-        weighted = [(p[key], p["labels"]) for p in parts if key in p and p.get("labels")]
-        if weighted:
-            out[key] = sum(v * n for v, n in weighted) / sum(n for _, n in weighted)
+    for key in ("accuracy", "source_accuracy", "mae", "source_mae", "rmse", "source_rmse"):
+        weighted = [(p[key], p["labels"]) for p in parts if p.get(key) is not None and p["labels"]]
+        if not weighted:
+            continue
+        squared = key.endswith("rmse")
+        total = sum((v * v if squared else v) * n for v, n in weighted) / sum(
+            n for _, n in weighted
+        )
+        out[key] = float(np.sqrt(total)) if squared else total
     return out

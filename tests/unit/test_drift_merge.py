@@ -67,3 +67,29 @@ def test_merged_conformal_sections_add_up_and_the_merged_report_is_valid(
     assert conformal["since_start"]["labels"] == 250
     covered = sum(s["labels"] * s["coverage"] for s in since)
     assert conformal["since_start"]["coverage"] == pytest.approx(covered / 250)
+
+
+def test_two_regression_scorers_merge_their_mae_and_rmse(friedman_bundle: Path) -> None:
+    settings = Settings(model={"bundle": friedman_bundle})
+    bundle = load_bundle(friedman_bundle)
+    X, y, _ = get_scenario("friedman-shift").target_data(600)
+    rng = np.random.default_rng(0)
+    served = y + rng.normal(0, 1.0, 600)
+    whole, first, second = (build_pipeline(settings, bundle).monitor for _ in range(3))
+    ones = np.ones(600)
+    for monitor, rows in (
+        (whole, slice(0, 600)),
+        (first, slice(0, 250)),
+        (second, slice(250, 600)),
+    ):
+        monitor.update_events(X[rows], monitor.bins(served[rows]), ones[rows])
+        monitor.update_labels(y[rows], served[rows], y[rows] + 2.0, ones[rows])
+    report = whole.report(2.0)
+    expected = report["performance"]
+    merged = merge_reports([first.report(2.0), second.report(2.0)], bundle.reference)
+    performance = merged["performance"]
+    assert performance["labels"] == 600
+    for key in ("mae", "rmse", "source_mae", "source_rmse"):
+        assert performance[key] == pytest.approx(expected[key], rel=1e-12), key
+    assert "r2" not in performance  # not mergeable from the reports
+    assert merged["prediction"]["counts"] == report["prediction"]["counts"]  # the value bins
