@@ -12,6 +12,7 @@ import logging
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,7 +90,7 @@ def build_codec(settings: Settings, bundle: Bundle) -> Codec:
         max_future_skew_s=settings.input.max_future_skew_s,
         dead_letter_payload_bytes=settings.input.dead_letter_payload_bytes,
         missing=settings.input.missing,
-        task=getattr(bundle.manifest, "task", "classification"),
+        task="regression" if is_regression(bundle) else "classification",
     )
     use_registry(codec, settings)  # topics in a Schema Registry format (default: none)
     return codec
@@ -257,26 +258,8 @@ def build_pipeline(
     embed, width = build_embedder(settings, bundle)
     candidates = build_candidates(settings, bundle)
     extra = candidates.extra_width if candidates is not None else 0
-    ledger = PendingLedger(
-        settings.ledger.max_entries,
-        width + extra,
-        len(m.classes),
-        settings.ledger.ttl_s,
-        settings.ledger.early_label_ttl_s,
-        settings.ledger.max_parked,
-    )
-    d = settings.drift
-    monitor = DriftMonitor(
-        bundle.reference,
-        m.feature_names,
-        m.classes,
-        window_events=d.window_events,
-        interval_s=d.interval_s,
-        min_events=d.min_events,
-        alpha=d.alpha,
-        dataset_drift_share=d.dataset_drift_share,
-        performance_window=d.performance_window,
-    )
+    ledger = _ledger(settings, width + extra, len(m.classes))
+    monitor = DriftMonitor(bundle.reference, m.feature_names, m.classes, **_windows(settings))
     return Pipeline(
         embed,
         head,
@@ -297,7 +280,37 @@ def build_pipeline(
 
 def is_regression(bundle: Bundle) -> bool:
     """Whether ``bundle`` serves a numeric target (its manifest's ``task``)."""
-    return getattr(bundle.manifest, "task", "classification") == "regression"
+    return bundle.manifest.task == "regression"
+
+
+def _ledger(
+    settings: Settings, width: int, outputs: int, labels: type[np.generic] = np.int64
+) -> PendingLedger:
+    """The pending ledger: rows of ``width`` columns, ``outputs`` served columns (the class
+    probabilities, or a regression model's value), labels of dtype ``labels``."""
+    led = settings.ledger
+    return PendingLedger(
+        led.max_entries,
+        width,
+        outputs,
+        led.ttl_s,
+        led.early_label_ttl_s,
+        led.max_parked,
+        label_dtype=labels,
+    )
+
+
+def _windows(settings: Settings) -> dict[str, Any]:
+    """The drift monitor's windows and thresholds, as ``settings.drift`` sets them."""
+    d = settings.drift
+    return {
+        "window_events": d.window_events,
+        "interval_s": d.interval_s,
+        "min_events": d.min_events,
+        "alpha": d.alpha,
+        "dataset_drift_share": d.dataset_drift_share,
+        "performance_window": d.performance_window,
+    }
 
 
 def build_regression_pipeline(
@@ -308,27 +321,13 @@ def build_regression_pipeline(
     m = bundle.manifest
     head = build_regression_head(settings, bundle)
     embed, width = build_embedder(settings, bundle)
-    ledger = PendingLedger(
-        settings.ledger.max_entries,
-        width,
-        1,  # the served value
-        settings.ledger.ttl_s,
-        settings.ledger.early_label_ttl_s,
-        settings.ledger.max_parked,
-        label_dtype=np.float64,
-    )
-    d = settings.drift
+    ledger = _ledger(settings, width, 1, np.float64)  # one output: the served value
     monitor = RegressionMonitor(
         bundle.reference,
         m.feature_names,
         bundle.reference.prediction_cuts,
         scale=_error_scale(m.source_metrics.get("source_mae")),
-        window_events=d.window_events,
-        interval_s=d.interval_s,
-        min_events=d.min_events,
-        alpha=d.alpha,
-        dataset_drift_share=d.dataset_drift_share,
-        performance_window=d.performance_window,
+        **_windows(settings),
     )
     return RegressionPipeline(
         embed,

@@ -32,7 +32,7 @@ class Shadow:
         c = settings.challenger
         self.settings = settings
         self.bundle = load_bundle(c.bundle) if c.bundle is not None else champion
-        if "regression" in (_task(champion), _task(self.bundle)):
+        if "regression" in (champion.manifest.task, self.bundle.manifest.task):
             # the comparison is McNemar's on classes; a regression champion serves alone
             raise ConfigError("a challenger compares classifiers; set challenger.enabled=false")
         if (self.bundle.manifest.feature_names, self.bundle.manifest.classes) != (
@@ -105,7 +105,3 @@ class Shadow:
         publish_control_event(s, event)
         self.promoted = True
         logger.info("challenger %s won %s: promoted", ref, self.comparison.summary()["challenger"])
-
-
-def _task(bundle: Bundle) -> str:
-    return getattr(bundle.manifest, "task", "classification")
