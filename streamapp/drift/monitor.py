@@ -164,10 +164,15 @@ class DriftMonitor:
             return
         self.performance.update(y_true, proba, source_pred, delays)
         self.detectors.update(proba.argmax(axis=1) != y_true)
-        skip = min(self._skip_labels, len(y_true))
+        self._count_labels(len(y_true))
+
+    def _count_labels(self, n: int) -> None:
+        """Count ``n`` joined labels in the window (after a restore, those a committed report
+        already counted only in the totals)."""
+        skip = min(self._skip_labels, n)
         self._skip_labels -= skip
-        self._labels += len(y_true) - skip
-        self._labels_total += len(y_true)
+        self._labels += n - skip
+        self._labels_total += n
 
     def cursor(self) -> DriftCursor:
         """The last report's cut, for a commit to carry."""

@@ -287,7 +287,4 @@ class RegressionMonitor(DriftMonitor):
         served = np.asarray(proba, np.float64).reshape(len(y_true))
         self.performance.update(y_true, served, source_pred, delays)
         self.detectors.update(np.abs(served - np.asarray(y_true, np.float64)))
-        skip = min(self._skip_labels, len(y_true))
-        self._skip_labels -= skip
-        self._labels += len(y_true) - skip
-        self._labels_total += len(y_true)
+        self._count_labels(len(y_true))
