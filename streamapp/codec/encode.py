@@ -140,26 +140,24 @@ class RecordEncoder:
     def decode_training_examples(
         self, values: list[bytes | None], dim: int
     ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ValueError]]]:
-        """``(embeddings, class indices, [(position, why)])``: the examples among ``values``
-        in arrival order, and why each other value is not one (a regression bundle's labels
-        are its float64 targets). The common shape is decoded for the whole batch at once;
-        anything else goes through :meth:`decode_training_example`, which says why it is
-        refused."""
-        if self.task == "regression":
-            return self._decode_target_examples(values, dim)
+        """``(embeddings, labels, [(position, why)])``: the examples among ``values`` in
+        arrival order, and why each other value is not one; the labels are class indices, or
+        a regression bundle's float64 targets. The common shape is decoded for the whole batch
+        at once; anything else goes through :meth:`decode_training_example`, which says why
+        it is refused."""
+        dtype = np.float64 if self.task == "regression" else np.int64
         docs = parse_all(values, math.inf)
         taken: list[int] = []
         rows: list[list[Any]] = []
-        labels: list[int] = []
+        labels: list[int | float] = []
         for j, doc in enumerate(docs):
             if type(doc) is not dict:
                 continue
-            embedding, label = doc.get("embedding"), doc.get("label")
-            index = self._label_index.get(label) if type(label) is str else None
-            if index is not None and type(embedding) is list and len(embedding) == dim:
+            embedding, label = doc.get("embedding"), self._plain_label(doc.get("label"))
+            if label is not None and type(embedding) is list and len(embedding) == dim:
                 taken.append(j)
                 rows.append(embedding)
-                labels.append(index)
+                labels.append(label)
         X = np.empty((0, dim), np.float64)
         if rows and set(map(type, itertools.chain.from_iterable(rows))) <= NUMBER_TYPES:
             with contextlib.suppress(OverflowError):  # an integer beyond float range: refused
@@ -173,7 +171,7 @@ class RecordEncoder:
             list(itertools.compress(labels, finite)),
         )
         if len(taken) == len(values):  # the usual
-            return X, np.array(y, np.int64), []
+            return X, np.array(y, dtype), []
         order, refused, done = list(taken), [], set(taken)
         more_rows, more_labels = [], []
         for j, value in enumerate(values):
@@ -189,44 +187,17 @@ class RecordEncoder:
             more_labels.append(label)
         X = np.concatenate([X, np.array(more_rows, np.float64).reshape(-1, dim)])
         arrival = np.argsort(order, kind="stable")  # learning depends on the order
-        return X[arrival], np.array(y + more_labels, np.int64)[arrival], refused
+        return X[arrival], np.array(y + more_labels, dtype)[arrival], refused
 
-    def _decode_target_examples(
-        self, values: list[bytes | None], dim: int
-    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ValueError]]]:
-        """:meth:`decode_training_examples` for a regression bundle: float64 targets."""
-        docs = parse_all(values, math.inf)
-        taken: list[int] = []
-        rows: list[list[Any]] = []
-        labels: list[Any] = []
-        for j, doc in enumerate(docs):
-            if type(doc) is not dict:
-                continue
-            embedding, label = doc.get("embedding"), doc.get("label")
-            if type(label) in NUMBER_TYPES and type(embedding) is list and len(embedding) == dim:
-                taken.append(j)
-                rows.append(embedding)
-                labels.append(label)
-        X, y = np.empty((0, dim), np.float64), np.empty(0, np.float64)
-        if rows and set(map(type, itertools.chain.from_iterable(rows))) <= NUMBER_TYPES:
-            with contextlib.suppress(OverflowError):  # an integer beyond float range: refused
-                X, y = np.array(rows, np.float64), np.array(labels, np.float64)
-        if len(X) and len(taken) == len(values):
-            finite = np.isfinite(X).all(axis=1) & np.isfinite(y)
-            if finite.all():  # the usual
-                return X, y, []
-        # any other batch: one at a time, each example kept or refused with its reason
-        out_rows, out_labels, refused = [], [], []
-        for j, value in enumerate(values):
-            try:
-                embedding, target = self.decode_training_example(value, dim)
-            except ValueError as exc:
-                refused.append((j, exc))
-                continue
-            out_rows.append(embedding)
-            out_labels.append(target)
-        X = np.array(out_rows, np.float64).reshape(-1, dim)
-        return X, np.array(out_labels, np.float64), refused
+    def _plain_label(self, label: Any) -> int | float | None:
+        """A training example's label in the common shape: a known class name's index, or a
+        regression bundle's finite target; None for the per-example checks."""
+        if self.task != "regression":
+            return self._label_index.get(label) if type(label) is str else None
+        try:
+            return _finite_target(label)
+        except ValueError:
+            return None
 
     def decode_training_example(
         self, value: bytes | None, dim: int

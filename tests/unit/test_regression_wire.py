@@ -254,7 +254,8 @@ def test_build_codec_takes_the_task_from_the_manifest() -> None:
         return SimpleNamespace(manifest=SimpleNamespace(feature_names=["a"], classes=[], **task))
 
     assert build_codec(Settings(), bundle(task="regression")).task == "regression"
-    assert build_codec(Settings(), bundle()).task == "classification"  # an older manifest
+    # a manifest without ``task`` loads as a classifier's (test_regression_bundle)
+    assert build_codec(Settings(), bundle(task="classification")).task == "classification"
 
 
 # -- registry formats -------------------------------------------------------------------------
