@@ -145,19 +145,13 @@ def build_head(settings: Settings, bundle: Bundle) -> OnlineHead:
         return build_regression_head(settings, bundle)  # type: ignore[return-value]
     layers = finetune_layers(settings, bundle)
     if layers != 0:
-        f = settings.finetune
         _, top = _split(bundle, layers)
         return FinetuneHead(
             top,
             bundle.head_coef,
             bundle.head_intercept,
             bundle.manifest.classes,
-            optimizer=f.optimizer,
-            lr=f.lr,
-            weight_decay=f.weight_decay,
-            momentum=f.momentum,
-            step_size=f.step_size,
-            device=settings.model.device,
+            **_optimizer(settings),
         )
     h = settings.head
     return make_head(
@@ -170,6 +164,19 @@ def build_head(settings: Settings, bundle: Bundle) -> OnlineHead:
         alpha=h.alpha,
         seed=h.seed,
     )
+
+
+def _optimizer(settings: Settings) -> dict[str, Any]:
+    """How a fine-tuning head steps (both tasks'): ``settings.finetune`` and the device."""
+    f = settings.finetune
+    return {
+        "optimizer": f.optimizer,
+        "lr": f.lr,
+        "weight_decay": f.weight_decay,
+        "momentum": f.momentum,
+        "step_size": f.step_size,
+        "device": settings.model.device,
+    }
 
 
 def build_embedder(settings: Settings, bundle: Bundle) -> tuple[Embed, int]:
@@ -369,7 +376,6 @@ def build_regression_head(settings: Settings, bundle: Bundle) -> RegressionHead:
     r = settings.regression
     layers = finetune_layers(settings, bundle)
     if layers != 0:
-        f = settings.finetune
         _, top = _split(bundle, layers)
         return RegressionFinetuneHead(
             top,
@@ -377,12 +383,7 @@ def build_regression_head(settings: Settings, bundle: Bundle) -> RegressionHead:
             bundle.head_intercept,
             loss=r.loss,
             huber_delta=r.huber_delta,
-            optimizer=f.optimizer,
-            lr=f.lr,
-            weight_decay=f.weight_decay,
-            momentum=f.momentum,
-            step_size=f.step_size,
-            device=settings.model.device,
+            **_optimizer(settings),
         )
     coef = np.asarray(bundle.head_coef, np.float64)[0]
     if _with_inputs(settings, bundle):  # the inputs' weights start at 0: the source model
