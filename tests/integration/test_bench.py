@@ -104,6 +104,17 @@ def test_every_suite_runs_and_writes_json_and_markdown(
     assert result["scaleout"]["partitions"] == 4
     assert result["scaleout"]["over_fewest"]["1 scorer process"] == 1.0
     assert result["formats"]["events"] == 400 and result["formats"]["avro_over_json"] > 0
+    tasks = result["tasks"]  # a regression bundle beside two classifiers, each on its stream
+    assert set(tasks["events_per_second"]) == {
+        "regression, friedman-shift",
+        "classification, hyperplane",
+        "classification, digits-shift",
+    }
+    assert all(rate > 0 for rate in tasks["events_per_second"].values())
+    assert set(tasks["regression_over"]) == {
+        "classification, hyperplane",
+        "classification, digits-shift",
+    }
     heavy = result["heavy"]
     assert heavy["architecture"] == "64->128->32" and heavy["events"] == 200
     assert heavy["backbone_rows_per_s"] > 0 and heavy["worker_events_per_s"] > 0
@@ -114,6 +125,7 @@ def test_every_suite_runs_and_writes_json_and_markdown(
     assert "At 200 events/s the worker adds " in table and "over the plain relay's" in table
     assert f"| streamapp worker | {rates['streamapp worker']:,} | 1.00 | " in table
     assert "blocked in commits: at-least-once" in table
+    assert "**Throughput by task**" in table and "| regression, friedman-shift |" in table
     assert "**Where the time goes** (in process, no broker" in table
     assert "**Heavy backbone** (64->128->32 MLP, CPU" in table
 
