@@ -1,9 +1,8 @@
 """Regression performance on delayed labels, and the guard's paired test on absolute errors.
 
 :class:`RegressionPerformance` keeps MAE, RMSE and R² over a rolling window of the last
-``window`` labels and since the start (sums, so a snapshot is a few numbers and the window).
-:class:`ErrorStreamDetectors` watches the absolute-error stream for change points, and
-:func:`paired_abs_error_test` is the regression twin of the classifiers' McNemar test: is the
+``window`` labels and since the start (sums, so a snapshot is a few numbers and the window),
+and :func:`paired_abs_error_test` is the regression twin of the classifiers' McNemar test: is the
 adapted model's absolute error significantly larger than the frozen source model's on the
 same labels?
 """
@@ -15,9 +14,10 @@ import math
 from typing import Any, TypedDict
 
 import numpy as np
-from scipy import stats
 
-__all__ = ["ErrorStreamDetectors", "PairedTest", "RegressionPerformance", "paired_abs_error_test"]
+from streamapp.regression.guard import wilcoxon_greater
+
+__all__ = ["PairedTest", "RegressionPerformance", "paired_abs_error_test"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,9 @@ def paired_abs_error_test(
     adapted: np.ndarray, source: np.ndarray, targets: np.ndarray, alpha: float = 0.01
 ) -> PairedTest:
     """One-sided Wilcoxon signed-rank test that the adapted model's absolute errors exceed
-    the source model's on the same labels (distribution-free: residuals are rarely normal).
+    the source model's on the same labels (distribution-free: residuals are rarely normal);
+    the guard's test (:func:`~streamapp.regression.guard.wilcoxon_greater`), for a bench's
+    stretch of labels.
 
     >>> rng = np.random.default_rng(0)
     >>> y = rng.normal(size=400)
@@ -46,7 +48,7 @@ def paired_abs_error_test(
     n = len(difference)
     if n == 0 or not np.any(difference):
         return {"labels": n, "mean_difference": 0.0, "p_value": 1.0, "worse": False}
-    p_value = float(stats.wilcoxon(difference, alternative="greater").pvalue)
+    p_value = wilcoxon_greater(difference)  # the guard's test, on a whole stretch
     return {
         "labels": n,
         "mean_difference": float(difference.mean()),
@@ -159,41 +161,3 @@ def _measures(values: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
         "rmse": float(np.sqrt((error**2).mean())),
         "r2": 1.0 - float((error**2).sum()) / total if total > 0 else None,
     }
-
-
-class ErrorStreamDetectors:
-    """river's ``ADWIN`` and ``PageHinkley`` on the absolute errors of joined labels; change
-    points are the label counts at which a detector fired (as the classifiers' detectors on
-    their 0/1 error stream). Errors are divided by ``scale`` (the source task's MAE, say), so
-    the thresholds mean the same for any target unit. Page-Hinkley's threshold is ten times
-    the 0/1 stream's: absolute errors are noisier (on ``friedman-shift``, 50 gives a false
-    alarm every ~1,000 labels, 500 none before the drift).
-
-    >>> rng = np.random.default_rng(0)
-    >>> detectors = ErrorStreamDetectors(scale=1.0)
-    >>> detectors.update(np.abs(np.r_[rng.normal(0, 1, 3000), rng.normal(0, 3, 3000)]))
-    >>> [bool(p and 3000 < p[0] < 3600) for p in detectors.change_points.values()]
-    [True, True]
-    """
-
-    def __init__(
-        self, scale: float = 1.0, adwin_delta: float = 0.002, ph_threshold: float = 500.0
-    ) -> None:
-        from river import drift
-
-        self.scale = scale
-        self._detectors = {
-            "adwin": drift.ADWIN(delta=adwin_delta),
-            "page_hinkley": drift.PageHinkley(threshold=ph_threshold),
-        }
-        self.change_points: dict[str, list[int]] = {name: [] for name in self._detectors}
-        self.seen = 0
-
-    def update(self, abs_errors: np.ndarray) -> None:
-        values = (np.asarray(abs_errors, np.float64) / self.scale).tolist()
-        for name, detector in self._detectors.items():
-            for seen, value in enumerate(values, self.seen + 1):
-                detector.update(value)
-                if detector.drift_detected:
-                    self.change_points[name].append(seen)
-        self.seen += len(values)
